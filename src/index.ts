@@ -1,0 +1,6 @@
+/** Public entry point of dmabuf-sim for the main thread: the Machine and the uAPI facts. */
+export { Machine, Proc, type BootOptions, type SpawnOptions, type ExitStatus } from './machine.js';
+export type { KernelStats, ShutdownReport } from './kernel/control.js';
+export { formatLeaks, type LeakReport } from './kernel/leaks.js';
+export { SyscallError } from './errors.js';
+export * as uapi from './uapi/index.js';

@@ -1,0 +1,143 @@
+/**
+ * The kernel's control plane: what the main thread (Machine) asks of the broker over comlink — boot, process
+ * creation and reaping, fds installed from outside (socketpairs for tests), debugfs reads, stats and the
+ * shutdown report. Runs on the broker thread, between hot-loop slices.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import { E } from '../uapi/errno.js';
+import { createChannel } from '../shm/channel.js';
+import { createControl, SHUTDOWN } from '../shm/control.js';
+import { registerCharDevices } from './chrdev.js';
+import { ServeLoop, SyscallEntry, type Oops } from './entry.js';
+import { registerFsSyscalls } from './fs.js';
+import { Kernel } from './kernel.js';
+import type { LeakReport } from './leaks.js';
+import { registerMmSyscalls } from './mm.js';
+import { registerPollSyscall } from './select.js';
+import { Task } from './task.js';
+import { bootSubsystems, type SubsystemConfig } from './subsystems.js';
+
+export interface BootConfig extends SubsystemConfig {
+  /** Processes that may spin for a reply at once (default: vCPUs − 1, at least 1). */
+  readonly maxSpinners: number;
+  readonly recordStacks?: boolean;
+}
+
+export interface ProcessInfo {
+  readonly pid: number;
+  readonly channel: SharedArrayBuffer;
+}
+
+export interface KernelStats {
+  /** Live tracked objects by kind (file, dma_buf, ...). */
+  readonly objects: Record<string, number>;
+  readonly processes: number;
+}
+
+export interface ShutdownReport {
+  readonly leaks: LeakReport[];
+  readonly oopses: Oops[];
+}
+
+export class KernelControl {
+  private k: Kernel | null = null;
+  private entry: SyscallEntry | null = null;
+  private loop: ServeLoop | null = null;
+  private ctl: Int32Array | null = null;
+
+  private get kernel(): Kernel {
+    if (!this.k) throw new Error('kernel not booted');
+    return this.k;
+  }
+
+  boot(cfg: BootConfig): SharedArrayBuffer {
+    const k = new Kernel({ recordStacks: cfg.recordStacks ?? false });
+    const entry = new SyscallEntry(k);
+    registerFsSyscalls(entry);
+    registerMmSyscalls(entry);
+    registerPollSyscall(entry);
+    registerCharDevices(k);
+    bootSubsystems(k, entry, cfg);
+    const control = createControl(cfg.maxSpinners);
+    this.k = k;
+    this.entry = entry;
+    this.ctl = new Int32Array(control);
+    this.loop = new ServeLoop(entry, this.ctl);
+    this.loop.start();
+    return control;
+  }
+
+  /**
+   * Creates a process: pid, fd table with fds 0–2 open on /dev/null (so the first new fd is 3), a channel.
+   * `port` is where the broker posts SharedArrayBuffer handles for this process.
+   */
+  createProcess(name: string, nofile: number | undefined, port: MessagePort): ProcessInfo {
+    const k = this.kernel;
+    const pid = k.allocPid();
+    const channel = createChannel();
+    const t = new Task(pid, name, channel, port);
+    if (nofile !== undefined) t.nofileCur = nofile;
+    k.tasks.set(pid, t);
+    for (let fd = 0; fd < 3; fd++) k.installFd(t, k.openPath(t, '/dev/null', 2), false);
+    this.entry!.addTask(t);
+    return { pid, channel };
+  }
+
+  /** Reaps a process whose worker ended (exit, uncaught error, terminate): the same teardown as exit(). */
+  reap(pid: number, code: number): void {
+    const k = this.kernel;
+    const t = k.tasks.get(pid);
+    if (!t) return;
+    k.teardown(t, code);
+    this.entry!.removeTask(t);
+    k.tasks.delete(pid);
+    this.loop!.kick();
+  }
+
+  /** Runs `fn` as if task `pid` made a syscall (fd installs from the control plane). */
+  asTask<R>(pid: number, call: string, fn: (k: Kernel, t: Task) => R): R {
+    const k = this.kernel;
+    const t = k.tasks.get(pid);
+    if (!t || t.state !== 'running') throw new Error(`no running process ${pid}`);
+    const prev = k.current;
+    k.current = t;
+    t.currentCall = call;
+    try {
+      return fn(k, t);
+    } finally {
+      k.current = prev;
+      this.loop!.kick();
+    }
+  }
+
+  debugfsRead(path: string): string {
+    const gen = this.kernel.debugfs.get(path);
+    if (!gen) throw new Error(`no debugfs file ${path} (have: ${[...this.kernel.debugfs.keys()].join(', ')})`);
+    return gen();
+  }
+
+  stats(): KernelStats {
+    const k = this.kernel;
+    const objects: Record<string, number> = {};
+    for (const l of k.tracker.report()) objects[l.kind] = (objects[l.kind] ?? 0) + 1;
+    return { objects, processes: k.tasks.size };
+  }
+
+  /** Everything still alive (with origins); with no processes left, anything here is a leak. */
+  leaks(): LeakReport[] {
+    return this.kernel.tracker.report();
+  }
+
+  /** First half of shutdown: parked calls fail with ESHUTDOWN, new calls fail at once. */
+  beginShutdown(): void {
+    Atomics.store(this.ctl!, SHUTDOWN, 1);
+    this.entry!.abortParked(E.ESHUTDOWN);
+  }
+
+  /** Last half: the report; the loop stops (the worker is terminated next). */
+  finishShutdown(): ShutdownReport {
+    const report = { leaks: this.leaks(), oopses: [...this.entry!.oopses] };
+    this.loop!.stop();
+    return report;
+  }
+}

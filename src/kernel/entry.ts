@@ -1,0 +1,297 @@
+/**
+ * Syscall entry: the broker's serve loop. It finds posted requests in the processes' channels, dispatches them
+ * to handlers, parks the ones that must block, and publishes replies.
+ *
+ * Threading: runs on the broker thread only. The loop alternates between a synchronous hot phase (scan, serve,
+ * spin briefly while requests keep coming) and the event loop (control-plane messages, timers, Atomics.waitAsync
+ * on the doorbell while idle). The hot phase yields to the event loop at least every SLICE_MS, so control calls
+ * and poll timeouts are never starved by a busy process.
+ */
+import { KernelError } from '../errors.js';
+import { E } from '../uapi/errno.js';
+import {
+  ERRNO,
+  IN_LEN,
+  OP,
+  OUT_LEN,
+  RFLAGS,
+  RF_PORT_MSG,
+  SEQ,
+  STATE,
+  ST_REPLY,
+  ST_REQUEST,
+  SYS_NAMES,
+} from '../shm/channel.js';
+import { BROKER_IDLE, DOORBELL } from '../shm/control.js';
+import type { Kernel } from './kernel.js';
+import type { ShmRegion } from './mm.js';
+import type { Task } from './task.js';
+import { Blocked, type SyscallOutcome } from './wait.js';
+
+/** One request being served: typed access to the caller's channel. */
+export class SyscallRequest {
+  constructor(
+    readonly task: Task,
+    readonly op: number,
+    readonly seq: number,
+  ) {}
+
+  get args(): Float64Array {
+    return this.task.channel.args;
+  }
+  /** Extra results beyond the return value (res[1..]). */
+  get res(): Float64Array {
+    return this.task.channel.res;
+  }
+  /** The request's input bytes (a view into the channel: copy what must outlive the call). */
+  get input(): Uint8Array {
+    const ch = this.task.channel;
+    return ch.data.subarray(0, Atomics.load(ch.i32, IN_LEN));
+  }
+  inputString(): string {
+    return Buffer.from(this.input).toString('utf8');
+  }
+  /** The whole data area, for handlers that write their reply in place. */
+  get data(): Uint8Array {
+    return this.task.channel.data;
+  }
+  get dataView(): DataView {
+    return this.task.channel.dataView;
+  }
+  /** Declares that the reply carries `len` bytes of DATA. */
+  setOutLen(len: number): void {
+    this.task.channel.i32[OUT_LEN] = len;
+  }
+  /** Copies `bytes` into DATA as the reply payload. */
+  out(bytes: Uint8Array): void {
+    if (bytes.length > this.task.channel.data.length) throw new KernelError(E.EOVERFLOW);
+    this.task.channel.data.set(bytes);
+    this.setOutLen(bytes.length);
+  }
+  /** Hands the process a SharedArrayBuffer handle with the reply (it drains its port by sequence number). */
+  postRegion(region: ShmRegion): void {
+    this.task.port?.postMessage({ seq: this.seq, id: region.id, sab: region.sab });
+    this.task.channel.i32[RFLAGS] |= RF_PORT_MSG;
+  }
+}
+
+export type Handler = (k: Kernel, req: SyscallRequest) => SyscallOutcome;
+
+/** Bugs (non-KernelError exceptions) the kernel hit while serving calls: each is an oops, reported at shutdown. */
+export interface Oops {
+  readonly pid: number;
+  readonly call: string;
+  readonly message: string;
+}
+
+export class SyscallEntry {
+  private readonly handlers: (Handler | undefined)[] = [];
+  /** Tasks with a channel, in pid order (the scan order). */
+  private readonly scan: Task[] = [];
+  readonly oopses: Oops[] = [];
+  /** Names a syscall for diagnostics (ioctl names are filled in by the ioctl handler itself). */
+  callName: (op: number, t: Task) => string = (op) => SYS_NAMES[op] ?? `sys${op}`;
+
+  constructor(readonly k: Kernel) {}
+
+  register(op: number, h: Handler): void {
+    if (this.handlers[op]) throw new Error(`syscall ${op} registered twice`);
+    this.handlers[op] = h;
+  }
+
+  addTask(t: Task): void {
+    this.scan.push(t);
+  }
+  removeTask(t: Task): void {
+    const i = this.scan.indexOf(t);
+    if (i >= 0) this.scan.splice(i, 1);
+  }
+
+  /** Serves every posted request once. Returns how many were dispatched. */
+  serveAll(): number {
+    let n = 0;
+    const tasks = this.scan;
+    for (let i = 0; i < tasks.length; i++) {
+      const t = tasks[i]!;
+      if (t.inFlight) continue;
+      // Atomics.load pairs with the process's Atomics.store(STATE, REQUEST): after it, OP/ARGS/DATA are visible.
+      if (Atomics.load(t.channel.i32, STATE) !== ST_REQUEST) continue;
+      this.dispatch(t);
+      n++;
+    }
+    return n;
+  }
+
+  private dispatch(t: Task): void {
+    const i32 = t.channel.i32;
+    const op = i32[OP]!;
+    const req = new SyscallRequest(t, op, i32[SEQ]!);
+    i32[RFLAGS] = 0;
+    i32[OUT_LEN] = 0;
+    t.inFlight = true;
+    t.syscalls++;
+    t.currentCall = SYS_NAMES[op] ?? `sys${op}`;
+    const k = this.k;
+    k.current = t;
+    try {
+      const h = this.handlers[op];
+      if (!h) throw new KernelError(E.ENOSYS);
+      const r = h(k, req);
+      if (r instanceof Blocked) this.park(t, r);
+      else this.finish(t, r, 0);
+    } catch (e) {
+      this.finish(t, -1, this.errnoOf(t, e));
+    } finally {
+      k.current = null;
+    }
+  }
+
+  private errnoOf(t: Task, e: unknown): number {
+    if (e instanceof KernelError) return e.errno;
+    const message = e instanceof Error ? (e.stack ?? e.message) : String(e);
+    this.oopses.push({ pid: t.pid, call: t.currentCall, message });
+    process.stderr.write(`dmabuf-sim: kernel oops in pid ${t.pid} ${t.currentCall}: ${message}\n`);
+    return E.EIO;
+  }
+
+  /** Publishes a reply: RES/ERRNO first, then the STATE store the process waits on. */
+  finish(t: Task, ret: number, err: number): void {
+    t.inFlight = false;
+    const ch = t.channel;
+    ch.res[0] = ret;
+    ch.i32[ERRNO] = err;
+    Atomics.store(ch.i32, STATE, ST_REPLY);
+    Atomics.notify(ch.i32, STATE, 1);
+  }
+
+  /**
+   * Parks a blocked call: its retry runs after every wake of its queues (in the task's context) until it yields a
+   * result, the timeout fires, or the task dies. Exactly one of those ends it; `end` makes the others no-ops.
+   */
+  private park(t: Task, b: Blocked): void {
+    const k = this.k;
+    let done = false;
+    let timer: NodeJS.Timeout | undefined;
+    const end = (): void => {
+      if (done) return;
+      done = true;
+      for (const q of b.queues) q.remove(wake);
+      if (timer) clearTimeout(timer);
+      b.cleanup?.();
+      t.parked = null;
+    };
+    const settle = (fn: () => number | undefined): void => {
+      if (done) return;
+      const prev = k.current;
+      k.current = t;
+      try {
+        const r = fn();
+        if (r === undefined) return;
+        end();
+        this.finish(t, r, 0);
+      } catch (e) {
+        end();
+        this.finish(t, -1, this.errnoOf(t, e));
+      } finally {
+        k.current = prev;
+      }
+    };
+    const wake = (): void => settle(b.retry);
+    for (const q of b.queues) q.add(wake);
+    if (b.timeoutMs >= 0) timer = setTimeout(() => settle(b.onTimeout), b.timeoutMs);
+    t.parked = {
+      blocked: b,
+      cancel: () => {
+        end();
+        t.inFlight = false;
+      },
+    };
+  }
+
+  /** Ends every parked call with `err` (shutdown). */
+  abortParked(err: number): void {
+    for (const t of this.scan) {
+      if (!t.parked) continue;
+      t.parked.cancel();
+      this.finish(t, -1, err);
+    }
+  }
+}
+
+/** How long the broker keeps spinning after its last request before it sleeps on the doorbell. */
+const SPIN_MS = 0.1;
+/** Longest stretch of serving before the event loop gets a turn. */
+const SLICE_MS = 2;
+
+/**
+ * The serve loop. `pump` runs the hot phase; when idle it arms Atomics.waitAsync on the doorbell.
+ *
+ * Race-freeness of the sleep: the doorbell value is read *before* the final scan. A process posts (STATE store)
+ * and then increments the doorbell; so either the scan sees its request, or the increment happens after our read
+ * and waitAsync(value) returns at once / is woken by its notify. No request can be left unseen while we sleep.
+ */
+export class ServeLoop {
+  private stopped = false;
+  private sleeping = false;
+  /** Keeps the worker's event loop alive while waitAsync is pending (waitAsync alone does not, in Node 20). */
+  private keepAlive: NodeJS.Timeout | null = setInterval(() => {}, 1 << 30);
+
+  constructor(
+    private readonly entry: SyscallEntry,
+    private readonly ctl: Int32Array,
+  ) {}
+
+  start(): void {
+    this.pump();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.keepAlive) clearInterval(this.keepAlive);
+    this.keepAlive = null;
+    Atomics.add(this.ctl, DOORBELL, 1);
+    Atomics.notify(this.ctl, DOORBELL);
+  }
+
+  /** Called by the control plane after it changed kernel state that may complete parked calls. */
+  kick(): void {
+    if (this.sleeping) {
+      Atomics.add(this.ctl, DOORBELL, 1);
+      Atomics.notify(this.ctl, DOORBELL);
+    }
+  }
+
+  private readonly pump = (): void => {
+    this.sleeping = false;
+    if (this.stopped) return;
+    const entry = this.entry;
+    const start = performance.now();
+    let lastWork = start;
+    for (;;) {
+      const n = entry.serveAll();
+      const now = performance.now();
+      if (n > 0) lastWork = now;
+      else if (now - lastWork > SPIN_MS) break;
+      if (now - start > SLICE_MS) {
+        setImmediate(this.pump);
+        return;
+      }
+    }
+    const seen = Atomics.load(this.ctl, DOORBELL);
+    if (entry.serveAll() > 0) {
+      setImmediate(this.pump);
+      return;
+    }
+    const w = Atomics.waitAsync(this.ctl, DOORBELL, seen);
+    if (!w.async) {
+      setImmediate(this.pump);
+      return;
+    }
+    this.sleeping = true;
+    Atomics.store(this.ctl, BROKER_IDLE, 1);
+    void w.value.then(() => {
+      Atomics.store(this.ctl, BROKER_IDLE, 0);
+      this.pump();
+    });
+  };
+}

@@ -1,0 +1,75 @@
+/**
+ * struct file and struct file_operations: the open-file object every fd, mapping and in-flight message points at.
+ *
+ * Locking: broker thread only. Lifetime: `count` is f_count; `kernel.fget`/`fput` move it, the last put runs
+ * `ops.release`. Nothing is released by garbage collection.
+ */
+import type { UserPtr } from './uaccess.js';
+import type { Task } from './task.js';
+import type { Vma } from './mm.js';
+import type { WaitQueue } from './wait.js';
+import type { SyscallOutcome } from './wait.js';
+import { O_ACCMODE, O_RDONLY, O_RDWR, O_WRONLY } from '../uapi/posix.js';
+
+export const FMODE_READ = 1;
+export const FMODE_WRITE = 2;
+export const FMODE_LSEEK = 4;
+
+/** Mode bits an open with these flags grants (O_RDONLY → read, O_WRONLY → write, O_RDWR → both). */
+export function fmodeFromFlags(flags: number): number {
+  switch (flags & O_ACCMODE) {
+    case O_RDONLY:
+      return FMODE_READ;
+    case O_WRONLY:
+      return FMODE_WRITE;
+    case O_RDWR:
+      return FMODE_READ | FMODE_WRITE;
+    default:
+      return 0;
+  }
+}
+
+/** poll_table: lets a file's poll op register the caller on the queues that will signal a change. */
+export interface PollTable {
+  wait(q: WaitQueue): void;
+}
+
+/** The call context a file op runs in: which task made the syscall (for fd installation, credentials...). */
+export interface CallContext {
+  readonly task: Task;
+}
+
+export interface FileOperations {
+  /** Name of the file type for diagnostics ("dmabuf", "sync_file", "socket"...). */
+  readonly kind: string;
+  /** The path readlink(/proc/self/fd/N) shows (d_path / dname). */
+  dname(f: File): string;
+  ioctl?(f: File, cmd: number, arg: UserPtr, ctx: CallContext): SyscallOutcome;
+  mmap?(f: File, vma: Vma): void;
+  poll?(f: File, pt: PollTable | null): number;
+  llseek?(f: File, offset: number, whence: number): number;
+  read?(f: File, count: number, ctx: CallContext): Uint8Array | SyscallOutcome;
+  write?(f: File, data: Uint8Array, ctx: CallContext): SyscallOutcome;
+  /** Extra fdinfo lines after the generic pos/flags/mnt_id/ino block (show_fdinfo). */
+  showFdinfo?(f: File): string;
+  /** Last reference dropped. */
+  release?(f: File): void;
+}
+
+export class File<P = unknown> {
+  /** f_count. */
+  count = 1;
+  /** f_pos. */
+  pos = 0;
+  constructor(
+    readonly ops: FileOperations,
+    public privateData: P,
+    /** FMODE_* bits. */
+    public fmode: number,
+    /** f_flags: O_* status flags (O_CLOEXEC is per fd, not stored here). */
+    public flags: number,
+    readonly ino: number,
+    /** Leak-tracker id (see leaks.ts). */
+    public trackId = 0,
+  ) {}
+}

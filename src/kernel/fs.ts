@@ -1,0 +1,200 @@
+/**
+ * The file-descriptor syscalls (fs/open.c, fs/file.c, fs/fcntl.c, fs/ioctl.c, fs/read_write.c, fs/d_path):
+ * open, close, dup/dup3, fcntl, ioctl, lseek, read, write, readlink, rlimits, getpid, exit.
+ *
+ * ABI (see shm/channel.ts): numeric arguments in ARGS, strings and structs in DATA.
+ */
+import { KernelError } from '../errors.js';
+import { E } from '../uapi/errno.js';
+import { ioctlName } from '../uapi/names.js';
+import {
+  FD_CLOEXEC,
+  F_DUPFD,
+  F_DUPFD_CLOEXEC,
+  F_GETFD,
+  F_GETFL,
+  F_SETFD,
+  F_SETFL,
+  O_APPEND,
+  O_CLOEXEC,
+  O_LARGEFILE,
+  O_NONBLOCK,
+  RLIMIT_NOFILE,
+  SEEK_CUR,
+  SEEK_END,
+  SEEK_SET,
+} from '../uapi/posix.js';
+import { SYS } from '../shm/channel.js';
+import type { SyscallEntry } from './entry.js';
+import { FMODE_READ, FMODE_WRITE, type File } from './file.js';
+import type { Kernel } from './kernel.js';
+import { UserPtr } from './uaccess.js';
+
+/** Flags F_SETFL may change (the rest of f_flags is fixed at open). */
+const SETFL_MASK = O_APPEND | O_NONBLOCK;
+
+function dupTo(k: Kernel, f: File, t: import('./task.js').Task, minFd: number, cloexec: boolean): number {
+  k.fget(f);
+  try {
+    return k.installFd(t, f, cloexec, minFd);
+  } catch (e) {
+    k.fput(f);
+    throw e;
+  }
+}
+
+/** generic_file_llseek for files with a size (or none: size 0). Used by files that support seeking. */
+export function genericLlseek(f: File, offset: number, whence: number, size: number): number {
+  let pos: number;
+  switch (whence) {
+    case SEEK_SET:
+      pos = offset;
+      break;
+    case SEEK_CUR:
+      pos = f.pos + offset;
+      break;
+    case SEEK_END:
+      pos = size + offset;
+      break;
+    default:
+      throw new KernelError(E.EINVAL);
+  }
+  if (pos < 0) throw new KernelError(E.EINVAL);
+  f.pos = pos;
+  return pos;
+}
+
+export function registerFsSyscalls(entry: SyscallEntry): void {
+  entry.register(SYS.nop, () => 0);
+  entry.register(SYS.getpid, (_k, req) => req.task.pid);
+
+  entry.register(SYS.open, (k, req) => {
+    const path = req.inputString();
+    const flags = req.args[0]!;
+    const t = req.task;
+    if (t.lowestFreeFd() < 0) throw new KernelError(E.EMFILE);
+    const f = k.openPath(t, path, flags);
+    return k.installFd(t, f, (flags & O_CLOEXEC) !== 0);
+  });
+
+  entry.register(SYS.close, (k, req) => {
+    k.closeFd(req.task, req.args[0]!);
+    return 0;
+  });
+
+  entry.register(SYS.dup, (k, req) => dupTo(k, k.fileOf(req.task, req.args[0]!), req.task, 0, false));
+
+  // dup3(oldfd, newfd, flags): the user library builds dup2 on it (dup2(fd, fd) is answered there).
+  entry.register(SYS.dup3, (k, req) => {
+    const [oldfd, newfd, flags] = [req.args[0]!, req.args[1]!, req.args[2]!];
+    const t = req.task;
+    if (flags & ~O_CLOEXEC) throw new KernelError(E.EINVAL);
+    const f = k.fileOf(t, oldfd);
+    if (oldfd === newfd) throw new KernelError(E.EINVAL);
+    if (!Number.isInteger(newfd) || newfd < 0 || newfd >= t.nofileCur) throw new KernelError(E.EBADF);
+    k.fget(f);
+    const old = t.fds[newfd];
+    t.fds[newfd] = { file: f, cloexec: (flags & O_CLOEXEC) !== 0 };
+    if (old) k.fput(old.file);
+    return newfd;
+  });
+
+  entry.register(SYS.fcntl, (k, req) => {
+    const [fd, cmd, arg] = [req.args[0]!, req.args[1]!, req.args[2]!];
+    const t = req.task;
+    const e = t.getFd(fd);
+    if (!e) throw new KernelError(E.EBADF);
+    switch (cmd) {
+      case F_GETFD:
+        return e.cloexec ? FD_CLOEXEC : 0;
+      case F_SETFD:
+        e.cloexec = (arg & FD_CLOEXEC) !== 0;
+        return 0;
+      case F_GETFL:
+        return e.file.flags | O_LARGEFILE;
+      case F_SETFL:
+        e.file.flags = (e.file.flags & ~SETFL_MASK) | (arg & SETFL_MASK);
+        return 0;
+      case F_DUPFD:
+      case F_DUPFD_CLOEXEC:
+        if (arg < 0 || arg >= t.nofileCur) throw new KernelError(E.EINVAL);
+        return dupTo(k, e.file, t, arg, cmd === F_DUPFD_CLOEXEC);
+      default:
+        throw new KernelError(E.EINVAL);
+    }
+  });
+
+  // ioctl(fd, cmd, arg): ARGS = [fd, cmd, hasBuffer, integerArg]; DATA = the struct bytes, copied back after.
+  entry.register(SYS.ioctl, (k, req) => {
+    const [fd, cmd, hasBuf, intArg] = [req.args[0]!, req.args[1]! >>> 0, req.args[2]!, req.args[3]!];
+    const t = req.task;
+    t.currentCall = `ioctl(${ioctlName(cmd)})`;
+    const f = k.fileOf(t, fd);
+    if (!f.ops.ioctl) throw new KernelError(E.ENOTTY);
+    const input = req.input;
+    const arg = new UserPtr(hasBuf ? input : null, intArg);
+    req.setOutLen(hasBuf ? input.length : 0);
+    return f.ops.ioctl(f, cmd, arg, { task: t });
+  });
+
+  entry.register(SYS.lseek, (k, req) => {
+    const f = k.fileOf(req.task, req.args[0]!);
+    if (!f.ops.llseek) throw new KernelError(E.ESPIPE);
+    return f.ops.llseek(f, req.args[1]!, req.args[2]!);
+  });
+
+  // read(fd, count): the bytes come back in DATA (at most its size per call, like a short read).
+  entry.register(SYS.read, (k, req) => {
+    const f = k.fileOf(req.task, req.args[0]!);
+    const count = Math.min(req.args[1]!, req.data.length);
+    if (count < 0) throw new KernelError(E.EINVAL);
+    if (!(f.fmode & FMODE_READ)) throw new KernelError(E.EBADF);
+    if (!f.ops.read) throw new KernelError(E.EINVAL);
+    const r = f.ops.read(f, count, { task: req.task });
+    if (r instanceof Uint8Array) {
+      req.out(r);
+      return r.length;
+    }
+    return r;
+  });
+
+  entry.register(SYS.write, (k, req) => {
+    const f = k.fileOf(req.task, req.args[0]!);
+    if (!(f.fmode & FMODE_WRITE)) throw new KernelError(E.EBADF);
+    if (!f.ops.write) throw new KernelError(E.EINVAL);
+    return f.ops.write(f, req.input.slice(), { task: req.task });
+  });
+
+  // readlink(path): /proc/<pid|self>/fd/N gives the open file's d_path.
+  entry.register(SYS.readlink, (k, req) => {
+    const { task, rest } = k.procTask(req.task, req.inputString());
+    const m = /^fd\/(\d+)$/.exec(rest);
+    if (!m) throw new KernelError(rest === 'fd' || rest.startsWith('fdinfo') ? E.EINVAL : E.ENOENT);
+    const f = k.fileOf(task, Number(m[1]));
+    const target = Buffer.from(f.ops.dname(f), 'utf8');
+    req.out(target);
+    return target.length;
+  });
+
+  entry.register(SYS.getrlimit, (_k, req) => {
+    if (req.args[0] !== RLIMIT_NOFILE) throw new KernelError(E.EINVAL);
+    req.res[1] = req.task.nofileMax;
+    return req.task.nofileCur;
+  });
+
+  entry.register(SYS.setrlimit, (_k, req) => {
+    const [res, cur, max] = [req.args[0]!, req.args[1]!, req.args[2]!];
+    const t = req.task;
+    if (res !== RLIMIT_NOFILE) throw new KernelError(E.EINVAL);
+    if (cur > max || cur < 0) throw new KernelError(E.EINVAL);
+    // Raising the hard limit needs CAP_SYS_RESOURCE: the model's processes run as root, so it is allowed.
+    t.nofileCur = cur;
+    t.nofileMax = max;
+    return 0;
+  });
+
+  entry.register(SYS.exit, (k, req) => {
+    k.teardown(req.task, req.args[0]! | 0);
+    return 0;
+  });
+}

@@ -1,0 +1,191 @@
+/**
+ * The simulated kernel's global state and the core object lifetimes: tasks, open files (fget/fput), fd install
+ * and close, the path namespace, debugfs, and process teardown.
+ *
+ * Locking: everything here runs on the broker thread, one syscall at a time, so kernel state needs no locks; the
+ * objects that other threads touch directly (buffer pages, fence words) live in SharedArrayBuffers and say how.
+ */
+import { KernelError } from '../errors.js';
+import { E } from '../uapi/errno.js';
+import { O_CLOEXEC } from '../uapi/posix.js';
+import { File, type FileOperations } from './file.js';
+import { ObjectTracker, type Origin } from './leaks.js';
+import { ShmRegion } from './mm.js';
+import { Task } from './task.js';
+
+/** Opens a path the namespace resolves to: returns a new File with one reference. */
+export type Opener = (k: Kernel, t: Task, path: string, flags: number) => File;
+
+interface PrefixOpener {
+  readonly prefix: string;
+  readonly open: Opener;
+}
+
+export interface KernelOptions {
+  /** Record the caller's stack with every tracked object (costly: a stack per syscall). */
+  readonly recordStacks?: boolean;
+}
+
+export class Kernel {
+  readonly tasks = new Map<number, Task>();
+  private nextPid = 1;
+  /** get_next_ino(): inode numbers for sockets, device files, anon files. */
+  private nextIno = 1;
+  private nextRegionId = 1;
+  readonly tracker = new ObjectTracker();
+  private readonly paths = new Map<string, Opener>();
+  private readonly prefixes: PrefixOpener[] = [];
+  readonly debugfs = new Map<string, () => string>();
+  /** Subsystem state by name (dma-buf list, heaps...), so subsystems find each other without import cycles. */
+  readonly subsystems = new Map<string, unknown>();
+  /** Called whenever a task is torn down (pid) — subsystems drop per-process state. */
+  readonly exitHooks: ((t: Task) => void)[] = [];
+  /** The origin stamped on objects created outside any syscall (control plane, kernel threads). */
+  private readonly kernelOrigin: Origin = { pid: 0, comm: 'kernel', call: 'control', seq: 0 };
+  /** The task whose syscall is being served (null on the control plane). */
+  current: Task | null = null;
+  currentStack: string | undefined;
+
+  constructor(readonly options: KernelOptions = {}) {}
+
+  // ---- identifiers -------------------------------------------------------------------------------------------
+
+  allocPid(): number {
+    return this.nextPid++;
+  }
+  getNextIno(): number {
+    return this.nextIno++;
+  }
+  newRegion(sab: SharedArrayBuffer, byteOffset: number, size: number): ShmRegion {
+    return new ShmRegion(this.nextRegionId++, sab, byteOffset, size);
+  }
+
+  /** Where an object created now comes from: the current syscall, or the kernel. */
+  origin(): Origin {
+    const t = this.current;
+    if (!t) return this.kernelOrigin;
+    return { pid: t.pid, comm: t.comm, call: t.currentCall, seq: t.syscalls, stack: this.currentStack };
+  }
+
+  // ---- files ---------------------------------------------------------------------------------------------------
+
+  /** alloc_file: a new open file with one reference, tracked until its last put. */
+  allocFile<P>(ops: FileOperations, priv: P, fmode: number, flags: number, ino = this.getNextIno()): File<P> {
+    const f = new File<P>(ops, priv, fmode, flags & ~O_CLOEXEC, ino);
+    f.trackId = this.tracker.add('file', this.origin(), () => `${ops.kind} file ${ops.dname(f)} (count ${f.count})`);
+    return f;
+  }
+
+  /** get_file: one more reference to an open file. */
+  fget(f: File): File {
+    if (f.count <= 0) throw new Error(`BUG: get of released file ${f.ops.kind}`);
+    f.count++;
+    return f;
+  }
+
+  /** fput: drops one reference; the last one releases the file (ops.release runs now, synchronously). */
+  fput(f: File): void {
+    if (f.count <= 0) throw new Error(`BUG: put of released file ${f.ops.kind}`);
+    if (--f.count > 0) return;
+    this.tracker.remove(f.trackId);
+    f.ops.release?.(f);
+  }
+
+  /** fdget: the file behind a task's fd, or EBADF. Does not take a reference (the syscall holds the table). */
+  fileOf(t: Task, fd: number): File {
+    const e = t.getFd(fd);
+    if (!e) throw new KernelError(E.EBADF);
+    return e.file;
+  }
+
+  /**
+   * fd_install at the lowest free number ≥ minFd. Consumes the caller's reference on success; on EMFILE the
+   * reference is NOT consumed (the caller decides: dma_buf_fd's callers put it, recvmsg closes it).
+   */
+  installFd(t: Task, f: File, cloexec: boolean, minFd = 0): number {
+    const fd = t.lowestFreeFd(minFd);
+    if (fd < 0) throw new KernelError(E.EMFILE);
+    t.fds[fd] = { file: f, cloexec };
+    return fd;
+  }
+
+  /** close_fd: removes the fd and puts its reference. EBADF when not open. */
+  closeFd(t: Task, fd: number): void {
+    const e = t.getFd(fd);
+    if (!e) throw new KernelError(E.EBADF);
+    t.fds[fd] = undefined;
+    this.fput(e.file);
+  }
+
+  // ---- namespace -----------------------------------------------------------------------------------------------
+
+  registerPath(path: string, open: Opener): void {
+    if (this.paths.has(path)) throw new Error(`path ${path} registered twice`);
+    this.paths.set(path, open);
+  }
+  registerPrefix(prefix: string, open: Opener): void {
+    this.prefixes.push({ prefix, open });
+  }
+  unregisterPath(path: string): void {
+    this.paths.delete(path);
+  }
+  /** Every registered exact path (for listing /dev/dma_heap and the like). */
+  listPaths(prefix: string): string[] {
+    return [...this.paths.keys()].filter((p) => p.startsWith(prefix)).sort();
+  }
+
+  /** Path walk: exact device paths first, then prefix handlers (/proc/<pid>/..., debugfs). ENOENT otherwise. */
+  openPath(t: Task, path: string, flags: number): File {
+    const exact = this.paths.get(path);
+    if (exact) return exact(this, t, path, flags);
+    for (const p of this.prefixes) if (path.startsWith(p.prefix)) return p.open(this, t, path, flags);
+    throw new KernelError(E.ENOENT);
+  }
+
+  /** Resolves "/proc/self/..." and "/proc/<pid>/..." to the task and the rest of the path. */
+  procTask(t: Task, path: string): { task: Task; rest: string } {
+    const m = /^\/proc\/(self|\d+)\/(.*)$/.exec(path);
+    if (!m) throw new KernelError(E.ENOENT);
+    const task = m[1] === 'self' ? t : this.tasks.get(Number(m[1]));
+    if (!task || task.state !== 'running') throw new KernelError(E.ENOENT);
+    return { task, rest: m[2]! };
+  }
+
+  // ---- processes -----------------------------------------------------------------------------------------------
+
+  subsystem<T>(name: string): T {
+    const s = this.subsystems.get(name);
+    if (!s) throw new Error(`subsystem ${name} not initialised`);
+    return s as T;
+  }
+
+  /**
+   * do_exit: releases everything the task holds — a parked syscall is abandoned, mappings dropped (exit_mm),
+   * then every fd closed (exit_files). Runs for exit(), an uncaught error and worker termination alike;
+   * idempotent.
+   */
+  teardown(t: Task, code: number): void {
+    if (t.state === 'dead') return;
+    t.state = 'dead';
+    t.exitCode = code;
+    const prev = this.current;
+    this.current = t;
+    t.currentCall = 'exit';
+    try {
+      t.parked?.cancel();
+      t.parked = null;
+      for (const vma of t.vmas.splice(0)) this.fput(vma.file);
+      t.regionRefs.clear();
+      for (let fd = 0; fd < t.fds.length; fd++) {
+        const e = t.fds[fd];
+        if (!e) continue;
+        t.fds[fd] = undefined;
+        this.fput(e.file);
+      }
+      for (const hook of this.exitHooks) hook(t);
+    } finally {
+      this.current = prev;
+      t.port?.close();
+    }
+  }
+}

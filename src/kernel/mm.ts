@@ -1,0 +1,186 @@
+/**
+ * Memory mappings: shared-memory regions (the pages behind a buffer) and per-process VMAs.
+ *
+ * A ShmRegion is one SharedArrayBuffer range: a whole SAB for a system-heap buffer, a slice of the pool SAB for a
+ * carve-out heap. mmap gives the process a view of exactly that memory: every mapper sees the same bytes.
+ * A process holds each region's SAB handle while at least one of its VMAs uses it; the broker counts those per
+ * task so it posts the handle once and tells the process when to drop it.
+ */
+import type { File } from './file.js';
+import { KernelError } from '../errors.js';
+import { E } from '../uapi/errno.js';
+import {
+  MAP_ANONYMOUS,
+  MAP_FIXED,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  MAP_SHARED_VALIDATE,
+  MAP_TYPE,
+  PAGE_ALIGN,
+  PAGE_SIZE,
+  PROT_EXEC,
+  PROT_READ,
+  PROT_WRITE,
+} from '../uapi/posix.js';
+import { SYS } from '../shm/channel.js';
+import type { SyscallEntry, SyscallRequest } from './entry.js';
+import { FMODE_READ, FMODE_WRITE } from './file.js';
+import type { Kernel } from './kernel.js';
+import type { Task } from './task.js';
+
+export class ShmRegion {
+  constructor(
+    /** Unique id (counter); processes key their handle cache by it. */
+    readonly id: number,
+    readonly sab: SharedArrayBuffer,
+    readonly byteOffset: number,
+    readonly size: number,
+  ) {}
+
+  bytes(): Uint8Array {
+    return new Uint8Array(this.sab, this.byteOffset, this.size);
+  }
+}
+
+/** vm_area_struct: [start, end) of a process's synthetic address space mapped to a file. */
+export class Vma {
+  region: ShmRegion | null = null;
+  /** Byte offset of `start` within `region`. */
+  regionOffset = 0;
+  constructor(
+    public start: number,
+    public end: number,
+    readonly file: File,
+    /** Offset into the file, in pages. */
+    public pgoff: number,
+    readonly prot: number,
+    readonly flags: number,
+  ) {}
+
+  get length(): number {
+    return this.end - this.start;
+  }
+}
+
+/** First address handed out; addresses are synthetic and page-aligned, growing upward with a guard page. */
+export const MMAP_BASE = 0x7f00_0000_0000;
+
+// ---- mmap / munmap syscalls (mm/mmap.c, mm/util.c) -----------------------------------------------------------
+
+
+function insertVma(t: Task, vma: Vma): void {
+  let i = 0;
+  while (i < t.vmas.length && t.vmas[i]!.start < vma.start) i++;
+  t.vmas.splice(i, 0, vma);
+}
+
+/** Counts one more VMA of `t` on `region`; posts the SAB handle when it is the first. */
+function regionGet(t: Task, region: ShmRegion, req: SyscallRequest | null): void {
+  const n = t.regionRefs.get(region.id) ?? 0;
+  if (n === 0 && req) req.postRegion(region);
+  t.regionRefs.set(region.id, n + 1);
+}
+
+/** Drops one VMA's use of `region`; returns true when the process should drop its handle. */
+function regionPut(t: Task, region: ShmRegion): boolean {
+  const n = (t.regionRefs.get(region.id) ?? 0) - 1;
+  if (n > 0) {
+    t.regionRefs.set(region.id, n);
+    return false;
+  }
+  t.regionRefs.delete(region.id);
+  return true;
+}
+
+/**
+ * do_mmap for a file mapping. ARGS = [addr, len, prot, flags, fd, offset]. Returns the address; RES[1] = region
+ * id, RES[2] = byte offset of the mapping in the region's SAB, RES[3] = mapped (page-aligned) length.
+ * Checks in Linux's order: len 0 / unaligned offset → EINVAL; bad map type → EINVAL; fd → EBADF; access
+ * (readable file; writable file for a shared writable map) → EACCES; no mmap op → ENODEV; then the file's mmap.
+ */
+function sysMmap(k: Kernel, req: SyscallRequest): number {
+  const t = req.task;
+  const [, len, prot, flags, fd, offset] = [req.args[0]!, req.args[1]!, req.args[2]!, req.args[3]!, req.args[4]!, req.args[5]!];
+  if (!(len > 0) || offset < 0 || offset % PAGE_SIZE !== 0) throw new KernelError(E.EINVAL);
+  const type = flags & MAP_TYPE;
+  if (type !== MAP_SHARED && type !== MAP_PRIVATE && type !== MAP_SHARED_VALIDATE) throw new KernelError(E.EINVAL);
+  if (flags & MAP_ANONYMOUS) throw new KernelError(E.EINVAL, 'anonymous mappings are not modelled');
+  if (flags & MAP_FIXED) throw new KernelError(E.EINVAL, 'MAP_FIXED is not modelled');
+  if (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) throw new KernelError(E.EINVAL);
+  const f = k.fileOf(t, fd);
+  if (!(f.fmode & FMODE_READ)) throw new KernelError(E.EACCES);
+  const shared = type !== MAP_PRIVATE;
+  if (shared && prot & PROT_WRITE && !(f.fmode & FMODE_WRITE)) throw new KernelError(E.EACCES);
+  if (!f.ops.mmap) throw new KernelError(E.ENODEV);
+  const size = PAGE_ALIGN(len);
+  const start = t.nextMmapAddr;
+  const vma = new Vma(start, start + size, f, offset / PAGE_SIZE, prot, flags);
+  f.ops.mmap(f, vma);
+  if (!vma.region) throw new Error(`BUG: ${f.ops.kind} mmap set no region`);
+  t.nextMmapAddr = start + size + PAGE_SIZE; // guard page between mappings
+  k.fget(f);
+  insertVma(t, vma);
+  regionGet(t, vma.region, req);
+  req.res[1] = vma.region.id;
+  req.res[2] = vma.region.byteOffset + vma.regionOffset;
+  req.res[3] = size;
+  return start;
+}
+
+/**
+ * munmap(addr, len): unmaps every page of [addr, addr+len), splitting VMAs that straddle an edge (a split VMA
+ * holds its own file reference, as vma splitting does get_file). No mapping in range is not an error.
+ * DATA out: the region ids whose last VMA went (i32 each); RES[1] = their count.
+ */
+function sysMunmap(k: Kernel, req: SyscallRequest): number {
+  const t = req.task;
+  const addr = req.args[0]!;
+  const len = req.args[1]!;
+  if (addr % PAGE_SIZE !== 0 || !(len > 0)) throw new KernelError(E.EINVAL);
+  const end = addr + PAGE_ALIGN(len);
+  const dropped = munmapRange(k, t, addr, end);
+  for (let i = 0; i < dropped.length; i++) req.dataView.setInt32(i * 4, dropped[i]!, true);
+  req.setOutLen(dropped.length * 4);
+  req.res[1] = dropped.length;
+  return 0;
+}
+
+/** Removes [start, end) from the task's address space; returns region ids the process should forget. */
+export function munmapRange(k: Kernel, t: Task, start: number, end: number): number[] {
+  const dropped: number[] = [];
+  const keep: Vma[] = [];
+  for (const v of t.vmas.splice(0)) {
+    if (v.end <= start || v.start >= end) {
+      keep.push(v);
+      continue;
+    }
+    // Pieces that survive on either side; each surviving piece beyond the first needs its own file reference.
+    const pieces: Vma[] = [];
+    if (v.start < start) pieces.push(slice(v, v.start, start));
+    if (v.end > end) pieces.push(slice(v, end, v.end));
+    for (let i = 0; i < pieces.length; i++) {
+      if (i > 0) k.fget(v.file);
+      keep.push(pieces[i]!);
+      t.regionRefs.set(v.region!.id, (t.regionRefs.get(v.region!.id) ?? 0) + (i > 0 ? 1 : 0));
+    }
+    if (pieces.length === 0) {
+      if (regionPut(t, v.region!)) dropped.push(v.region!.id);
+      k.fput(v.file);
+    }
+  }
+  keep.sort((a, b) => a.start - b.start);
+  t.vmas.push(...keep);
+  return dropped;
+}
+
+function slice(v: Vma, start: number, end: number): Vma {
+  const n = new Vma(start, end, v.file, v.pgoff + (start - v.start) / PAGE_SIZE, v.prot, v.flags);
+  n.region = v.region;
+  n.regionOffset = v.regionOffset + (start - v.start);
+  return n;
+}
+
+export function registerMmSyscalls(entry: SyscallEntry): void {
+  entry.register(SYS.mmap, sysMmap);
+  entry.register(SYS.munmap, sysMunmap);
+}

@@ -1,0 +1,67 @@
+/**
+ * poll(2) (fs/select.c): asks each file's poll op for its ready mask, registering on the wait queues it names;
+ * sleeps until one of them wakes or the timeout passes.
+ *
+ * ABI: DATA holds `struct pollfd { s32 fd; s16 events; s16 revents; }` × nfds (ARGS[0]); ARGS[1] is the timeout
+ * in ms (< 0 forever). The array comes back with revents filled; the return value counts fds with revents ≠ 0.
+ */
+import { KernelError } from '../errors.js';
+import { E } from '../uapi/errno.js';
+import { POLLERR, POLLHUP, POLLNVAL } from '../uapi/posix.js';
+import { SYS } from '../shm/channel.js';
+import type { SyscallEntry, SyscallRequest } from './entry.js';
+import type { Kernel } from './kernel.js';
+import { Blocked, type WaitQueue } from './wait.js';
+
+export const POLLFD_SIZE = 8;
+
+function pollOnce(k: Kernel, req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | null): number {
+  const dv = req.dataView;
+  const t = req.task;
+  let ready = 0;
+  const pt = queues ? { wait: (q: WaitQueue) => void queues.add(q) } : null;
+  for (let i = 0; i < nfds; i++) {
+    const off = i * POLLFD_SIZE;
+    const fd = dv.getInt32(off, true);
+    const events = dv.getUint16(off + 4, true);
+    let revents = 0;
+    if (fd >= 0) {
+      const e = t.getFd(fd);
+      if (!e) revents = POLLNVAL;
+      else {
+        const f = e.file;
+        // A file without a poll op is always ready for whatever was asked (DEFAULT_POLLMASK semantics).
+        const mask = f.ops.poll ? f.ops.poll(f, pt) : 0x145;
+        revents = mask & (events | POLLERR | POLLHUP);
+      }
+    }
+    dv.setUint16(off + 6, revents, true);
+    if (revents) ready++;
+  }
+  return ready;
+}
+
+function sysPoll(k: Kernel, req: SyscallRequest): number | Blocked {
+  const nfds = req.args[0]!;
+  const timeout = req.args[1]!;
+  if (nfds < 0 || nfds > req.task.nofileMax || nfds * POLLFD_SIZE > req.input.length) throw new KernelError(E.EINVAL);
+  req.setOutLen(nfds * POLLFD_SIZE);
+  const queues = new Set<WaitQueue>();
+  const first = pollOnce(k, req, nfds, timeout === 0 ? null : queues);
+  if (first > 0 || timeout === 0) return first;
+  // Queues were collected on the first pass; later passes only re-read masks (their queues are the same ones,
+  // as in the kernel, where a file's poll op names the same wait queue every time).
+  return new Blocked(
+    () => {
+      const n = pollOnce(k, req, nfds, null);
+      return n > 0 ? n : undefined;
+    },
+    [...queues],
+    timeout < 0 ? -1 : timeout,
+    () => pollOnce(k, req, nfds, null),
+  );
+}
+
+export function registerPollSyscall(entry: SyscallEntry): void {
+  entry.register(SYS.poll, sysPoll);
+}

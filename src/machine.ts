@@ -1,0 +1,167 @@
+/**
+ * Machine: the main thread's handle on a simulated system — boots the broker (kernel) worker, spawns processes
+ * as workers, and reads kernel state (debugfs, stats, leaks) over the comlink control plane.
+ */
+import { availableParallelism } from 'node:os';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import { Comlink, wrap } from './control/endpoint.js';
+import type { KernelControl, KernelStats, ShutdownReport } from './kernel/control.js';
+import type { HeapConfig } from './kernel/subsystems.js';
+import { formatLeaks } from './kernel/leaks.js';
+import type { ProcessWorkerData } from '../workers/process.js';
+
+export interface BootOptions {
+  /** Heaps under /dev/dma_heap: `{ system: {} }` by default. A `sizeBytes` makes a fixed carve-out pool. */
+  readonly heaps?: Readonly<Record<string, HeapConfig>>;
+  /** Processes allowed to spin for syscall replies at once (default vCPUs − 1, at least 1). */
+  readonly maxSpinners?: number;
+  /** Record a JavaScript stack with every kernel object's origin, for leak reports (slower). */
+  readonly recordStacks?: boolean;
+}
+
+export interface SpawnOptions {
+  /** comm: the process name in debugfs and reports (default: the module's file name). */
+  readonly name?: string;
+  /** Arguments for the module's `main`; main runs only when given (use `[]` for none). */
+  readonly args?: readonly unknown[];
+  /** RLIMIT_NOFILE soft limit (default 1024). */
+  readonly nofile?: number;
+}
+
+export interface ExitStatus {
+  readonly pid: number;
+  readonly name: string;
+  /** Worker exit code: the process's exit status, 1 after an uncaught error. */
+  readonly code: number;
+  /** The uncaught error that killed it, if any. */
+  readonly error?: Error;
+  /** True when it was killed with Proc.kill(). */
+  readonly killed: boolean;
+}
+
+interface ProcessApi {
+  call(name: string, args: unknown[]): Promise<unknown>;
+}
+
+/** A running simulated process. */
+export class Proc {
+  readonly exited: Promise<ExitStatus>;
+  private readonly api: Comlink.Remote<ProcessApi>;
+  private killed = false;
+  private error: Error | undefined;
+
+  constructor(
+    readonly pid: number,
+    readonly name: string,
+    private readonly worker: Worker,
+    reap: (pid: number, code: number) => Promise<void>,
+  ) {
+    this.api = wrap<ProcessApi>(worker);
+    worker.on('error', (e) => {
+      this.error ??= e;
+    });
+    this.exited = new Promise((resolve) => {
+      worker.once('exit', (code) => {
+        void reap(pid, code).then(() =>
+          resolve({ pid, name, code, killed: this.killed, ...(this.error ? { error: this.error } : {}) }),
+        );
+      });
+    });
+  }
+
+  /** Runs the module's exported function `fn(...args)` inside the process and returns its result. */
+  call<R = unknown>(fn: string, ...args: unknown[]): Promise<R> {
+    return this.api.call(fn, args) as Promise<R>;
+  }
+
+  /** Waits for the process to end; rejects if it died of an error or exited non-zero. */
+  async join(): Promise<void> {
+    const st = await this.exited;
+    if (st.error) throw new Error(`process ${st.pid} (${st.name}) died: ${st.error.message}`, { cause: st.error });
+    if (st.code !== 0) throw new Error(`process ${st.pid} (${st.name}) exited with status ${st.code}`);
+  }
+
+  /** Kills the process (worker.terminate): the kernel tears it down as for exit. */
+  async kill(): Promise<ExitStatus> {
+    this.killed = true;
+    await this.worker.terminate();
+    return this.exited;
+  }
+}
+
+export class Machine {
+  private readonly procs = new Map<number, Proc>();
+  private down = false;
+
+  private constructor(
+    private readonly broker: Worker,
+    readonly kernel: Comlink.Remote<KernelControl>,
+    private readonly control: SharedArrayBuffer,
+  ) {}
+
+  static async boot(opts: BootOptions = {}): Promise<Machine> {
+    const broker = new Worker(new URL('../workers/broker.js', import.meta.url));
+    broker.on('error', (e) => {
+      process.stderr.write(`dmabuf-sim: broker died: ${e.stack ?? e.message}\n`);
+    });
+    const kernel = wrap<KernelControl>(broker);
+    const maxSpinners = opts.maxSpinners ?? Math.max(1, availableParallelism() - 1);
+    const control = await kernel.boot({
+      heaps: opts.heaps ?? { system: {} },
+      maxSpinners,
+      recordStacks: opts.recordStacks ?? false,
+    });
+    return new Machine(broker, kernel, control);
+  }
+
+  /** Starts a process running `module` (an ES module URL or path; compiled JavaScript). */
+  async spawn(module: URL | string, opts: SpawnOptions = {}): Promise<Proc> {
+    if (this.down) throw new Error('machine is shut down');
+    const url = module instanceof URL ? module.href : new URL(module, `file://${process.cwd()}/`).href;
+    const name = opts.name ?? url.slice(url.lastIndexOf('/') + 1).replace(/\.[cm]?js$/, '');
+    const { port1, port2 } = new MessageChannel();
+    const info = await this.kernel.createProcess(name.slice(0, 15), opts.nofile, Comlink.transfer(port1, [port1]));
+    const data: ProcessWorkerData = {
+      pid: info.pid,
+      name,
+      channel: info.channel,
+      control: this.control,
+      port: port2,
+      module: url,
+      args: opts.args ?? null,
+    };
+    const worker = new Worker(new URL('../workers/process.js', import.meta.url), {
+      workerData: data,
+      transferList: [port2],
+    });
+    const p = new Proc(info.pid, name, worker, (pid, code) => this.kernel.reap(pid, code));
+    this.procs.set(info.pid, p);
+    void p.exited.then(() => this.procs.delete(info.pid));
+    return p;
+  }
+
+  /** debugfs, read from the control plane (processes can open /sys/kernel/debug/... themselves). */
+  readonly debugfs = {
+    read: (path: string): Promise<string> => this.kernel.debugfsRead(path),
+  };
+
+  stats(): Promise<KernelStats> {
+    return this.kernel.stats();
+  }
+
+  /**
+   * Shuts down: blocked syscalls fail with ESHUTDOWN, remaining processes are killed and torn down, and the report
+   * lists every kernel object still alive (a leak, with where it was created) and every kernel oops.
+   */
+  async shutdown(opts: { quiet?: boolean } = {}): Promise<ShutdownReport> {
+    if (this.down) throw new Error('machine is already shut down');
+    this.down = true;
+    await this.kernel.beginShutdown();
+    await Promise.all([...this.procs.values()].map((p) => p.kill()));
+    const report = await this.kernel.finishShutdown();
+    this.kernel[Comlink.releaseProxy]();
+    await this.broker.terminate();
+    if (!opts.quiet && report.leaks.length > 0) process.stderr.write(`dmabuf-sim: ${formatLeaks(report.leaks)}`);
+    return report;
+  }
+}

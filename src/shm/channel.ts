@@ -1,0 +1,95 @@
+/**
+ * The syscall channel: one SharedArrayBuffer per process through which it calls into the broker (the kernel).
+ *
+ * Layout (byte offsets; every Int32 word is accessed with Atomics where another thread races on it):
+ *
+ *   0   i32 STATE       IDLE → REQUEST (process) → REPLY (broker) → IDLE (process)
+ *   4   i32 SEQ         request sequence number, stamped by the process; port messages carry it
+ *   8   i32 OP          syscall number (SYS below)
+ *   12  i32 ERRNO       0, or the positive errno of a failed call (reply)
+ *   16  i32 IN_LEN      bytes of DATA the request carries (paths, ioctl structs, message bytes)
+ *   20  i32 OUT_LEN     bytes of DATA the reply carries back (copy_to_user)
+ *   24  i32 RFLAGS      reply flags: RF_PORT_MSG = SharedArrayBuffer handles were posted on the process's port
+ *   64  f64 ARGS[8]     numeric arguments (f64 so 53-bit offsets and sizes are exact)
+ *   128 f64 RES[8]      numeric results; RES[0] is the syscall's return value
+ *   256 u8  DATA[64 KiB]
+ *
+ * Ordering: the process writes OP/ARGS/DATA with plain stores, then `Atomics.store(STATE, REQUEST)`; the broker
+ * reads STATE with `Atomics.load` before reading anything else. Atomics are sequentially consistent, so the plain
+ * stores before the release-store are visible after the load that observes it. The reply is published the same way
+ * in the other direction (broker writes RES/DATA, then stores REPLY).
+ */
+
+export const STATE = 0;
+export const SEQ = 1;
+export const OP = 2;
+export const ERRNO = 3;
+export const IN_LEN = 4;
+export const OUT_LEN = 5;
+export const RFLAGS = 6;
+
+export const ST_IDLE = 0;
+export const ST_REQUEST = 1;
+export const ST_REPLY = 2;
+
+export const RF_PORT_MSG = 1;
+
+export const ARGS_OFFSET = 64;
+export const NARGS = 8;
+export const RES_OFFSET = 128;
+export const NRES = 8;
+export const DATA_OFFSET = 256;
+export const DATA_SIZE = 64 * 1024;
+export const CHANNEL_BYTES = DATA_OFFSET + DATA_SIZE;
+
+/** Syscall numbers of the model's ABI (not Linux's: the broker is not an x86 kernel). */
+export const SYS = {
+  nop: 0,
+  open: 1,
+  close: 2,
+  dup: 3,
+  dup3: 4,
+  fcntl: 5,
+  ioctl: 6,
+  mmap: 7,
+  munmap: 8,
+  lseek: 9,
+  poll: 10,
+  readlink: 11,
+  socketpair: 12,
+  sendmsg: 13,
+  recvmsg: 14,
+  getpid: 15,
+  exit: 16,
+  read: 17,
+  write: 18,
+  setrlimit: 19,
+  getrlimit: 20,
+  shutdown: 21,
+} as const;
+export type SysName = keyof typeof SYS;
+export const SYS_NAMES: readonly SysName[] = (() => {
+  const names: SysName[] = [];
+  for (const [k, v] of Object.entries(SYS)) names[v] = k as SysName;
+  return names;
+})();
+
+/** Typed views over one channel, shared by both ends. */
+export class ChannelViews {
+  readonly i32: Int32Array;
+  readonly args: Float64Array;
+  readonly res: Float64Array;
+  readonly data: Uint8Array;
+  readonly dataView: DataView;
+  constructor(readonly sab: SharedArrayBuffer) {
+    this.i32 = new Int32Array(sab, 0, ARGS_OFFSET / 4);
+    this.args = new Float64Array(sab, ARGS_OFFSET, NARGS);
+    this.res = new Float64Array(sab, RES_OFFSET, NRES);
+    this.data = new Uint8Array(sab, DATA_OFFSET, DATA_SIZE);
+    this.dataView = new DataView(sab, DATA_OFFSET, DATA_SIZE);
+  }
+}
+
+export function createChannel(): SharedArrayBuffer {
+  return new SharedArrayBuffer(CHANNEL_BYTES);
+}

@@ -1,0 +1,83 @@
+/** POSIX/Linux x86-64 constants the model's syscalls take: open flags, fcntl, seek, mmap, poll, sockets, limits. */
+
+export const PAGE_SIZE = 4096;
+export const PAGE_SHIFT = 12;
+export const PAGE_ALIGN = (len: number): number => Math.ceil(len / PAGE_SIZE) * PAGE_SIZE;
+
+// open(2) flags (octal as in asm-generic/fcntl.h)
+export const O_RDONLY = 0;
+export const O_WRONLY = 0o1;
+export const O_RDWR = 0o2;
+export const O_ACCMODE = 0o3;
+export const O_CREAT = 0o100;
+export const O_EXCL = 0o200;
+export const O_NOCTTY = 0o400;
+export const O_TRUNC = 0o1000;
+export const O_APPEND = 0o2000;
+export const O_NONBLOCK = 0o4000;
+export const O_LARGEFILE = 0o100000;
+export const O_DIRECTORY = 0o200000;
+export const O_CLOEXEC = 0o2000000;
+
+// fcntl(2)
+export const F_DUPFD = 0;
+export const F_GETFD = 1;
+export const F_SETFD = 2;
+export const F_GETFL = 3;
+export const F_SETFL = 4;
+export const F_DUPFD_CLOEXEC = 1030;
+export const FD_CLOEXEC = 1;
+
+// lseek(2)
+export const SEEK_SET = 0;
+export const SEEK_CUR = 1;
+export const SEEK_END = 2;
+
+// mmap(2)
+export const PROT_NONE = 0;
+export const PROT_READ = 1;
+export const PROT_WRITE = 2;
+export const PROT_EXEC = 4;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_SHARED_VALIDATE = 0x03;
+export const MAP_TYPE = 0x0f;
+export const MAP_FIXED = 0x10;
+export const MAP_ANONYMOUS = 0x20;
+
+// poll(2)
+export const POLLIN = 0x001;
+export const POLLPRI = 0x002;
+export const POLLOUT = 0x004;
+export const POLLERR = 0x008;
+export const POLLHUP = 0x010;
+export const POLLNVAL = 0x020;
+export const POLLRDNORM = 0x040;
+export const POLLWRNORM = 0x100;
+export const POLLRDHUP = 0x2000;
+
+// sockets
+export const AF_UNIX = 1;
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_SEQPACKET = 5;
+export const SOCK_NONBLOCK = O_NONBLOCK;
+export const SOCK_CLOEXEC = O_CLOEXEC;
+export const SOL_SOCKET = 1;
+export const SCM_RIGHTS = 1;
+export const MSG_PEEK = 0x2;
+export const MSG_CTRUNC = 0x8;
+export const MSG_TRUNC = 0x20;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_WAITALL = 0x100;
+export const MSG_NOSIGNAL = 0x4000;
+export const MSG_CMSG_CLOEXEC = 0x40000000;
+export const SHUT_RD = 0;
+export const SHUT_WR = 1;
+export const SHUT_RDWR = 2;
+/** SCM_MAX_FD (include/net/scm.h): most fds one SCM_RIGHTS message may carry. */
+export const SCM_MAX_FD = 253;
+
+// limits
+export const RLIMIT_NOFILE = 7;
+export const DEFAULT_NOFILE = 1024;

@@ -1,0 +1,3 @@
+/** What a simulated process imports: its C library (syscalls), the uAPI numbers and the libdmabufheap/libsync helpers. */
+export * from './syscalls.js';
+export * from '../uapi/index.js';

@@ -1,0 +1,148 @@
+/**
+ * The process side of the syscall channel: posts a request, waits for the broker's reply (spinning briefly, then
+ * Atomics.wait), and turns errors into SyscallError. One instance per process worker, created by
+ * workers/process.ts before the user's module is imported.
+ */
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { SyscallError } from '../errors.js';
+import { E } from '../uapi/errno.js';
+import {
+  ChannelViews,
+  DATA_SIZE,
+  ERRNO,
+  IN_LEN,
+  OP,
+  OUT_LEN,
+  RFLAGS,
+  RF_PORT_MSG,
+  SEQ,
+  STATE,
+  ST_IDLE,
+  ST_REPLY,
+  ST_REQUEST,
+  SYS_NAMES,
+} from '../shm/channel.js';
+import { ringDoorbell, SHUTDOWN } from '../shm/control.js';
+import { AdaptiveSpin } from '../shm/spin.js';
+
+interface RegionMessage {
+  readonly seq: number;
+  readonly id: number;
+  readonly sab: SharedArrayBuffer;
+}
+
+export interface RuntimeInit {
+  readonly pid: number;
+  readonly name: string;
+  readonly channel: SharedArrayBuffer;
+  readonly control: SharedArrayBuffer;
+  readonly port: MessagePort;
+}
+
+export class Runtime {
+  readonly ch: ChannelViews;
+  readonly ctl: Int32Array;
+  readonly pid: number;
+  readonly name: string;
+  private readonly port: MessagePort;
+  private seq = 0;
+  private readonly spin: AdaptiveSpin;
+  /** regionId → SharedArrayBuffer, held while some mapping of this process uses it (broker-mirrored count). */
+  readonly regions = new Map<number, SharedArrayBuffer>();
+
+  constructor(init: RuntimeInit) {
+    this.ch = new ChannelViews(init.channel);
+    this.ctl = new Int32Array(init.control);
+    this.pid = init.pid;
+    this.name = init.name;
+    this.port = init.port;
+    this.spin = new AdaptiveSpin(this.ctl);
+  }
+
+  /**
+   * Makes one syscall. Arguments go into ARGS, `input` into DATA. Returns RES[0]; on failure throws SyscallError.
+   * The caller reads extra results from `ch.res` and reply bytes from `ch.data` (OUT_LEN) before the next call.
+   */
+  call(op: number, a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, input?: Uint8Array, name?: string): number {
+    const ch = this.ch;
+    const i32 = ch.i32;
+    if (Atomics.load(this.ctl, SHUTDOWN)) throw new SyscallError(E.ESHUTDOWN, name ?? SYS_NAMES[op] ?? 'syscall');
+    const args = ch.args;
+    args[0] = a0;
+    args[1] = a1;
+    args[2] = a2;
+    args[3] = a3;
+    args[4] = a4;
+    args[5] = a5;
+    if (input) {
+      if (input.length > DATA_SIZE) throw new SyscallError(E.E2BIG, name ?? SYS_NAMES[op] ?? 'syscall');
+      ch.data.set(input);
+      i32[IN_LEN] = input.length;
+    } else i32[IN_LEN] = 0;
+    i32[OP] = op;
+    const seq = ++this.seq;
+    i32[SEQ] = seq;
+    // Publishes everything above (seq-cst store), then wakes the broker if it sleeps.
+    Atomics.store(i32, STATE, ST_REQUEST);
+    ringDoorbell(this.ctl);
+    this.waitReply();
+    Atomics.store(i32, STATE, ST_IDLE);
+    if (i32[RFLAGS]! & RF_PORT_MSG) this.drainPort(seq);
+    const err = i32[ERRNO]!;
+    if (err) throw new SyscallError(err, name ?? SYS_NAMES[op] ?? 'syscall');
+    return ch.res[0]!;
+  }
+
+  /**
+   * Waits for STATE to become REPLY. Race-free: the broker stores REPLY and then notifies; Atomics.wait only
+   * sleeps while the word still holds REQUEST, so a reply stored before we sleep makes the wait return at once.
+   */
+  private waitReply(): void {
+    const i32 = this.ch.i32;
+    if (Atomics.load(i32, STATE) === ST_REPLY) return;
+    if (this.spin.spinWhileEquals(i32, STATE, ST_REQUEST)) return;
+    while (Atomics.load(i32, STATE) === ST_REQUEST) Atomics.wait(i32, STATE, ST_REQUEST);
+  }
+
+  /** Reply bytes of the last call. */
+  outBytes(): Uint8Array {
+    return this.ch.data.subarray(0, this.ch.i32[OUT_LEN]!);
+  }
+
+  /**
+   * Receives the SharedArrayBuffer handle(s) posted with reply `seq`. The broker posts before it publishes the
+   * reply, but a posted message is not always visible in the port's queue the instant the reply is, so loop
+   * until it arrives (messages for later replies cannot exist: this process has one call in flight).
+   */
+  private drainPort(seq: number): void {
+    for (let spins = 0; ; spins++) {
+      const m = receiveMessageOnPort(this.port);
+      if (m) {
+        const msg = m.message as RegionMessage;
+        this.regions.set(msg.id, msg.sab);
+        if (msg.seq === seq) return;
+        continue;
+      }
+      if (spins > 1000) Atomics.wait(this.ch.i32, STATE, -1, 0.05);
+    }
+  }
+
+  region(id: number): SharedArrayBuffer {
+    const sab = this.regions.get(id);
+    if (!sab) throw new Error(`dmabuf-sim: region ${id} not received`);
+    return sab;
+  }
+}
+
+let current: Runtime | null = null;
+
+export function initRuntime(init: RuntimeInit): Runtime {
+  current = new Runtime(init);
+  return current;
+}
+
+/** The calling process's runtime; throws when called outside a process worker. */
+export function rt(): Runtime {
+  if (!current) throw new Error('dmabuf-sim: syscalls can only be made inside a process spawned by Machine.spawn()');
+  return current;
+}

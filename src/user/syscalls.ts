@@ -1,0 +1,265 @@
+/**
+ * The C library of a simulated process: synchronous syscalls with POSIX signatures. Each returns what the C call
+ * returns on success and throws SyscallError (code/errno/syscall) where C returns -1 and sets errno.
+ *
+ * Call these only from code running inside a process spawned by Machine.spawn().
+ */
+import { SyscallError } from '../errors.js';
+import { E } from '../uapi/errno.js';
+import { F_GETFD, O_RDONLY, POLLIN, RLIMIT_NOFILE } from '../uapi/posix.js';
+import { SYS } from '../shm/channel.js';
+import { rt } from './runtime.js';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A C string: the bytes of `s` and a terminating NUL. */
+export function cstr(s: string): Uint8Array {
+  const b = enc.encode(s);
+  const out = new Uint8Array(b.length + 1);
+  out.set(b);
+  return out;
+}
+
+export function getpid(): number {
+  return rt().pid;
+}
+
+export function open(path: string, flags = O_RDONLY, mode = 0): number {
+  return rt().call(SYS.open, flags, mode, 0, 0, 0, 0, enc.encode(path), 'open');
+}
+
+export function close(fd: number): number {
+  return rt().call(SYS.close, fd, 0, 0, 0, 0, 0, undefined, 'close');
+}
+
+export function dup(fd: number): number {
+  return rt().call(SYS.dup, fd, 0, 0, 0, 0, 0, undefined, 'dup');
+}
+
+export function dup3(oldfd: number, newfd: number, flags: number): number {
+  return rt().call(SYS.dup3, oldfd, newfd, flags, 0, 0, 0, undefined, 'dup3');
+}
+
+/** dup2: like dup3 without flags, except that dup2(fd, fd) checks fd and returns it. */
+export function dup2(oldfd: number, newfd: number): number {
+  if (oldfd === newfd) {
+    rt().call(SYS.fcntl, oldfd, F_GETFD, 0, 0, 0, 0, undefined, 'dup2');
+    return newfd;
+  }
+  return rt().call(SYS.dup3, oldfd, newfd, 0, 0, 0, 0, undefined, 'dup2');
+}
+
+export function fcntl(fd: number, cmd: number, arg = 0): number {
+  return rt().call(SYS.fcntl, fd, cmd, arg, 0, 0, 0, undefined, 'fcntl');
+}
+
+/**
+ * ioctl(fd, request, arg). `arg` is the C struct as bytes (any typed array or DataView over it: copied in like
+ * copy_from_user and the kernel's writes copied back into it), a string (passed as a NUL-terminated char *), or
+ * an integer for requests that take a value rather than a pointer.
+ */
+export function ioctl(fd: number, request: number, arg?: ArrayBufferView | string | number): number {
+  const r = rt();
+  if (arg === undefined || typeof arg === 'number') {
+    return r.call(SYS.ioctl, fd, request >>> 0, 0, arg ?? 0, 0, 0, undefined, 'ioctl');
+  }
+  const bytes = typeof arg === 'string' ? cstr(arg) : new Uint8Array(arg.buffer, arg.byteOffset, arg.byteLength);
+  try {
+    return r.call(SYS.ioctl, fd, request >>> 0, 1, 0, 0, 0, bytes, 'ioctl');
+  } finally {
+    // copy_to_user already happened in the kernel's view of the buffer; bring it back even on failure, since
+    // a handler may have written part of the struct before failing (as a real kernel may).
+    if (typeof arg !== 'string') bytes.set(r.outBytes().subarray(0, bytes.length));
+  }
+}
+
+/** A mapping returned by mmap: the same shared memory every other mapper of the object sees. */
+export class Mapping {
+  constructor(
+    /** The synthetic address to pass to munmap. */
+    readonly addr: number,
+    /** The length asked for. */
+    readonly length: number,
+    /** The SharedArrayBuffer behind the mapping and where in it the mapping starts. */
+    readonly sab: SharedArrayBuffer,
+    readonly byteOffset: number,
+  ) {}
+
+  /** The mapped bytes (zero copy). */
+  get bytes(): Uint8Array {
+    return new Uint8Array(this.sab, this.byteOffset, this.length);
+  }
+
+  /** Any typed view of the mapping, e.g. `m.view(Int32Array)` for Atomics on shared words. */
+  view<T extends ArrayBufferView>(ctor: new (b: SharedArrayBuffer, off: number, len: number) => T): T {
+    const per = (ctor as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT;
+    return new ctor(this.sab, this.byteOffset, Math.floor(this.length / per));
+  }
+}
+
+export function mmap(addr: number | null, length: number, prot: number, flags: number, fd: number, offset = 0): Mapping {
+  const r = rt();
+  const a = r.call(SYS.mmap, addr ?? 0, length, prot, flags, fd, offset, undefined, 'mmap');
+  const res = r.ch.res;
+  return new Mapping(a, length, r.region(res[1]!), res[2]!);
+}
+
+export function munmap(addr: number | Mapping, length?: number): number {
+  const r = rt();
+  const a = typeof addr === 'number' ? addr : addr.addr;
+  const len = length ?? (typeof addr === 'number' ? 0 : addr.length);
+  const ret = r.call(SYS.munmap, a, len, 0, 0, 0, 0, undefined, 'munmap');
+  const out = r.outBytes();
+  const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  for (let i = 0; i < r.ch.res[1]!; i++) r.regions.delete(dv.getInt32(i * 4, true));
+  return ret;
+}
+
+export function lseek(fd: number, offset: number, whence: number): number {
+  return rt().call(SYS.lseek, fd, offset, whence, 0, 0, 0, undefined, 'lseek');
+}
+
+/** read(fd, count): the bytes read (shorter at end of file). */
+export function read(fd: number, count: number): Uint8Array {
+  const r = rt();
+  const n = r.call(SYS.read, fd, count, 0, 0, 0, 0, undefined, 'read');
+  return r.outBytes().slice(0, n);
+}
+
+/** Reads a (small, generated) file to its end: debugfs nodes, /proc/self/fdinfo/N. */
+export function readFile(path: string): string {
+  const fd = open(path, O_RDONLY);
+  try {
+    let s = '';
+    for (;;) {
+      const b = read(fd, 65536);
+      if (b.length === 0) return s;
+      s += dec.decode(b);
+    }
+  } finally {
+    close(fd);
+  }
+}
+
+export function write(fd: number, data: Uint8Array | string): number {
+  const bytes = typeof data === 'string' ? enc.encode(data) : data;
+  return rt().call(SYS.write, fd, bytes.length, 0, 0, 0, 0, bytes, 'write');
+}
+
+export function readlink(path: string): string {
+  const r = rt();
+  const n = r.call(SYS.readlink, 0, 0, 0, 0, 0, 0, enc.encode(path), 'readlink');
+  return dec.decode(r.outBytes().subarray(0, n));
+}
+
+export interface PollFd {
+  fd: number;
+  events: number;
+  revents: number;
+}
+
+/** poll(fds, timeoutMs): fills each entry's revents; returns how many have revents ≠ 0 (0 on timeout). */
+export function poll(fds: PollFd[], timeoutMs: number): number {
+  const r = rt();
+  const buf = new Uint8Array(fds.length * 8);
+  const dv = new DataView(buf.buffer);
+  fds.forEach((p, i) => {
+    dv.setInt32(i * 8, p.fd, true);
+    dv.setInt16(i * 8 + 4, p.events, true);
+  });
+  const n = r.call(SYS.poll, fds.length, timeoutMs, 0, 0, 0, 0, buf, 'poll');
+  const out = r.outBytes();
+  const odv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  fds.forEach((p, i) => (p.revents = odv.getUint16(i * 8 + 6, true)));
+  return n;
+}
+
+/** Convenience: poll one fd for `events`; returns revents (0 on timeout). */
+export function pollOne(fd: number, events = POLLIN, timeoutMs = -1): number {
+  const p = [{ fd, events, revents: 0 }];
+  poll(p, timeoutMs);
+  return p[0]!.revents;
+}
+
+export function socketpair(domain: number, type: number, protocol = 0): [number, number] {
+  const r = rt();
+  r.call(SYS.socketpair, domain, type, protocol, 0, 0, 0, undefined, 'socketpair');
+  return [r.ch.res[1]!, r.ch.res[2]!];
+}
+
+export interface SendMsg {
+  /** Payload bytes (may be empty when only passing fds on a stream socket... which Linux refuses: send ≥ 1 byte). */
+  readonly data?: Uint8Array | string;
+  /** fds to pass (SCM_RIGHTS). */
+  readonly fds?: readonly number[];
+}
+
+/** sendmsg with an optional SCM_RIGHTS fd array; returns bytes sent. */
+export function sendmsg(fd: number, msg: SendMsg, flags = 0): number {
+  const data = msg.data === undefined ? new Uint8Array(0) : typeof msg.data === 'string' ? enc.encode(msg.data) : msg.data;
+  const fds = msg.fds ?? [];
+  const buf = new Uint8Array(fds.length * 4 + data.length);
+  const dv = new DataView(buf.buffer);
+  fds.forEach((f, i) => dv.setInt32(i * 4, f, true));
+  buf.set(data, fds.length * 4);
+  return rt().call(SYS.sendmsg, fd, flags, fds.length, data.length, 0, 0, buf, 'sendmsg');
+}
+
+export interface RecvMsg {
+  readonly data: Uint8Array;
+  readonly fds: number[];
+  /** msg_flags: MSG_CTRUNC when fds were dropped, MSG_TRUNC when a datagram was cut. */
+  readonly flags: number;
+}
+
+/** recvmsg: up to maxLen bytes and up to maxFds passed fds (installed at this process's lowest free fds). */
+export function recvmsg(fd: number, maxLen = 4096, maxFds = 16, flags = 0): RecvMsg {
+  const r = rt();
+  const n = r.call(SYS.recvmsg, fd, flags, maxLen, maxFds, 0, 0, undefined, 'recvmsg');
+  const nfds = r.ch.res[1]!;
+  const mflags = r.ch.res[2]!;
+  const out = r.outBytes();
+  const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  const fds: number[] = [];
+  for (let i = 0; i < nfds; i++) fds.push(dv.getInt32(i * 4, true));
+  return { data: out.slice(nfds * 4, nfds * 4 + n), fds, flags: mflags };
+}
+
+export function shutdown(fd: number, how: number): number {
+  return rt().call(SYS.shutdown, fd, how, 0, 0, 0, 0, undefined, 'shutdown');
+}
+
+export function getrlimit(resource = RLIMIT_NOFILE): { cur: number; max: number } {
+  const r = rt();
+  const cur = r.call(SYS.getrlimit, resource, 0, 0, 0, 0, 0, undefined, 'getrlimit');
+  return { cur, max: r.ch.res[1]! };
+}
+
+export function setrlimit(resource: number, limit: { cur: number; max: number }): number {
+  return rt().call(SYS.setrlimit, resource, limit.cur, limit.max, 0, 0, 0, undefined, 'setrlimit');
+}
+
+/** A syscall that does nothing in the kernel: the transport's round-trip cost. */
+export function nop(): number {
+  return rt().call(SYS.nop, 0, 0, 0, 0, 0, 0, undefined, 'nop');
+}
+
+/** Thrown by exit() to unwind the process's JavaScript stack; the worker entry catches it. */
+export class ProcessExit extends Error {
+  constructor(readonly code: number) {
+    super(`process exited with status ${code}`);
+    this.name = 'ProcessExit';
+  }
+}
+
+/**
+ * exit(code): the kernel tears the process down (closes every fd, drops every mapping) before this returns
+ * control to the worker, which then ends. Never returns.
+ */
+export function exit(code = 0): never {
+  rt().call(SYS.exit, code, 0, 0, 0, 0, 0, undefined, 'exit');
+  throw new ProcessExit(code);
+}
+
+export { SyscallError, E };
