@@ -6,8 +6,11 @@ import { availableParallelism } from 'node:os';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { Comlink, wrap } from './control/endpoint.js';
 import type { KernelControl, KernelStats, ShutdownReport } from './kernel/control.js';
+import type { DmaBufSnapshot } from './kernel/dma-buf.js';
+import type { DmaHeapInfo } from './kernel/dma-heap.js';
 import type { HeapConfig } from './kernel/subsystems.js';
 import { formatLeaks } from './kernel/leaks.js';
+import { SOCK_STREAM } from './uapi/posix.js';
 import type { ProcessWorkerData } from '../workers/process.js';
 
 export interface BootOptions {
@@ -144,6 +147,30 @@ export class Machine {
   readonly debugfs = {
     read: (path: string): Promise<string> => this.kernel.debugfsRead(path),
   };
+
+  /**
+   * Hands two processes a connected AF_UNIX socketpair (as if each had inherited one end): resolves to
+   * [fd in a, fd in b]. `type` is SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET, optionally | SOCK_CLOEXEC / SOCK_NONBLOCK.
+   * `a` and `b` may be the same process.
+   */
+  socketpair(a: Proc, b: Proc, type: number = SOCK_STREAM): Promise<[number, number]> {
+    return this.kernel.socketpair(a.pid, b.pid, type);
+  }
+
+  /** The heaps under /dev/dma_heap, sorted by name, with their usage (a listing of the directory). */
+  heaps(): Promise<DmaHeapInfo[]> {
+    return this.kernel.heaps();
+  }
+
+  /** Android's dmabuf_dump view of the machine (per-process Rss/Pss and the buffer × process table). */
+  dmabufDump(): Promise<string> {
+    return this.kernel.debugfsRead('dmabuf_dump');
+  }
+
+  /** Every live dma-buf, newest first, as plain data (sizes, names, refcounts, attachments, SYNC counts). */
+  dmabufs(): Promise<DmaBufSnapshot[]> {
+    return this.kernel.dmabufs();
+  }
 
   stats(): Promise<KernelStats> {
     return this.kernel.stats();

@@ -44,7 +44,8 @@ export const DEBUGFS_ROOT = '/sys/kernel/debug/';
 
 /** show_fdinfo's generic block (fs/proc/fd.c), then the file's own lines. */
 export function fdinfoText(f: File, cloexec: boolean, mntId: number): string {
-  const flags = (f.flags | 0o100000 | (cloexec ? 0o2000000 : 0)) >>> 0;
+  // f_flags as stored (O_LARGEFILE only where open() put it), plus O_CLOEXEC from the fd table.
+  const flags = (f.flags | (cloexec ? 0o2000000 : 0)) >>> 0;
   let s = `pos:\t${f.pos}\nflags:\t0${flags.toString(8)}\nmnt_id:\t${mntId}\nino:\t${f.ino}\n`;
   if (f.ops.showFdinfo) s += f.ops.showFdinfo(f);
   return s;
@@ -68,7 +69,16 @@ export function registerCharDevices(k: Kernel): void {
     if (!m) throw new KernelError(E.ENOENT);
     const e = task.getFd(Number(m[1]));
     if (!e) throw new KernelError(E.ENOENT);
-    return openSeqText(kk, path, flags, fdinfoText(e.file, e.cloexec, mntIdOf(e.file)));
+    // seq_show (fs/proc/fd.c) holds a temporary reference on the file while it prints; show_fdinfo ops that print
+    // the count (dma-buf's "count: f_count - 1") rely on it.
+    kk.fget(e.file);
+    let text: string;
+    try {
+      text = fdinfoText(e.file, e.cloexec, mntIdOf(e.file));
+    } finally {
+      kk.fput(e.file);
+    }
+    return openSeqText(kk, path, flags, text);
   });
 }
 

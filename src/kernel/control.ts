@@ -5,15 +5,20 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import { E } from '../uapi/errno.js';
+import { AF_UNIX, O_CLOEXEC, O_LARGEFILE, O_RDWR, SOCK_TYPE_MASK } from '../uapi/posix.js';
 import { createChannel } from '../shm/channel.js';
 import { createControl, SHUTDOWN } from '../shm/control.js';
+import { afUnixOf, socketpairFlags } from './af-unix.js';
 import { registerCharDevices } from './chrdev.js';
 import { ServeLoop, SyscallEntry, type Oops } from './entry.js';
 import { registerFsSyscalls } from './fs.js';
-import { Kernel } from './kernel.js';
+import { dmaBufList, dmaBufSnapshot, type DmaBufSnapshot } from './dma-buf.js';
+import { dmaHeapList, type DmaHeapInfo } from './dma-heap.js';
+import { Kernel, type KernelWarning } from './kernel.js';
 import type { LeakReport } from './leaks.js';
 import { registerMmSyscalls } from './mm.js';
 import { registerPollSyscall } from './select.js';
+import { runSelftest, type SelftestResult } from './selftest.js';
 import { Task } from './task.js';
 import { bootSubsystems, type SubsystemConfig } from './subsystems.js';
 
@@ -37,6 +42,8 @@ export interface KernelStats {
 export interface ShutdownReport {
   readonly leaks: LeakReport[];
   readonly oopses: Oops[];
+  /** Every WARN() the kernel hit (execution went on). */
+  readonly warnings: KernelWarning[];
 }
 
 export class KernelControl {
@@ -78,7 +85,8 @@ export class KernelControl {
     const t = new Task(pid, name, channel, port);
     if (nofile !== undefined) t.nofileCur = nofile;
     k.tasks.set(pid, t);
-    for (let fd = 0; fd < 3; fd++) k.installFd(t, k.openPath(t, '/dev/null', 2), false);
+    // As a 64-bit parent's open("/dev/null", O_RDWR) leaves them: O_RDWR | O_LARGEFILE.
+    for (let fd = 0; fd < 3; fd++) k.installFd(t, k.openPath(t, '/dev/null', O_RDWR | O_LARGEFILE), false);
     this.entry!.addTask(t);
     return { pid, channel };
   }
@@ -110,6 +118,74 @@ export class KernelControl {
     }
   }
 
+  /**
+   * socketpair(AF_UNIX, type) with one end installed in each process (pidA may equal pidB): returns [fd in A,
+   * fd in B], each at its process's lowest free fd. SOCK_CLOEXEC / SOCK_NONBLOCK in `type` apply to both ends.
+   * Errors are the syscall's (EINVAL, EMFILE, ESOCKTNOSUPPORT...); nothing is left installed on failure.
+   */
+  socketpair(pidA: number, pidB: number, type: number): [number, number] {
+    const flags = socketpairFlags(type);
+    const cloexec = (flags & O_CLOEXEC) !== 0;
+    const [fa, fb] = this.asTask(pidA, 'socketpair', (k) => afUnixOf(k).createPair(AF_UNIX, type & SOCK_TYPE_MASK, 0, flags));
+    let fdA: number;
+    try {
+      fdA = this.asTask(pidA, 'socketpair', (k, t) => k.installFd(t, fa, cloexec));
+    } catch (e) {
+      this.kernel.fput(fa);
+      this.kernel.fput(fb);
+      throw e;
+    }
+    try {
+      return [fdA, this.asTask(pidB, 'socketpair', (k, t) => k.installFd(t, fb, cloexec))];
+    } catch (e) {
+      this.asTask(pidA, 'socketpair', (k, t) => k.closeFd(t, fdA));
+      this.kernel.fput(fb);
+      throw e;
+    }
+  }
+
+  /**
+   * Test hook until fd passing lands: dups `fd` of process `fromPid` into `toPid` at its lowest free fd (no
+   * O_CLOEXEC), as receiving it over SCM_RIGHTS would. The file gains one reference. Returns the new fd; EBADF
+   * when `fd` is not open in the source, EMFILE when the target's table is full.
+   */
+  transferFd(fromPid: number, fd: number, toPid: number): number {
+    return this.asTask(toPid, 'transferFd', (k, to) => {
+      const from = k.tasks.get(fromPid);
+      if (!from || from.state !== 'running') throw new Error(`no running process ${fromPid}`);
+      const f = k.fileOf(from, fd);
+      k.fget(f);
+      try {
+        return k.installFd(to, f, false);
+      } catch (e) {
+        k.fput(f);
+        throw e;
+      }
+    });
+  }
+
+  /** The heaps under /dev/dma_heap (what a listing of the directory shows), with their usage. */
+  heaps(): DmaHeapInfo[] {
+    return dmaHeapList(this.kernel);
+  }
+
+  /** Every live dma-buf, newest first, as plain data. */
+  dmabufs(): DmaBufSnapshot[] {
+    return dmaBufList(this.kernel).map(dmaBufSnapshot);
+  }
+
+  /** Runs an in-kernel self-test (selftest.ts), optionally as process `pid`. A BUG in it is recorded as an oops. */
+  selftest(name: string, pid?: number): SelftestResult {
+    const k = this.kernel;
+    const t = pid === undefined ? null : (k.tasks.get(pid) ?? null);
+    if (pid !== undefined && (!t || t.state !== 'running')) throw new Error(`no running process ${pid}`);
+    try {
+      return runSelftest(k, name, t, this.entry!.oopses);
+    } finally {
+      this.loop!.kick();
+    }
+  }
+
   debugfsRead(path: string): string {
     const gen = this.kernel.debugfs.get(path);
     if (!gen) throw new Error(`no debugfs file ${path} (have: ${[...this.kernel.debugfs.keys()].join(', ')})`);
@@ -136,7 +212,7 @@ export class KernelControl {
 
   /** Last half: the report; the loop stops (the worker is terminated next). */
   finishShutdown(): ShutdownReport {
-    const report = { leaks: this.leaks(), oopses: [...this.entry!.oopses] };
+    const report = { leaks: this.leaks(), oopses: [...this.entry!.oopses], warnings: [...this.kernel.warnings] };
     this.loop!.stop();
     return report;
   }

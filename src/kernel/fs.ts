@@ -19,6 +19,7 @@ import {
   O_CLOEXEC,
   O_LARGEFILE,
   O_NONBLOCK,
+  NR_OPEN,
   RLIMIT_NOFILE,
   SEEK_CUR,
   SEEK_END,
@@ -73,7 +74,9 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
     const flags = req.args[0]!;
     const t = req.task;
     if (t.lowestFreeFd() < 0) throw new KernelError(E.EMFILE);
-    const f = k.openPath(t, path, flags);
+    // build_open_flags: force_o_largefile() is true on 64-bit, so every open() file has O_LARGEFILE in f_flags
+    // (files made by the kernel itself — sockets, dma-bufs, sync_files — do not).
+    const f = k.openPath(t, path, flags | O_LARGEFILE);
     return k.installFd(t, f, (flags & O_CLOEXEC) !== 0);
   });
 
@@ -88,10 +91,11 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   entry.register(SYS.dup3, (k, req) => {
     const [oldfd, newfd, flags] = [req.args[0]!, req.args[1]!, req.args[2]!];
     const t = req.task;
+    // ksys_dup3's order: flags, then oldfd == newfd (EINVAL even for a closed fd), then the limit, then oldfd.
     if (flags & ~O_CLOEXEC) throw new KernelError(E.EINVAL);
-    const f = k.fileOf(t, oldfd);
     if (oldfd === newfd) throw new KernelError(E.EINVAL);
     if (!Number.isInteger(newfd) || newfd < 0 || newfd >= t.nofileCur) throw new KernelError(E.EBADF);
+    const f = k.fileOf(t, oldfd);
     k.fget(f);
     const old = t.fds[newfd];
     t.fds[newfd] = { file: f, cloexec: (flags & O_CLOEXEC) !== 0 };
@@ -111,7 +115,7 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
         e.cloexec = (arg & FD_CLOEXEC) !== 0;
         return 0;
       case F_GETFL:
-        return e.file.flags | O_LARGEFILE;
+        return e.file.flags;
       case F_SETFL:
         e.file.flags = (e.file.flags & ~SETFL_MASK) | (arg & SETFL_MASK);
         return 0;
@@ -166,11 +170,20 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   });
 
   // readlink(path): /proc/<pid|self>/fd/N gives the open file's d_path.
+  // Errors as the VFS gives them: a path that exists but is not a symlink (a device, /proc/self/fd, an fdinfo
+  // file) → EINVAL; a path that does not exist, including /proc/self/fd/N for a closed N → ENOENT.
   entry.register(SYS.readlink, (k, req) => {
-    const { task, rest } = k.procTask(req.task, req.inputString());
+    const path = req.inputString();
+    if (!path.startsWith('/proc/')) throw new KernelError(k.listPaths(path).includes(path) ? E.EINVAL : E.ENOENT);
+    const { task, rest } = k.procTask(req.task, path);
+    const fdinfo = /^fdinfo\/(\d+)$/.exec(rest);
+    if (rest === 'fd' || rest === 'fdinfo') throw new KernelError(E.EINVAL);
+    if (fdinfo) throw new KernelError(task.getFd(Number(fdinfo[1])) ? E.EINVAL : E.ENOENT);
     const m = /^fd\/(\d+)$/.exec(rest);
-    if (!m) throw new KernelError(rest === 'fd' || rest.startsWith('fdinfo') ? E.EINVAL : E.ENOENT);
-    const f = k.fileOf(task, Number(m[1]));
+    if (!m) throw new KernelError(E.ENOENT);
+    const e = task.getFd(Number(m[1]));
+    if (!e) throw new KernelError(E.ENOENT);
+    const f = e.file;
     const target = Buffer.from(f.ops.dname(f), 'utf8');
     req.out(target);
     return target.length;
@@ -186,10 +199,15 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
     const [res, cur, max] = [req.args[0]!, req.args[1]!, req.args[2]!];
     const t = req.task;
     if (res !== RLIMIT_NOFILE) throw new KernelError(E.EINVAL);
-    if (cur > max || cur < 0) throw new KernelError(E.EINVAL);
+    // rlim_t is unsigned: a negative value is RLIM_INFINITY. do_prlimit: cur > max → EINVAL; a NOFILE limit above
+    // fs.nr_open → EPERM (even for root).
+    const c = cur < 0 ? Infinity : cur;
+    const m = max < 0 ? Infinity : max;
+    if (c > m) throw new KernelError(E.EINVAL);
+    if (m > NR_OPEN) throw new KernelError(E.EPERM);
     // Raising the hard limit needs CAP_SYS_RESOURCE: the model's processes run as root, so it is allowed.
-    t.nofileCur = cur;
-    t.nofileMax = max;
+    t.nofileCur = c;
+    t.nofileMax = m;
     return 0;
   });
 

@@ -21,6 +21,13 @@ interface PrefixOpener {
   readonly open: Opener;
 }
 
+/** A WARN() the kernel hit: on Linux a splat in the log, execution goes on. Reported at shutdown. */
+export interface KernelWarning {
+  readonly pid: number;
+  readonly call: string;
+  readonly message: string;
+}
+
 export interface KernelOptions {
   /** Record the caller's stack with every tracked object (costly: a stack per syscall). */
   readonly recordStacks?: boolean;
@@ -42,6 +49,8 @@ export class Kernel {
   readonly exitHooks: ((t: Task) => void)[] = [];
   /** The origin stamped on objects created outside any syscall (control plane, kernel threads). */
   private readonly kernelOrigin: Origin = { pid: 0, comm: 'kernel', call: 'control', seq: 0 };
+  /** Every WARN() so far, in order (see warn()). */
+  readonly warnings: KernelWarning[] = [];
   /** The task whose syscall is being served (null on the control plane). */
   current: Task | null = null;
   currentStack: string | undefined;
@@ -65,6 +74,16 @@ export class Kernel {
     const t = this.current;
     if (!t) return this.kernelOrigin;
     return { pid: t.pid, comm: t.comm, call: t.currentCall, seq: t.syscalls, stack: this.currentStack };
+  }
+
+  /**
+   * WARN(): records a kernel warning and carries on, as the C macro does. Use it where Linux has WARN_ON() and
+   * keeps running; a BUG_ON() is a thrown Error instead (an oops).
+   */
+  warn(message: string): void {
+    const t = this.current;
+    this.warnings.push({ pid: t?.pid ?? 0, call: t?.currentCall ?? 'control', message });
+    process.stderr.write(`dmabuf-sim: WARNING in pid ${t?.pid ?? 0} ${t?.currentCall ?? 'control'}: ${message}\n`);
   }
 
   // ---- files ---------------------------------------------------------------------------------------------------

@@ -2,7 +2,14 @@
  * Boot-time registration of the drivers/dma-buf subsystems (dma-buf core, heaps, sockets, ...), in initcall
  * order. Each subsystem registers its syscalls, device paths and debugfs nodes here and nowhere else.
  */
+import { registerAfUnix } from './af-unix.js';
+import { registerDmaBufSelftests } from './dma-buf-selftests.js';
+import { dmaBufInit } from './dma-buf.js';
+import { dmabufDump } from './dmabuf-dump.js';
+import { dmaHeapInit } from './dma-heap.js';
 import type { SyscallEntry } from './entry.js';
+import { carveoutHeapCreate } from './heaps/carveout-heap.js';
+import { systemHeapCreate } from './heaps/system-heap.js';
 import type { Kernel } from './kernel.js';
 
 /** Heap configuration: no size = a system heap (pages from new SharedArrayBuffers); a size = a carve-out pool. */
@@ -14,6 +21,19 @@ export interface SubsystemConfig {
   readonly heaps: Readonly<Record<string, HeapConfig>>;
 }
 
-export function bootSubsystems(_k: Kernel, _entry: SyscallEntry, _cfg: SubsystemConfig): void {
-  // Filled in by the subsystems as they land (dma-buf, dma-heap, af_unix, sync).
+export function bootSubsystems(k: Kernel, _entry: SyscallEntry, cfg: SubsystemConfig): void {
+  // subsys_initcall: the dma-buf core (db_list, debugfs dma_buf/bufinfo) and the dma-heap class.
+  dmaBufInit(k);
+  dmaHeapInit(k);
+  // module_init of the heaps: /dev/dma_heap/<name>.
+  for (const [name, hc] of Object.entries(cfg.heaps)) {
+    if (hc.sizeBytes === undefined) systemHeapCreate(k, name);
+    else carveoutHeapCreate(k, name, hc.sizeBytes);
+  }
+  // Not a kernel file: Android's dmabuf_dump view, computed in the broker (see dmabuf-dump.ts).
+  k.debugfs.set('dmabuf_dump', () => dmabufDump(k));
+  registerDmaBufSelftests(k);
+  // net/unix: AF_UNIX socketpairs and SCM_RIGHTS fd passing.
+  registerAfUnix(k, _entry);
+  // Filled in by the subsystems as they land (af_unix, sync).
 }

@@ -44,6 +44,7 @@ export const errnos = {
   ENOTCONN: [107, 'transport endpoint is not connected'],
   ESHUTDOWN: [108, 'cannot send after transport endpoint shutdown'],
   ETIMEDOUT: [110, 'connection timed out'],
+  ECONNREFUSED: [111, 'connection refused'],
   EALREADY: [114, 'operation already in progress'],
   ECANCELED: [125, 'operation canceled'],
   EOWNERDEAD: [130, 'owner died'],

@@ -54,30 +54,50 @@ export const POLLHUP = 0x010;
 export const POLLNVAL = 0x020;
 export const POLLRDNORM = 0x040;
 export const POLLWRNORM = 0x100;
+export const POLLWRBAND = 0x200;
 export const POLLRDHUP = 0x2000;
 
 // sockets
 export const AF_UNIX = 1;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+/** NPROTO (AF_MAX): families at or above it are EAFNOSUPPORT before any lookup. */
+export const NPROTO = 46;
 export const SOCK_STREAM = 1;
 export const SOCK_DGRAM = 2;
+export const SOCK_RAW = 3;
+export const SOCK_RDM = 4;
 export const SOCK_SEQPACKET = 5;
+/** SOCK_MAX = SOCK_PACKET + 1: types at or above it are EINVAL in __sock_create. */
+export const SOCK_MAX = 11;
+/** The type bits of socket()'s type argument; the rest are SOCK_CLOEXEC / SOCK_NONBLOCK. */
+export const SOCK_TYPE_MASK = 0xf;
 export const SOCK_NONBLOCK = O_NONBLOCK;
 export const SOCK_CLOEXEC = O_CLOEXEC;
 export const SOL_SOCKET = 1;
 export const SCM_RIGHTS = 1;
+export const MSG_OOB = 0x1;
 export const MSG_PEEK = 0x2;
 export const MSG_CTRUNC = 0x8;
 export const MSG_TRUNC = 0x20;
 export const MSG_DONTWAIT = 0x40;
+export const MSG_EOR = 0x80;
 export const MSG_WAITALL = 0x100;
 export const MSG_NOSIGNAL = 0x4000;
 export const MSG_CMSG_CLOEXEC = 0x40000000;
+/** Set only by the 32-bit compat entry points; from a native sendmsg/recvmsg it is EINVAL. */
+export const MSG_CMSG_COMPAT = 0x80000000;
 export const SHUT_RD = 0;
 export const SHUT_WR = 1;
 export const SHUT_RDWR = 2;
 /** SCM_MAX_FD (include/net/scm.h): most fds one SCM_RIGHTS message may carry. */
 export const SCM_MAX_FD = 253;
+/** SIOCINQ (= FIONREAD) and SIOCOUTQ (= TIOCOUTQ): bytes queued to read / sent but not yet consumed. */
+export const SIOCINQ = 0x541b;
+export const SIOCOUTQ = 0x5411;
 
 // limits
 export const RLIMIT_NOFILE = 7;
 export const DEFAULT_NOFILE = 1024;
+/** fs.nr_open default: the highest RLIMIT_NOFILE setrlimit accepts (above: EPERM). */
+export const NR_OPEN = 1048576;

@@ -7,7 +7,7 @@
 import { SyscallError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { F_GETFD, O_RDONLY, POLLIN, RLIMIT_NOFILE } from '../uapi/posix.js';
-import { SYS } from '../shm/channel.js';
+import { DATA_SIZE, SYS } from '../shm/channel.js';
 import { rt } from './runtime.js';
 
 const enc = new TextEncoder();
@@ -189,7 +189,10 @@ export function socketpair(domain: number, type: number, protocol = 0): [number,
 }
 
 export interface SendMsg {
-  /** Payload bytes (may be empty when only passing fds on a stream socket... which Linux refuses: send ≥ 1 byte). */
+  /**
+   * Payload bytes. On a stream socket send at least one byte with fds: with zero bytes no skb is queued, so Linux
+   * drops the fds (puts them) and returns 0. A datagram may be empty and still carry fds.
+   */
   readonly data?: Uint8Array | string;
   /** fds to pass (SCM_RIGHTS). */
   readonly fds?: readonly number[];
@@ -199,10 +202,13 @@ export interface SendMsg {
 export function sendmsg(fd: number, msg: SendMsg, flags = 0): number {
   const data = msg.data === undefined ? new Uint8Array(0) : typeof msg.data === 'string' ? enc.encode(msg.data) : msg.data;
   const fds = msg.fds ?? [];
-  const buf = new Uint8Array(fds.length * 4 + data.length);
+  // The channel carries at most DATA_SIZE bytes: what does not fit stays behind. The full length goes in ARGS, so
+  // a stream socket sends what arrived (a short write) and a datagram socket refuses a message it cannot carry.
+  const carried = Math.max(0, Math.min(data.length, DATA_SIZE - fds.length * 4));
+  const buf = new Uint8Array(fds.length * 4 + carried);
   const dv = new DataView(buf.buffer);
   fds.forEach((f, i) => dv.setInt32(i * 4, f, true));
-  buf.set(data, fds.length * 4);
+  buf.set(data.subarray(0, carried), fds.length * 4);
   return rt().call(SYS.sendmsg, fd, flags, fds.length, data.length, 0, 0, buf, 'sendmsg');
 }
 

@@ -1,0 +1,448 @@
+/**
+ * In-kernel self-tests of the dma-buf exporter/importer API (export checks, fd/get/put, attach/map caching,
+ * dynamic importers, CPU access, vmap counting and its BUGs) and of the heaps' dma-buf ops, run with
+ * KernelControl.selftest(name). A mock exporter counts every op the core calls.
+ */
+import { KernelError } from '../errors.js';
+import {
+  DMA_BIDIRECTIONAL,
+  DMA_FROM_DEVICE,
+  DMA_TO_DEVICE,
+} from '../uapi/dma-buf.js';
+import { E } from '../uapi/errno.js';
+import { O_APPEND, O_CLOEXEC, O_NONBLOCK, O_RDWR, PAGE_SIZE } from '../uapi/posix.js';
+import {
+  IoMem,
+  IosysMap,
+  SgTable,
+  dmaBufAttach,
+  dmaBufBeginCpuAccess,
+  dmaBufDebugShow,
+  dmaBufDetach,
+  dmaBufDynamicAttach,
+  dmaBufEndCpuAccess,
+  dmaBufExport,
+  dmaBufFd,
+  dmaBufGet,
+  dmaBufList,
+  dmaBufMapAttachment,
+  dmaBufMoveNotify,
+  dmaBufPin,
+  dmaBufPut,
+  dmaBufUnmapAttachment,
+  dmaBufVmap,
+  dmaBufVunmap,
+  type DmaBuf,
+  type DmaBufAttachment,
+  type DmaBufOps,
+} from './dma-buf.js';
+import { dmaHeapFind } from './dma-heap.js';
+import { dmabufDump } from './dmabuf-dump.js';
+import { FMODE_LSEEK, FMODE_READ, FMODE_WRITE } from './file.js';
+import type { HeapBuffer } from './heaps/heap-helpers.js';
+import type { Kernel } from './kernel.js';
+import type { ShmRegion } from './mm.js';
+import { registerSelftest, type SelftestContext } from './selftest.js';
+
+/** What the mock exporter saw. */
+interface MockPriv {
+  readonly region: ShmRegion;
+  /** Every op call, in order, e.g. "map:1", "unmap:1", "detach", "release". */
+  readonly calls: string[];
+  vmapFails: boolean;
+  iomem: boolean;
+}
+
+const count = (p: MockPriv, op: string): number => p.calls.filter((c) => c === op || c.startsWith(op + ':')).length;
+
+function mockOps(extra: Partial<DmaBufOps<MockPriv>> = {}): DmaBufOps<MockPriv> {
+  return {
+    attach(buf, att) {
+      buf.priv.calls.push('attach');
+      if (att.dev.name === 'refuses') throw new KernelError(E.ENODEV);
+    },
+    detach(buf) {
+      buf.priv.calls.push('detach');
+    },
+    mapDmaBuf(att, dir) {
+      const p = att.dmabuf.priv;
+      p.calls.push(`map:${dir}`);
+      return new SgTable([{ region: p.region, offset: 0, length: p.region.size }]);
+    },
+    unmapDmaBuf(att, _sgt, dir) {
+      att.dmabuf.priv.calls.push(`unmap:${dir}`);
+    },
+    release(buf) {
+      buf.priv.calls.push('release');
+    },
+    beginCpuAccess(buf, dir) {
+      buf.priv.calls.push(`begin:${dir}`);
+    },
+    endCpuAccess(buf, dir) {
+      buf.priv.calls.push(`end:${dir}`);
+    },
+    vmap(buf) {
+      const p = buf.priv;
+      p.calls.push('vmap');
+      if (p.vmapFails) throw new KernelError(E.ENOMEM);
+      return p.iomem ? IosysMap.fromIomem(new IoMem(p.region.bytes())) : IosysMap.fromVaddr(p.region.bytes());
+    },
+    vunmap(buf) {
+      buf.priv.calls.push('vunmap');
+    },
+    ...extra,
+  };
+}
+
+function mockExport(k: Kernel, ops: DmaBufOps<MockPriv> = mockOps(), size = 4 * PAGE_SIZE, flags = O_RDWR): DmaBuf<MockPriv> {
+  const region = k.newRegion(new SharedArrayBuffer(size), 0, size);
+  const priv: MockPriv = { region, calls: [], vmapFails: false, iomem: false };
+  return dmaBufExport(k, { ops, size, flags, priv, expName: 'mock_exporter' });
+}
+
+/** Puts `buf` at the end of the test unless the test already did. */
+function putLater(k: Kernel, ctx: SelftestContext, buf: DmaBuf): void {
+  ctx.defer(() => {
+    if (buf.file.count > 0) dmaBufPut(k, buf);
+  });
+}
+
+function exportChecks(k: Kernel, ctx: SelftestContext): void {
+  const warnsBefore = k.warnings.length;
+  const base = mockOps();
+  const without = (drop: keyof DmaBufOps<MockPriv>): DmaBufOps<MockPriv> => {
+    const o: Partial<DmaBufOps<MockPriv>> = { ...base };
+    delete o[drop];
+    return o as DmaBufOps<MockPriv>;
+  };
+  ctx.expectErrno(E.EINVAL, () => mockExport(k, without('mapDmaBuf')), 'export without map_dma_buf');
+  ctx.expectErrno(E.EINVAL, () => mockExport(k, without('unmapDmaBuf')), 'export without unmap_dma_buf');
+  ctx.expectErrno(E.EINVAL, () => mockExport(k, without('release')), 'export without release');
+  ctx.expectErrno(
+    E.EINVAL,
+    () => dmaBufExport(k, { ops: base, size: PAGE_SIZE, flags: O_RDWR, priv: null, expName: 'mock_exporter' }),
+    'export without priv',
+  );
+  const pin = (): void => {};
+  ctx.expectErrno(E.EINVAL, () => mockExport(k, { ...base, cacheSgtMapping: true, pin, unpin: pin }), 'cache_sgt_mapping with pin/unpin');
+  ctx.expectErrno(E.EINVAL, () => mockExport(k, { ...base, pin }), 'pin without unpin');
+  ctx.expectErrno(E.EINVAL, () => mockExport(k, { ...base, unpin: pin }), 'unpin without pin');
+  ctx.expect(k.warnings.length - warnsBefore === 7, `7 WARN_ONs recorded (got ${k.warnings.length - warnsBefore})`);
+  ctx.expect(dmaBufList(k).length === 0, 'failed exports leave nothing on the list');
+
+  const a = mockExport(k, base, PAGE_SIZE, O_RDWR | O_CLOEXEC | O_NONBLOCK | O_APPEND);
+  putLater(k, ctx, a);
+  const b = mockExport(k, base, 2 * PAGE_SIZE, 0);
+  putLater(k, ctx, b);
+  ctx.expect(b.ino === a.ino + 1, `inode numbers from a counter (${a.ino}, ${b.ino})`);
+  ctx.expect(a.file.count === 1, 'export returns one file reference');
+  ctx.expect(a.file.flags === (O_RDWR | O_NONBLOCK), `f_flags keep O_ACCMODE|O_NONBLOCK (got 0${a.file.flags.toString(8)})`);
+  ctx.expect(a.file.fmode === (FMODE_READ | FMODE_WRITE | FMODE_LSEEK), 'O_RDWR → FMODE_READ|FMODE_WRITE|FMODE_LSEEK');
+  ctx.expect(b.file.fmode === (FMODE_READ | FMODE_LSEEK), 'O_RDONLY → FMODE_READ|FMODE_LSEEK');
+  ctx.expect(dmaBufList(k)[0] === b && dmaBufList(k)[1] === a, 'global list is newest first');
+  ctx.expect(k.tracker.count('dma_buf') === 2, 'both tracked as dma_buf');
+  dmaBufPut(k, a);
+  ctx.expect(count(a.priv, 'release') === 1, 'last put runs release');
+  ctx.expect(!dmaBufList(k).includes(a as DmaBuf), 'released buffer left the list');
+  ctx.expect(k.tracker.count('dma_buf') === 1, 'released buffer untracked');
+}
+
+function fdGetPut(k: Kernel, ctx: SelftestContext): void {
+  const t = ctx.task;
+  if (!t) throw new Error('dma_buf_fd_get_put needs a process (pass its pid)');
+  const buf = mockExport(k);
+  let fd = -1;
+  ctx.defer(() => {
+    if (fd >= 0 && t.fds[fd]) k.closeFd(t, fd);
+  });
+  fd = dmaBufFd(k, t, buf, O_CLOEXEC | O_NONBLOCK);
+  ctx.expect(buf.file.count === 1, 'dma_buf_fd consumes the reference');
+  ctx.expect(t.fds[fd]?.cloexec === true, 'O_CLOEXEC honoured');
+  const got = dmaBufGet(k, t, fd);
+  ctx.expect(got === (buf as DmaBuf) && buf.file.count === 2, 'dma_buf_get: same buffer, +1 reference');
+  dmaBufPut(k, got);
+  ctx.expect(buf.file.count === 1, 'dma_buf_put: -1 reference');
+  ctx.expectErrno(E.EBADF, () => dmaBufGet(k, t, 999), 'dma_buf_get on a closed fd');
+  ctx.expectErrno(E.EBADF, () => dmaBufGet(k, t, -1), 'dma_buf_get on fd -1');
+  ctx.expectErrno(E.EINVAL, () => dmaBufGet(k, t, 0), 'dma_buf_get on /dev/null');
+  ctx.expectErrno(E.EINVAL, () => dmaBufFd(k, t, null, 0), 'dma_buf_fd(NULL)');
+
+  // EMFILE: the reference is not consumed; the caller puts it, which releases the buffer.
+  const other = mockExport(k);
+  const saved = t.nofileCur;
+  t.nofileCur = t.openFdCount();
+  try {
+    ctx.expectErrno(E.EMFILE, () => dmaBufFd(k, t, other, 0), 'dma_buf_fd with a full table');
+  } finally {
+    t.nofileCur = saved;
+  }
+  ctx.expect(other.file.count === 1 && count(other.priv, 'release') === 0, 'EMFILE leaves the reference with the caller');
+  dmaBufPut(k, other);
+  ctx.expect(count(other.priv, 'release') === 1, 'the caller’s put releases it');
+  k.closeFd(t, fd);
+  fd = -1;
+  ctx.expect(count(buf.priv, 'release') === 1, 'close of the last fd releases');
+}
+
+function attachMapCached(k: Kernel, ctx: SelftestContext): void {
+  const buf = mockExport(k, mockOps({ cacheSgtMapping: true }));
+  putLater(k, ctx, buf);
+  const p = buf.priv;
+  const a = dmaBufAttach(k, buf, { name: 'dev-a' });
+  ctx.expect(buf.file.count === 1, 'attach takes no file reference');
+  ctx.expect(k.tracker.count('dma_buf_attachment') === 1, 'attachment tracked');
+  const s1 = dmaBufMapAttachment(k, a, DMA_TO_DEVICE);
+  const s2 = dmaBufMapAttachment(k, a, DMA_TO_DEVICE);
+  ctx.expect(s1 === s2 && count(p, 'map') === 1, 'repeat map returns the cached table without calling the exporter');
+  ctx.expectErrno(E.EBUSY, () => dmaBufMapAttachment(k, a, DMA_FROM_DEVICE), 'other direction than the cached one');
+  ctx.expectErrno(E.EBUSY, () => dmaBufMapAttachment(k, a, DMA_BIDIRECTIONAL), 'BIDIRECTIONAL over a TO_DEVICE cache');
+  dmaBufUnmapAttachment(k, a, s1, DMA_TO_DEVICE);
+  ctx.expect(count(p, 'unmap') === 0, 'unmapping the cached table is a no-op');
+
+  const b = dmaBufAttach(k, buf, { name: 'dev-b' });
+  const sb = dmaBufMapAttachment(k, b, DMA_BIDIRECTIONAL);
+  ctx.expect(dmaBufMapAttachment(k, b, DMA_FROM_DEVICE) === sb, 'a BIDIRECTIONAL cache serves every direction');
+  ctx.expect(buf.attachments[0] === b && buf.attachments[1] === a, 'attachments newest first');
+
+  p.calls.length = 0;
+  dmaBufDetach(k, buf, a);
+  ctx.expect(p.calls.join(',') === `unmap:${DMA_TO_DEVICE},detach`, `detach unmaps the cached table first (calls: ${p.calls.join(',')})`);
+  dmaBufDetach(k, buf, b);
+  ctx.expect(buf.attachments.length === 0 && k.tracker.count('dma_buf_attachment') === 0, 'detached and untracked');
+
+  ctx.expectErrno(E.ENODEV, () => dmaBufAttach(k, buf, { name: 'refuses' }), 'exporter refuses the device');
+  ctx.expect(buf.attachments.length === 0 && k.tracker.count('dma_buf_attachment') === 0, 'a refused attach leaves nothing');
+}
+
+function attachMapUncached(k: Kernel, ctx: SelftestContext): void {
+  const buf = mockExport(k);
+  putLater(k, ctx, buf);
+  const p = buf.priv;
+  const a = dmaBufAttach(k, buf, { name: 'dev-a' });
+  ctx.defer(() => dmaBufDetach(k, buf, a));
+  const s1 = dmaBufMapAttachment(k, a, DMA_TO_DEVICE);
+  const s2 = dmaBufMapAttachment(k, a, DMA_FROM_DEVICE);
+  ctx.expect(s1 !== s2 && count(p, 'map') === 2, 'without caching every map reaches the exporter, any direction');
+  dmaBufUnmapAttachment(k, a, s1, DMA_TO_DEVICE);
+  dmaBufUnmapAttachment(k, a, s2, DMA_FROM_DEVICE);
+  ctx.expect(count(p, 'unmap') === 2, 'every unmap reaches the exporter');
+  ctx.expect(a.sgt === null, 'nothing cached');
+}
+
+function dynamic(k: Kernel, ctx: SelftestContext): void {
+  const pinOps = (): Partial<DmaBufOps<MockPriv>> => ({
+    pin: (att) => void att.dmabuf.priv.calls.push('pin'),
+    unpin: (att) => void att.dmabuf.priv.calls.push('unpin'),
+  });
+  // Dynamic exporter, static importer: pinned and mapped BIDIRECTIONAL at attach, cached until detach.
+  const dyn = mockExport(k, mockOps(pinOps()));
+  putLater(k, ctx, dyn);
+  const st = dmaBufAttach(k, dyn, { name: 'static-importer' });
+  ctx.expect(dyn.priv.calls.join(',') === `attach,pin,map:${DMA_BIDIRECTIONAL}`, `static on dynamic: attach pins and maps (${dyn.priv.calls.join(',')})`);
+  ctx.expect(st.sgt !== null && st.dir === DMA_BIDIRECTIONAL, 'mapping cached BIDIRECTIONAL');
+  ctx.expect(dmaBufMapAttachment(k, st, DMA_TO_DEVICE) === st.sgt, 'map returns the attach-time table');
+  dyn.priv.calls.length = 0;
+  dmaBufDetach(k, dyn, st);
+  ctx.expect(dyn.priv.calls.join(',') === `unmap:${DMA_BIDIRECTIONAL},unpin,detach`, `detach unmaps and unpins (${dyn.priv.calls.join(',')})`);
+
+  // Dynamic importer on a dynamic exporter: nothing at attach; map pins (no move notify), unmap unpins.
+  const notified: string[] = [];
+  const importer = { moveNotify: (att: DmaBufAttachment<MockPriv>) => void notified.push(att.dev.name) };
+  dyn.priv.calls.length = 0;
+  const d = dmaBufDynamicAttach(k, dyn, { name: 'dynamic-importer' }, importer, 'importer-priv');
+  ctx.defer(() => dmaBufDetach(k, dyn, d));
+  ctx.expect(dyn.priv.calls.join(',') === 'attach' && d.sgt === null, 'dynamic on dynamic: attach maps nothing');
+  const s = dmaBufMapAttachment(k, d, DMA_FROM_DEVICE);
+  dmaBufUnmapAttachment(k, d, s, DMA_FROM_DEVICE);
+  ctx.expect(
+    dyn.priv.calls.join(',') === `attach,pin,map:${DMA_FROM_DEVICE},unmap:${DMA_FROM_DEVICE},unpin`,
+    `map pins, unmap unpins (${dyn.priv.calls.join(',')})`,
+  );
+  dmaBufMoveNotify(k, dyn);
+  ctx.expect(notified.join(',') === 'dynamic-importer', 'move_notify reaches dynamic importers');
+  ctx.expect(d.importerPriv === 'importer-priv', 'importer_priv kept');
+
+  // Dynamic importer on a static exporter: mapped BIDIRECTIONAL at attach, no pin.
+  const stat = mockExport(k);
+  putLater(k, ctx, stat);
+  const d2 = dmaBufDynamicAttach(k, stat, { name: 'dynamic-importer' }, importer);
+  ctx.expect(stat.priv.calls.join(',') === `attach,map:${DMA_BIDIRECTIONAL}` && d2.sgt !== null, 'dynamic on static: cached at attach');
+  dmaBufDetach(k, stat, d2);
+
+  const warns = k.warnings.length;
+  ctx.expectErrno(
+    E.EINVAL,
+    () => dmaBufDynamicAttach(k, stat, { name: 'x' }, {} as unknown as typeof importer),
+    'importer ops without move_notify',
+  );
+  const st2 = dmaBufAttach(k, stat, { name: 'static' });
+  dmaBufPin(k, st2);
+  ctx.expect(k.warnings.length === warns + 2, 'both misuses WARN');
+  dmaBufDetach(k, stat, st2);
+}
+
+function cpuAccess(k: Kernel, ctx: SelftestContext): void {
+  const buf = mockExport(k);
+  putLater(k, ctx, buf);
+  dmaBufBeginCpuAccess(k, buf, DMA_FROM_DEVICE);
+  dmaBufEndCpuAccess(k, buf, DMA_FROM_DEVICE);
+  dmaBufEndCpuAccess(k, buf, DMA_TO_DEVICE);
+  ctx.expect(
+    buf.priv.calls.join(',') === `begin:${DMA_FROM_DEVICE},end:${DMA_FROM_DEVICE},end:${DMA_TO_DEVICE}`,
+    'begin/end reach the exporter; an unpaired end is accepted',
+  );
+  const failing = mockExport(k, mockOps({ beginCpuAccess: () => { throw new KernelError(E.EINTR); } }));
+  putLater(k, ctx, failing);
+  ctx.expectErrno(E.EINTR, () => dmaBufBeginCpuAccess(k, failing, DMA_BIDIRECTIONAL), 'exporter error returned');
+}
+
+function vmap(k: Kernel, ctx: SelftestContext): void {
+  const none = mockExport(k, mockOps({ vmap: undefined, vunmap: undefined }));
+  putLater(k, ctx, none);
+  ctx.expectErrno(E.EINVAL, () => dmaBufVmap(k, none), 'vmap without ops.vmap');
+
+  const buf = mockExport(k);
+  putLater(k, ctx, buf);
+  const m1 = dmaBufVmap(k, buf);
+  const m2 = dmaBufVmap(k, buf);
+  ctx.expect(m1.isEqual(m2) && count(buf.priv, 'vmap') === 1 && buf.vmappingCounter === 2, 'second vmap: same mapping, exporter not called');
+  ctx.expect(!m1.isIomem && m1.vaddr !== null && m1.vaddr.length === buf.size, 'system memory mapping of the whole buffer');
+  dmaBufVunmap(k, buf, m2);
+  ctx.expect(count(buf.priv, 'vunmap') === 0 && buf.vmappingCounter === 1, 'first vunmap only counts down');
+  dmaBufVunmap(k, buf, m1);
+  ctx.expect(count(buf.priv, 'vunmap') === 1 && buf.vmapPtr.isNull, 'last vunmap calls the exporter and clears the mapping');
+
+  const io = mockExport(k);
+  putLater(k, ctx, io);
+  io.priv.iomem = true;
+  const mi = dmaBufVmap(k, io);
+  ctx.expect(mi.isIomem && mi.vaddr === null && mi.vaddrIomem !== null, 'I/O memory mapping has no plain vaddr');
+  mi.vaddrIomem!.memcpyToIo(8, new Uint8Array([1, 2, 3]));
+  ctx.expect(mi.vaddrIomem!.memcpyFromIo(8, 3).join(',') === '1,2,3', 'I/O memory through the accessors');
+  dmaBufVunmap(k, io, mi);
+
+  const bad = mockExport(k);
+  putLater(k, ctx, bad);
+  bad.priv.vmapFails = true;
+  const warns = k.warnings.length;
+  ctx.expectErrno(E.ENOMEM, () => dmaBufVmap(k, bad), 'exporter vmap failure returned');
+  ctx.expect(bad.vmappingCounter === 0 && bad.vmapPtr.isNull, 'failed vmap leaves nothing counted');
+  ctx.expectErrno(E.ENOMEM, () => dmaBufVmap(k, bad), 'second failure');
+  ctx.expect(k.warnings.length <= warns + 1, 'WARN_ON_ONCE');
+}
+
+/** Deliberately BUG()s: vunmap of a mapping the core never handed out. The runner records the oops. */
+function vunmapBug(k: Kernel, ctx: SelftestContext): void {
+  const buf = mockExport(k);
+  putLater(k, ctx, buf);
+  const m = dmaBufVmap(k, buf);
+  ctx.defer(() => dmaBufVunmap(k, buf, m));
+  const other = IosysMap.fromVaddr(new Uint8Array(16));
+  dmaBufVunmap(k, buf, other); // BUG_ON(!iosys_map_is_equal(&dmabuf->vmap_ptr, map))
+  ctx.expect(false, 'vunmap of a foreign mapping returned');
+}
+
+/** Releasing a buffer that still has an attachment is a WARN (the attachment is the importer's leak). */
+function releaseWithAttachment(k: Kernel, ctx: SelftestContext): void {
+  const buf = mockExport(k);
+  const att = dmaBufAttach(k, buf, { name: 'forgetful-importer' });
+  const warns = k.warnings.length;
+  dmaBufPut(k, buf);
+  ctx.expect(count(buf.priv, 'release') === 1, 'release still runs');
+  ctx.expect(k.warnings.length === warns + 1 && k.warnings.at(-1)!.message.includes('attachments'), 'WARN_ON(attachments)');
+  // The importer's leaked attachment: the test frees it, as the importer should have (by detaching first).
+  k.tracker.remove(att.trackId);
+}
+
+function heapApi(k: Kernel, ctx: SelftestContext): void {
+  for (const name of ['system', 'reserved']) {
+    const heap = dmaHeapFind(k, name);
+    if (!heap) {
+      ctx.log(`no heap ${name}: skipped`);
+      continue;
+    }
+    const len = (1 << 20) + (64 << 10) + 4096;
+    const buf = heap.ops.allocate(k, heap, len, O_RDWR, 0n) as DmaBuf<HeapBuffer>;
+    putLater(k, ctx, buf);
+    const hb = buf.priv;
+    ctx.expect(buf.expName === name && buf.size === len, `${name}: exp_name is the heap name, size the length`);
+    const chunks = hb.sgTable.sgl.map((s) => s.length).join(',');
+    const want = name === 'system' ? `${1 << 20},${64 << 10},4096` : String(len);
+    ctx.expect(chunks === want, `${name}: sg_table chunks ${chunks} (want ${want})`);
+    const a = dmaBufAttach(k, buf, { name: 'gpu.0' });
+    const b = dmaBufAttach(k, buf, { name: 'isp.0' });
+    ctx.defer(() => {
+      dmaBufDetach(k, buf, a);
+      dmaBufDetach(k, buf, b);
+    });
+    const sa = dmaBufMapAttachment(k, a, DMA_BIDIRECTIONAL);
+    const sb = dmaBufMapAttachment(k, b, DMA_TO_DEVICE);
+    ctx.expect(sa !== sb && sa !== hb.sgTable && sa.nents === hb.sgTable.nents, `${name}: each attachment has its own sg_table copy`);
+    ctx.expect(sa.sgl.every((s, i) => s.region === hb.sgTable.sgl[i]!.region && s.offset === hb.sgTable.sgl[i]!.offset), `${name}: same pages`);
+    dmaBufBeginCpuAccess(k, buf, DMA_FROM_DEVICE);
+    dmaBufEndCpuAccess(k, buf, DMA_FROM_DEVICE);
+    const [ha, hbAtt] = [a.priv, b.priv] as { syncsForCpu: number; syncsForDevice: number }[];
+    ctx.expect(ha!.syncsForCpu === 1 && hbAtt!.syncsForCpu === 1 && ha!.syncsForDevice === 1, `${name}: CPU access syncs every mapped attachment`);
+    dmaBufUnmapAttachment(k, b, sb, DMA_TO_DEVICE);
+    dmaBufBeginCpuAccess(k, buf, DMA_BIDIRECTIONAL);
+    ctx.expect(ha!.syncsForCpu === 2 && hbAtt!.syncsForCpu === 1, `${name}: unmapped attachments are not synced`);
+    dmaBufUnmapAttachment(k, a, sa, DMA_BIDIRECTIONAL);
+    const m1 = dmaBufVmap(k, buf);
+    const m2 = dmaBufVmap(k, buf);
+    ctx.expect(hb.vmapCnt === 1 && buf.vmappingCounter === 2, `${name}: the core counts repeat vmaps itself`);
+    dmaBufBeginCpuAccess(k, buf, DMA_FROM_DEVICE);
+    ctx.expect(hb.vmapInvalidates === 1, `${name}: CPU access invalidates the vmap range`);
+    m1.vaddr![0] = 0x5a;
+    ctx.expect(hb.region.bytes()[0] === 0x5a, `${name}: vmap is the buffer's memory`);
+    m1.vaddr![0] = 0;
+    dmaBufVunmap(k, buf, m1);
+    dmaBufVunmap(k, buf, m2);
+    ctx.expect(hb.vmapCnt === 0 && hb.vaddr === null, `${name}: vunmap drops the heap's mapping`);
+  }
+}
+
+/**
+ * Builds a known state for the bufinfo golden test: a named system buffer with two devices attached and an
+ * unnamed carve-out buffer with one, then hands back bufinfo. Everything is released afterwards.
+ */
+function bufinfoAttached(k: Kernel, ctx: SelftestContext): void {
+  const sys = dmaHeapFind(k, 'system');
+  const res = dmaHeapFind(k, 'reserved');
+  if (!sys || !res) throw new Error('bufinfo_attached needs the system and reserved heaps');
+  const a = sys.ops.allocate(k, sys, 8192, O_RDWR, 0n);
+  putLater(k, ctx, a);
+  a.name = 'scanout';
+  const b = res.ops.allocate(k, res, 4096, 0, 0n);
+  putLater(k, ctx, b);
+  const atts = [dmaBufAttach(k, a, { name: 'gpu.0' }), dmaBufAttach(k, a, { name: 'display.0' })];
+  const attb = dmaBufAttach(k, b, { name: 'camera.0' });
+  ctx.defer(() => {
+    for (const at of atts) dmaBufDetach(k, a, at);
+    dmaBufDetach(k, b, attb);
+  });
+  ctx.output(dmaBufDebugShow(k));
+}
+
+/** A buffer only the kernel holds (no fd, no mapping): dmabuf_dump counts it as kernel_rss. */
+function dumpKernelHeld(k: Kernel, ctx: SelftestContext): void {
+  const sys = dmaHeapFind(k, 'system');
+  if (!sys) throw new Error('dmabuf_dump_kernel_held needs the system heap');
+  const buf = sys.ops.allocate(k, sys, 4096, O_RDWR, 0n);
+  putLater(k, ctx, buf);
+  ctx.output(dmabufDump(k));
+}
+
+export function registerDmaBufSelftests(k: Kernel): void {
+  registerSelftest(k, 'dma_buf_export_checks', exportChecks);
+  registerSelftest(k, 'dma_buf_fd_get_put', fdGetPut);
+  registerSelftest(k, 'dma_buf_attach_map_cached', attachMapCached);
+  registerSelftest(k, 'dma_buf_attach_map_uncached', attachMapUncached);
+  registerSelftest(k, 'dma_buf_dynamic_attach', dynamic);
+  registerSelftest(k, 'dma_buf_cpu_access', cpuAccess);
+  registerSelftest(k, 'dma_buf_vmap', vmap);
+  registerSelftest(k, 'dma_buf_vunmap_bug', vunmapBug);
+  registerSelftest(k, 'dma_buf_release_with_attachment', releaseWithAttachment);
+  registerSelftest(k, 'dma_heap_buffer_ops', heapApi);
+  registerSelftest(k, 'bufinfo_attached', bufinfoAttached);
+  registerSelftest(k, 'dmabuf_dump_kernel_held', dumpKernelHeld);
+}

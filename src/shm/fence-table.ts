@@ -1,0 +1,564 @@
+/**
+ * The shared fence table: one SharedArrayBuffer per machine (created by the broker at boot, attachable by any
+ * worker that is handed it) holding every dma_fence's state in a fixed-size slot, so that a fence is a word any
+ * worker can Atomics.wait on and a signal wakes — with no broker round trip.
+ *
+ * This module is only the shared-memory layer: layout, slot allocator, context counter, names table, callback
+ * doorbells. The dma_fence semantics on top of it live in src/kernel/dma-fence*.ts.
+ *
+ * ## Buffer layout (byte offsets)
+ *
+ *   0                      header, HEADER_BYTES (word offsets H_* below)
+ *   HEADER_BYTES           names table: namesCap × NAME_ENTRY_BYTES, interned (driver, timeline) pairs
+ *   slotsByte (8-aligned)  slots: nslots × SLOT_BYTES; slot 0 is the global signaled stub (context 0)
+ *
+ * ## Header (Int32 word offsets unless noted; all accessed with Atomics)
+ *
+ *   H_MAGIC, H_VERSION, H_NSLOTS, H_NAMES_CAP   immutable after creation
+ *   H_NAMES_COUNT   entries in the names table; an entry is complete before the count covering it is stored
+ *   H_NAMES_LOCK    0 free / 1 held: serialises appends to the names table (readers never take it)
+ *   H_LIVE          slots in use (fences + array extension slots); H_HIGH_WATER its maximum
+ *   H_NEXT_ATTACH   attach ids handed to workers (creator ids, doorbell buckets)
+ *   H_SERIAL        creation serial of the last fence (for leak reports)
+ *   byte 48  i64 H_FREE_HEAD_B   free-list head: (tag << 32) | index, index 0xffffffff = empty (see allocSlot)
+ *   byte 56  i64 H_CONTEXT_B     the fence context counter; starts at 1 (context 0 is the stub)
+ *   words 16..31  H_SPIN         a spin budget block with the machine control block's word layout (SPINNERS,
+ *                                MAX_SPINNERS), used when a worker attaches without the machine's control block
+ *   words 32..63  H_DOORBELLS    32 callback doorbells, one per worker bucket (attach id mod 32)
+ *   byte 256 f64 H_EPOCH_B       the machine clock's epoch (see clock.ts)
+ *
+ * ## Slot (Int32 words S_*, 64-bit words S64_* in units of 8 bytes from the slot start)
+ *
+ *   S_SIGNAL      0 pending → 1 signaled, exactly once per fence lifetime. THE word waiters Atomics.wait on; the
+ *                 signaller claims the fence by compareExchange(0 → 1) and then notifies.
+ *   S_GEN         slot generation: +1 every time the slot is freed, so a handle (index, gen) of a released fence
+ *                 never matches the slot's next occupant.
+ *   S_FLAGS       F_* bits (Atomics.or) | kind << KIND_SHIFT
+ *   S_REFCOUNT    kref; −1 while the slot is free or being freed (so get_unless_zero fails on it)
+ *   S_LINK        free-list next while free; first extension slot of an array; next extension of an extension
+ *   S_ERROR       0 or −errno (set_error); arrays hold PENDING_ERROR (1) until they signal. Extension slots: count
+ *   S_CB_PENDING  callbacks registered on this fence (in any worker) not yet run or removed
+ *   S_WAITERS     bitmask of doorbell buckets to ring when the fence signals (callback owners, multi-waiters)
+ *   S_NAME_ID     index of the fence's (driver, timeline) names in the names table
+ *   S_NUM_FENCES  arrays: number of components
+ *   S_CREATOR     attach id of the worker that created the fence
+ *   S_SERIAL      machine-wide creation serial
+ *   S64_CONTEXT   u64 fence context          S64_SEQNO       u64 seqno
+ *   S64_TIMESTAMP f64 signal time, ns (valid once F_TIMESTAMP is set)
+ *   S64_DEADLINE  i64 earliest deadline requested, ns (valid when F_HAS_DEADLINE)
+ *   S64_PREV      chains: handle of the previous link (0 = none), swapped with compareExchange by the walk's GC
+ *   S64_FENCE     chains: handle of the link's fence     S64_PREV_SEQNO  chains: u64 prev_seqno
+ *   Extension slots (KIND_EXT, arrays' component lists): handles at S64_EXT_FIRST.. (EXT_HANDLES per slot).
+ *
+ * A handle is the i64 (gen << 32) | index; gen ≥ 1 always, so 0 means "no fence".
+ */
+import { availableParallelism } from 'node:os';
+import { MAX_SPINNERS } from './control.js';
+import { machineEpochNow } from './clock.js';
+
+// ---- header --------------------------------------------------------------------------------------------------
+
+export const FENCE_TABLE_MAGIC = 0x66656e63; // 'fenc'
+export const FENCE_TABLE_VERSION = 1;
+
+export const H_MAGIC = 0;
+export const H_VERSION = 1;
+export const H_NSLOTS = 2;
+export const H_NAMES_CAP = 3;
+export const H_NAMES_COUNT = 4;
+export const H_NAMES_LOCK = 5;
+export const H_LIVE = 6;
+export const H_HIGH_WATER = 7;
+export const H_NEXT_ATTACH = 8;
+export const H_SERIAL = 9;
+export const H_FREE_HEAD_B = 48;
+export const H_CONTEXT_B = 56;
+export const H_SPIN = 16;
+export const H_SPIN_WORDS = 16;
+export const H_DOORBELLS = 32;
+export const DOORBELL_BUCKETS = 32;
+export const H_EPOCH_B = 256;
+export const HEADER_BYTES = 512;
+
+// ---- names ---------------------------------------------------------------------------------------------------
+
+/** One string of a names entry: a length byte then up to NAME_MAX UTF-8 bytes. */
+export const NAME_STR_BYTES = 64;
+export const NAME_MAX = NAME_STR_BYTES - 1;
+export const NAME_ENTRY_BYTES = 2 * NAME_STR_BYTES;
+/** Names interned at creation, at fixed ids. */
+export const NAME_ID_STUB = 0;
+export const NAME_ID_ARRAY = 1;
+export const NAME_ID_CHAIN = 2;
+
+// ---- slots ---------------------------------------------------------------------------------------------------
+
+export const SLOT_BYTES = 128;
+export const SLOT_WORDS = SLOT_BYTES / 4;
+
+export const S_SIGNAL = 0;
+export const S_GEN = 1;
+export const S_FLAGS = 2;
+export const S_REFCOUNT = 3;
+export const S_LINK = 4;
+export const S_ERROR = 5;
+export const S_CB_PENDING = 6;
+export const S_WAITERS = 7;
+export const S_NAME_ID = 8;
+export const S_NUM_FENCES = 9;
+export const S_CREATOR = 10;
+export const S_SERIAL = 11;
+/** Extension slots keep their handle count here (S_ERROR is unused in them). */
+export const S_EXT_COUNT = S_ERROR;
+
+export const S64_CONTEXT = 8;
+export const S64_SEQNO = 9;
+export const S64_TIMESTAMP = 10;
+export const S64_DEADLINE = 11;
+export const S64_PREV = 12;
+export const S64_FENCE = 13;
+export const S64_PREV_SEQNO = 14;
+export const S64_EXT_FIRST = 4;
+export const EXT_HANDLES = SLOT_BYTES / 8 - S64_EXT_FIRST;
+
+/** dma_fence flag bits (kernel names where they exist). */
+export const F_SIGNALED = 1 << 0;
+export const F_TIMESTAMP = 1 << 1;
+export const F_ENABLE_SIGNAL = 1 << 2;
+export const F_SEQNO64 = 1 << 3;
+export const F_SIGNAL_ON_ANY = 1 << 4;
+export const F_HAS_DEADLINE = 1 << 5;
+/** Released (refcount 0) while callbacks were pending: the slot lives on until the last one ran or was removed. */
+export const F_ZOMBIE = 1 << 6;
+/** A stub: the global one (slot 0) or a private one (dma_fence_allocate_private_stub). */
+export const F_STUB = 1 << 7;
+export const KIND_SHIFT = 8;
+export const KIND_MASK = 0x7;
+
+export const KIND_FREE = 0;
+export const KIND_PLAIN = 1;
+export const KIND_ARRAY = 2;
+export const KIND_CHAIN = 3;
+export const KIND_EXT = 4;
+export const KIND_NAMES = ['free', 'fence', 'array', 'chain', 'ext'] as const;
+
+/** Arrays' error while unsignaled, as dma-fence-array.c's PENDING_ERROR. */
+export const PENDING_ERROR = 1;
+
+const NIL = 0xffffffff;
+const STUB_INDEX = 0;
+
+export interface FenceTableOptions {
+  /** Number of fence slots (default 32768, 4 MiB). Arrays use ⌈n / EXT_HANDLES⌉ extra slots for n components. */
+  readonly slots?: number;
+  /** Capacity of the names table (default 256 distinct (driver, timeline) pairs). */
+  readonly names?: number;
+  /** Waiters allowed to spin at once when a worker attaches without the machine control block (default vCPUs − 1). */
+  readonly maxSpinners?: number;
+}
+
+/** Thrown when the table has no free slot: never silent, it names who holds the slots. */
+export class FenceTableFullError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FenceTableFullError';
+  }
+}
+
+/** One live slot, for leak reports and debugging. */
+export interface FenceInfo {
+  readonly index: number;
+  readonly gen: number;
+  readonly kind: (typeof KIND_NAMES)[number];
+  readonly context: number;
+  readonly seqno: bigint;
+  readonly refcount: number;
+  readonly cbPending: number;
+  readonly signaled: boolean;
+  readonly error: number;
+  readonly driver: string;
+  readonly timeline: string;
+  readonly creator: number;
+  readonly serial: number;
+  readonly zombie: boolean;
+}
+
+/** Creates a machine's fence table (once per machine, normally by the broker at boot). */
+export function createFenceTable(opts: FenceTableOptions = {}): SharedArrayBuffer {
+  const nslots = opts.slots ?? 32768;
+  const namesCap = opts.names ?? 256;
+  if (!Number.isInteger(nslots) || nslots < 2 || nslots >= NIL) throw new RangeError(`bad fence table size ${nslots}`);
+  if (!Number.isInteger(namesCap) || namesCap < 3) throw new RangeError(`bad names table size ${namesCap}`);
+  const slotsByte = slotsOffset(namesCap);
+  const sab = new SharedArrayBuffer(slotsByte + nslots * SLOT_BYTES);
+  const i32 = new Int32Array(sab);
+  const i64 = new BigInt64Array(sab);
+  const f64 = new Float64Array(sab);
+  i32[H_VERSION] = FENCE_TABLE_VERSION;
+  i32[H_NSLOTS] = nslots;
+  i32[H_NAMES_CAP] = namesCap;
+  i32[H_SPIN + MAX_SPINNERS] = opts.maxSpinners ?? Math.max(1, availableParallelism() - 1);
+  f64[H_EPOCH_B / 8] = machineEpochNow();
+  i64[H_CONTEXT_B / 8] = 1n;
+  // Every slot starts free with generation 1 (so no handle is ever 0) and a dead refcount.
+  const slot0 = slotsByte / 4;
+  for (let i = 0; i < nslots; i++) {
+    const b = slot0 + i * SLOT_WORDS;
+    i32[b + S_GEN] = 1;
+    i32[b + S_REFCOUNT] = -1;
+    i32[b + S_LINK] = i + 1 < nslots ? i + 1 : -1;
+  }
+  // Free list: 1 → 2 → … → nslots − 1 (slot 0 is the stub), tag 0.
+  i64[H_FREE_HEAD_B / 8] = BigInt(nslots > 1 ? 1 : NIL);
+  const t = new FenceTable(sab, false);
+  t.writeNames(NAME_ID_STUB, 'stub', 'stub');
+  t.writeNames(NAME_ID_ARRAY, 'dma_fence_array', 'unbound');
+  t.writeNames(NAME_ID_CHAIN, 'dma_fence_chain', 'unbound');
+  i32[H_NAMES_COUNT] = 3;
+  // The global stub: signaled at the epoch, context 0, seqno 0, one reference held by the table itself.
+  const b = slot0;
+  i32[b + S_SIGNAL] = 1;
+  i32[b + S_FLAGS] = (KIND_PLAIN << KIND_SHIFT) | F_SIGNALED | F_TIMESTAMP | F_ENABLE_SIGNAL | F_STUB;
+  i32[b + S_NAME_ID] = NAME_ID_STUB;
+  i32[b + S_REFCOUNT] = 1;
+  i32[H_LIVE] = 1;
+  i32[H_HIGH_WATER] = 1;
+  // Published last: an attach that sees the magic sees everything above.
+  Atomics.store(i32, H_MAGIC, FENCE_TABLE_MAGIC);
+  return sab;
+}
+
+function slotsOffset(namesCap: number): number {
+  const end = HEADER_BYTES + namesCap * NAME_ENTRY_BYTES;
+  return (end + 63) & ~63;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Typed views over a fence table and the operations on its shared state. One instance per worker and table. */
+export class FenceTable {
+  readonly i32: Int32Array;
+  readonly i64: BigInt64Array;
+  readonly u64: BigUint64Array;
+  readonly f64: Float64Array;
+  readonly u8: Uint8Array;
+  readonly nslots: number;
+  readonly namesCap: number;
+  /** Int32 index of slot 0's first word. */
+  readonly slot0: number;
+  /** A spin-budget block shaped like the machine control block (SPINNERS, MAX_SPINNERS words). */
+  readonly spinControl: Int32Array;
+  private readonly nameKeys = new Map<string, number>();
+  private readonly nameCache: ([string, string] | undefined)[] = [];
+
+  constructor(
+    readonly sab: SharedArrayBuffer,
+    check = true,
+  ) {
+    this.i32 = new Int32Array(sab);
+    this.i64 = new BigInt64Array(sab);
+    this.u64 = new BigUint64Array(sab);
+    this.f64 = new Float64Array(sab);
+    this.u8 = new Uint8Array(sab);
+    if (check && Atomics.load(this.i32, H_MAGIC) !== FENCE_TABLE_MAGIC) throw new Error('not a fence table');
+    if (this.i32[H_VERSION] !== FENCE_TABLE_VERSION) throw new Error(`fence table version ${this.i32[H_VERSION]}`);
+    this.nslots = this.i32[H_NSLOTS]!;
+    this.namesCap = this.i32[H_NAMES_CAP]!;
+    this.slot0 = slotsOffset(this.namesCap) / 4;
+    this.spinControl = new Int32Array(sab, H_SPIN * 4, H_SPIN_WORDS);
+  }
+
+  /** The machine clock's epoch (ms on the timeOrigin scale). */
+  get epochMs(): number {
+    return this.f64[H_EPOCH_B / 8]!;
+  }
+
+  /** Int32 index of slot `index`'s first word. */
+  base(index: number): number {
+    return this.slot0 + index * SLOT_WORDS;
+  }
+
+  /** Index of slot `index`'s first 64-bit word (in i64/u64/f64 units). */
+  base64(index: number): number {
+    return (this.slot0 + index * SLOT_WORDS) >> 1;
+  }
+
+  get stubIndex(): number {
+    return STUB_INDEX;
+  }
+
+  // ---- attach ids and doorbells ------------------------------------------------------------------------------
+
+  /** A new attach id (≥ 1) for a worker: its creator id and doorbell bucket (id mod DOORBELL_BUCKETS). */
+  newAttachId(): number {
+    return Atomics.add(this.i32, H_NEXT_ATTACH, 1) + 1;
+  }
+
+  doorbellWord(bucket: number): number {
+    return H_DOORBELLS + bucket;
+  }
+
+  /** Rings the doorbell of every bucket in `mask` (a signal reached fences those workers care about). */
+  ring(mask: number): void {
+    const i32 = this.i32;
+    for (let m = mask >>> 0; m !== 0; m &= m - 1) {
+      const w = H_DOORBELLS + (31 - Math.clz32(m & -m));
+      Atomics.add(i32, w, 1);
+      Atomics.notify(i32, w);
+    }
+  }
+
+  // ---- contexts ----------------------------------------------------------------------------------------------
+
+  /** dma_fence_context_alloc(n): the first of n consecutive new contexts (the counter starts at 1). */
+  contextAlloc(n: number): number {
+    return Number(Atomics.add(this.i64, H_CONTEXT_B / 8, BigInt(n)));
+  }
+
+  // ---- slot allocator ----------------------------------------------------------------------------------------
+
+  /**
+   * Takes a free slot and initialises its common words for `kind` (refcount stays −1: the caller publishes the
+   * fence by storing 1 last). Throws FenceTableFullError when none is left.
+   *
+   * The free list is a lock-free Treiber stack whose head is one i64 word, (tag << 32) | index, swapped with
+   * compareExchange. Race-freeness: a pop reads the head h, then the next link of h's slot, then swaps h → (tag+1,
+   * next). If any other pop or push completed in between, the head's tag changed (every swap bumps it), so the
+   * compareExchange fails and we retry — this is what rules out ABA (slot popped, reused and pushed back between
+   * our two reads: same index, different tag). The link we read may be garbage if the slot was popped meanwhile;
+   * the failed swap discards it. Slots are never unmapped, so reading a stale link is harmless.
+   */
+  allocSlot(kind: number, creator: number): number {
+    const i32 = this.i32;
+    const i64 = this.i64;
+    const headW = H_FREE_HEAD_B / 8;
+    let index: number;
+    for (;;) {
+      const h = Atomics.load(i64, headW);
+      const idx = Number(h & 0xffffffffn);
+      if (idx === NIL) this.full();
+      const next = Atomics.load(i32, this.base(idx) + S_LINK);
+      const tag = (h >> 32n) + 1n;
+      const nh = BigInt.asIntN(64, ((tag & 0xffffffffn) << 32n) | BigInt(next < 0 ? NIL : next));
+      if (Atomics.compareExchange(i64, headW, h, nh) === h) {
+        index = idx;
+        break;
+      }
+    }
+    const live = Atomics.add(i32, H_LIVE, 1) + 1;
+    for (let hw = Atomics.load(i32, H_HIGH_WATER); live > hw; hw = Atomics.load(i32, H_HIGH_WATER)) {
+      if (Atomics.compareExchange(i32, H_HIGH_WATER, hw, live) === hw) break;
+    }
+    const b = this.base(index);
+    const b64 = b >> 1;
+    Atomics.store(i32, b + S_SIGNAL, 0);
+    Atomics.store(i32, b + S_FLAGS, kind << KIND_SHIFT);
+    Atomics.store(i32, b + S_LINK, -1);
+    Atomics.store(i32, b + S_ERROR, 0);
+    Atomics.store(i32, b + S_CB_PENDING, 0);
+    Atomics.store(i32, b + S_WAITERS, 0);
+    Atomics.store(i32, b + S_NAME_ID, 0);
+    Atomics.store(i32, b + S_NUM_FENCES, 0);
+    Atomics.store(i32, b + S_CREATOR, creator);
+    Atomics.store(i32, b + S_SERIAL, kind === KIND_EXT ? 0 : Atomics.add(i32, H_SERIAL, 1) + 1);
+    for (let w = 8; w < SLOT_BYTES / 8; w++) this.i64[b64 + w] = 0n;
+    return index;
+  }
+
+  /**
+   * Returns a slot to the free list. The caller owns it exclusively (refcount already claimed at −1). The
+   * generation bump comes first, so every handle of the old occupant is stale before the slot can be reused.
+   */
+  freeSlot(index: number): void {
+    if (index === STUB_INDEX) throw new Error('BUG: freeing the global stub fence slot');
+    const i32 = this.i32;
+    const b = this.base(index);
+    Atomics.add(i32, b + S_GEN, 1);
+    Atomics.store(i32, b + S_REFCOUNT, -1);
+    Atomics.store(i32, b + S_FLAGS, KIND_FREE << KIND_SHIFT);
+    Atomics.sub(i32, H_LIVE, 1);
+    const i64 = this.i64;
+    const headW = H_FREE_HEAD_B / 8;
+    for (;;) {
+      const h = Atomics.load(i64, headW);
+      const top = Number(h & 0xffffffffn);
+      Atomics.store(i32, b + S_LINK, top === NIL ? -1 : top);
+      const tag = (h >> 32n) + 1n;
+      const nh = BigInt.asIntN(64, ((tag & 0xffffffffn) << 32n) | BigInt(index));
+      if (Atomics.compareExchange(i64, headW, h, nh) === h) return;
+    }
+  }
+
+  private full(): never {
+    const byCreator = new Map<number, number>();
+    for (const f of this.liveFences()) byCreator.set(f.creator, (byCreator.get(f.creator) ?? 0) + 1);
+    const who = [...byCreator.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 8)
+      .map(([c, n]) => `attach#${c}: ${n}`)
+      .join(', ');
+    const msg =
+      `dmabuf-sim: fence table full: all ${this.nslots} slots in use (live fences by creator: ${who || 'none'}). ` +
+      `Fences are leaking (a missing dma_fence_put?) or the table is too small (createFenceTable({ slots })).`;
+    process.stderr.write(`${msg}\n`);
+    throw new FenceTableFullError(msg);
+  }
+
+  /** Slots in use (fences and extension slots) and the most ever in use. */
+  usage(): { live: number; highWater: number; slots: number } {
+    return { live: Atomics.load(this.i32, H_LIVE), highWater: Atomics.load(this.i32, H_HIGH_WATER), slots: this.nslots };
+  }
+
+  // ---- names -------------------------------------------------------------------------------------------------
+
+  /** Writes names entry `id` (creation time, or under the names lock). */
+  writeNames(id: number, driver: string, timeline: string): void {
+    const at = HEADER_BYTES + id * NAME_ENTRY_BYTES;
+    this.writeStr(at, driver);
+    this.writeStr(at + NAME_STR_BYTES, timeline);
+  }
+
+  private writeStr(at: number, s: string): void {
+    let bytes = encoder.encode(s);
+    if (bytes.length > NAME_MAX) bytes = bytes.subarray(0, NAME_MAX);
+    this.u8[at] = bytes.length;
+    this.u8.set(bytes, at + 1);
+  }
+
+  private readStr(at: number): string {
+    const len = this.u8[at]!;
+    // TextDecoder refuses shared memory: copy the bytes out first.
+    return decoder.decode(this.u8.slice(at + 1, at + 1 + len));
+  }
+
+  /**
+   * The id of the (driver, timeline) names pair, interning it on first use. Names longer than NAME_MAX bytes are
+   * truncated. Throws when the names table is full (loudly, never silently).
+   *
+   * Appends take H_NAMES_LOCK; readers do not: an entry is written completely before the Atomics.store of the
+   * count that makes it visible, and entries are never changed afterwards.
+   */
+  internNames(driver: string, timeline: string): number {
+    const key = `${driver}\u0000${timeline}`;
+    const cached = this.nameKeys.get(key);
+    if (cached !== undefined) return cached;
+    const i32 = this.i32;
+    let n = Atomics.load(i32, H_NAMES_COUNT);
+    let id = this.findNames(driver, timeline, n);
+    if (id < 0) {
+      this.lockNames();
+      try {
+        n = Atomics.load(i32, H_NAMES_COUNT);
+        id = this.findNames(driver, timeline, n);
+        if (id < 0) {
+          if (n >= this.namesCap) {
+            const msg = `dmabuf-sim: fence names table full (${this.namesCap} driver/timeline pairs)`;
+            process.stderr.write(`${msg}\n`);
+            throw new FenceTableFullError(msg);
+          }
+          this.writeNames(n, driver, timeline);
+          Atomics.store(i32, H_NAMES_COUNT, n + 1);
+          id = n;
+        }
+      } finally {
+        this.unlockNames();
+      }
+    }
+    this.nameKeys.set(key, id);
+    return id;
+  }
+
+  private findNames(driver: string, timeline: string, count: number): number {
+    const want = this.truncated(driver, timeline);
+    for (let id = 0; id < count; id++) {
+      const [d, t] = this.names(id);
+      if (d === want[0] && t === want[1]) return id;
+    }
+    return -1;
+  }
+
+  private truncated(driver: string, timeline: string): [string, string] {
+    const cut = (s: string): string => {
+      const b = encoder.encode(s);
+      return b.length > NAME_MAX ? decoder.decode(b.subarray(0, NAME_MAX)) : s;
+    };
+    return [cut(driver), cut(timeline)];
+  }
+
+  /**
+   * Takes the names lock. Race-free sleep: we only Atomics.wait while the word still reads 1 (held); the holder
+   * stores 0 before it notifies, so an unlock between our failed compareExchange and the wait makes the wait
+   * return at once.
+   */
+  private lockNames(): void {
+    const i32 = this.i32;
+    while (Atomics.compareExchange(i32, H_NAMES_LOCK, 0, 1) !== 0) Atomics.wait(i32, H_NAMES_LOCK, 1);
+  }
+
+  private unlockNames(): void {
+    Atomics.store(this.i32, H_NAMES_LOCK, 0);
+    Atomics.notify(this.i32, H_NAMES_LOCK, 1);
+  }
+
+  /** [driver, timeline] of names entry `id`. */
+  names(id: number): [string, string] {
+    const c = this.nameCache[id];
+    if (c) return c;
+    if (id < 0 || id >= Atomics.load(this.i32, H_NAMES_COUNT)) return ['?', '?'];
+    const at = HEADER_BYTES + id * NAME_ENTRY_BYTES;
+    const v: [string, string] = [this.readStr(at), this.readStr(at + NAME_STR_BYTES)];
+    this.nameCache[id] = v;
+    return v;
+  }
+
+  // ---- reports -----------------------------------------------------------------------------------------------
+
+  /** Every live fence (referenced, or a zombie waiting for callbacks), except the global stub. */
+  liveFences(): FenceInfo[] {
+    const out: FenceInfo[] = [];
+    const i32 = this.i32;
+    for (let i = 1; i < this.nslots; i++) {
+      const b = this.base(i);
+      const flags = Atomics.load(i32, b + S_FLAGS);
+      const kind = (flags >> KIND_SHIFT) & KIND_MASK;
+      if (kind === KIND_FREE || kind === KIND_EXT) continue;
+      const refcount = Atomics.load(i32, b + S_REFCOUNT);
+      const zombie = (flags & F_ZOMBIE) !== 0;
+      if (refcount <= 0 && !zombie) continue;
+      const [driver, timeline] = this.names(Atomics.load(i32, b + S_NAME_ID));
+      const b64 = b >> 1;
+      out.push({
+        index: i,
+        gen: Atomics.load(i32, b + S_GEN),
+        kind: KIND_NAMES[kind]!,
+        context: Number(this.u64[b64 + S64_CONTEXT]),
+        seqno: this.u64[b64 + S64_SEQNO]!,
+        refcount,
+        cbPending: Atomics.load(i32, b + S_CB_PENDING),
+        signaled: Atomics.load(i32, b + S_SIGNAL) !== 0,
+        error: Atomics.load(i32, b + S_ERROR),
+        driver,
+        timeline,
+        creator: Atomics.load(i32, b + S_CREATOR),
+        serial: Atomics.load(i32, b + S_SERIAL),
+        zombie,
+      });
+    }
+    return out;
+  }
+}
+
+/** Leak report lines for live fences (empty string when there are none). */
+export function formatFenceLeaks(fences: readonly FenceInfo[]): string {
+  if (fences.length === 0) return '';
+  let s = `${fences.length} live fence(s):\n`;
+  for (const f of fences) {
+    s +=
+      `  slot ${f.index}.${f.gen} ${f.kind} ${f.driver}:${f.timeline} ctx ${f.context} seq ${f.seqno} ` +
+      `${f.signaled ? 'signaled' : 'unsignaled'}${f.error < 0 ? ` error ${f.error}` : ''} refcount ${f.refcount}` +
+      `${f.cbPending ? ` callbacks ${f.cbPending}` : ''}${f.zombie ? ' (released, callbacks pending)' : ''}` +
+      ` created by attach#${f.creator} serial ${f.serial}\n`;
+  }
+  return s;
+}

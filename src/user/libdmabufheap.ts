@@ -1,0 +1,48 @@
+/**
+ * Userspace helpers in the style of Android's libdmabufheap (BufferAllocator) and the dmabuf-heaps selftest:
+ * open a heap, allocate from it, bracket CPU access, name a buffer. Each builds the real uAPI struct bytes and
+ * calls ioctl() with the real request number; failures throw SyscallError like the C calls set errno.
+ */
+import { DMA_BUF_IOCTL_SYNC, DMA_BUF_SET_NAME, dma_buf_sync } from '../uapi/dma-buf.js';
+import { DMA_HEAP_IOCTL_ALLOC, dma_heap_allocation_data } from '../uapi/dma-heap.js';
+import { O_CLOEXEC, O_RDONLY, O_RDWR } from '../uapi/posix.js';
+import { ioctl, open } from './syscalls.js';
+
+/** Where the heaps' device nodes live. */
+export const DMA_HEAP_DEVPATH = '/dev/dma_heap';
+
+/** Opens /dev/dma_heap/<name> (read-only and close-on-exec, as BufferAllocator does). Returns the heap fd. */
+export function heapOpen(name: string, flags = O_RDONLY | O_CLOEXEC): number {
+  return open(`${DMA_HEAP_DEVPATH}/${name}`, flags);
+}
+
+/**
+ * DMA_HEAP_IOCTL_ALLOC: allocates `len` bytes (rounded up to pages by the kernel) and returns the new dma-buf fd.
+ * `fdFlags` set the fd's O_CLOEXEC and the buffer file's access mode (O_RDONLY makes shared writable mappings
+ * fail with EACCES); `heapFlags` must be 0 on every heap today.
+ */
+export function heapAlloc(heapFd: number, len: number | bigint, fdFlags = O_RDWR | O_CLOEXEC, heapFlags: number | bigint = 0): number {
+  const d = dma_heap_allocation_data;
+  const data = new DataView(new ArrayBuffer(d.SIZE));
+  data.setBigUint64(d.len, BigInt(len), true);
+  data.setUint32(d.fd, 0, true);
+  data.setUint32(d.fd_flags, fdFlags >>> 0, true);
+  data.setBigUint64(d.heap_flags, BigInt(heapFlags), true);
+  ioctl(heapFd, DMA_HEAP_IOCTL_ALLOC, data);
+  return data.getUint32(d.fd, true);
+}
+
+/**
+ * DMA_BUF_IOCTL_SYNC: brackets CPU access to a mapped buffer. `flags` is DMA_BUF_SYNC_START or _END combined
+ * with DMA_BUF_SYNC_READ, _WRITE or _RW.
+ */
+export function dmaBufSync(fd: number, flags: number | bigint): number {
+  const sync = new DataView(new ArrayBuffer(dma_buf_sync.SIZE));
+  sync.setBigUint64(dma_buf_sync.flags, BigInt(flags), true);
+  return ioctl(fd, DMA_BUF_IOCTL_SYNC, sync);
+}
+
+/** DMA_BUF_SET_NAME: names the buffer (up to DMA_BUF_NAME_LEN - 1 = 31 bytes; "" is allowed). */
+export function dmaBufSetName(fd: number, name: string): number {
+  return ioctl(fd, DMA_BUF_SET_NAME, name);
+}

@@ -1,0 +1,241 @@
+/**
+ * dma-heap: a port of tools/testing/selftests/dmabuf-heaps/dmabuf-heap.c run on every heap (system and a
+ * carve-out), then every errno path of DMA_HEAP_IOCTL_ALLOC and the heap fd, ENOMEM / EMFILE with nothing leaked,
+ * and the carve-out allocator's reuse, zeroing, first-fit and coalescing.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { Machine, uapi } from '../src/index.js';
+import type { KsftResult, RawResult } from './fixtures/heap.js';
+
+const fixture = new URL('./fixtures/heap.js', import.meta.url);
+const HEAPS = { system: {}, reserved: { sizeBytes: 64 << 20 } } as const;
+const ONE_MEG = 1024 * 1024;
+
+/** Boots a machine that is shut down at the end of the test even when an assertion fails first. */
+async function boot(t: ExecutionContext, heaps: Readonly<Record<string, { sizeBytes?: number }>> = HEAPS): Promise<Machine> {
+  const m = await Machine.boot({ heaps });
+  t.teardown(async () => {
+    await m.shutdown({ quiet: true }).catch(() => {});
+  });
+  return m;
+}
+
+async function clean(t: ExecutionContext, m: Machine): Promise<void> {
+  const r = await m.shutdown();
+  t.deepEqual(r.leaks, [], 'no leaks');
+  t.deepEqual(r.oopses, [], 'no oopses');
+  t.deepEqual(r.warnings, [], 'no warnings');
+}
+
+test.serial('dmabuf-heap selftest port: 11 results per heap, all pass (vgem import skipped)', async (t) => {
+  const m = await boot(t);
+  const p = await m.spawn(fixture, { name: 'dmabuf-heap' });
+  const heaps = (await m.heaps()).map((h) => h.name);
+  t.deepEqual(heaps, ['reserved', 'system'], 'readdir(/dev/dma_heap)');
+  const plan = 11 * heaps.length; // ksft_set_plan(11 * numer_of_heaps())
+  const results: (KsftResult & { heap: string })[] = [];
+  for (const heap of heaps) {
+    const add = (rs: KsftResult[]): void => void results.push(...rs.map((r) => ({ ...r, heap })));
+    add(await p.call<KsftResult[]>('test_alloc_and_import', heap));
+    add(await p.call<KsftResult[]>('test_alloc_zeroed', heap, 4 * 1024));
+    add(await p.call<KsftResult[]>('test_alloc_zeroed', heap, ONE_MEG));
+    add(await p.call<KsftResult[]>('test_alloc_compat', heap));
+    const errors = await p.call<{ results: KsftResult[]; errnos: number[] }>('test_alloc_errors', heap);
+    add(errors.results);
+    // fd 0 is /dev/null: not a heap, so ENOTTY; then EINVAL for heap_flags and for fd_flags.
+    t.deepEqual(errors.errnos, [uapi.E.ENOTTY, uapi.E.EINVAL, uapi.E.EINVAL], `${heap}: alloc_errors errnos`);
+  }
+  t.is(results.length, plan, 'ran the planned number of tests');
+  const fails = results.filter((r) => r.result === 'fail');
+  t.deepEqual(fails, [], 'no failures');
+  const skips = results.filter((r) => r.result === 'skip');
+  t.deepEqual(
+    skips.map((s) => `${s.heap}: ${s.msg}`),
+    heaps.map((h) => `${h}: Could not open vgem -1`),
+    'only the vgem import is skipped (the model has no DRM driver)',
+  );
+  t.deepEqual((await m.heaps()).map((h) => [h.name, h.usedBytes, h.buffers]), [['reserved', 0, 0], ['system', 0, 0]], 'every buffer returned');
+  await clean(t, m);
+});
+
+test.serial('alloc_zeroed really reuses freed carve-out memory, zeroing only what was used', async (t) => {
+  const m = await boot(t);
+  const p = await m.spawn(fixture, { name: 'zeroed' });
+  for (const size of [4 * 1024, ONE_MEG]) {
+    const r = await p.call<KsftResult[]>('test_alloc_zeroed', 'reserved', size);
+    t.deepEqual(r.map((x) => x.result), ['pass', 'pass']);
+    const off = await p.call<{ first: number[]; second: number[]; sabBytes: number }>('lastZeroedOffsets');
+    t.is(off.sabBytes, 64 << 20, 'every buffer is a window on the one pool');
+    t.deepEqual(off.second, off.first, `${size}: the second round got exactly the freed ranges back`);
+    t.deepEqual(off.first, Array.from({ length: 32 }, (_, i) => i * size), 'first fit from the bottom');
+  }
+  const reserved = (await m.heaps()).find((h) => h.name === 'reserved')!;
+  t.is(reserved.highWaterBytes, 32 * ONE_MEG, 'never-used memory above the high-water mark was not touched');
+  t.is(reserved.usedBytes, 0);
+  // The system heap hands out fresh pages every time (nothing to reuse) and they are zero too.
+  const s = await p.call<KsftResult[]>('test_alloc_zeroed', 'system', ONE_MEG);
+  t.deepEqual(s.map((x) => x.result), ['pass', 'pass']);
+  await clean(t, m);
+});
+
+test.serial('carve-out allocator: first fit, exhaustion, fragmentation, coalescing, zeroed reuse', async (t) => {
+  const m = await boot(t, { reserved: { sizeBytes: 64 << 20 } });
+  const p = await m.spawn(fixture, { name: 'carveout' });
+  type A = { fd: number; offset: number } | { code: string };
+  const get = (a: A): { fd: number; offset: number } => {
+    if ('code' in a) throw new Error(a.code);
+    return a;
+  };
+  const MB16 = 16 << 20;
+  const bufs = [];
+  for (let i = 0; i < 4; i++) bufs.push(get(await p.call<A>('allocMapped', 'reserved', MB16)));
+  t.deepEqual(bufs.map((b) => b.offset), [0, MB16, 2 * MB16, 3 * MB16]);
+  t.deepEqual(await p.call('allocMapped', 'reserved', 4096), { code: 'ENOMEM' }, 'pool exhausted');
+  t.deepEqual(await p.call('allocMapped', 'reserved', 128 << 20), { code: 'ENOMEM' }, 'larger than the pool');
+  await p.call('dirty', bufs[0]!.fd);
+  await p.call('dirty', bufs[2]!.fd);
+  await p.call('release', bufs[0]!.fd);
+  await p.call('release', bufs[2]!.fd);
+  t.deepEqual(await p.call('allocMapped', 'reserved', 2 * MB16), { code: 'ENOMEM' }, '32 MiB free, but in two holes');
+  await p.call('release', bufs[1]!.fd);
+  const big = get(await p.call<A>('allocMapped', 'reserved', 3 * MB16));
+  t.is(big.offset, 0, 'the three freed neighbours coalesced into one extent');
+  t.true(await p.call<boolean>('isZero', big.fd), 'dirty memory was zeroed before reuse');
+  await p.call('release', big.fd);
+  await p.call('release', bufs[3]!.fd);
+  const info = (await m.heaps())[0]!;
+  t.like(info, { name: 'reserved', kind: 'carveout', sizeBytes: 64 << 20, usedBytes: 0, buffers: 0, highWaterBytes: 64 << 20 });
+  await clean(t, m);
+});
+
+test.serial('DMA_HEAP_IOCTL_ALLOC errno paths, in the kernel order', async (t) => {
+  const m = await boot(t);
+  const p = await m.spawn(fixture, { name: 'heap-errno' });
+  const raw = (heap: string, o: Record<string, unknown>): Promise<RawResult> => p.call<RawResult>('rawAlloc', heap, o);
+  const code = async (heap: string, o: Record<string, unknown>): Promise<string | null> => (await raw(heap, o)).code;
+  const opened: number[] = [];
+  const ok = async (heap: string, o: Record<string, unknown>): Promise<RawResult> => {
+    const r = await raw(heap, o);
+    t.is(r.code, null, JSON.stringify(o, (_k, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v)));
+    opened.push(r.fd);
+    return r;
+  };
+  const { _IOWR, _IOW, _IOR, _IO, DMA_HEAP_IOC_MAGIC: H } = uapi;
+  for (const heap of ['system', 'reserved']) {
+    // _IOC_NR(cmd) >= 1 → EINVAL, whatever the rest of the cmd says.
+    t.is(await code(heap, { cmd: _IOWR(H, 1, 24) }), 'EINVAL', 'nr 1');
+    t.is(await code(heap, { cmd: _IOWR(H, 0xff, 24) }), 'EINVAL', 'nr 255');
+    // Only the nr is looked at: another type byte with nr 0 is still ALLOC.
+    await ok(heap, { cmd: _IOWR('b', 0, 24) });
+    // No direction bits: nothing copied in → a zeroed struct → len 0 → EINVAL.
+    t.is(await code(heap, { cmd: _IO(H, 0) }), 'EINVAL', '_IO: zero struct');
+    // _IOW: copied in but not back out: the call succeeds, the user never learns the fd (it leaks into the table).
+    const w = await raw(heap, { cmd: _IOW(H, 0, 24) });
+    t.is(w.code, null, '_IOW allocates');
+    t.is(w.fd, 0, '_IOW: no copy back');
+    // _IOR: nothing copied in: zero struct → EINVAL.
+    t.is(await code(heap, { cmd: _IOR(H, 0, 24) }), 'EINVAL', '_IOR: zero struct');
+    // Shorter struct (older userspace): missing heap_flags read as 0.
+    const older = await ok(heap, { cmd: _IOWR(H, 0, 16), bufBytes: 16 });
+    t.true(older.fd > 2, 'fd written into the short struct');
+    // Longer struct (newer userspace): the tail is ignored and comes back untouched.
+    const newer = await ok(heap, { cmd: _IOWR(H, 0, 48), bufBytes: 48, tailFill: 0x77 });
+    t.deepEqual(newer.bytes.slice(24), new Array(24).fill(0x77), 'tail untouched');
+    // User buffer shorter than the size the cmd encodes: EFAULT.
+    t.is(await code(heap, { bufBytes: 16 }), 'EFAULT', 'buffer shorter than _IOC_SIZE');
+    t.is(await code(heap, { intArg: true }), 'EFAULT', 'no buffer at all');
+    // Field checks, in order; all EINVAL.
+    t.is(await code(heap, { fd: 5 }), 'EINVAL', 'input fd != 0');
+    t.is(await code(heap, { fdFlags: uapi.O_NONBLOCK }), 'EINVAL', 'fd_flags outside O_CLOEXEC|O_ACCMODE');
+    t.is(await code(heap, { fdFlags: ~(uapi.O_RDWR | uapi.O_CLOEXEC) }), 'EINVAL', 'fd_flags ~(O_RDWR|O_CLOEXEC)');
+    t.is(await code(heap, { heapFlags: 1n }), 'EINVAL', 'heap_flags 1');
+    t.is(await code(heap, { heapFlags: 1n << 40n }), 'EINVAL', 'heap_flags high bits');
+    t.is(await code(heap, { len: 0n }), 'EINVAL', 'len 0');
+    t.is(await code(heap, { len: 0xffff_ffff_ffff_ffffn }), 'EINVAL', 'PAGE_ALIGN wraps to 0');
+    t.is(await code(heap, { len: 0xffff_ffff_ffff_f001n }), 'EINVAL', 'PAGE_ALIGN wraps to 0 (lowest such len)');
+    t.is(await code(heap, { len: 0xffff_ffff_ffff_f000n }), 'ENOMEM', 'largest aligned len: ENOMEM');
+    // EINVAL checks come before the allocation: a huge len with bad flags is EINVAL, not ENOMEM.
+    t.is(await code(heap, { len: 1n << 40n, heapFlags: 1n }), 'EINVAL', 'flags checked before allocating');
+    t.is(await code(heap, { len: 1n << 40n }), 'ENOMEM', '1 TiB');
+    // len is rounded up to pages.
+    const one = await ok(heap, { len: 1n });
+    t.is(one.fd > 0, true);
+  }
+  // fd_flags access mode 3 (O_ACCMODE) is accepted: a file with neither read nor write.
+  await ok('system', { fdFlags: uapi.O_ACCMODE });
+  await p.call('closeFds', opened);
+  // The two _IOW buffers are still installed at fds the caller never saw; they go with the process.
+  const bufs = await m.dmabufs();
+  t.is(bufs.length, 2, 'only the _IOW buffers remain');
+  await p.kill();
+  t.deepEqual(await m.dmabufs(), [], 'process exit released them');
+  t.deepEqual((await m.heaps()).map((h) => h.usedBytes), [0, 0]);
+  await clean(t, m);
+});
+
+test.serial('heap sizes, exp_name, fdinfo, O_CLOEXEC and access modes', async (t) => {
+  const m = await boot(t);
+  const p = await m.spawn(fixture, { name: 'heap-modes' });
+  const r = await p.call<RawResult>('rawAlloc', 'reserved', { len: 5000n, fdFlags: uapi.O_RDWR });
+  const [b] = await m.dmabufs();
+  t.like(b, { size: 8192, expName: 'reserved', name: null, fileCount: 1, fileFlags: uapi.O_RDWR, fileMode: 0x80007 });
+  await p.call('closeFds', [r.fd]);
+
+  type AM = { mmap: string | null; cloexec: number; fdinfo: string };
+  const { PROT_READ, PROT_WRITE, MAP_PRIVATE, O_RDONLY, O_WRONLY, O_RDWR, O_CLOEXEC, FD_CLOEXEC } = uapi;
+  for (const heap of ['system', 'reserved']) {
+    const rw = await p.call<AM>('allocAndMap', heap, O_RDWR | O_CLOEXEC, PROT_READ | PROT_WRITE);
+    t.is(rw.mmap, null, `${heap}: O_RDWR buffer maps read/write`);
+    t.is(rw.cloexec, FD_CLOEXEC, 'O_CLOEXEC honoured');
+    t.regex(rw.fdinfo, /^pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t\d+\nsize:\t8192\ncount:\t1\nexp_name:\t(system|reserved)\n$/);
+    const ro = await p.call<AM>('allocAndMap', heap, O_RDONLY, PROT_READ | PROT_WRITE);
+    t.is(ro.mmap, 'EACCES', `${heap}: shared writable mapping of a read-only buffer`);
+    t.is(ro.cloexec, 0, 'no O_CLOEXEC asked, none set');
+    t.is((await p.call<AM>('allocAndMap', heap, O_RDONLY, PROT_READ)).mmap, null, 'read-only mapping of a read-only buffer');
+    t.is((await p.call<AM>('allocAndMap', heap, O_WRONLY, PROT_WRITE)).mmap, 'EACCES', 'write-only file: no FMODE_READ');
+    t.is((await p.call<AM>('allocAndMap', heap, O_RDWR, PROT_READ, MAP_PRIVATE)).mmap, 'EINVAL', 'MAP_PRIVATE refused');
+  }
+  await clean(t, m);
+});
+
+test.serial('the heap fd supports only ioctl', async (t) => {
+  const m = await boot(t);
+  const p = await m.spawn(fixture, { name: 'heap-fd' });
+  t.deepEqual(await p.call('heapFdOps', 'system'), {
+    read: 'EINVAL',
+    write: 'EINVAL',
+    lseek: 'ESPIPE',
+    mmap: 'ENODEV',
+    poll: uapi.POLLIN | uapi.POLLOUT,
+    link: '/dev/dma_heap/system',
+    unknownHeap: 'ENOENT',
+  });
+  await clean(t, m);
+});
+
+test.serial('ENOMEM and EMFILE leave nothing behind', async (t) => {
+  const m = await boot(t);
+  const p = await m.spawn(fixture, { name: 'heap-limits' });
+  for (const heap of ['system', 'reserved']) {
+    const before = await m.stats();
+    // EMFILE: the buffer was allocated, then dma_buf_fd failed and the heap put it (released at once).
+    t.deepEqual(await p.call('allocWithFullTable', heap, 4096n), { code: 'EMFILE', fdsOpen: 4 }, `${heap}: EMFILE`);
+    // Allocation happens before the fd: out of memory with a full table is ENOMEM.
+    t.deepEqual(await p.call('allocWithFullTable', heap, 1n << 40n), { code: 'ENOMEM', fdsOpen: 4 }, `${heap}: ENOMEM first`);
+    t.deepEqual(await p.call('rawAlloc', heap, { len: 1n << 40n }).then((r) => (r as RawResult).code), 'ENOMEM');
+    const after = await m.stats();
+    t.deepEqual(after.objects, before.objects, `${heap}: no object left`);
+    t.deepEqual(await m.dmabufs(), []);
+    t.is(await m.debugfs.read('dma_buf/bufinfo'), '\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n\nTotal 0 objects, 0 bytes\n');
+  }
+  t.deepEqual((await m.heaps()).map((h) => [h.name, h.usedBytes, h.buffers]), [['reserved', 0, 0], ['system', 0, 0]]);
+  await clean(t, m);
+});
+
+test.serial('heap kernel-side dma-buf ops (in-kernel selftest)', async (t) => {
+  const m = await boot(t);
+  const r = await m.kernel.selftest('dma_heap_buffer_ops');
+  t.deepEqual(r.failures, []);
+  t.true(r.ok);
+  await clean(t, m);
+});

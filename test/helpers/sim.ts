@@ -1,0 +1,85 @@
+/** Shared test plumbing: a machine per test that must shut down clean, and typed calls into test/fixtures/sock. */
+import type { ExecutionContext } from 'ava';
+import { Machine, type BootOptions, type Proc, type SpawnOptions } from '../../src/index.js';
+import type { Msg, R } from '../fixtures/sock.js';
+
+export const sockFixture = new URL('../fixtures/sock.js', import.meta.url);
+
+/**
+ * Boots a machine, runs `body`, then shuts down and asserts the report: no leaked kernel object, no oops. The
+ * shutdown runs (and is checked) even when the body fails.
+ */
+export async function withMachine(
+  t: ExecutionContext,
+  body: (m: Machine) => Promise<void>,
+  opts: BootOptions = {},
+): Promise<void> {
+  const m = await Machine.boot(opts);
+  try {
+    await body(m);
+  } finally {
+    const report = await m.shutdown();
+    t.deepEqual(report.leaks, [], 'no leaked kernel objects at shutdown');
+    t.deepEqual(report.oopses, [], 'no kernel oops');
+  }
+}
+
+/** A process running test/fixtures/sock, with its syscalls as promise-returning methods. */
+export interface SockProc {
+  readonly proc: Proc;
+  readonly pid: number;
+  /** Any C-library call by name; resolves to its value or rejects with the errno code. */
+  ok<T = number>(name: string, ...args: unknown[]): Promise<T>;
+  /** Any C-library call by name; resolves to the errno code it failed with (or rejects if it succeeded). */
+  err(name: string, ...args: unknown[]): Promise<string>;
+  /** Raw R<T> of a fixture function. */
+  r<T>(fn: string, ...args: unknown[]): Promise<R<T>>;
+  send(fd: number, data: string, fds?: number[], flags?: number): Promise<number>;
+  recv(fd: number, maxLen?: number, maxFds?: number, flags?: number): Promise<Msg>;
+  recvErr(fd: number, maxLen?: number, maxFds?: number, flags?: number): Promise<string>;
+  readlink(fd: number): Promise<string>;
+  openFds(): Promise<number[]>;
+}
+
+function unwrap<T>(r: R<T>, what: string): T {
+  if ('err' in r) throw new Error(`${what} failed with ${r.err}`);
+  return r.ok;
+}
+
+function errOf<T>(r: R<T>, what: string): string {
+  if ('ok' in r) throw new Error(`${what} succeeded (${JSON.stringify(r.ok)}) but an error was expected`);
+  return r.err;
+}
+
+export async function spawnSock(m: Machine, name: string, opts: SpawnOptions = {}): Promise<SockProc> {
+  const proc = await m.spawn(sockFixture, { name, ...opts });
+  const x = <T>(fn: string, args: unknown[]): Promise<R<T>> => proc.call<R<T>>(fn, ...args);
+  return {
+    proc,
+    pid: proc.pid,
+    ok: async <T>(name: string, ...args: unknown[]) => unwrap((await x<T>('x', [name, ...args])) as R<T>, name),
+    err: async (name: string, ...args: unknown[]) => errOf(await x('x', [name, ...args]), name),
+    r: (fn, ...args) => x(fn, args),
+    send: async (fd, data, fds = [], flags = 0) => unwrap(await x<number>('send', [fd, data, fds, flags]), 'sendmsg'),
+    recv: async (fd, maxLen = 4096, maxFds = 16, flags = 0) => unwrap(await x<Msg>('recv', [fd, maxLen, maxFds, flags]), 'recvmsg'),
+    recvErr: async (fd, maxLen = 4096, maxFds = 16, flags = 0) => errOf(await x<Msg>('recv', [fd, maxLen, maxFds, flags]), 'recvmsg'),
+    readlink: async (fd) => unwrap(await x<string>('readlinkFd', [fd]), 'readlink'),
+    openFds: () => proc.call<number[]>('openFds'),
+  };
+}
+
+/** Resolves after `ms` milliseconds. */
+export function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Whether `p` settles within `ms` (without consuming its value). */
+export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let done = false;
+  void p.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  await delay(ms);
+  return done;
+}
