@@ -1,5 +1,8 @@
-/** Worker body for the postMessage baselines: echoes every message straight back (a round trip's other half). */
+/** Worker body for the postMessage baselines: echoes every message back, or acks a `{ ack }` payload with a number. */
 import { parentPort } from 'node:worker_threads';
 
 const port = parentPort!;
-port.on('message', (m: unknown) => port.postMessage(m));
+port.on('message', (m: unknown) => {
+  if (typeof m === 'object' && m !== null && 'ack' in m) port.postMessage(0);
+  else port.postMessage(m);
+});

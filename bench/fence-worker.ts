@@ -56,6 +56,7 @@ if (d.role === 'ping') {
 } else {
   barrier(0);
   for (let i = 0; i < n; i++) {
+    // Race-free: sleeps only while the ping word still reads 0; ping stores 1 before notifying.
     while (Atomics.load(w, 2 * i) === 0) Atomics.wait(w, 2 * i, 0);
     Atomics.store(w, 2 * i + 1, 1);
     Atomics.notify(w, 2 * i + 1);

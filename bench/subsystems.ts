@@ -1,4 +1,6 @@
 /** The per-subsystem benchmarks (fd passing, mmap bandwidth, fences), run after the syscall figures. */
+import { benchFdPassing } from './fdpass.js';
+
 export async function benchSubsystems(): Promise<void> {
-  // Added as subsystems land.
+  await benchFdPassing();
 }

@@ -100,6 +100,8 @@ export class Machine {
     private readonly broker: Worker,
     readonly kernel: Comlink.Remote<KernelControl>,
     private readonly control: SharedArrayBuffer,
+    /** The machine's fence table (src/shm/fence-table.ts): handed to every process and attachable by any worker. */
+    readonly fences: SharedArrayBuffer,
   ) {}
 
   static async boot(opts: BootOptions = {}): Promise<Machine> {
@@ -114,7 +116,7 @@ export class Machine {
       maxSpinners,
       recordStacks: opts.recordStacks ?? false,
     });
-    return new Machine(broker, kernel, control);
+    return new Machine(broker, kernel, control, await kernel.fenceTable());
   }
 
   /** Starts a process running `module` (an ES module URL or path; compiled JavaScript). */
@@ -129,6 +131,7 @@ export class Machine {
       name,
       channel: info.channel,
       control: this.control,
+      fences: this.fences,
       port: port2,
       module: url,
       args: opts.args ?? null,

@@ -2,40 +2,25 @@
  * Golden tests of /sys/kernel/debug/dma_buf/bufinfo (byte for byte the format of dma_buf_debug_show) and of the
  * dmabuf_dump view (Android's dmabuf_dump raw output: per process, totals, buffer × process table).
  */
-import test, { type ExecutionContext } from 'ava';
-import { Machine, uapi } from '../src/index.js';
+import test from 'ava';
+import { uapi } from '../src/index.js';
 import type { Outcome } from './fixtures/dmabuf.js';
+import { bootFor, shutdownClean } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/dmabuf.js', import.meta.url);
-const HEAPS = { system: {}, reserved: { sizeBytes: 64 << 20 } } as const;
 const HEADER = '\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n';
 
-async function boot(t: ExecutionContext): Promise<Machine> {
-  const m = await Machine.boot({ heaps: HEAPS });
-  t.teardown(async () => {
-    await m.shutdown({ quiet: true }).catch(() => {});
-  });
-  return m;
-}
-
-async function clean(t: ExecutionContext, m: Machine): Promise<void> {
-  const r = await m.shutdown();
-  t.deepEqual(r.leaks, [], 'no leaks');
-  t.deepEqual(r.oopses, [], 'no oopses');
-  t.deepEqual(r.warnings, [], 'no warnings');
-}
-
 test.serial('bufinfo: empty', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   t.is(await m.debugfs.read('dma_buf/bufinfo'), `${HEADER}\nTotal 0 objects, 0 bytes\n`);
   // The same text through the file, from a process.
   const p = await m.spawn(fixture, { name: 'reader' });
   t.is(await p.call('readFile', '/sys/kernel/debug/dma_buf/bufinfo'), `${HEADER}\nTotal 0 objects, 0 bytes\n`);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('bufinfo: buffers newest first, flags, mode, counts, names (none, named, "")', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'golden' });
   const a = await p.call<number>('alloc', 'system', 4096); // ino 1
   await p.call('setName', a, 'camera-frame');
@@ -76,11 +61,11 @@ test.serial('bufinfo: buffers newest first, flags, mode, counts, names (none, na
   await p.call('close', a);
   await p.call('close', a2);
   t.is(await m.debugfs.read('dma_buf/bufinfo'), `${HEADER}\nTotal 0 objects, 0 bytes\n`);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('bufinfo: attached devices (in-kernel importers)', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const r = await m.kernel.selftest('bufinfo_attached');
   t.deepEqual(r.failures, []);
   t.is(
@@ -93,11 +78,11 @@ test.serial('bufinfo: attached devices (in-kernel importers)', async (t) => {
       '\nTotal 2 objects, 12288 bytes\n',
   );
   t.is(await m.debugfs.read('dma_buf/bufinfo'), `${HEADER}\nTotal 0 objects, 0 bytes\n`, 'all released after the test');
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('dmabuf_dump: per-process Rss/Pss, totals, buffer × process table', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   t.is(await m.dmabufDump(), 'dmabuf info not found ¯\\_(ツ)_/¯\n');
   const prod = await m.spawn(fixture, { name: 'producer' });
   const cons = await m.spawn(fixture, { name: 'consumer' });
@@ -148,5 +133,5 @@ test.serial('dmabuf_dump: per-process Rss/Pss, totals, buffer × process table',
   await prod.call('close', x);
   await prod.call('close', y);
   t.is(await m.dmabufDump(), 'dmabuf info not found ¯\\_(ツ)_/¯\n');
-  await clean(t, m);
+  await shutdownClean(t, m);
 });

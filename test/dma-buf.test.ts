@@ -3,12 +3,12 @@
  * fdinfo and readlink, lifetimes (dup/close, mappings, last put, exit and kill), a buffer shared by three
  * processes with concurrent writers and a reader, and the in-kernel exporter/importer API self-tests.
  */
-import test, { type ExecutionContext } from 'ava';
-import { Machine, uapi } from '../src/index.js';
+import test from 'ava';
+import { uapi } from '../src/index.js';
 import type { Outcome } from './fixtures/dmabuf.js';
+import { bootFor, shutdownClean } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/dmabuf.js', import.meta.url);
-const HEAPS = { system: {}, reserved: { sizeBytes: 64 << 20 } } as const;
 const EMPTY_BUFINFO = '\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n\nTotal 0 objects, 0 bytes\n';
 const {
   DMA_BUF_SYNC_START: START,
@@ -27,22 +27,6 @@ const {
   POLLOUT,
 } = uapi;
 
-/** Boots a machine that is shut down at the end of the test even when an assertion fails first. */
-async function boot(t: ExecutionContext, heaps: Readonly<Record<string, { sizeBytes?: number }>> = HEAPS): Promise<Machine> {
-  const m = await Machine.boot({ heaps });
-  t.teardown(async () => {
-    await m.shutdown({ quiet: true }).catch(() => {});
-  });
-  return m;
-}
-
-async function clean(t: ExecutionContext, m: Machine): Promise<void> {
-  const r = await m.shutdown();
-  t.deepEqual(r.leaks, [], 'no leaks');
-  t.deepEqual(r.oopses, [], 'no oopses');
-  t.deepEqual(r.warnings, [], 'no warnings');
-}
-
 const ok = (v: number = 0): Outcome => ({ ok: v });
 const err = (code: string): Outcome => ({ code });
 const u64le = (v: bigint): number[] => {
@@ -52,7 +36,7 @@ const u64le = (v: bigint): number[] => {
 };
 
 test.serial('DMA_BUF_IOCTL_SYNC flags and struct checks', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'sync' });
   const fd = await p.call<number>('alloc', 'system', 4096);
   const sync = (f: bigint | number): Promise<Outcome> => p.call<Outcome>('sync', fd, f);
@@ -76,11 +60,11 @@ test.serial('DMA_BUF_IOCTL_SYNC flags and struct checks', async (t) => {
   const [b] = await m.dmabufs();
   t.deepEqual(b!.cpuSync, { read: { start: 2, end: 1 }, write: { start: 1, end: 2 }, rw: { start: 1, end: 1 } });
   await p.call('close', fd);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('DMA_BUF_SET_NAME: lengths, both request numbers, rename, fdinfo and readlink', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'names' });
   const fd = await p.call<number>('alloc', 'system', 4096);
   const tail = async (): Promise<string> => (await p.call<string>('fdinfo', fd)).split('\n').slice(4).join('\n');
@@ -108,11 +92,11 @@ test.serial('DMA_BUF_SET_NAME: lengths, both request numbers, rename, fdinfo and
   t.is(uapi.DMA_BUF_SET_NAME_A, 0x40046201);
   t.is(uapi.DMA_BUF_SET_NAME_B, 0x40086201);
   await p.call('close', fd);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('unknown and size-mismatched ioctls are ENOTTY', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'enotty' });
   const fd = await p.call<number>('alloc', 'system', 4096);
   const eight = u64le(BigInt(START | RW));
@@ -132,11 +116,11 @@ test.serial('unknown and size-mismatched ioctls are ENOTTY', async (t) => {
   for (const [what, cmd] of cases) t.deepEqual(await p.call('ioctlRaw', fd, cmd, eight), err('ENOTTY'), what);
   t.deepEqual(await p.call('ioctlRaw', 99, uapi.DMA_BUF_IOCTL_SYNC, eight), err('EBADF'), 'closed fd');
   await p.call('close', fd);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('mmap: bounds, len 0, offsets, MAP_PRIVATE, read-only buffers', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'mmap' });
   for (const heap of ['system', 'reserved']) {
     const fd = await p.call<number>('alloc', heap, 4 * 4096);
@@ -169,11 +153,11 @@ test.serial('mmap: bounds, len 0, offsets, MAP_PRIVATE, read-only buffers', asyn
     await p.call('close', ro);
   }
   t.is(await m.debugfs.read('dma_buf/bufinfo'), EMPTY_BUFINFO);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('lseek finds the end only; read and write are EINVAL; poll is ready at once', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'seek' });
   const fd = await p.call<number>('alloc', 'reserved', 12000);
   t.deepEqual(await p.call('lseek', fd, 0, SEEK_END), ok(12288), 'SEEK_END → size (page aligned)');
@@ -189,11 +173,11 @@ test.serial('lseek finds the end only; read and write are EINVAL; poll is ready 
   t.is(await p.call('poll', fd, POLLIN), POLLIN);
   t.is(await p.call('poll', fd, POLLOUT), POLLOUT);
   await p.call('close', fd);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('fdinfo and readlink of a dma-buf', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'fdinfo' });
   const a = await p.call<number>('alloc', 'system', 1 << 20);
   const b = await p.call<number>('alloc', 'reserved', 100, uapi.O_RDONLY);
@@ -206,11 +190,11 @@ test.serial('fdinfo and readlink of a dma-buf', async (t) => {
   t.is(await p.call('readlink', b), '/dmabuf:lut');
   await p.call('close', a);
   await p.call('close', b);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('lifetimes: dup/close and mmap references, release on the last put only', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'lifetimes' });
   const count = async (fd: number): Promise<number> => Number(/count:\t(\d+)/.exec(await p.call<string>('fdinfo', fd))![1]);
   const fd = await p.call<number>('alloc', 'reserved', 8192);
@@ -238,11 +222,11 @@ test.serial('lifetimes: dup/close and mmap references, release on the last put o
   t.deepEqual(await m.dmabufs(), [], 'munmap dropped the last reference: released');
   t.is((await m.heaps()).find((h) => h.name === 'reserved')!.usedBytes, 0, 'pages back in the pool');
   t.deepEqual(await p.call('close', fd), err('EBADF'));
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('exit and kill release every buffer a process holds', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const exiting = await m.spawn(fixture, { name: 'exiting', args: ['reserved'] });
   await exiting.join();
   t.is(await m.debugfs.read('dma_buf/bufinfo'), EMPTY_BUFINFO, 'exit(0) with buffers open and mapped');
@@ -253,11 +237,11 @@ test.serial('exit and kill release every buffer a process holds', async (t) => {
   await killed.kill();
   t.is(await m.debugfs.read('dma_buf/bufinfo'), EMPTY_BUFINFO, 'terminate');
   t.deepEqual((await m.heaps()).map((h) => h.usedBytes), [0, 0]);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('one buffer mapped by three processes: two concurrent writers on disjoint ranges, one reader', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const owner = await m.spawn(fixture, { name: 'reader' });
   const w1 = await m.spawn(fixture, { name: 'writer-1' });
   const w2 = await m.spawn(fixture, { name: 'writer-2' });
@@ -299,11 +283,11 @@ test.serial('one buffer mapped by three processes: two concurrent writers on dis
     await pr.call('close', f);
   }
   t.is(await m.debugfs.read('dma_buf/bufinfo'), EMPTY_BUFINFO);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('transferFd control hook', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const a = await m.spawn(fixture, { name: 'a' });
   const b = await m.spawn(fixture, { name: 'b', nofile: 3 });
   const fd = await a.call<number>('alloc', 'system', 4096);
@@ -317,7 +301,7 @@ test.serial('transferFd control hook', async (t) => {
   t.like((await m.dmabufs())[0], { fileCount: 2 });
   await a.call('close', fd);
   await c.call('close', got);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 // ---- the kernel API (in-broker exporters and importers) -----------------------------------------------------
@@ -329,7 +313,7 @@ for (const name of [
   'dma_buf_vmap',
 ]) {
   test.serial(`kernel API selftest ${name}`, async (t) => {
-    const m = await boot(t);
+    const m = await bootFor(t);
     const r = await m.kernel.selftest(name);
     t.deepEqual(r.failures, []);
     t.true(r.ok);
@@ -342,7 +326,7 @@ for (const name of [
 }
 
 test.serial('kernel API selftest dma_buf_export_checks (7 expected WARN_ONs)', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const r = await m.kernel.selftest('dma_buf_export_checks');
   t.deepEqual(r.failures, []);
   const rep = await m.shutdown();
@@ -353,16 +337,16 @@ test.serial('kernel API selftest dma_buf_export_checks (7 expected WARN_ONs)', a
 });
 
 test.serial('kernel API selftest dma_buf_fd_get_put (as a process)', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'kapi' });
   const r = await m.kernel.selftest('dma_buf_fd_get_put', p.pid);
   t.deepEqual(r.failures, []);
   t.true(r.ok);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('kernel API selftest dma_buf_dynamic_attach (2 expected WARNs)', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const r = await m.kernel.selftest('dma_buf_dynamic_attach');
   t.deepEqual(r.failures, []);
   const rep = await m.shutdown();
@@ -375,7 +359,7 @@ test.serial('kernel API selftest dma_buf_dynamic_attach (2 expected WARNs)', asy
 });
 
 test.serial('vunmap of a foreign mapping is a BUG, recorded as an oops', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const r = await m.kernel.selftest('dma_buf_vunmap_bug');
   t.false(r.ok);
   t.regex(r.oops ?? '', /^BUG: dma_buf_vunmap: .* unmapping a different mapping$/);
@@ -387,7 +371,7 @@ test.serial('vunmap of a foreign mapping is a BUG, recorded as an oops', async (
 });
 
 test.serial('releasing a buffer with attachments WARNs', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const r = await m.kernel.selftest('dma_buf_release_with_attachment');
   t.deepEqual(r.failures, []);
   const rep = await m.shutdown();

@@ -3,32 +3,16 @@
  * carve-out), then every errno path of DMA_HEAP_IOCTL_ALLOC and the heap fd, ENOMEM / EMFILE with nothing leaked,
  * and the carve-out allocator's reuse, zeroing, first-fit and coalescing.
  */
-import test, { type ExecutionContext } from 'ava';
-import { Machine, uapi } from '../src/index.js';
+import test from 'ava';
+import { uapi } from '../src/index.js';
 import type { KsftResult, RawResult } from './fixtures/heap.js';
+import { bootFor, shutdownClean } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/heap.js', import.meta.url);
-const HEAPS = { system: {}, reserved: { sizeBytes: 64 << 20 } } as const;
 const ONE_MEG = 1024 * 1024;
 
-/** Boots a machine that is shut down at the end of the test even when an assertion fails first. */
-async function boot(t: ExecutionContext, heaps: Readonly<Record<string, { sizeBytes?: number }>> = HEAPS): Promise<Machine> {
-  const m = await Machine.boot({ heaps });
-  t.teardown(async () => {
-    await m.shutdown({ quiet: true }).catch(() => {});
-  });
-  return m;
-}
-
-async function clean(t: ExecutionContext, m: Machine): Promise<void> {
-  const r = await m.shutdown();
-  t.deepEqual(r.leaks, [], 'no leaks');
-  t.deepEqual(r.oopses, [], 'no oopses');
-  t.deepEqual(r.warnings, [], 'no warnings');
-}
-
 test.serial('dmabuf-heap selftest port: 11 results per heap, all pass (vgem import skipped)', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'dmabuf-heap' });
   const heaps = (await m.heaps()).map((h) => h.name);
   t.deepEqual(heaps, ['reserved', 'system'], 'readdir(/dev/dma_heap)');
@@ -55,11 +39,11 @@ test.serial('dmabuf-heap selftest port: 11 results per heap, all pass (vgem impo
     'only the vgem import is skipped (the model has no DRM driver)',
   );
   t.deepEqual((await m.heaps()).map((h) => [h.name, h.usedBytes, h.buffers]), [['reserved', 0, 0], ['system', 0, 0]], 'every buffer returned');
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('alloc_zeroed really reuses freed carve-out memory, zeroing only what was used', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'zeroed' });
   for (const size of [4 * 1024, ONE_MEG]) {
     const r = await p.call<KsftResult[]>('test_alloc_zeroed', 'reserved', size);
@@ -75,11 +59,11 @@ test.serial('alloc_zeroed really reuses freed carve-out memory, zeroing only wha
   // The system heap hands out fresh pages every time (nothing to reuse) and they are zero too.
   const s = await p.call<KsftResult[]>('test_alloc_zeroed', 'system', ONE_MEG);
   t.deepEqual(s.map((x) => x.result), ['pass', 'pass']);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('carve-out allocator: first fit, exhaustion, fragmentation, coalescing, zeroed reuse', async (t) => {
-  const m = await boot(t, { reserved: { sizeBytes: 64 << 20 } });
+  const m = await bootFor(t, { reserved: { sizeBytes: 64 << 20 } });
   const p = await m.spawn(fixture, { name: 'carveout' });
   type A = { fd: number; offset: number } | { code: string };
   const get = (a: A): { fd: number; offset: number } => {
@@ -105,11 +89,11 @@ test.serial('carve-out allocator: first fit, exhaustion, fragmentation, coalesci
   await p.call('release', bufs[3]!.fd);
   const info = (await m.heaps())[0]!;
   t.like(info, { name: 'reserved', kind: 'carveout', sizeBytes: 64 << 20, usedBytes: 0, buffers: 0, highWaterBytes: 64 << 20 });
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('DMA_HEAP_IOCTL_ALLOC errno paths, in the kernel order', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'heap-errno' });
   const raw = (heap: string, o: Record<string, unknown>): Promise<RawResult> => p.call<RawResult>('rawAlloc', heap, o);
   const code = async (heap: string, o: Record<string, unknown>): Promise<string | null> => (await raw(heap, o)).code;
@@ -170,11 +154,11 @@ test.serial('DMA_HEAP_IOCTL_ALLOC errno paths, in the kernel order', async (t) =
   await p.kill();
   t.deepEqual(await m.dmabufs(), [], 'process exit released them');
   t.deepEqual((await m.heaps()).map((h) => h.usedBytes), [0, 0]);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('heap sizes, exp_name, fdinfo, O_CLOEXEC and access modes', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'heap-modes' });
   const r = await p.call<RawResult>('rawAlloc', 'reserved', { len: 5000n, fdFlags: uapi.O_RDWR });
   const [b] = await m.dmabufs();
@@ -195,11 +179,11 @@ test.serial('heap sizes, exp_name, fdinfo, O_CLOEXEC and access modes', async (t
     t.is((await p.call<AM>('allocAndMap', heap, O_WRONLY, PROT_WRITE)).mmap, 'EACCES', 'write-only file: no FMODE_READ');
     t.is((await p.call<AM>('allocAndMap', heap, O_RDWR, PROT_READ, MAP_PRIVATE)).mmap, 'EINVAL', 'MAP_PRIVATE refused');
   }
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('the heap fd supports only ioctl', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'heap-fd' });
   t.deepEqual(await p.call('heapFdOps', 'system'), {
     read: 'EINVAL',
@@ -210,11 +194,11 @@ test.serial('the heap fd supports only ioctl', async (t) => {
     link: '/dev/dma_heap/system',
     unknownHeap: 'ENOENT',
   });
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('ENOMEM and EMFILE leave nothing behind', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'heap-limits' });
   for (const heap of ['system', 'reserved']) {
     const before = await m.stats();
@@ -229,13 +213,13 @@ test.serial('ENOMEM and EMFILE leave nothing behind', async (t) => {
     t.is(await m.debugfs.read('dma_buf/bufinfo'), '\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n\nTotal 0 objects, 0 bytes\n');
   }
   t.deepEqual((await m.heaps()).map((h) => [h.name, h.usedBytes, h.buffers]), [['reserved', 0, 0], ['system', 0, 0]]);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });
 
 test.serial('heap kernel-side dma-buf ops (in-kernel selftest)', async (t) => {
-  const m = await boot(t);
+  const m = await bootFor(t);
   const r = await m.kernel.selftest('dma_heap_buffer_ops');
   t.deepEqual(r.failures, []);
   t.true(r.ok);
-  await clean(t, m);
+  await shutdownClean(t, m);
 });

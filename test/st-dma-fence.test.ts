@@ -45,6 +45,7 @@ import { setWarningSink, takeWarnings } from '../src/kernel/warn.js';
 import { ktimeGetNs } from '../src/shm/clock.js';
 import { E } from '../src/uapi/errno.js';
 import { benchFenceWake } from '../bench/fence.js';
+import { Machine } from '../src/index.js';
 import { assertNoLiveFences, assertNoWarnings, joinAll, msleep, startFenceWorker } from './fence-harness.js';
 
 const { sab: table } = createAndAttachFenceTable({ slots: 8192 });
@@ -540,4 +541,33 @@ model('benchFenceWake runs (small counts) and reports both latencies', async (t)
     t.true(Number.isFinite(r[k]) && r[k] > 0, `${k} = ${r[k]}`);
   }
   t.log(`fence wake p50 ${r.p50_us} µs p99 ${r.p99_us} µs; raw p50 ${r.raw_p50_us} µs p99 ${r.raw_p99_us} µs; ratio ${r.ratio_p50}`);
+});
+
+model("the machine's fence table: a process signals a fence through it; a leaked fence is in the shutdown report", async (t) => {
+  const m = await Machine.boot();
+  let leaked: DmaFence | null = null;
+  let down = false;
+  try {
+    attachFenceTable(m.fences);
+    const f = dmaFenceInit(mockOps, dmaFenceContextAlloc(1), 1);
+    try {
+      const p = await m.spawn(new URL('./fixtures/fence-proc.js', import.meta.url), { name: 'fencer' });
+      t.is(await p.call<number>('signalFence', fenceHandle(f)), 0);
+      t.is(dmaFenceWaitTimeout(f, false, 5000), 5000, 'already signaled by the process');
+    } finally {
+      dmaFencePut(f);
+    }
+    leaked = dmaFenceInit(mockOps, dmaFenceContextAlloc(1), 7);
+    down = true;
+    const report = await m.shutdown({ quiet: true });
+    t.deepEqual(
+      report.leaks.map((l) => `${l.kind}: ${l.what}`),
+      [`dma_fence: fence mock:mock ctx ${leaked.context} seq 7 unsignaled refcount 1`],
+    );
+    t.deepEqual(report.oopses, []);
+  } finally {
+    dmaFencePut(leaked);
+    if (!down) await m.shutdown({ quiet: true });
+    attachFenceTable(table);
+  }
 });

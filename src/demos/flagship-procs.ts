@@ -53,6 +53,17 @@ export function cameraDone(): void {
   frameMap = null;
 }
 
+let viewerFd = -1;
+let viewerMap: sys.Mapping | null = null;
+
+/** viewer: drops its mapping and its fd. */
+export function viewerDone(): void {
+  sys.munmap(viewerMap!);
+  sys.close(viewerFd);
+  viewerMap = null;
+  viewerFd = -1;
+}
+
 /** viewer: receives the fd, maps it, verifies every pixel under SYNC READ, writes an ack into the last 64 bytes. */
 export function receiveAndVerify(sock: number): { fd: number; link: string; msg: string; bad: number; checked: number } {
   const m = sys.recvmsg(sock, 64, 4);
@@ -69,7 +80,7 @@ export function receiveAndVerify(sock: number): { fd: number; link: string; msg:
   map.bytes.set(ack, FRAME_BYTES - 64);
   map.bytes[FRAME_BYTES - 64 + ack.length] = 0;
   sys.dmaBufSync(fd, sys.DMA_BUF_SYNC_END | sys.DMA_BUF_SYNC_WRITE);
-  sys.munmap(map);
-  sys.close(fd);
+  viewerFd = fd;
+  viewerMap = map;
   return { fd, link, msg: Buffer.from(m.data).toString(), bad, checked: WIDTH * HEIGHT };
 }

@@ -57,10 +57,12 @@ export async function flagship(out: Out = (l) => process.stdout.write(l + '\n'))
   check(v.bad === 0, `viewer verified ${v.checked} pixels under SYNC START|READ (${v.bad} wrong) in ${dt.toFixed(1)} ms`);
   const ack = await camera.call<string>('readAck');
   check(ack.startsWith('viewer pid'), `camera reads the viewer's write through its own mapping: "${ack}"`);
-  out('\n  -- dmabuf_dump (per-process view) --');
+  out('\n  -- dmabuf_dump: both processes map the buffer, each is charged half (Pss) --');
   out(indent(await m.debugfs.read('dmabuf_dump')));
 
+  await viewer.call('viewerDone');
   await camera.call('cameraDone');
+  out('\n8. viewer and camera munmap and close: the last reference goes, the heap buffer is released');
   await bufinfo(m, '(after every fd closed and every mapping dropped)');
   const report = await m.shutdown({ quiet: true });
   check(report.leaks.length === 0 && report.oopses.length === 0, `clean shutdown: ${formatLeaks(report.leaks).trim()}, ${report.oopses.length} oopses`);

@@ -10,6 +10,7 @@ import { createChannel } from '../shm/channel.js';
 import { createControl, SHUTDOWN } from '../shm/control.js';
 import { afUnixOf, socketpairFlags } from './af-unix.js';
 import { registerCharDevices } from './chrdev.js';
+import { attachFenceTable, createFenceTable, liveFences } from './fences.js';
 import { ServeLoop, SyscallEntry, type Oops } from './entry.js';
 import { registerFsSyscalls } from './fs.js';
 import { dmaBufList, dmaBufSnapshot, type DmaBufSnapshot } from './dma-buf.js';
@@ -20,6 +21,7 @@ import { registerMmSyscalls } from './mm.js';
 import { registerPollSyscall } from './select.js';
 import { runSelftest, type SelftestResult } from './selftest.js';
 import { Task } from './task.js';
+import { setWarningSink } from './warn.js';
 import { bootSubsystems, type SubsystemConfig } from './subsystems.js';
 
 export interface BootConfig extends SubsystemConfig {
@@ -51,6 +53,7 @@ export class KernelControl {
   private entry: SyscallEntry | null = null;
   private loop: ServeLoop | null = null;
   private ctl: Int32Array | null = null;
+  private fences: SharedArrayBuffer | null = null;
 
   private get kernel(): Kernel {
     if (!this.k) throw new Error('kernel not booted');
@@ -64,14 +67,26 @@ export class KernelControl {
     registerMmSyscalls(entry);
     registerPollSyscall(entry);
     registerCharDevices(k);
-    bootSubsystems(k, entry, cfg);
     const control = createControl(cfg.maxSpinners);
+    // The machine's fence table, before any subsystem can make a fence. The broker is an event-loop thread: its
+    // fence callbacks run promptly from a waitAsync watcher; fence/resv WARN()s go to the kernel's warnings.
+    const fences = createFenceTable({ maxSpinners: cfg.maxSpinners });
+    attachFenceTable(fences, { control, eventLoop: true });
+    setWarningSink((message) => k.warn(message));
+    this.fences = fences;
+    bootSubsystems(k, entry, cfg);
     this.k = k;
     this.entry = entry;
     this.ctl = new Int32Array(control);
     this.loop = new ServeLoop(entry, this.ctl);
     this.loop.start();
     return control;
+  }
+
+  /** The machine's fence table (shared memory every worker may attach to with attachFenceTable). */
+  fenceTable(): SharedArrayBuffer {
+    if (!this.fences) throw new Error('kernel not booted');
+    return this.fences;
   }
 
   /**
@@ -201,7 +216,17 @@ export class KernelControl {
 
   /** Everything still alive (with origins); with no processes left, anything here is a leak. */
   leaks(): LeakReport[] {
-    return this.kernel.tracker.report();
+    // Live fences (the global stub excepted) live in the shared table, created by any worker: listed with their
+    // creator's attach id and creation serial.
+    const fences: LeakReport[] = (this.fences ? liveFences(this.fences) : []).map((f) => ({
+      id: 0,
+      kind: 'dma_fence',
+      what:
+        `${f.kind} ${f.driver}:${f.timeline} ctx ${f.context} seq ${f.seqno} ` +
+        `${f.signaled ? 'signaled' : 'unsignaled'} refcount ${f.refcount}${f.cbPending ? ` callbacks ${f.cbPending}` : ''}`,
+      createdBy: { pid: 0, comm: `attach#${f.creator}`, call: 'dma_fence_init', seq: f.serial },
+    }));
+    return [...this.kernel.tracker.report(), ...fences];
   }
 
   /** First half of shutdown: parked calls fail with ESHUTDOWN, new calls fail at once. */

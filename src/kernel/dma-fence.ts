@@ -44,7 +44,6 @@
  * if the fence is unsignaled, it is signaled with -EDEADLK and a warning (dma_fence_release), and the slot lives
  * on as a zombie until the last pending callback ran or was removed. Composite components are put at release.
  */
-import { threadId } from 'node:worker_threads';
 import { E } from '../uapi/errno.js';
 import { ktimeGetNs } from '../shm/clock.js';
 import {
@@ -54,7 +53,6 @@ import {
   F_SIGNALED,
   F_STUB,
   F_TIMESTAMP,
-  F_ZOMBIE,
   FenceTable,
   KIND_ARRAY,
   KIND_CHAIN,
@@ -376,34 +374,42 @@ export class FenceRuntime {
     if (this.dropRef(index)) this.releaseLoop(index);
   }
 
-  /** Returns true when this put made the slot ours to free. */
+  /**
+   * Drops one reference; returns true when it was the last and the slot is now ours to free.
+   *
+   * dma_fence_release's "released with pending signals" case (callbacks queued, fence unsignaled) is handled
+   * *before* the count reaches 0, while our reference still pins the slot: once it is 0, a worker whose callback
+   * runs could drop S_CB_PENDING to 0 and free the slot under us. The price: a get_rcu_safe racing with that last
+   * put may still get the fence (then signaled with -EDEADLK) instead of failing — only ever on this already-buggy
+   * path. The decrement is a compareExchange loop so the "is this the last one" test and the decrement agree.
+   */
   private dropRef(index: number): boolean {
     const i32 = this.i32;
     const b = this.table.base(index);
-    const old = Atomics.sub(i32, b + S_REFCOUNT, 1);
-    if (old > 1) return false;
-    if (old <= 0) {
-      Atomics.add(i32, b + S_REFCOUNT, 1);
-      bug(`dma_fence_put: refcount underflow on slot ${index}`);
-    }
+    const w = b + S_REFCOUNT;
     const gen = Atomics.load(i32, b + S_GEN);
-    if (index === this.table.stubIndex) {
-      Atomics.store(i32, b + S_REFCOUNT, 1);
-      bug('the global stub fence lost its last reference (one put too many)');
-    }
-    if (Atomics.load(i32, b + S_CB_PENDING) > 0) {
-      // dma_fence_release: callbacks still queued. The slot must outlive them (they run in their workers).
-      Atomics.or(i32, b + S_FLAGS, F_ZOMBIE);
-      if (Atomics.load(i32, b + S_SIGNAL) === 0) {
-        const f = this.wrap(index, gen);
-        warn(
-          `Fence ${f.driverName}:${f.timelineName}:${f.context.toString(16)}:${f.seqno.toString(16)} ` +
-            `released with pending signals!`,
-        );
-        Atomics.store(i32, b + S_ERROR, -E.EDEADLK);
-        signalInner(f, ktimeGetNs());
+    for (;;) {
+      const v = Atomics.load(i32, w);
+      if (v <= 0) bug(`dma_fence_put: refcount underflow on slot ${index}`);
+      if (v === 1) {
+        if (index === this.table.stubIndex) bug('the global stub fence lost its last reference (one put too many)');
+        if (Atomics.load(i32, b + S_CB_PENDING) > 0 && Atomics.load(i32, b + S_SIGNAL) === 0) {
+          const f = this.wrap(index, gen);
+          warn(
+            `Fence ${f.driverName}:${f.timelineName}:${f.context.toString(16)}:${f.seqno.toString(16)} ` +
+              `released with pending signals!`,
+          );
+          Atomics.store(i32, b + S_ERROR, -E.EDEADLK);
+          signalInner(f, ktimeGetNs());
+        }
+      }
+      if (Atomics.compareExchange(i32, w, v, v - 1) === v) {
+        if (v > 1) return false;
+        break;
       }
     }
+    // Refcount 0. With callbacks still queued in other workers the slot lives on (a "zombie": refcount 0,
+    // S_CB_PENDING > 0) until the last of them ran or was removed; cbDone() then frees it.
     return this.claim(index, gen);
   }
 
@@ -418,6 +424,10 @@ export class FenceRuntime {
 
   /** Frees a claimed slot and puts what it held, iteratively (a 4096-link chain must not recurse 4096 deep). */
   private releaseLoop(first: number): void {
+    if (((Atomics.load(this.i32, this.table.base(first) + S_FLAGS) >> KIND_SHIFT) & KIND_MASK) === KIND_PLAIN) {
+      this.table.freeSlot(first); // a plain fence holds nothing: the common case, without the worklist
+      return;
+    }
     const stack = [first];
     const puts: number[] = [];
     while (stack.length > 0) {
@@ -650,6 +660,7 @@ export class FenceRuntime {
       const mine = leaf !== owned;
       if (mine && !this.tryGet(leaf.index, leaf.gen)) return;
       try {
+        // Race-free as sleepOnLeaf: waitAsync resolves at once ("not-equal") if the signal already stored 1.
         await waitAsyncWord(this.i32, leaf.base + S_SIGNAL, 0, leftMs);
       } finally {
         if (mine) this.putIndex(leaf.index);
@@ -829,7 +840,7 @@ export function fenceToI64(f: DmaFence | null): bigint {
 export function dmaFenceFromHandle(h: FenceHandle, rt: FenceRuntime = fenceRuntime()): DmaFence {
   const b = rt.table.base(h.index);
   const ref = Atomics.load(rt.i32, b + S_REFCOUNT);
-  const zombie = (Atomics.load(rt.i32, b + S_FLAGS) & F_ZOMBIE) !== 0;
+  const zombie = ref === 0 && Atomics.load(rt.i32, b + S_CB_PENDING) > 0;
   if (Atomics.load(rt.i32, b + S_GEN) !== h.gen || (ref <= 0 && !zombie)) {
     throw new Error(`dmabuf-sim: stale fence handle ${h.index}.${h.gen}`);
   }
@@ -1051,7 +1062,7 @@ export function dmaFenceAddCallback(fence: DmaFence, cb: DmaFenceCb, func: DmaFe
 /**
  * dma_fence_remove_callback: true when `cb` was still pending on `fence` (it will never run); false when it was
  * not queued or the fence is signaled — then this worker's pending callbacks on the fence run now, so a false
- * return always means the callback has been called.
+ * return always means the callback has been called. As in the kernel, the caller holds a reference to `fence`.
  */
 export function dmaFenceRemoveCallback(fence: DmaFence, cb: DmaFenceCb): boolean {
   const rt = fence.rt;
@@ -1262,6 +1273,3 @@ export function dmaFenceDeadline(f: DmaFence): number | null {
 export function dmaFenceDescribe(f: DmaFence): string {
   return `${f.driverName} ${f.timelineName} seq ${f.seqno} ${dmaFenceIsSignaled(f) ? '' : 'un'}signalled\n`;
 }
-
-/** The worker thread id, for owner fields (0 = main thread). */
-export const currentThreadId = threadId;

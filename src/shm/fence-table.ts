@@ -34,7 +34,8 @@
  *   S_GEN         slot generation: +1 every time the slot is freed, so a handle (index, gen) of a released fence
  *                 never matches the slot's next occupant.
  *   S_FLAGS       F_* bits (Atomics.or) | kind << KIND_SHIFT
- *   S_REFCOUNT    kref; −1 while the slot is free or being freed (so get_unless_zero fails on it)
+ *   S_REFCOUNT    kref; −1 while the slot is free or being freed (so get_unless_zero fails on it). A fence at 0
+ *                 with S_CB_PENDING > 0 is a zombie: released, kept until its queued callbacks ran or were removed
  *   S_LINK        free-list next while free; first extension slot of an array; next extension of an extension
  *   S_ERROR       0 or −errno (set_error); arrays hold PENDING_ERROR (1) until they signal. Extension slots: count
  *   S_CB_PENDING  callbacks registered on this fence (in any worker) not yet run or removed
@@ -128,8 +129,6 @@ export const F_ENABLE_SIGNAL = 1 << 2;
 export const F_SEQNO64 = 1 << 3;
 export const F_SIGNAL_ON_ANY = 1 << 4;
 export const F_HAS_DEADLINE = 1 << 5;
-/** Released (refcount 0) while callbacks were pending: the slot lives on until the last one ran or was removed. */
-export const F_ZOMBIE = 1 << 6;
 /** A stub: the global one (slot 0) or a private one (dma_fence_allocate_private_stub). */
 export const F_STUB = 1 << 7;
 export const KIND_SHIFT = 8;
@@ -209,7 +208,7 @@ export function createFenceTable(opts: FenceTableOptions = {}): SharedArrayBuffe
     i32[b + S_LINK] = i + 1 < nslots ? i + 1 : -1;
   }
   // Free list: 1 → 2 → … → nslots − 1 (slot 0 is the stub), tag 0.
-  i64[H_FREE_HEAD_B / 8] = BigInt(nslots > 1 ? 1 : NIL);
+  i64[H_FREE_HEAD_B / 8] = BigInt(nslots > 1 ? 1 : NIL); // low word 0xffffffff (-1 as Int32) = empty
   const t = new FenceTable(sab, false);
   t.writeNames(NAME_ID_STUB, 'stub', 'stub');
   t.writeNames(NAME_ID_ARRAY, 'dma_fence_array', 'unbound');
@@ -333,14 +332,16 @@ export class FenceTable {
     const i32 = this.i32;
     const i64 = this.i64;
     const headW = H_FREE_HEAD_B / 8;
+    const lo = H_FREE_HEAD_B / 4;
     let index: number;
     for (;;) {
-      const h = Atomics.load(i64, headW);
-      const idx = Number(h & 0xffffffffn);
-      if (idx === NIL) this.full();
+      // The two halves are read separately (cheap Int32 loads); a torn pair just makes the 64-bit swap fail.
+      const idx = Atomics.load(i32, lo);
+      const tag = Atomics.load(i32, lo + 1);
+      if (idx === -1) this.full();
       const next = Atomics.load(i32, this.base(idx) + S_LINK);
-      const tag = (h >> 32n) + 1n;
-      const nh = BigInt.asIntN(64, ((tag & 0xffffffffn) << 32n) | BigInt(next < 0 ? NIL : next));
+      const h = (BigInt(tag) << 32n) | BigInt(idx >>> 0);
+      const nh = (BigInt((tag + 1) | 0) << 32n) | BigInt(next >>> 0);
       if (Atomics.compareExchange(i64, headW, h, nh) === h) {
         index = idx;
         break;
@@ -351,18 +352,19 @@ export class FenceTable {
       if (Atomics.compareExchange(i32, H_HIGH_WATER, hw, live) === hw) break;
     }
     const b = this.base(index);
-    const b64 = b >> 1;
+    // Words other workers may read racily (a stale handle's checks, interest bits) are stored atomically; the
+    // rest is ours alone until the caller publishes the refcount (a seq-cst store, ordering everything before it).
     Atomics.store(i32, b + S_SIGNAL, 0);
     Atomics.store(i32, b + S_FLAGS, kind << KIND_SHIFT);
-    Atomics.store(i32, b + S_LINK, -1);
-    Atomics.store(i32, b + S_ERROR, 0);
     Atomics.store(i32, b + S_CB_PENDING, 0);
     Atomics.store(i32, b + S_WAITERS, 0);
-    Atomics.store(i32, b + S_NAME_ID, 0);
-    Atomics.store(i32, b + S_NUM_FENCES, 0);
-    Atomics.store(i32, b + S_CREATOR, creator);
-    Atomics.store(i32, b + S_SERIAL, kind === KIND_EXT ? 0 : Atomics.add(i32, H_SERIAL, 1) + 1);
-    for (let w = 8; w < SLOT_BYTES / 8; w++) this.i64[b64 + w] = 0n;
+    i32[b + S_LINK] = -1;
+    i32[b + S_ERROR] = 0;
+    i32[b + S_NAME_ID] = 0;
+    i32[b + S_NUM_FENCES] = 0;
+    i32[b + S_CREATOR] = creator;
+    i32[b + S_SERIAL] = kind === KIND_EXT ? 0 : Atomics.add(i32, H_SERIAL, 1) + 1;
+    i32.fill(0, b + 16, b + SLOT_WORDS);
     return index;
   }
 
@@ -380,12 +382,13 @@ export class FenceTable {
     Atomics.sub(i32, H_LIVE, 1);
     const i64 = this.i64;
     const headW = H_FREE_HEAD_B / 8;
+    const lo = H_FREE_HEAD_B / 4;
     for (;;) {
-      const h = Atomics.load(i64, headW);
-      const top = Number(h & 0xffffffffn);
-      Atomics.store(i32, b + S_LINK, top === NIL ? -1 : top);
-      const tag = (h >> 32n) + 1n;
-      const nh = BigInt.asIntN(64, ((tag & 0xffffffffn) << 32n) | BigInt(index));
+      const top = Atomics.load(i32, lo);
+      const tag = Atomics.load(i32, lo + 1);
+      Atomics.store(i32, b + S_LINK, top);
+      const h = (BigInt(tag) << 32n) | BigInt(top >>> 0);
+      const nh = (BigInt((tag + 1) | 0) << 32n) | BigInt(index);
       if (Atomics.compareExchange(i64, headW, h, nh) === h) return;
     }
   }
@@ -524,7 +527,8 @@ export class FenceTable {
       const kind = (flags >> KIND_SHIFT) & KIND_MASK;
       if (kind === KIND_FREE || kind === KIND_EXT) continue;
       const refcount = Atomics.load(i32, b + S_REFCOUNT);
-      const zombie = (flags & F_ZOMBIE) !== 0;
+      // A zombie: released (refcount 0) while callbacks were queued; it lives until the last one ran or was removed.
+      const zombie = refcount === 0 && Atomics.load(i32, b + S_CB_PENDING) > 0;
       if (refcount <= 0 && !zombie) continue;
       const [driver, timeline] = this.names(Atomics.load(i32, b + S_NAME_ID));
       const b64 = b >> 1;

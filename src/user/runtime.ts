@@ -36,6 +36,8 @@ export interface RuntimeInit {
   readonly name: string;
   readonly channel: SharedArrayBuffer;
   readonly control: SharedArrayBuffer;
+  /** The machine's fence table (attach with attachFenceTable from src/kernel/fences.ts to use kernel fences). */
+  readonly fences?: SharedArrayBuffer;
   readonly port: MessagePort;
 }
 
@@ -49,8 +51,11 @@ export class Runtime {
   private readonly spin: AdaptiveSpin;
   /** regionId → SharedArrayBuffer, held while some mapping of this process uses it (broker-mirrored count). */
   readonly regions = new Map<number, SharedArrayBuffer>();
+  /** The machine's fence table, when the machine handed one over. */
+  readonly fences: SharedArrayBuffer | null;
 
   constructor(init: RuntimeInit) {
+    this.fences = init.fences ?? null;
     this.ch = new ChannelViews(init.channel);
     this.ctl = new Int32Array(init.control);
     this.pid = init.pid;

@@ -83,3 +83,24 @@ export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<bo
   await delay(ms);
   return done;
 }
+
+/** Heaps most tests boot with: the system heap and a 64 MiB carve-out. */
+export const TEST_HEAPS = { system: {}, reserved: { sizeBytes: 64 << 20 } } as const;
+
+/** Boots a machine that is shut down at the end of the test even when an assertion fails first. */
+export async function bootFor(t: ExecutionContext, heaps: BootOptions['heaps'] = TEST_HEAPS): Promise<Machine> {
+  const m = await Machine.boot({ heaps });
+  t.teardown(async () => {
+    await m.shutdown({ quiet: true }).catch(() => {});
+  });
+  return m;
+}
+
+/** Shuts `m` down and asserts the report is clean: no leak, no oops, no WARN. */
+export async function shutdownClean(t: ExecutionContext, m: Machine): Promise<void> {
+  const r = await m.shutdown();
+  t.deepEqual(r.leaks, [], 'no leaks');
+  t.deepEqual(r.oopses, [], 'no oopses');
+  t.deepEqual(r.warnings, [], 'no warnings');
+}
+
