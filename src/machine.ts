@@ -102,6 +102,7 @@ export class Machine {
     private readonly control: SharedArrayBuffer,
     /** The machine's fence table (src/shm/fence-table.ts): handed to every process and attachable by any worker. */
     readonly fences: SharedArrayBuffer,
+    private readonly recordStacks: boolean,
   ) {}
 
   static async boot(opts: BootOptions = {}): Promise<Machine> {
@@ -116,7 +117,7 @@ export class Machine {
       maxSpinners,
       recordStacks: opts.recordStacks ?? false,
     });
-    return new Machine(broker, kernel, control, await kernel.fenceTable());
+    return new Machine(broker, kernel, control, await kernel.fenceTable(), opts.recordStacks ?? false);
   }
 
   /** Starts a process running `module` (an ES module URL or path; compiled JavaScript). */
@@ -133,6 +134,7 @@ export class Machine {
       control: this.control,
       fences: this.fences,
       port: port2,
+      recordStacks: this.recordStacks,
       module: url,
       args: opts.args ?? null,
     };

@@ -17,6 +17,7 @@ import {
   RFLAGS,
   RF_PORT_MSG,
   SEQ,
+  STACK_LEN,
   STATE,
   ST_REPLY,
   ST_REQUEST,
@@ -133,6 +134,7 @@ export class SyscallEntry {
     t.currentCall = SYS_NAMES[op] ?? `sys${op}`;
     const k = this.k;
     k.current = t;
+    k.currentStack = k.options.recordStacks ? readStack(t) : undefined;
     try {
       const h = this.handlers[op];
       if (!h) throw new KernelError(E.ENOSYS);
@@ -216,6 +218,12 @@ export class SyscallEntry {
       this.finish(t, -1, err);
     }
   }
+}
+
+/** The caller's stack the process put in its channel (recordStacks machines only). */
+function readStack(t: Task): string | undefined {
+  const n = t.channel.i32[STACK_LEN]!;
+  return n > 0 ? Buffer.from(t.channel.stack.subarray(0, n)).toString('utf8') : undefined;
 }
 
 /** How long the broker keeps spinning after its last request before it sleeps on the doorbell. */

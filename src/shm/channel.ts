@@ -13,6 +13,8 @@
  *   64  f64 ARGS[8]     numeric arguments (f64 so 53-bit offsets and sizes are exact)
  *   128 f64 RES[8]      numeric results; RES[0] is the syscall's return value
  *   256 u8  DATA[64 KiB]
+ *   256+64K u8 STACK[4 KiB] the caller's JavaScript stack (UTF-8), written only when the machine records stacks;
+ *               STACK_LEN (i32 word 7) is its length, 0 when absent
  *
  * Ordering: the process writes OP/ARGS/DATA with plain stores, then `Atomics.store(STATE, REQUEST)`; the broker
  * reads STATE with `Atomics.load` before reading anything else. Atomics are sequentially consistent, so the plain
@@ -27,6 +29,7 @@ export const ERRNO = 3;
 export const IN_LEN = 4;
 export const OUT_LEN = 5;
 export const RFLAGS = 6;
+export const STACK_LEN = 7;
 
 export const ST_IDLE = 0;
 export const ST_REQUEST = 1;
@@ -40,7 +43,9 @@ export const RES_OFFSET = 128;
 export const NRES = 8;
 export const DATA_OFFSET = 256;
 export const DATA_SIZE = 64 * 1024;
-export const CHANNEL_BYTES = DATA_OFFSET + DATA_SIZE;
+export const STACK_OFFSET = DATA_OFFSET + DATA_SIZE;
+export const STACK_SIZE = 4096;
+export const CHANNEL_BYTES = STACK_OFFSET + STACK_SIZE;
 
 /** Syscall numbers of the model's ABI (not Linux's: the broker is not an x86 kernel). */
 export const SYS = {
@@ -81,12 +86,14 @@ export class ChannelViews {
   readonly res: Float64Array;
   readonly data: Uint8Array;
   readonly dataView: DataView;
+  readonly stack: Uint8Array;
   constructor(readonly sab: SharedArrayBuffer) {
     this.i32 = new Int32Array(sab, 0, ARGS_OFFSET / 4);
     this.args = new Float64Array(sab, ARGS_OFFSET, NARGS);
     this.res = new Float64Array(sab, RES_OFFSET, NRES);
     this.data = new Uint8Array(sab, DATA_OFFSET, DATA_SIZE);
     this.dataView = new DataView(sab, DATA_OFFSET, DATA_SIZE);
+    this.stack = new Uint8Array(sab, STACK_OFFSET, STACK_SIZE);
   }
 }
 

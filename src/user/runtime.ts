@@ -16,6 +16,7 @@ import {
   RFLAGS,
   RF_PORT_MSG,
   SEQ,
+  STACK_LEN,
   STATE,
   ST_IDLE,
   ST_REPLY,
@@ -24,6 +25,10 @@ import {
 } from '../shm/channel.js';
 import { ringDoorbell, SHUTDOWN } from '../shm/control.js';
 import { AdaptiveSpin } from '../shm/spin.js';
+
+const enc = new TextEncoder();
+/** Stack frames of the simulator's own plumbing (C library, worker entry, comlink, Node internals). */
+const INFRA_FRAME = /[/\\]src[/\\]user[/\\][^/\\]+\.[jt]s|[/\\]workers[/\\]process\.[jt]s|comlink|[/\\]src[/\\]control[/\\]|node:internal/;
 
 interface RegionMessage {
   readonly seq: number;
@@ -39,6 +44,8 @@ export interface RuntimeInit {
   /** The machine's fence table (attach with attachFenceTable from src/kernel/fences.ts to use kernel fences). */
   readonly fences?: SharedArrayBuffer;
   readonly port: MessagePort;
+  /** Send the caller's stack with every syscall, for leak reports (Machine.boot({ recordStacks: true })). */
+  readonly recordStacks?: boolean;
 }
 
 export class Runtime {
@@ -54,7 +61,10 @@ export class Runtime {
   /** The machine's fence table, when the machine handed one over. */
   readonly fences: SharedArrayBuffer | null;
 
+  private readonly recordStacks: boolean;
+
   constructor(init: RuntimeInit) {
+    this.recordStacks = init.recordStacks ?? false;
     this.fences = init.fences ?? null;
     this.ch = new ChannelViews(init.channel);
     this.ctl = new Int32Array(init.control);
@@ -85,6 +95,7 @@ export class Runtime {
       i32[IN_LEN] = input.length;
     } else i32[IN_LEN] = 0;
     i32[OP] = op;
+    if (this.recordStacks) this.writeStack();
     const seq = ++this.seq;
     i32[SEQ] = seq;
     // Publishes everything above (seq-cst store), then wakes the broker if it sleeps.
@@ -96,6 +107,19 @@ export class Runtime {
     const err = i32[ERRNO]!;
     if (err) throw new SyscallError(err, name ?? SYS_NAMES[op] ?? 'syscall');
     return ch.res[0]!;
+  }
+
+  /**
+   * Copies the caller's stack into the channel's STACK area, minus the frames of this C library, so the first
+   * frame is the user code that made the call (the kernel stamps it on objects the call creates).
+   */
+  private writeStack(): void {
+    const frames = (new Error().stack ?? '').split('\n').slice(1);
+    const user = frames.filter((f) => !INFRA_FRAME.test(f));
+    const text = enc.encode(user.map((f) => f.trim()).join('\n'));
+    const n = Math.min(text.length, this.ch.stack.length);
+    this.ch.stack.set(text.subarray(0, n));
+    this.ch.i32[STACK_LEN] = n;
   }
 
   /**
