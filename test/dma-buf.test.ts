@@ -109,8 +109,8 @@ test.serial('unknown and size-mismatched ioctls are ENOTTY', async (t) => {
     ["_IOR('b', 0, 8)", _IOR('b', 0, 8)],
     ["_IOW('c', 0, 8): another type", _IOW('c', 0, 8)],
     ["_IOW('b', 1, 2): SET_NAME with a bad size", _IOW('b', 1, 2)],
-    ['DMA_BUF_IOCTL_EXPORT_SYNC_FILE (until the fences issue)', uapi.DMA_BUF_IOCTL_EXPORT_SYNC_FILE],
-    ['DMA_BUF_IOCTL_IMPORT_SYNC_FILE (until the fences issue)', uapi.DMA_BUF_IOCTL_IMPORT_SYNC_FILE],
+    ["_IOW('b', 2, 8): EXPORT_SYNC_FILE with the wrong direction", _IOW('b', 2, 8)],
+    ["_IOWR('b', 3, 8): IMPORT_SYNC_FILE with the wrong direction", _IOWR('b', 3, 8)],
     ['DMA_HEAP_IOCTL_ALLOC on a dma-buf', uapi.DMA_HEAP_IOCTL_ALLOC],
   ];
   for (const [what, cmd] of cases) t.deepEqual(await p.call('ioctlRaw', fd, cmd, eight), err('ENOTTY'), what);

@@ -94,6 +94,8 @@ export function mntIdOf(f: File): number {
     case 'null':
     case 'dma_heap':
       return MNT_ID.devtmpfs;
+    case 'sw_sync':
+      return f.ops.dname(f).startsWith('/dev/') ? MNT_ID.devtmpfs : MNT_ID.debugfs;
     default:
       return MNT_ID.anon_inode;
   }

@@ -4,16 +4,32 @@
  * shutdown report. Runs on the broker thread, between hot-loop slices.
  */
 import type { MessagePort } from 'node:worker_threads';
+import { KernelError } from '../errors.js';
+import { DMA_TO_DEVICE } from '../uapi/dma-buf.js';
 import { E } from '../uapi/errno.js';
 import { AF_UNIX, O_CLOEXEC, O_LARGEFILE, O_RDWR, SOCK_TYPE_MASK } from '../uapi/posix.js';
 import { createChannel } from '../shm/channel.js';
 import { createControl, SHUTDOWN } from '../shm/control.js';
 import { afUnixOf, socketpairFlags } from './af-unix.js';
 import { registerCharDevices } from './chrdev.js';
-import { attachFenceTable, createFenceTable, liveFences } from './fences.js';
+import { attachFenceTable, createFenceTable, dmaFenceFromHandle, liveFences, type FenceHandle } from './fences.js';
 import { ServeLoop, SyscallEntry, type Oops } from './entry.js';
 import { registerFsSyscalls } from './fs.js';
-import { dmaBufList, dmaBufSnapshot, type DmaBufSnapshot } from './dma-buf.js';
+import {
+  dmaBufAttach,
+  dmaBufBeginCpuAccessAsync,
+  dmaBufDetach,
+  dmaBufEndCpuAccess,
+  dmaBufGet,
+  dmaBufList,
+  dmaBufMapAttachmentAsync,
+  dmaBufPut,
+  dmaBufUnmapAttachment,
+  dmaBufSnapshot,
+  type DmaBufSnapshot,
+  type DmaDataDirection,
+} from './dma-buf.js';
+import { dmaResvAddFence, dmaResvLock, dmaResvReserveFences, dmaResvUnlock, type DmaResvUsage } from './dma-resv.js';
 import { dmaHeapList, type DmaHeapInfo } from './dma-heap.js';
 import { Kernel, type KernelWarning } from './kernel.js';
 import type { LeakReport } from './leaks.js';
@@ -177,6 +193,79 @@ export class KernelControl {
         throw e;
       }
     });
+  }
+
+  // ---- test / driver hooks for implicit fences (no uAPI reaches these) ------------------------------------------
+
+  /**
+   * TEST/DRIVER HOOK: dma_resv_add_fence(fence, usage) on the buffer behind `fd` of process `pid` — what a driver
+   * does once it has queued work on the buffer (lock, reserve one slot, add, unlock). `fence` is a handle into the
+   * machine's fence table, made by any worker (a process, the test's main thread): the caller keeps the reference
+   * it holds (and puts it when done); the reservation object takes its own. `usage`: 0 KERNEL, 1 WRITE, 2 READ,
+   * 3 BOOKKEEP — the only way to add KERNEL and BOOKKEEP fences, which no ioctl adds. Errors as dma_buf_get
+   * (EBADF; EINVAL for an fd that is not a dma-buf), EINVAL for a bad usage; a stale handle throws.
+   */
+  testDmaBufAddFence(pid: number, fd: number, fence: FenceHandle, usage: number): void {
+    this.asTask(pid, 'testDmaBufAddFence', (k, t) => {
+      if (!(usage === 0 || usage === 1 || usage === 2 || usage === 3)) throw new KernelError(E.EINVAL, `usage ${usage}`);
+      const f = dmaFenceFromHandle(fence);
+      const buf = dmaBufGet(k, t, fd);
+      try {
+        dmaResvLock(buf.resv);
+        try {
+          const r = dmaResvReserveFences(buf.resv, 1);
+          if (r) throw new KernelError(-r);
+          dmaResvAddFence(buf.resv, f, usage as DmaResvUsage);
+        } finally {
+          dmaResvUnlock(buf.resv);
+        }
+      } finally {
+        dmaBufPut(k, buf);
+      }
+    });
+  }
+
+  /**
+   * TEST/DRIVER HOOK: an in-broker kernel caller doing CPU access to the buffer behind `fd` of process `pid` the
+   * event-loop way (fence-wait.ts): dma_buf_get, dmaBufBeginCpuAccessAsync(dir) — resolved once the implicit
+   * fences it needs have signaled, while the broker keeps serving syscalls — then dma_buf_end_cpu_access and
+   * dma_buf_put. `dir` is a dma_data_direction (0 BIDIRECTIONAL, 1 TO_DEVICE = CPU write, 2 FROM_DEVICE = read).
+   */
+  async testDmaBufCpuAccessAsync(pid: number, fd: number, dir: number): Promise<void> {
+    if (!(dir === 0 || dir === 1 || dir === 2)) throw new KernelError(E.EINVAL, `direction ${dir}`);
+    const d = dir as DmaDataDirection;
+    const buf = this.asTask(pid, 'testDmaBufCpuAccessAsync', (k, t) => dmaBufGet(k, t, fd));
+    const k = this.kernel;
+    try {
+      await dmaBufBeginCpuAccessAsync(k, buf, d);
+      dmaBufEndCpuAccess(k, buf, d);
+    } finally {
+      dmaBufPut(k, buf);
+      this.loop!.kick();
+    }
+  }
+
+  /**
+   * TEST/DRIVER HOOK: a static importer (device `devName`) attaching to the buffer behind `fd` of process `pid`
+   * and mapping it the event-loop way: dmaBufMapAttachmentAsync waits for the KERNEL fences (the exporter's moves
+   * and clears) without blocking the broker. Then unmap, detach, put. Resolves with the mapped length in bytes.
+   */
+  async testDmaBufMapAsync(pid: number, fd: number, devName: string): Promise<number> {
+    const buf = this.asTask(pid, 'testDmaBufMapAsync', (k, t) => dmaBufGet(k, t, fd));
+    const k = this.kernel;
+    try {
+      const att = dmaBufAttach(k, buf, { name: devName });
+      try {
+        const sgt = await dmaBufMapAttachmentAsync(k, att, DMA_TO_DEVICE);
+        dmaBufUnmapAttachment(k, att, sgt, DMA_TO_DEVICE);
+        return sgt.length;
+      } finally {
+        dmaBufDetach(k, buf, att);
+      }
+    } finally {
+      dmaBufPut(k, buf);
+      this.loop!.kick();
+    }
   }
 
   /** The heaps under /dev/dma_heap (what a listing of the directory shows), with their usage. */

@@ -1,7 +1,7 @@
 /**
  * In-kernel self-tests of the dma-buf exporter/importer API (export checks, fd/get/put, attach/map caching,
- * dynamic importers, CPU access, vmap counting and its BUGs) and of the heaps' dma-buf ops, run with
- * KernelControl.selftest(name). A mock exporter counts every op the core calls.
+ * dynamic importers, CPU access, vmap counting and its BUGs, the reservation object and its implicit fences) and
+ * of the heaps' dma-buf ops, run with KernelControl.selftest(name). A mock exporter counts every op the core calls.
  */
 import { KernelError } from '../errors.js';
 import {
@@ -10,7 +10,7 @@ import {
   DMA_TO_DEVICE,
 } from '../uapi/dma-buf.js';
 import { E } from '../uapi/errno.js';
-import { O_APPEND, O_CLOEXEC, O_NONBLOCK, O_RDWR, PAGE_SIZE } from '../uapi/posix.js';
+import { O_APPEND, O_CLOEXEC, O_NONBLOCK, O_RDWR, PAGE_SIZE, POLLIN, POLLOUT } from '../uapi/posix.js';
 import {
   IoMem,
   IosysMap,
@@ -21,6 +21,7 @@ import {
   dmaBufDetach,
   dmaBufDynamicAttach,
   dmaBufEndCpuAccess,
+  dmaBufFops,
   dmaBufExport,
   dmaBufFd,
   dmaBufGet,
@@ -37,8 +38,31 @@ import {
   type DmaBufOps,
 } from './dma-buf.js';
 import { dmaHeapFind } from './dma-heap.js';
+import {
+  DMA_RESV_USAGE_BOOKKEEP,
+  DMA_RESV_USAGE_KERNEL,
+  DMA_RESV_USAGE_READ,
+  DMA_RESV_USAGE_WRITE,
+  type DmaResv,
+  type DmaResvUsage,
+  dmaResvAddFence,
+  dmaResvEntries,
+  dmaResvFini,
+  dmaResvInit,
+  dmaResvLock,
+  dmaResvReserveFences,
+  dmaResvUnlock,
+} from './dma-resv.js';
+import {
+  type DmaFence,
+  dmaFenceContextAlloc,
+  dmaFenceInit,
+  dmaFencePut,
+  dmaFenceRemoveCallback,
+  dmaFenceSignal,
+} from './dma-fence.js';
 import { dmabufDump } from './dmabuf-dump.js';
-import { FMODE_LSEEK, FMODE_READ, FMODE_WRITE } from './file.js';
+import { FMODE_LSEEK, FMODE_READ, FMODE_WRITE, type PollTable } from './file.js';
 import type { HeapBuffer } from './heaps/heap-helpers.js';
 import type { Kernel } from './kernel.js';
 import type { ShmRegion } from './mm.js';
@@ -94,11 +118,45 @@ function mockOps(extra: Partial<DmaBufOps<MockPriv>> = {}): DmaBufOps<MockPriv> 
   };
 }
 
-function mockExport(k: Kernel, ops: DmaBufOps<MockPriv> = mockOps(), size = 4 * PAGE_SIZE, flags = O_RDWR): DmaBuf<MockPriv> {
+function mockExport(
+  k: Kernel,
+  ops: DmaBufOps<MockPriv> = mockOps(),
+  size = 4 * PAGE_SIZE,
+  flags = O_RDWR,
+  resv?: DmaResv,
+): DmaBuf<MockPriv> {
   const region = k.newRegion(new SharedArrayBuffer(size), 0, size);
   const priv: MockPriv = { region, calls: [], vmapFails: false, iomem: false };
-  return dmaBufExport(k, { ops, size, flags, priv, expName: 'mock_exporter' });
+  return dmaBufExport(k, { ops, size, flags, priv, expName: 'mock_exporter', ...(resv ? { resv } : {}) });
 }
+
+// ---- implicit fences (st-dma-resv style, on dma-bufs) ----------------------------------------------------------
+
+const selftestFenceOps = { driverName: 'selftest', timelineName: 'mock' };
+
+/** A new unsignaled fence on its own context; signalled (if needed) and put at the end of the test. */
+function mockFence(ctx: SelftestContext, seqno = 1): DmaFence {
+  const f = dmaFenceInit(selftestFenceOps, dmaFenceContextAlloc(1), seqno);
+  ctx.defer(() => {
+    dmaFenceSignal(f);
+    dmaFencePut(f);
+  });
+  return f;
+}
+
+/** What a driver does after queueing work: lock, reserve, add (the resv takes its own reference), unlock. */
+function addFence(resv: DmaResv, f: DmaFence, usage: DmaResvUsage): void {
+  dmaResvLock(resv);
+  try {
+    if (dmaResvReserveFences(resv, 1)) throw new Error('dma_resv_reserve_fences failed');
+    dmaResvAddFence(resv, f, usage);
+  } finally {
+    dmaResvUnlock(resv);
+  }
+}
+
+/** A poll table asking for `events` (poll(2)'s _key), registering nowhere. */
+const pollFor = (events: number): PollTable => ({ wait: () => {}, key: events });
 
 /** Puts `buf` at the end of the test unless the test already did. */
 function putLater(k: Kernel, ctx: SelftestContext, buf: DmaBuf): void {
@@ -432,7 +490,160 @@ function dumpKernelHeld(k: Kernel, ctx: SelftestContext): void {
   ctx.output(dmabufDump(k));
 }
 
+/**
+ * Every buffer has a reservation object: its own (finalised at release, putting every fence) or the exporter's
+ * (exp_info->resv: shared, left alone at release). bufinfo shows the fences of usage ≤ READ.
+ */
+function resvLifetime(k: Kernel, ctx: SelftestContext): void {
+  const a = mockExport(k);
+  putLater(k, ctx, a);
+  const b = mockExport(k);
+  putLater(k, ctx, b);
+  ctx.expect(a.resv !== b.resv && a.resvOwned && b.resvOwned, 'each buffer gets its own resv');
+  const f = mockFence(ctx);
+  addFence(a.resv, f, DMA_RESV_USAGE_WRITE);
+  addFence(b.resv, f, DMA_RESV_USAGE_BOOKKEEP);
+  ctx.expect(f.refcount === 3, `both resvs hold a reference (refcount ${f.refcount})`);
+  const show = dmaBufDebugShow(k);
+  ctx.expect(show.includes('\tmock_exporter\t'), 'bufinfo lists the buffers');
+  ctx.expect(show.split('\twrite fence:selftest mock seq 1 unsignalled\n').length === 2, 'the WRITE fence is printed once');
+  ctx.expect(!show.includes('bookkeep'), 'BOOKKEEP is never printed');
+  dmaBufPut(k, a);
+  ctx.expect(f.refcount === 2, 'release finalised the own resv: its reference put');
+
+  const shared = dmaResvInit();
+  ctx.defer(() => dmaResvFini(shared));
+  const c = mockExport(k, mockOps(), PAGE_SIZE, O_RDWR, shared);
+  const d = mockExport(k, mockOps(), PAGE_SIZE, O_RDWR, shared);
+  putLater(k, ctx, d);
+  ctx.expect(c.resv === shared && d.resv === shared && !c.resvOwned, 'exp_info->resv is used as given');
+  addFence(shared, f, DMA_RESV_USAGE_READ);
+  dmaBufPut(k, c);
+  ctx.expect(dmaResvEntries(shared).length === 1 && f.refcount === 3, 'the exporter’s resv is not finalised at release');
+}
+
+/**
+ * dma_buf_begin_cpu_access in atomic context: the exporter's hook runs, then with fences it would have to sleep
+ * on it fails with EAGAIN (the broker cannot sleep); usage_rw decides which fences count.
+ */
+function cpuAccessFences(k: Kernel, ctx: SelftestContext): void {
+  const buf = mockExport(k);
+  putLater(k, ctx, buf);
+  const calls = buf.priv.calls;
+  addFence(buf.resv, mockFence(ctx), DMA_RESV_USAGE_BOOKKEEP);
+  dmaBufBeginCpuAccess(k, buf, DMA_BIDIRECTIONAL); // BOOKKEEP fences never block CPU access
+  const rd = mockFence(ctx);
+  addFence(buf.resv, rd, DMA_RESV_USAGE_READ);
+  dmaBufBeginCpuAccess(k, buf, DMA_FROM_DEVICE);
+  calls.length = 0;
+  ctx.expectErrno(E.EAGAIN, () => dmaBufBeginCpuAccess(k, buf, DMA_TO_DEVICE), 'a CPU write would wait for a READ fence');
+  ctx.expectErrno(E.EAGAIN, () => dmaBufBeginCpuAccess(k, buf, DMA_BIDIRECTIONAL), 'so would read/write');
+  ctx.expect(calls.join(',') === `begin:${DMA_TO_DEVICE},begin:${DMA_BIDIRECTIONAL}`, 'the exporter’s begin_cpu_access ran first');
+  dmaFenceSignal(rd);
+  dmaBufBeginCpuAccess(k, buf, DMA_TO_DEVICE);
+  const wr = mockFence(ctx);
+  addFence(buf.resv, wr, DMA_RESV_USAGE_WRITE);
+  ctx.expectErrno(E.EAGAIN, () => dmaBufBeginCpuAccess(k, buf, DMA_FROM_DEVICE), 'a CPU read would wait for a WRITE fence');
+  dmaFenceSignal(wr);
+  const kf = mockFence(ctx);
+  addFence(buf.resv, kf, DMA_RESV_USAGE_KERNEL);
+  ctx.expectErrno(E.EAGAIN, () => dmaBufBeginCpuAccess(k, buf, DMA_FROM_DEVICE), 'and for a KERNEL fence');
+  dmaFenceSignal(kf);
+  dmaBufBeginCpuAccess(k, buf, DMA_FROM_DEVICE);
+  const failing = mockExport(k, mockOps({ beginCpuAccess: () => { throw new KernelError(E.EIO); } }));
+  putLater(k, ctx, failing);
+  addFence(failing.resv, mockFence(ctx), DMA_RESV_USAGE_WRITE);
+  ctx.expectErrno(E.EIO, () => dmaBufBeginCpuAccess(k, failing, DMA_FROM_DEVICE), 'the exporter’s error comes first');
+}
+
+/**
+ * __map_dma_buf: a static importer's mapping waits for KERNEL fences (EAGAIN in atomic context, the exporter's
+ * mapping undone); WRITE/READ fences do not matter to it; a dynamic importer never waits in the core.
+ */
+function mapKernelFences(k: Kernel, ctx: SelftestContext): void {
+  const buf = mockExport(k);
+  putLater(k, ctx, buf);
+  const p = buf.priv;
+  addFence(buf.resv, mockFence(ctx), DMA_RESV_USAGE_WRITE);
+  const st = dmaBufAttach(k, buf, { name: 'static' });
+  ctx.defer(() => dmaBufDetach(k, buf, st));
+  // A WRITE fence does not hold up a static importer's map.
+  const s1 = dmaBufMapAttachment(k, st, DMA_TO_DEVICE);
+  dmaBufUnmapAttachment(k, st, s1, DMA_TO_DEVICE);
+  const kf = mockFence(ctx);
+  addFence(buf.resv, kf, DMA_RESV_USAGE_KERNEL);
+  p.calls.length = 0;
+  ctx.expectErrno(E.EAGAIN, () => dmaBufMapAttachment(k, st, DMA_TO_DEVICE), 'a KERNEL fence: the map would wait');
+  ctx.expect(p.calls.join(',') === `map:${DMA_TO_DEVICE},unmap:${DMA_TO_DEVICE}`, `the exporter’s mapping was undone (${p.calls.join(',')})`);
+  const dyn = dmaBufDynamicAttach(k, buf, { name: 'dynamic' }, { moveNotify: () => {} });
+  ctx.defer(() => dmaBufDetach(k, buf, dyn));
+  // A dynamic importer maps without the core waiting (it syncs to the fences itself).
+  const sd = dmaBufMapAttachment(k, dyn, DMA_FROM_DEVICE);
+  dmaBufUnmapAttachment(k, dyn, sd, DMA_FROM_DEVICE);
+
+  // Static importer on a dynamic exporter: the attach-time mapping waits too; a failed attach leaves nothing.
+  const dbuf = mockExport(k, mockOps({ pin: (att) => void att.dmabuf.priv.calls.push('pin'), unpin: (att) => void att.dmabuf.priv.calls.push('unpin') }));
+  putLater(k, ctx, dbuf);
+  addFence(dbuf.resv, kf, DMA_RESV_USAGE_KERNEL);
+  ctx.expectErrno(E.EAGAIN, () => dmaBufAttach(k, dbuf, { name: 'static' }), 'attach of a static importer to a dynamic exporter');
+  ctx.expect(dbuf.attachments.length === 0 && dbuf.priv.calls.join(',') === `attach,pin,map:${DMA_BIDIRECTIONAL},unmap:${DMA_BIDIRECTIONAL},unpin,detach`,
+    `failed attach undone (${dbuf.priv.calls.join(',')})`);
+  dmaFenceSignal(kf);
+  const s2 = dmaBufMapAttachment(k, st, DMA_TO_DEVICE); // signaled: the map goes through
+  ctx.expect(p.calls.at(-1) === `map:${DMA_TO_DEVICE}`, 'mapped after the signal');
+  dmaBufUnmapAttachment(k, st, s2, DMA_TO_DEVICE);
+}
+
+/**
+ * dma_buf_poll's callback slots from the kernel side: a slot armed on the first unsignaled fence takes a file
+ * reference; a busy slot reports not ready; the broker's own signal runs the callback synchronously, which frees
+ * the slot and puts the reference.
+ */
+function pollSlots(k: Kernel, ctx: SelftestContext): void {
+  const buf = mockExport(k);
+  putLater(k, ctx, buf);
+  const poll = (ev: number): number => dmaBufFops.poll!(buf.file, pollFor(ev));
+  ctx.expect(poll(POLLIN | POLLOUT) === (POLLIN | POLLOUT), 'no fences: ready both ways');
+  ctx.expect(poll(0) === 0, 'nothing asked, nothing reported');
+  const rd = mockFence(ctx);
+  addFence(buf.resv, rd, DMA_RESV_USAGE_READ);
+  ctx.expect(poll(POLLIN | POLLOUT) === POLLIN, 'a READ fence holds up EPOLLOUT only');
+  ctx.expect(buf.cbOut.active === POLLOUT && buf.cbIn.active === 0 && buf.file.count === 2, 'the armed slot holds a reference');
+  ctx.expect(poll(POLLOUT) === 0, 'busy slot: not ready');
+  ctx.expect(buf.file.count === 2, 'a busy slot takes no second reference');
+  dmaFenceSignal(rd);
+  ctx.expect(buf.cbOut.active === 0 && buf.file.count === 1, 'the signal ran the callback: slot free, reference put');
+  ctx.expect(poll(POLLOUT) === POLLOUT, 'ready');
+  ctx.expect(buf.file.count === 1, 'an immediately ready poll keeps no reference');
+}
+
+/**
+ * Deliberately BUG()s: the release of a buffer whose poll slot is still active (a reference imbalance — here
+ * forged by putting the slot's reference). The runner records the oops; the cleanup undoes the imbalance and
+ * finishes the release.
+ */
+function releasePollActiveBug(k: Kernel, ctx: SelftestContext): void {
+  const buf = mockExport(k);
+  const f = mockFence(ctx);
+  addFence(buf.resv, f, DMA_RESV_USAGE_WRITE);
+  ctx.expect(dmaBufFops.poll!(buf.file, pollFor(POLLIN)) === 0, 'slot armed');
+  ctx.defer(() => {
+    // Disarm as the callback would have (without the fput it owes), then let the release finish.
+    if (dmaFenceRemoveCallback(f, buf.cbIn.cb)) dmaFencePut(f);
+    buf.cbIn.active = 0;
+    dmaBufFops.release!(buf.file);
+  });
+  k.fput(buf.file); // the slot's reference, stolen
+  dmaBufPut(k, buf); // the last one: dma_buf_release finds cb_in active → BUG
+  ctx.expect(false, 'release with an active poll callback returned');
+}
+
 export function registerDmaBufSelftests(k: Kernel): void {
+  registerSelftest(k, 'dma_buf_resv_lifetime', resvLifetime);
+  registerSelftest(k, 'dma_buf_cpu_access_fences', cpuAccessFences);
+  registerSelftest(k, 'dma_buf_map_kernel_fences', mapKernelFences);
+  registerSelftest(k, 'dma_buf_poll_slots', pollSlots);
+  registerSelftest(k, 'dma_buf_release_poll_active_bug', releasePollActiveBug);
   registerSelftest(k, 'dma_buf_export_checks', exportChecks);
   registerSelftest(k, 'dma_buf_fd_get_put', fdGetPut);
   registerSelftest(k, 'dma_buf_attach_map_cached', attachMapCached);

@@ -3,12 +3,21 @@
  * API (export, fd, get/put, attach/detach, map/unmap, CPU access, vmap) and the debugfs `dma_buf/bufinfo` view.
  *
  * Locking: everything here runs on the broker thread, one syscall or control call at a time, so db_list.lock,
- * dmabuf->lock, name_lock and the resv lock of the C code are implicit. Buffer pages are ShmRegions
- * (SharedArrayBuffers) that processes touch directly through their mappings; nothing here reads them.
+ * dmabuf->lock and name_lock of the C code are implicit. The reservation object (`buf.resv`, dma-resv.ts) has a
+ * real lock word; it is taken where the C code takes it (poll, sync_file import, bufinfo) and never held across an
+ * await or a parked syscall. Buffer pages are ShmRegions (SharedArrayBuffers) that processes touch directly
+ * through their mappings; nothing here reads them.
  *
  * Lifetimes: a dma_buf lives exactly as long as its file. Every reference is a file reference (kernel.fget/fput):
- * fds, mappings, dma_buf_get() holders, and later pending poll callbacks. The last fput leaves the global list and
- * runs the exporter's release. Attachments take no file reference.
+ * fds, mappings, dma_buf_get() holders, and pending poll callbacks (one per direction, taken when armed, put when
+ * the fence callback fires). The last fput leaves the global list and runs the exporter's release; the buffer's
+ * own reservation object is finalised then, putting every fence it still holds. Attachments take no file
+ * reference.
+ *
+ * Implicit synchronisation (the fences on `buf.resv`): poll() and DMA_BUF_IOCTL_SYNC START wait for them without
+ * ever blocking the broker — poll through fence callbacks that wake `buf.poll`, SYNC by parking the syscall
+ * (fence-wait.ts explains the three ways kernel code in the broker may wait). EXPORT/IMPORT_SYNC_FILE move them
+ * to and from sync_file fds.
  *
  * The seam for exporters that live in other workers: an exporter is nothing but a DmaBufOps object. The core
  * calls it synchronously on the broker thread; a driver living in another worker will plug in through an adapter
@@ -32,15 +41,54 @@ import {
   DMA_FROM_DEVICE,
   DMA_NONE,
   DMA_TO_DEVICE,
+  dma_buf_export_sync_file,
+  dma_buf_import_sync_file,
 } from '../uapi/dma-buf.js';
 import { E } from '../uapi/errno.js';
-import { O_ACCMODE, O_CLOEXEC, O_NONBLOCK, PAGE_SHIFT, PAGE_SIZE, POLLIN, POLLOUT, SEEK_END, SEEK_SET } from '../uapi/posix.js';
-import { FMODE_LSEEK, fmodeFromFlags, type File, type FileOperations, type PollTable } from './file.js';
+import { FenceTableFullError } from '../shm/fence-table.js';
+import { O_ACCMODE, O_CLOEXEC, O_NONBLOCK, PAGE_SHIFT, PAGE_SIZE, POLLERR, POLLIN, POLLOUT, SEEK_END, SEEK_SET } from '../uapi/posix.js';
+import {
+  DmaFenceCb,
+  type DmaFence,
+  dmaFenceAddCallback,
+  dmaFenceGet,
+  dmaFenceGetStub,
+  dmaFenceIsSignaled,
+  dmaFencePut,
+  MAX_SCHEDULE_TIMEOUT,
+} from './dma-fence.js';
+import { dmaFenceUnwrapForEach } from './dma-fence-unwrap.js';
+import {
+  DMA_RESV_USAGE_KERNEL,
+  DMA_RESV_USAGE_NAMES,
+  DMA_RESV_USAGE_READ,
+  DMA_RESV_USAGE_WRITE,
+  DmaResv,
+  DmaResvIter,
+  type DmaResvUsage,
+  dmaResvAddFence,
+  dmaResvDescribe,
+  dmaResvEntries,
+  dmaResvFini,
+  dmaResvForEachFence,
+  dmaResvGetSingleton,
+  dmaResvInit,
+  dmaResvLock,
+  dmaResvLockInterruptible,
+  dmaResvReserveFences,
+  dmaResvTestSignaled,
+  dmaResvUnlock,
+  dmaResvUsageRw,
+  dmaResvWaitAsync,
+} from './dma-resv.js';
+import { dmaResvWaitSyscall } from './fence-wait.js';
+import { syncFileCreate, syncFileGetFence } from './sync-file.js';
+import { FMODE_LSEEK, fmodeFromFlags, pollRequestedEvents, type File, type FileOperations, type PollTable } from './file.js';
 import type { Kernel } from './kernel.js';
 import type { ShmRegion, Vma } from './mm.js';
 import type { Task } from './task.js';
 import type { UserPtr } from './uaccess.js';
-import { WaitQueue } from './wait.js';
+import { WaitQueue, type SyscallOutcome } from './wait.js';
 
 /** enum dma_data_direction (include/linux/dma-direction.h). */
 export type DmaDataDirection = typeof DMA_BIDIRECTIONAL | typeof DMA_TO_DEVICE | typeof DMA_FROM_DEVICE | typeof DMA_NONE;
@@ -192,6 +240,11 @@ export interface DmaBufExportInfo<P> {
   readonly expName: string;
   /** The exporting driver (THIS_MODULE), for diagnostics. */
   readonly owner?: string;
+  /**
+   * exp_info->resv: the exporter's own reservation object (shared with its native buffer object, or with other
+   * buffers). The dma-buf uses it and never finalises it. Absent: the buffer gets its own, finalised at release.
+   */
+  readonly resv?: DmaResv;
 }
 
 /** START/END calls of DMA_BUF_IOCTL_SYNC in one direction. */
@@ -219,6 +272,17 @@ export class DmaBufAttachment<P = unknown> {
   }
 }
 
+/**
+ * struct dma_buf_poll_cb_t: one poll direction's callback slot (cb_in, cb_out). While `active` is set a fence
+ * callback is pending on the first unsignaled fence of that direction and holds one reference to the buffer's
+ * file; it fires in the broker, clears `active`, wakes `dmabuf->poll` and puts the fence and the file.
+ */
+export class DmaBufPollCb {
+  readonly cb = new DmaFenceCb();
+  /** EPOLLIN or EPOLLOUT while armed, 0 when idle. */
+  active = 0;
+}
+
 /** struct dma_buf. Create with dmaBufExport(); it lives as long as `file`. */
 export class DmaBuf<P = unknown> {
   /** The anonymous file on the dmabuf pseudo filesystem; set by dmaBufExport before anyone sees the buffer. */
@@ -229,8 +293,11 @@ export class DmaBuf<P = unknown> {
   readonly attachments: DmaBufAttachment<P>[] = [];
   vmappingCounter = 0;
   vmapPtr: IosysMap = IosysMap.NULL;
-  /** The wait queue poll() sleeps on (dmabuf->poll); the fences issue wakes it from fence callbacks. */
+  /** The wait queue poll() sleeps on (dmabuf->poll), woken by the poll callbacks when their fence signals. */
   readonly poll = new WaitQueue();
+  /** cb_in (EPOLLIN: usage ≤ WRITE fences) and cb_out (EPOLLOUT: usage ≤ READ fences). */
+  readonly cbIn = new DmaBufPollCb();
+  readonly cbOut = new DmaBufPollCb();
   /**
    * DMA_BUF_IOCTL_SYNC START/END calls per enum dma_data_direction (index 0 BIDIRECTIONAL, 1 TO_DEVICE = write,
    * 2 FROM_DEVICE = read). The core never fails on an unpaired END; these counts are for the ownership checker.
@@ -240,8 +307,10 @@ export class DmaBuf<P = unknown> {
     { start: 0, end: 0 },
     { start: 0, end: 0 },
   ];
-  /** struct dma_resv: placeholder until the fences issue lands (then the implicit fences live here). */
-  resv: unknown = null;
+  /** dmabuf->resv: the implicit fences. Set by dmaBufExport before anyone sees the buffer. */
+  resv!: DmaResv;
+  /** The resv is the buffer's own (embedded in the C struct): finalised at release. False for exp_info->resv. */
+  resvOwned = false;
   trackId = 0;
 
   constructor(
@@ -261,7 +330,6 @@ interface DmaBufSubsystem {
   /** db_list: every live buffer, newest first. */
   readonly list: DmaBuf[];
   nextIno: number;
-  resvHooks: DmaResvHooks;
 }
 
 function subsys(k: Kernel): DmaBufSubsystem {
@@ -276,22 +344,19 @@ export function dmaBufList(k: Kernel): readonly DmaBuf[] {
 const isDynamic = (buf: DmaBuf): boolean => buf.ops.pin !== undefined;
 const attachmentIsDynamic = (att: DmaBufAttachment): boolean => att.importerOps !== null;
 
-// ---- fences hooks (the dma_resv issue fills these in) ---------------------------------------------------------
+// ---- waiting for implicit fences in the broker --------------------------------------------------------------------
 
 /**
- * What the dma_resv (fences) issue plugs into the core. `describe` is dma_resv_describe(): the per-fence lines
- * bufinfo prints under a buffer ("\t<usage> fence:<driver> <timeline> seq <n> [un]signalled\n"). `wait` is
- * dma_resv_wait_timeout for CPU access (usage_rw(write)) and for static importers (KERNEL fences). Until then
- * there are no fences: nothing to print, nothing to wait for.
+ * The atomic-context rule (fence-wait.ts): a synchronous kernel API that would have to sleep on unsignaled fences
+ * of usage ≤ `usage` fails with EAGAIN instead, naming the API that can wait. Returns when nothing is pending.
  */
-export interface DmaResvHooks {
-  describe(buf: DmaBuf): string;
-  wait(buf: DmaBuf, usage: 'kernel' | 'write' | 'read'): void;
-}
-
-/** Installs the fences issue's dma_resv implementation of the hooks. */
-export function setDmaResvHooks(k: Kernel, hooks: DmaResvHooks): void {
-  subsys(k).resvHooks = hooks;
+function mustNotSleep(buf: DmaBuf, usage: DmaResvUsage, what: string, instead: string): void {
+  if (dmaResvTestSignaled(buf.resv, usage)) return;
+  throw new KernelError(
+    E.EAGAIN,
+    `${what}: dma-buf ino ${buf.ino} has unsignaled fences of usage <= ${DMA_RESV_USAGE_NAMES[usage]} and the ` +
+      `broker cannot sleep here; use ${instead}`,
+  );
 }
 
 // ---- export, fd, get, put ------------------------------------------------------------------------------------
@@ -301,7 +366,8 @@ export function setDmaResvHooks(k: Kernel, hooks: DmaResvHooks): void {
  *
  * Checks the ops as Linux does (each failure is a WARN_ON and EINVAL): priv, mapDmaBuf, unmapDmaBuf and release
  * present; cacheSgtMapping not combined with pin/unpin; pin and unpin both or neither. The inode number comes
- * from the dma-buf private counter (1, 2, ...). The buffer joins the global list (newest first) and the tracker.
+ * from the dma-buf private counter (1, 2, ...). The buffer gets its own reservation object unless the exporter
+ * passes `resv`. The buffer joins the global list (newest first) and the tracker.
  *
  * Returns a buffer holding exactly one file reference, which the caller must hand to dmaBufFd() or drop with
  * dmaBufPut().
@@ -323,6 +389,12 @@ export function dmaBufExport<P>(k: Kernel, info: DmaBufExportInfo<P>): DmaBuf<P>
   const st = subsys(k);
   const ino = st.nextIno++;
   const buf = new DmaBuf<P>(k, ops, info.size, info.expName, info.priv, ino, info.owner ?? info.expName);
+  // The exporter's resv, or one of the buffer's own (dma_resv_init of the object allocated after struct dma_buf).
+  if (info.resv) buf.resv = info.resv;
+  else {
+    buf.resv = dmaResvInit();
+    buf.resvOwned = true;
+  }
   // dma_buf_getfile: alloc_file_pseudo on the dmabuf mount. f_mode from the access mode, FMODE_LSEEK because the
   // fops have llseek; f_flags keep only the access mode and O_NONBLOCK.
   buf.file = k.allocFile<DmaBuf<P>>(
@@ -381,13 +453,18 @@ export function dmaBufPut(k: Kernel, buf: DmaBuf | null): void {
 
 // ---- attachments and device mappings --------------------------------------------------------------------------
 
-/** __map_dma_buf: the exporter's map, then (static importers) a wait for KERNEL fences. */
+/**
+ * __map_dma_buf: the exporter's map, then — for a static importer, which cannot follow moves and so must not see
+ * the buffer before the exporter's moves/clears finished — dma_resv_wait_timeout(KERNEL). Dynamic importers wait
+ * themselves. The broker cannot sleep here (atomic context, fence-wait.ts): with KERNEL fences pending the mapping
+ * is undone and EAGAIN thrown, as the C code unmaps when its wait fails; dmaBufMapAttachmentAsync waits instead.
+ */
 function mapDmaBufInternal<P>(att: DmaBufAttachment<P>, dir: DmaDataDirection): SgTable {
   const buf = att.dmabuf;
   const sgt = buf.ops.mapDmaBuf(att, dir);
   if (!attachmentIsDynamic(att as DmaBufAttachment)) {
     try {
-      subsys(buf.k).resvHooks.wait(buf as DmaBuf, 'kernel');
+      mustNotSleep(buf as DmaBuf, DMA_RESV_USAGE_KERNEL, 'dma_buf_map_attachment', 'dmaBufMapAttachmentAsync');
     } catch (e) {
       buf.ops.unmapDmaBuf(att, sgt, dir);
       throw e;
@@ -407,7 +484,9 @@ function unmapDmaBufInternal<P>(att: DmaBufAttachment<P>, sgt: SgTable, dir: Dma
  * The exporter's attach may refuse (its error is thrown). The attachment joins the buffer's list (newest first)
  * and takes NO file reference: the importer keeps its own dma_buf_get() reference. When exactly one side is
  * dynamic, the core maps the buffer BIDIRECTIONAL now (pinning a dynamic exporter) and caches that mapping for
- * the attachment's lifetime. On any failure after ops.attach the attachment is detached again.
+ * the attachment's lifetime. On any failure after ops.attach the attachment is detached again. For a static
+ * importer on a dynamic exporter that mapping waits for KERNEL fences: with some pending this fails with EAGAIN
+ * (atomic context); an event-loop caller awaits dmaResvWaitAsync(buf.resv, KERNEL) first.
  */
 export function dmaBufDynamicAttach<P>(
   k: Kernel,
@@ -517,6 +596,20 @@ export function dmaBufMapAttachment<P>(k: Kernel, att: DmaBufAttachment<P>, dir:
   return sgt;
 }
 
+/**
+ * dma_buf_map_attachment for an event-loop caller (fence-wait.ts): a static importer first waits, without
+ * blocking the broker, for the KERNEL fences present now, then maps (a KERNEL fence added meanwhile makes the map
+ * wait again). The caller holds its buffer reference and the attachment across the await.
+ */
+export async function dmaBufMapAttachmentAsync<P>(k: Kernel, att: DmaBufAttachment<P>, dir: DmaDataDirection): Promise<SgTable> {
+  for (;;) {
+    if (att.sgt || attachmentIsDynamic(att as DmaBufAttachment) || dmaResvTestSignaled(att.dmabuf.resv, DMA_RESV_USAGE_KERNEL)) {
+      return dmaBufMapAttachment(k, att, dir);
+    }
+    await dmaResvWaitAsync(att.dmabuf.resv, DMA_RESV_USAGE_KERNEL, MAX_SCHEDULE_TIMEOUT);
+  }
+}
+
 /** dma_buf_unmap_attachment - undoes a map; a no-op for the cached table (that one goes at detach). */
 export function dmaBufUnmapAttachment<P>(k: Kernel, att: DmaBufAttachment<P>, sgt: SgTable, dir: DmaDataDirection): void {
   if (!att || !att.dmabuf || !sgt) {
@@ -535,22 +628,58 @@ export function dmaBufMoveNotify<P>(_k: Kernel, buf: DmaBuf<P>): void {
 
 // ---- CPU access and kernel mappings ---------------------------------------------------------------------------
 
-/** The direction DMA_BUF_IOCTL_SYNC / dma_buf_begin_cpu_access waits for: writers wait for readers too. */
-function waitsForWrite(dir: DmaDataDirection): boolean {
-  return dir === DMA_BIDIRECTIONAL || dir === DMA_TO_DEVICE;
+/**
+ * __dma_buf_begin_cpu_access's usage: a CPU write (TO_DEVICE, BIDIRECTIONAL) waits for every reader and writer
+ * (usage ≤ READ), a CPU read (FROM_DEVICE) only for writers (usage ≤ WRITE). BOOKKEEP fences are never waited for.
+ */
+export function cpuAccessUsage(dir: DmaDataDirection): DmaResvUsage {
+  return dmaResvUsageRw(dir === DMA_BIDIRECTIONAL || dir === DMA_TO_DEVICE);
 }
 
-/**
- * dma_buf_begin_cpu_access - before the CPU touches the buffer: the exporter's begin_cpu_access (cache
- * maintenance), then a wait for the implicit fences (none until the fences issue). Errors are thrown.
- */
-export function dmaBufBeginCpuAccess<P>(k: Kernel, buf: DmaBuf<P>, dir: DmaDataDirection): void {
+function beginCpuAccessOps<P>(k: Kernel, buf: DmaBuf<P>, dir: DmaDataDirection): void {
   if (!buf) {
     k.warn('dma_buf_begin_cpu_access: WARN_ON(!dmabuf)');
     throw new KernelError(E.EINVAL);
   }
   buf.ops.beginCpuAccess?.(buf, dir);
-  subsys(k).resvHooks.wait(buf as DmaBuf, waitsForWrite(dir) ? 'read' : 'write');
+}
+
+/**
+ * dma_buf_begin_cpu_access - before the CPU touches the buffer: the exporter's begin_cpu_access (cache
+ * maintenance; its error is thrown and nothing is waited for), then the implicit fences of cpuAccessUsage(dir).
+ *
+ * Atomic context (fence-wait.ts): this never sleeps. With such fences still unsignaled it throws EAGAIN after
+ * the exporter's hook ran (calling it again on retry is the cheap no-op the C comment promises). Syscall handlers
+ * use dmaBufBeginCpuAccessSyscall, event-loop callers dmaBufBeginCpuAccessAsync.
+ */
+export function dmaBufBeginCpuAccess<P>(k: Kernel, buf: DmaBuf<P>, dir: DmaDataDirection): void {
+  beginCpuAccessOps(k, buf, dir);
+  mustNotSleep(buf as DmaBuf, cpuAccessUsage(dir), 'dma_buf_begin_cpu_access', 'dmaBufBeginCpuAccessAsync or dmaBufBeginCpuAccessSyscall');
+}
+
+/**
+ * dma_buf_begin_cpu_access in syscall context (DMA_BUF_IOCTL_SYNC START): the exporter's hook now, then the
+ * syscall parks until the fences of cpuAccessUsage(dir) present now have signaled (signalled by any worker; the
+ * fence callbacks wake it in the broker) and returns `then()`'s result. Never blocks the broker.
+ */
+export function dmaBufBeginCpuAccessSyscall<P>(
+  k: Kernel,
+  buf: DmaBuf<P>,
+  dir: DmaDataDirection,
+  then: () => number,
+): SyscallOutcome {
+  beginCpuAccessOps(k, buf, dir);
+  return dmaResvWaitSyscall(buf.resv, cpuAccessUsage(dir), then);
+}
+
+/**
+ * dma_buf_begin_cpu_access in event-loop context: the exporter's hook now, then resolves once the fences of
+ * cpuAccessUsage(dir) present now have signaled (Atomics.waitAsync: the broker keeps serving meanwhile). The
+ * caller holds a buffer reference until it settles and must not hold the resv lock across it.
+ */
+export async function dmaBufBeginCpuAccessAsync<P>(k: Kernel, buf: DmaBuf<P>, dir: DmaDataDirection): Promise<void> {
+  beginCpuAccessOps(k, buf, dir);
+  await dmaResvWaitAsync(buf.resv, cpuAccessUsage(dir), MAX_SCHEDULE_TIMEOUT);
 }
 
 /** dma_buf_end_cpu_access - after CPU access: the exporter's end_cpu_access. */
@@ -628,10 +757,12 @@ function setName(buf: DmaBuf, arg: UserPtr): number {
 /**
  * dma_buf_ioctl - exact cmd match, anything else ENOTTY.
  *
- * SYNC: flags outside READ|WRITE|END → EINVAL, neither READ nor WRITE → EINVAL; START → begin_cpu_access, END →
- * end_cpu_access. The START/END counts per direction are kept on the buffer (never an error on unpaired END).
+ * SYNC: flags outside READ|WRITE|END → EINVAL, neither READ nor WRITE → EINVAL; START → begin_cpu_access and a
+ * wait for the implicit fences (a parked syscall, see dmaBufBeginCpuAccessSyscall), END → end_cpu_access. The
+ * START/END counts per direction are kept on the buffer (a START counts once its wait is over; never an error on
+ * an unpaired END).
  */
-function dmaBufIoctl(f: File, cmd: number, arg: UserPtr): number {
+function dmaBufIoctl(f: File, cmd: number, arg: UserPtr, task: Task): SyscallOutcome {
   const buf = (f as File<DmaBuf>).privateData;
   const k = buf.k;
   switch (cmd) {
@@ -656,20 +787,20 @@ function dmaBufIoctl(f: File, cmd: number, arg: UserPtr): number {
       if (flags & BigInt(DMA_BUF_SYNC_END)) {
         dmaBufEndCpuAccess(k, buf, dir);
         count.end++;
-      } else {
-        dmaBufBeginCpuAccess(k, buf, dir);
-        count.start++;
+        return 0;
       }
-      return 0;
+      return dmaBufBeginCpuAccessSyscall(k, buf, dir, () => {
+        count.start++;
+        return 0;
+      });
     }
     case DMA_BUF_SET_NAME_A:
     case DMA_BUF_SET_NAME_B:
       return setName(buf, arg);
     case DMA_BUF_IOCTL_EXPORT_SYNC_FILE:
+      return dmaBufExportSyncFile(buf, arg, task);
     case DMA_BUF_IOCTL_IMPORT_SYNC_FILE:
-      // Added with the fences issue (sync_file export/import of the implicit fences). Until then the kernel
-      // behaves as one built without CONFIG_SYNC_FILE: the cmds fall through to ENOTTY.
-      throw new KernelError(E.ENOTTY);
+      return dmaBufImportSyncFile(buf, arg, task);
     default:
       throw new KernelError(E.ENOTTY);
   }
@@ -698,14 +829,78 @@ function dmaBufLlseek(f: File, offset: number, whence: number): number {
 }
 
 /**
- * dma_buf_poll: registers on the buffer's wait queue and reports readiness. With no fences (until the fences
- * issue) both directions are ready at once: EPOLLIN | EPOLLOUT. The fences issue adds the per-direction callback
- * slots (cb_in / cb_out), each holding a file reference while pending.
+ * dma_buf_poll_cb: a poll slot's fence signaled (or, with `fence` null, nothing was there to wait for). Clears the
+ * slot, wakes the pollers, puts the fence reference and the file reference the armed slot held — which may be the
+ * buffer's last (a poll outliving every fd), releasing it here.
+ *
+ * Runs in the broker: from its fence-callback pump (the signal came from any worker), inside dma_fence_signal
+ * when the broker signals, or inline from dma_buf_poll. The wake is deferred to a microtask, as the kernel's wake
+ * only marks the pollers runnable: their retries re-enter dma_buf_poll, which must not happen from inside it (it
+ * would recurse), and the other callbacks of the same signal (cb_in and cb_out on one fence) run first, so a
+ * woken poller sees both slots free.
+ */
+function dmaBufPollCb(buf: DmaBuf, dcb: DmaBufPollCb, fence: DmaFence | null): void {
+  dcb.active = 0;
+  queueMicrotask(() => buf.poll.wake());
+  dmaFencePut(fence);
+  buf.k.fput(buf.file); // paired with the fget in dma_buf_poll
+}
+
+/**
+ * dma_buf_poll_add_cb: arms `dcb` on the first fence of usage ≤ usage_rw(write) that is not signaled yet (the
+ * locked iterator walks signaled ones too; add_callback refuses those with -ENOENT). The callback owns a fence
+ * reference. Resv lock held. False when there is nothing to wait for.
+ */
+function dmaBufPollAddCb(buf: DmaBuf, write: boolean, dcb: DmaBufPollCb): boolean {
+  const usage = dmaResvUsageRw(write);
+  const cursor = new DmaResvIter(buf.resv, usage);
+  for (const fence of dmaResvForEachFence(cursor, buf.resv, usage)) {
+    dmaFenceGet(fence);
+    if (dmaFenceAddCallback(fence, dcb.cb, (f) => dmaBufPollCb(buf, dcb, f)) === 0) return true;
+    dmaFencePut(fence);
+  }
+  return false;
+}
+
+/**
+ * dma_buf_poll: EPOLLIN (reading is safe) when the WRITE and KERNEL fences have signaled, EPOLLOUT (writing is
+ * safe) when every READ, WRITE and KERNEL fence has; BOOKKEEP fences never count. Only the requested events
+ * (poll_requested_events) are evaluated, EPOLLOUT first.
+ *
+ * Each direction has one callback slot. A free slot is armed (taking a file reference) on the first unsignaled
+ * fence: if there is one the direction is not ready and the callback will wake the pollers; if not, the slot is
+ * released at once and the direction is ready. While a slot is armed, polling that direction reports "not ready"
+ * without looking at the fences. A poll that returns — even with timeout 0, even if the process then exits —
+ * leaves an armed slot behind, and its file reference keeps the buffer alive until the fence signals.
  */
 function dmaBufPoll(f: File, pt: PollTable | null): number {
   const buf = (f as File<DmaBuf>).privateData;
+  if (!buf || !buf.resv) return POLLERR;
+  const resv = buf.resv;
   pt?.wait(buf.poll);
-  return POLLIN | POLLOUT;
+  let events = pollRequestedEvents(pt) & (POLLIN | POLLOUT);
+  if (!events) return 0;
+  dmaResvLock(resv);
+  try {
+    for (const [ev, dcb, write] of [
+      [POLLOUT, buf.cbOut, true],
+      [POLLIN, buf.cbIn, false],
+    ] as const) {
+      if (!(events & ev)) continue;
+      // The slot check (under dmabuf->poll.lock in C).
+      if (dcb.active) {
+        events &= ~ev;
+        continue;
+      }
+      dcb.active = ev;
+      buf.k.fget(buf.file); // paired with the fput in dma_buf_poll_cb
+      if (!dmaBufPollAddCb(buf, write, dcb)) dmaBufPollCb(buf, dcb, null);
+      else events &= ~ev;
+    }
+  } finally {
+    dmaResvUnlock(resv);
+  }
+  return events;
 }
 
 /** dma_buf_show_fdinfo; the count leaves out the temporary reference procfs holds while printing. */
@@ -725,7 +920,9 @@ function dmaBufDname(f: File): string {
 
 /**
  * Last reference: dma_buf_file_release (leave the global list), then the dentry's dma_buf_release: BUG if still
- * vmapped, the exporter's release, the resv finalised, WARN if attachments remain.
+ * vmapped, BUG if a poll callback slot is still active (its pending callback owns a file reference, so reaching
+ * here with one armed means a reference imbalance), the exporter's release, the buffer's own resv finalised
+ * (every fence put; an exporter's resv is left alone), WARN if attachments remain.
  */
 function dmaBufFileRelease(f: File): void {
   const buf = (f as File<DmaBuf>).privateData;
@@ -734,8 +931,14 @@ function dmaBufFileRelease(f: File): void {
   const i = list.indexOf(buf);
   if (i >= 0) list.splice(i, 1);
   if (buf.vmappingCounter) throw new Error(`BUG: dma-buf ino ${buf.ino} released while vmapped (${buf.vmappingCounter})`);
+  if (buf.cbIn.active || buf.cbOut.active) {
+    throw new Error(
+      `BUG: dma-buf ino ${buf.ino} released with an active poll callback (cb_in ${buf.cbIn.active}, cb_out ` +
+        `${buf.cbOut.active}): file reference imbalance in dma_buf_poll / dma_buf_poll_cb`,
+    );
+  }
   buf.ops.release(buf);
-  buf.resv = null; // dma_resv_fini: the fences issue puts the fences here
+  if (buf.resvOwned) dmaResvFini(buf.resv);
   if (buf.attachments.length > 0) {
     k.warn(`dma_buf_release: WARN_ON(!list_empty(&dmabuf->attachments)): dma-buf ino ${buf.ino} has ${buf.attachments.length} attachment(s)`);
   }
@@ -746,7 +949,7 @@ function dmaBufFileRelease(f: File): void {
 export const dmaBufFops: FileOperations = {
   kind: 'dmabuf',
   dname: dmaBufDname,
-  ioctl: (f, cmd, arg) => dmaBufIoctl(f, cmd, arg),
+  ioctl: (f, cmd, arg, ctx) => dmaBufIoctl(f, cmd, arg, ctx.task),
   mmap: dmaBufMmapInternal,
   poll: dmaBufPoll,
   llseek: dmaBufLlseek,
@@ -761,8 +964,10 @@ const zeroPad = (n: number, w: number): string => String(n).padStart(w, '0');
 const hex08 = (n: number): string => (n >>> 0).toString(16).padStart(8, '0');
 
 /**
- * dma_buf_debug_show: /sys/kernel/debug/dma_buf/bufinfo, byte for byte. Buffers newest first; per buffer the
- * resv's fence lines (DmaResvHooks.describe), its attached devices newest first, and a count; then the totals.
+ * dma_buf_debug_show: /sys/kernel/debug/dma_buf/bufinfo, byte for byte. Buffers newest first; per buffer, with its
+ * resv locked: the header line, dma_resv_describe's fence lines ("\t<kernel|write|read> fence:<driver>
+ * <timeline> seq <n> [un]signalled\n" for every fence of usage ≤ READ, signaled ones included, BOOKKEEP never),
+ * its attached devices newest first; after the unlock the device count; then the totals.
  */
 export function dmaBufDebugShow(k: Kernel): string {
   let s = '\nDma-buf Objects:\n';
@@ -771,10 +976,12 @@ export function dmaBufDebugShow(k: Kernel): string {
   let size = 0;
   for (const buf of subsys(k).list) {
     const f = buf.file;
+    dmaResvLockInterruptible(buf.resv, null);
     s += `${zeroPad(buf.size, 8)}\t${hex08(f.flags)}\t${hex08(f.fmode | FMODE_OPENED)}\t${zeroPad(f.count, 8)}\t${buf.expName}\t${zeroPad(buf.ino, 8)}\t${buf.name ?? '<none>'}\n`;
-    s += subsys(k).resvHooks.describe(buf);
+    s += dmaResvDescribe(buf.resv);
     s += '\tAttached Devices:\n';
     for (const att of buf.attachments) s += `\t${att.dev.name}\n`;
+    dmaResvUnlock(buf.resv);
     s += `Total ${buf.attachments.length} devices attached\n\n`;
     count++;
     size += buf.size;
@@ -785,7 +992,7 @@ export function dmaBufDebugShow(k: Kernel): string {
 
 /** dma_buf_init (subsys_initcall): the global list, the inode counter, debugfs dma_buf/bufinfo. */
 export function dmaBufInit(k: Kernel): void {
-  const st: DmaBufSubsystem = { list: [], nextIno: 1, resvHooks: { describe: () => '', wait: () => {} } };
+  const st: DmaBufSubsystem = { list: [], nextIno: 1 };
   k.subsystems.set('dma-buf', st);
   k.debugfs.set('dma_buf/bufinfo', () => dmaBufDebugShow(k));
 }
@@ -805,6 +1012,20 @@ export interface DmaBufSnapshot {
   readonly vmappingCounter: number;
   /** DMA_BUF_IOCTL_SYNC START/END counts by direction. */
   readonly cpuSync: { readonly rw: CpuAccessCount; readonly write: CpuAccessCount; readonly read: CpuAccessCount };
+  /** Every entry of the reservation object in table order, signaled ones and BOOKKEEP included. */
+  readonly fences: DmaBufFenceSnapshot[];
+  /** Poll callback slots armed (each holds a file reference): EPOLLIN / EPOLLOUT or 0. */
+  readonly pollActive: { readonly in: number; readonly out: number };
+}
+
+/** One dma_resv entry, as plain data. */
+export interface DmaBufFenceSnapshot {
+  readonly usage: (typeof DMA_RESV_USAGE_NAMES)[number];
+  readonly driver: string;
+  readonly timeline: string;
+  readonly context: number;
+  readonly seqno: bigint;
+  readonly signaled: boolean;
 }
 
 export function dmaBufSnapshot(buf: DmaBuf): DmaBufSnapshot {
@@ -820,5 +1041,106 @@ export function dmaBufSnapshot(buf: DmaBuf): DmaBufSnapshot {
     attachments: buf.attachments.map((a) => a.dev.name),
     vmappingCounter: buf.vmappingCounter,
     cpuSync: { rw: { ...rw }, write: { ...write }, read: { ...read } },
+    fences: dmaResvEntries(buf.resv).map((e) => ({
+      usage: DMA_RESV_USAGE_NAMES[e.usage],
+      driver: e.fence.driverName,
+      timeline: e.fence.timelineName,
+      context: e.fence.context,
+      seqno: e.fence.seqno,
+      signaled: dmaFenceIsSignaled(e.fence),
+    })),
+    pollActive: { in: buf.cbIn.active, out: buf.cbOut.active },
   };
+}
+
+// ---- sync_file export / import ----------------------------------------------------------------------------------
+
+/** A fence-table allocation, with "table full" turned into the -ENOMEM of the kernel's failed kmalloc. */
+function allocOrEnomem<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof FenceTableFullError) throw new KernelError(E.ENOMEM, e.message);
+    throw e;
+  }
+}
+
+/** The flag checks both sync_file ioctls share: copy_from_user (EFAULT), then non-zero flags within RW (EINVAL). */
+function syncFileArgFlags(arg: UserPtr): number {
+  arg.copyFrom(dma_buf_export_sync_file.SIZE);
+  const flags = arg.u32(dma_buf_export_sync_file.flags);
+  if (flags & ~DMA_BUF_SYNC_RW) throw new KernelError(E.EINVAL);
+  if ((flags & DMA_BUF_SYNC_RW) === 0) throw new KernelError(E.EINVAL);
+  return flags;
+}
+
+/**
+ * DMA_BUF_IOCTL_EXPORT_SYNC_FILE (dma_buf_export_sync_file): a snapshot of the implicit fences as a new sync_file
+ * fd (O_CLOEXEC), returned in arg.fd.
+ *
+ * Usage asymmetry: the WRITE bit asks "when may I write?" — every fence of usage ≤ READ; READ alone asks "when may
+ * I read?" — usage ≤ WRITE. BOOKKEEP never. dma_resv_get_singleton picks the unsignaled ones: none → the global
+ * signaled stub (status 1), one → that very fence, more → a new fence array (new context, seqno 1) of all of
+ * them, NOT deduplicated (two fences of one context stay two components). Later changes to the buffer's fences
+ * do not reach the exported fence (a snapshot).
+ *
+ * Errors in the C order: EFAULT, EINVAL (flags), EMFILE (get_unused_fd_flags comes before any fence work, so a
+ * full table leaks nothing), ENOMEM (fence table full). Resv lock not needed (the unlocked iterator).
+ */
+function dmaBufExportSyncFile(buf: DmaBuf, arg: UserPtr, task: Task): number {
+  const k = buf.k;
+  const flags = syncFileArgFlags(arg);
+  if (task.lowestFreeFd() < 0) throw new KernelError(E.EMFILE);
+  const usage = dmaResvUsageRw((flags & DMA_BUF_SYNC_WRITE) !== 0);
+  const out: { fence: DmaFence | null } = { fence: null };
+  allocOrEnomem(() => dmaResvGetSingleton(buf.resv, usage, out));
+  const fence = out.fence ?? dmaFenceGetStub();
+  let file: File;
+  try {
+    file = syncFileCreate(k, fence); // takes its own reference
+  } finally {
+    dmaFencePut(fence);
+  }
+  let fd: number;
+  try {
+    fd = k.installFd(task, file, true);
+  } catch (e) {
+    k.fput(file);
+    throw e;
+  }
+  arg.setI32(dma_buf_export_sync_file.fd, fd);
+  return 0;
+}
+
+/**
+ * DMA_BUF_IOCTL_IMPORT_SYNC_FILE (dma_buf_import_sync_file): adds the fence of the sync_file at arg.fd to the
+ * buffer's reservation object — with WRITE usage when the WRITE bit is set (RW included), else READ. A container
+ * is unwrapped (dma_fence_unwrap_for_each): each leaf is added on its own, signaled ones included, after one
+ * dma_resv_reserve_fences for all of them under the resv lock.
+ *
+ * Errors: EFAULT, EINVAL (flags), EINVAL when arg.fd is not an open sync_file (not EBADF: sync_file_get_fence
+ * just returns NULL). Reservation cannot fail with ENOMEM in the model.
+ */
+function dmaBufImportSyncFile(buf: DmaBuf, arg: UserPtr, task: Task): number {
+  const flags = syncFileArgFlags(arg);
+  const fence = syncFileGetFence(buf.k, task, arg.i32(dma_buf_import_sync_file.fd));
+  if (!fence) throw new KernelError(E.EINVAL);
+  const usage: DmaResvUsage = flags & DMA_BUF_SYNC_WRITE ? DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ;
+  try {
+    let numFences = 0;
+    for (const _ of dmaFenceUnwrapForEach(fence)) ++numFences;
+    if (numFences > 0) {
+      dmaResvLock(buf.resv);
+      try {
+        const r = dmaResvReserveFences(buf.resv, numFences);
+        if (r) throw new KernelError(-r);
+        for (const f of dmaFenceUnwrapForEach(fence)) dmaResvAddFence(buf.resv, f, usage);
+      } finally {
+        dmaResvUnlock(buf.resv);
+      }
+    }
+  } finally {
+    dmaFencePut(fence);
+  }
+  return 0;
 }

@@ -32,6 +32,16 @@ export function fmodeFromFlags(flags: number): number {
 /** poll_table: lets a file's poll op register the caller on the queues that will signal a change. */
 export interface PollTable {
   wait(q: WaitQueue): void;
+  /**
+   * poll_table._key: the events the caller asked for (poll(2) passes pollfd.events | POLLERR | POLLHUP). Absent
+   * means "everything", as for a NULL table. Read it with pollRequestedEvents().
+   */
+  readonly key?: number;
+}
+
+/** poll_requested_events(pt): the events the poller asked for; every event (~0) without a table or a key. */
+export function pollRequestedEvents(pt: PollTable | null): number {
+  return pt && pt.key !== undefined ? pt.key : ~0;
 }
 
 /** The call context a file op runs in: which task made the syscall (for fd installation, credentials...). */

@@ -10,6 +10,7 @@ import { E } from '../uapi/errno.js';
 import { POLLERR, POLLHUP, POLLNVAL } from '../uapi/posix.js';
 import { SYS } from '../shm/channel.js';
 import type { SyscallEntry, SyscallRequest } from './entry.js';
+import type { PollTable } from './file.js';
 import type { Kernel } from './kernel.js';
 import { Blocked, type WaitQueue } from './wait.js';
 
@@ -19,7 +20,9 @@ function pollOnce(k: Kernel, req: SyscallRequest, nfds: number, queues: Set<Wait
   const dv = req.dataView;
   const t = req.task;
   let ready = 0;
-  const pt = queues ? { wait: (q: WaitQueue) => void queues.add(q) } : null;
+  // poll_wait only registers on the first pass (later passes run with _qproc NULL), but every pass hands the poll
+  // op the events asked for: do_pollfd sets the table's _key to events | POLLERR | POLLHUP (poll_requested_events).
+  const collect = queues ? (q: WaitQueue): void => void queues.add(q) : (): void => {};
   for (let i = 0; i < nfds; i++) {
     const off = i * POLLFD_SIZE;
     const fd = dv.getInt32(off, true);
@@ -31,6 +34,7 @@ function pollOnce(k: Kernel, req: SyscallRequest, nfds: number, queues: Set<Wait
       else {
         const f = e.file;
         // A file without a poll op is always ready for whatever was asked (DEFAULT_POLLMASK semantics).
+        const pt: PollTable = { wait: collect, key: events | POLLERR | POLLHUP };
         const mask = f.ops.poll ? f.ops.poll(f, pt) : 0x145;
         revents = mask & (events | POLLERR | POLLHUP);
       }

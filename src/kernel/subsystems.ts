@@ -11,6 +11,8 @@ import type { SyscallEntry } from './entry.js';
 import { carveoutHeapCreate } from './heaps/carveout-heap.js';
 import { systemHeapCreate } from './heaps/system-heap.js';
 import type { Kernel } from './kernel.js';
+import { swSyncInit } from './sw-sync.js';
+import { registerSyncFileSyscalls } from './sync-file.js';
 
 /** Heap configuration: no size = a system heap (pages from new SharedArrayBuffers); a size = a carve-out pool. */
 export interface HeapConfig {
@@ -35,5 +37,8 @@ export function bootSubsystems(k: Kernel, _entry: SyscallEntry, cfg: SubsystemCo
   registerDmaBufSelftests(k);
   // net/unix: AF_UNIX socketpairs and SCM_RIGHTS fd passing.
   registerAfUnix(k, _entry);
+  // drivers/dma-buf/sync_debug.c late_initcall: debugfs sync/info and the sw_sync timeline device.
+  swSyncInit(k);
+  registerSyncFileSyscalls(_entry);
   // Filled in by the subsystems as they land (af_unix, sync).
 }

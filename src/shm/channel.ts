@@ -71,6 +71,11 @@ export const SYS = {
   setrlimit: 19,
   getrlimit: 20,
   shutdown: 21,
+  /**
+   * Not a Linux syscall: the model's vDSO data lookup for libsync's wait fast path — the fence-table handle behind a
+   * sync_file fd (see registerSyncFileSyscalls in src/kernel/sync-file.ts).
+   */
+  sync_file_fence: 22,
 } as const;
 export type SysName = keyof typeof SYS;
 export const SYS_NAMES: readonly SysName[] = (() => {

@@ -11,6 +11,7 @@ for (const mod of [dmaBuf, dmaHeap, syncFile] as Record<string, unknown>[]) {
 }
 names.set(dmaBuf.DMA_BUF_SET_NAME_A, 'DMA_BUF_SET_NAME_A');
 names.set(dmaBuf.DMA_BUF_SET_NAME_B, 'DMA_BUF_SET_NAME');
+names.set(syncFile.SW_SYNC_GET_DEADLINE, 'SW_SYNC_GET_DEADLINE');
 
 export function ioctlName(cmd: number): string {
   return names.get(cmd >>> 0) ?? `0x${(cmd >>> 0).toString(16)}`;

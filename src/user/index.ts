@@ -2,3 +2,4 @@
 export * from './syscalls.js';
 export * from '../uapi/index.js';
 export * from './libdmabufheap.js';
+export * from './libsync.js';
