@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 /** The dmabuf-sim command line: `demo <name>` runs a demo, `bufinfo` prints debugfs state of a demo machine. */
 import { flagship } from './demos/flagship.js';
+import { implicitSync } from './demos/implicit-sync.js';
 import { Machine } from './machine.js';
 
 const demos: Record<string, () => Promise<number>> = {
   flagship: () => flagship(),
+  'implicit-sync': () => implicitSync(),
 };
 
 const usage = `usage: dmabuf-sim <command>

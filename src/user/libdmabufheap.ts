@@ -3,7 +3,15 @@
  * open a heap, allocate from it, bracket CPU access, name a buffer. Each builds the real uAPI struct bytes and
  * calls ioctl() with the real request number; failures throw SyscallError like the C calls set errno.
  */
-import { DMA_BUF_IOCTL_SYNC, DMA_BUF_SET_NAME, dma_buf_sync } from '../uapi/dma-buf.js';
+import {
+  DMA_BUF_IOCTL_EXPORT_SYNC_FILE,
+  DMA_BUF_IOCTL_IMPORT_SYNC_FILE,
+  DMA_BUF_IOCTL_SYNC,
+  DMA_BUF_SET_NAME,
+  dma_buf_export_sync_file,
+  dma_buf_import_sync_file,
+  dma_buf_sync,
+} from '../uapi/dma-buf.js';
 import { DMA_HEAP_IOCTL_ALLOC, dma_heap_allocation_data } from '../uapi/dma-heap.js';
 import { O_CLOEXEC, O_RDONLY, O_RDWR } from '../uapi/posix.js';
 import { ioctl, open } from './syscalls.js';
@@ -45,4 +53,30 @@ export function dmaBufSync(fd: number, flags: number | bigint): number {
 /** DMA_BUF_SET_NAME: names the buffer (up to DMA_BUF_NAME_LEN - 1 = 31 bytes; "" is allowed). */
 export function dmaBufSetName(fd: number, name: string): number {
   return ioctl(fd, DMA_BUF_SET_NAME, name);
+}
+
+/**
+ * DMA_BUF_IOCTL_EXPORT_SYNC_FILE: a sync_file fd (O_CLOEXEC) snapshotting the buffer's implicit fences — with
+ * DMA_BUF_SYNC_WRITE every fence a writer must wait for (usage ≤ READ), with DMA_BUF_SYNC_READ alone only the
+ * writers (usage ≤ WRITE).
+ */
+export function dmaBufExportSyncFile(fd: number, flags: number): number {
+  const d = dma_buf_export_sync_file;
+  const arg = new DataView(new ArrayBuffer(d.SIZE));
+  arg.setUint32(d.flags, flags >>> 0, true);
+  arg.setInt32(d.fd, -1, true);
+  ioctl(fd, DMA_BUF_IOCTL_EXPORT_SYNC_FILE, arg);
+  return arg.getInt32(d.fd, true);
+}
+
+/**
+ * DMA_BUF_IOCTL_IMPORT_SYNC_FILE: adds the sync_file's fence(s) to the buffer's implicit fences, as a writer
+ * (DMA_BUF_SYNC_WRITE) or a reader (DMA_BUF_SYNC_READ).
+ */
+export function dmaBufImportSyncFile(fd: number, flags: number, syncFd: number): number {
+  const d = dma_buf_import_sync_file;
+  const arg = new DataView(new ArrayBuffer(d.SIZE));
+  arg.setUint32(d.flags, flags >>> 0, true);
+  arg.setInt32(d.fd, syncFd, true);
+  return ioctl(fd, DMA_BUF_IOCTL_IMPORT_SYNC_FILE, arg);
 }
