@@ -6,7 +6,7 @@
 import test from 'ava';
 import { uapi } from '../src/index.js';
 import type { Outcome } from './fixtures/dmabuf.js';
-import { bootFor, shutdownClean } from './helpers/sim.js';
+import { bootFor, shutdownClean, shutdownNoLeaks } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/dmabuf.js', import.meta.url);
 const EMPTY_BUFINFO = '\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n\nTotal 0 objects, 0 bytes\n';
@@ -317,9 +317,7 @@ for (const name of [
     const r = await m.kernel.selftest(name);
     t.deepEqual(r.failures, []);
     t.true(r.ok);
-    const rep = await m.shutdown();
-    t.deepEqual(rep.leaks, []);
-    t.deepEqual(rep.oopses, []);
+    const rep = await shutdownNoLeaks(t, m);
     // dma_buf_vmap's failing exporter is a WARN_ON_ONCE.
     t.is(rep.warnings.length, name === 'dma_buf_vmap' ? 1 : 0);
   });
@@ -329,9 +327,7 @@ test.serial('kernel API selftest dma_buf_export_checks (7 expected WARN_ONs)', a
   const m = await bootFor(t);
   const r = await m.kernel.selftest('dma_buf_export_checks');
   t.deepEqual(r.failures, []);
-  const rep = await m.shutdown();
-  t.deepEqual(rep.leaks, []);
-  t.deepEqual(rep.oopses, []);
+  const rep = await shutdownNoLeaks(t, m);
   t.is(rep.warnings.length, 7);
   t.true(rep.warnings.every((w) => w.message.startsWith('dma_buf_export: WARN_ON')));
 });
@@ -349,9 +345,7 @@ test.serial('kernel API selftest dma_buf_dynamic_attach (2 expected WARNs)', asy
   const m = await bootFor(t);
   const r = await m.kernel.selftest('dma_buf_dynamic_attach');
   t.deepEqual(r.failures, []);
-  const rep = await m.shutdown();
-  t.deepEqual(rep.leaks, []);
-  t.deepEqual(rep.oopses, []);
+  const rep = await shutdownNoLeaks(t, m);
   t.deepEqual(rep.warnings.map((w) => w.message), [
     'dma_buf_dynamic_attach: WARN_ON(importer_ops && !move_notify)',
     'dma_buf_pin: WARN_ON(!dma_buf_attachment_is_dynamic)',
@@ -374,9 +368,7 @@ test.serial('releasing a buffer with attachments WARNs', async (t) => {
   const m = await bootFor(t);
   const r = await m.kernel.selftest('dma_buf_release_with_attachment');
   t.deepEqual(r.failures, []);
-  const rep = await m.shutdown();
-  t.deepEqual(rep.leaks, []);
-  t.deepEqual(rep.oopses, []);
+  const rep = await shutdownNoLeaks(t, m);
   t.is(rep.warnings.length, 1);
   t.regex(rep.warnings[0]!.message, /^dma_buf_release: WARN_ON\(!list_empty\(&dmabuf->attachments\)\)/);
 });

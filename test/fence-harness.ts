@@ -2,7 +2,7 @@
  * Helpers for the fence self-test ports: worker threads attached to the test's fence table (bodies in
  * test/fixtures/fence-workers.ts) whose every failure reaches the test, leak and warning checks.
  */
-import type { ExecutionContext } from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { Worker } from 'node:worker_threads';
 import { FenceTable } from '../src/shm/fence-table.js';
 import { takeWarnings } from '../src/kernel/warn.js';
@@ -13,6 +13,11 @@ export interface WorkerMessage {
   readonly type: 'ready' | 'done' | 'log';
   readonly result?: unknown;
   readonly line?: string;
+}
+
+/** What every fence worker's result carries (with its body's own fields): the warnings it recorded. */
+export interface WorkerResult {
+  readonly warnings: string[];
 }
 
 /** A running fence worker: `ready` resolves at its first 'ready' message, `done` with its result. */
@@ -110,4 +115,36 @@ export function assertNoWarnings(t: ExecutionContext): void {
     [],
     'unexpected kernel warnings',
   );
+}
+
+/** The body of one fence self-test case. */
+export type FenceCaseBody = (t: ExecutionContext) => void | Promise<void>;
+
+/**
+ * Declares the serial case `title`: runs `body`, then `beforeChecks` (if any), then asserts that nothing is left
+ * alive in `table` but the stub and that this thread recorded no warning.
+ */
+export function fenceCase(title: string, table: SharedArrayBuffer, body: FenceCaseBody, beforeChecks?: () => void): void {
+  test.serial(title, async (t) => {
+    await body(t);
+    beforeChecks?.();
+    assertNoLiveFences(t, table);
+    assertNoWarnings(t);
+  });
+}
+
+/**
+ * The two kinds of case of a self-test port on `table`: `subtest(n, name)` — the C file's subtests, titled
+ * "<selftest> <n>: <name>" — and `model(name)` — the model-specific ones, titled "model: <name>", which run
+ * `beforeModelChecks` (if any) before their checks.
+ */
+export function fenceSuite(
+  selftest: string,
+  table: SharedArrayBuffer,
+  beforeModelChecks?: () => void,
+): { subtest(n: number, name: string, body: FenceCaseBody): void; model(name: string, body: FenceCaseBody): void } {
+  return {
+    subtest: (n, name, body) => fenceCase(`${selftest} ${n}: ${name}`, table, body),
+    model: (name, body) => fenceCase(`model: ${name}`, table, body, beforeModelChecks),
+  };
 }

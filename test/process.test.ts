@@ -4,9 +4,9 @@
  * blocked calls with ESHUTDOWN and reports no leaks.
  */
 import test, { type ExecutionContext } from 'ava';
-import { Machine, uapi, type ExitStatus } from '../src/index.js';
+import { uapi, type ExitStatus } from '../src/index.js';
 import { GATE_FD, GATE_FD2, GATE_GO } from './fixtures/lifecycle.js';
-import { delay, spawnSock, withMachine } from './helpers/sim.js';
+import { bootFor, delay, shutdownNoLeaks, spawnSock, withMachine } from './helpers/sim.js';
 
 const { ESHUTDOWN } = uapi.E;
 const { O_RDWR, POLLIN, SOCK_DGRAM } = uapi;
@@ -118,61 +118,43 @@ async function reported(sab: SharedArrayBuffer, ms = 5000): Promise<number> {
   return Atomics.load(w, 0);
 }
 
-/** Runs `body` on a fresh machine; if it fails before shutting down, shuts down anyway so no worker is left. */
-async function ownShutdown(body: (m: Machine) => Promise<void>): Promise<void> {
-  const m = await Machine.boot();
-  let done = false;
-  try {
-    await body(m);
-    done = true;
-  } finally {
-    if (!done) await m.shutdown({ quiet: true }).catch(() => undefined);
-  }
-}
-
 test.serial('shutdown wakes processes blocked in recvmsg and poll with ESHUTDOWN', async (t) => {
-  await ownShutdown(async (m) => {
-    const A = await spawnSock(m, 'recv-blocked');
-    const B = await spawnSock(m, 'poll-blocked');
-    const [a, b] = await m.socketpair(A.proc, B.proc);
-    const sawRecv = new SharedArrayBuffer(4);
-    const sawPoll = new SharedArrayBuffer(4);
-    void A.proc.call('recvAndReport', a, sawRecv);
-    void B.proc.call('pollAndReport', b, POLLIN, sawPoll);
-    await delay(30);
-    t.is(Atomics.load(new Int32Array(sawRecv), 0), 0, 'still blocked');
-    t.is(Atomics.load(new Int32Array(sawPoll), 0), 0, 'still blocked');
-    // Machine.shutdown() is beginShutdown() then killing every process. Its first half is what fails the parked
-    // calls; it is called on its own here so the processes get to run and report before they are killed.
-    await m.kernel.beginShutdown();
-    t.is(await reported(sawRecv), ESHUTDOWN, 'recvmsg failed with ESHUTDOWN');
-    t.is(await reported(sawPoll), ESHUTDOWN, 'poll failed with ESHUTDOWN');
-    t.deepEqual(await A.r('x', 'nop'), { err: 'ESHUTDOWN' }, 'and any new syscall fails at once');
-    const report = await m.shutdown();
-    t.deepEqual(report.leaks, []);
-    t.deepEqual(report.oopses, []);
-  });
+  const m = await bootFor(t, { system: {} });
+  const A = await spawnSock(m, 'recv-blocked');
+  const B = await spawnSock(m, 'poll-blocked');
+  const [a, b] = await m.socketpair(A.proc, B.proc);
+  const sawRecv = new SharedArrayBuffer(4);
+  const sawPoll = new SharedArrayBuffer(4);
+  void A.proc.call('recvAndReport', a, sawRecv);
+  void B.proc.call('pollAndReport', b, POLLIN, sawPoll);
+  await delay(30);
+  t.is(Atomics.load(new Int32Array(sawRecv), 0), 0, 'still blocked');
+  t.is(Atomics.load(new Int32Array(sawPoll), 0), 0, 'still blocked');
+  // Machine.shutdown() is beginShutdown() then killing every process. Its first half is what fails the parked
+  // calls; it is called on its own here so the processes get to run and report before they are killed.
+  await m.kernel.beginShutdown();
+  t.is(await reported(sawRecv), ESHUTDOWN, 'recvmsg failed with ESHUTDOWN');
+  t.is(await reported(sawPoll), ESHUTDOWN, 'poll failed with ESHUTDOWN');
+  t.deepEqual(await A.r('x', 'nop'), { err: 'ESHUTDOWN' }, 'and any new syscall fails at once');
+  await shutdownNoLeaks(t, m);
 });
 
 test.serial('shutdown with a parked recvmsg and a parked full sendmsg holding fds reports no leaks', async (t) => {
-  await ownShutdown(async (m) => {
-    const A = await spawnSock(m, 'sender');
-    const B = await spawnSock(m, 'receiver');
-    const [a, b] = await m.socketpair(A.proc, B.proc);
-    const [c, d] = await m.socketpair(A.proc, B.proc, SOCK_DGRAM);
-    const n = await A.ok('open', '/dev/null', O_RDWR);
-    await A.send(c, 'in flight at shutdown', [n, c]);
-    t.true('ok' in (await A.r('fill', a)), 'the send buffer is full');
-    // The buffer is full before the first skb exists: the parked send itself holds the references to n and a.
-    void A.proc.call('send', a, 'blocked', [n, a]);
-    const [, f] = await m.socketpair(A.proc, B.proc);
-    void B.proc.call('recvAndReport', f, new SharedArrayBuffer(4));
-    await delay(30);
-    t.is((await m.stats()).objects['scm_rights'], 2, 'n and c in flight on the datagram pair');
-    const report = await m.shutdown();
-    t.deepEqual(report.leaks, [], 'parked calls, queues and in-flight fds all released');
-    t.deepEqual(report.oopses, []);
-    void b;
-    void d;
-  });
+  const m = await bootFor(t, { system: {} });
+  const A = await spawnSock(m, 'sender');
+  const B = await spawnSock(m, 'receiver');
+  const [a, b] = await m.socketpair(A.proc, B.proc);
+  const [c, d] = await m.socketpair(A.proc, B.proc, SOCK_DGRAM);
+  const n = await A.ok('open', '/dev/null', O_RDWR);
+  await A.send(c, 'in flight at shutdown', [n, c]);
+  t.true('ok' in (await A.r('fill', a)), 'the send buffer is full');
+  // The buffer is full before the first skb exists: the parked send itself holds the references to n and a.
+  void A.proc.call('send', a, 'blocked', [n, a]);
+  const [, f] = await m.socketpair(A.proc, B.proc);
+  void B.proc.call('recvAndReport', f, new SharedArrayBuffer(4));
+  await delay(30);
+  t.is((await m.stats()).objects['scm_rights'], 2, 'n and c in flight on the datagram pair');
+  await shutdownNoLeaks(t, m); // parked calls, queues and in-flight fds all released
+  void b;
+  void d;
 });

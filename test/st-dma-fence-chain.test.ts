@@ -2,7 +2,7 @@
  * Port of drivers/dma-buf/st-dma-fence-chain.c (selftest 2, "dma_fence_chain"): the kernel's subtests in order,
  * find_race and the wait_* cases across real worker threads, then model-specific cases ("model:").
  */
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import { availableParallelism } from 'node:os';
 import {
   type DmaFence,
@@ -30,7 +30,7 @@ import { setWarningSink } from '../src/kernel/warn.js';
 import { Prng, chooseSeed } from '../src/shm/prng.js';
 import { ktimeGetNs } from '../src/shm/clock.js';
 import { E } from '../src/uapi/errno.js';
-import { assertNoLiveFences, assertNoWarnings, joinAll, msleep, startFenceWorker } from './fence-harness.js';
+import { fenceSuite, joinAll, msleep, startFenceWorker, type WorkerResult } from './fence-harness.js';
 
 const CHAIN_SZ = 4 << 10;
 /** How long find_race runs (the C test: 5 s). */
@@ -74,25 +74,7 @@ function fenceChainsFini(fc: FenceChains): void {
   for (let i = 0; i < fc.chainLength; i++) dmaFencePut(fc.chains[i]!);
 }
 
-interface WorkerResult {
-  readonly warnings: string[];
-}
-
-function subtest(n: number, name: string, body: (t: ExecutionContext) => void | Promise<void>): void {
-  test.serial(`dma_fence_chain ${n}: ${name}`, async (t) => {
-    await body(t);
-    assertNoLiveFences(t, table);
-    assertNoWarnings(t);
-  });
-}
-
-function model(name: string, body: (t: ExecutionContext) => void | Promise<void>): void {
-  test.serial(`model: ${name}`, async (t) => {
-    await body(t);
-    assertNoLiveFences(t, table);
-    assertNoWarnings(t);
-  });
-}
+const { subtest, model } = fenceSuite('dma_fence_chain', table);
 
 subtest(1, 'sanitycheck', (t) => {
   const f = mockFence();

@@ -6,7 +6,7 @@
  * passed to the merge in unwrap_merge_complex) are put here, since this port checks for leaks after every case;
  * and "Unexpected order!", only printed by the C test, fails the case.
  */
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import {
   type DmaFence,
   DmaFenceUnwrap,
@@ -36,7 +36,7 @@ import {
 import { setWarningSink, takeWarnings } from '../src/kernel/warn.js';
 import { PENDING_ERROR } from '../src/shm/fence-table.js';
 import { E } from '../src/uapi/errno.js';
-import { assertNoLiveFences, assertNoWarnings, msleep, startFenceWorker } from './fence-harness.js';
+import { fenceSuite, msleep, startFenceWorker, type WorkerResult } from './fence-harness.js';
 
 const { sab: table } = createAndAttachFenceTable({ slots: 4096 });
 setWarningSink(() => {});
@@ -51,25 +51,7 @@ const mockArray = (...fences: DmaFence[]): DmaFence =>
 /** mock_chain(prev, fence): takes over the references passed. */
 const mockChain = (prev: DmaFence | null, fence: DmaFence): DmaFence => dmaFenceChainInit(prev, fence, 1);
 
-interface WorkerResult {
-  readonly warnings: string[];
-}
-
-function subtest(n: number, name: string, body: (t: ExecutionContext) => void | Promise<void>): void {
-  test.serial(`dma_fence_unwrap ${n}: ${name}`, async (t) => {
-    await body(t);
-    assertNoLiveFences(t, table);
-    assertNoWarnings(t);
-  });
-}
-
-function model(name: string, body: (t: ExecutionContext) => void | Promise<void>): void {
-  test.serial(`model: ${name}`, async (t) => {
-    await body(t);
-    assertNoLiveFences(t, table);
-    assertNoWarnings(t);
-  });
-}
+const { subtest, model } = fenceSuite('dma_fence_unwrap', table);
 
 /** Tracks which of the expected fences an unwrap visits (the C tests NULL their pointers as they go). */
 function expectEach(t: ExecutionContext, head: DmaFence, expected: DmaFence[]): DmaFence[] {

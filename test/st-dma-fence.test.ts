@@ -4,7 +4,6 @@
  * by model-specific cases (prefixed "model:") for what the C file cannot see: cross-worker callbacks, zombies,
  * handles, the table allocator and the clock.
  */
-import test, { type ExecutionContext } from 'ava';
 import { availableParallelism } from 'node:os';
 import {
   DmaFenceCb,
@@ -46,7 +45,7 @@ import { ktimeGetNs } from '../src/shm/clock.js';
 import { E } from '../src/uapi/errno.js';
 import { benchFenceWake } from '../bench/fence.js';
 import { Machine } from '../src/index.js';
-import { assertNoLiveFences, assertNoWarnings, joinAll, msleep, startFenceWorker } from './fence-harness.js';
+import { assertNoLiveFences, fenceSuite, joinAll, msleep, startFenceWorker, type WorkerResult } from './fence-harness.js';
 
 const { sab: table } = createAndAttachFenceTable({ slots: 8192 });
 // Warnings are asserted (takeWarnings), not printed.
@@ -56,27 +55,11 @@ const mockOps = { driverName: 'mock', timelineName: 'mock' };
 /** mock_fence(): context 0, seqno 0, as the C test. */
 const mockFence = (): DmaFence => dmaFenceInit(mockOps, 0, 0);
 
-interface WorkerResult {
-  readonly warnings: string[];
-}
-
-/** One subtest of selftest 1 (dma_fence): runs it, then checks nothing leaked and nothing warned. */
-function subtest(n: number, name: string, body: (t: ExecutionContext) => void | Promise<void>): void {
-  test.serial(`dma_fence ${n}: ${name}`, async (t) => {
-    await body(t);
-    assertNoLiveFences(t, table);
-    assertNoWarnings(t);
-  });
-}
-
-function model(name: string, body: (t: ExecutionContext) => void | Promise<void>): void {
-  test.serial(`model: ${name}`, async (t) => {
-    await body(t);
-    attachFenceTable(table);
-    assertNoLiveFences(t, table);
-    assertNoWarnings(t);
-  });
-}
+/**
+ * Subtests of selftest 1 (dma_fence) and model cases: each runs, then checks nothing leaked and nothing warned (a
+ * model case re-attaches this thread to `table` first: some attach to a machine's table).
+ */
+const { subtest, model } = fenceSuite('dma_fence', table, () => attachFenceTable(table));
 
 subtest(1, 'sanitycheck', (t) => {
   const f = mockFence();

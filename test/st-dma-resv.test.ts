@@ -6,7 +6,7 @@
  * Where the C file only prints ("get_fences returned unexpected fence", "No restart flag" without setting an
  * error), this port fails the case.
  */
-import test, { type ExecutionContext } from 'ava';
+import type { ExecutionContext } from 'ava';
 import {
   type DmaFence,
   createAndAttachFenceTable,
@@ -56,7 +56,7 @@ import {
 } from '../src/kernel/dma-resv.js';
 import { setWarningSink, takeWarnings } from '../src/kernel/warn.js';
 import { E } from '../src/uapi/errno.js';
-import { assertNoLiveFences, assertNoWarnings, joinAll, msleep, startFenceWorker } from './fence-harness.js';
+import { fenceCase, fenceSuite, joinAll, msleep, startFenceWorker, type WorkerResult } from './fence-harness.js';
 
 const { sab: table } = createAndAttachFenceTable({ slots: 4096 });
 setWarningSink(() => {});
@@ -64,10 +64,6 @@ setWarningSink(() => {});
 const fenceOps = { driverName: 'selftest', timelineName: 'selftest' };
 /** alloc_fence(): context 0, seqno 0, as the C test. */
 const allocFence = (): DmaFence => dmaFenceInit(fenceOps, 0, 0);
-
-interface WorkerResult {
-  readonly warnings: string[];
-}
 
 const USAGES: DmaResvUsage[] = [DMA_RESV_USAGE_KERNEL, DMA_RESV_USAGE_WRITE, DMA_RESV_USAGE_READ, DMA_RESV_USAGE_BOOKKEEP];
 
@@ -212,23 +208,13 @@ const SUBTESTS: [string, Subtest][] = [
 
 for (const usage of USAGES) {
   for (const [i, [name, fn]] of SUBTESTS.entries()) {
-    test.serial(`dma_resv ${i + 1}: ${name} (usage ${usage} ${DMA_RESV_USAGE_NAMES[usage]})`, (t) => {
-      fn(t, usage);
-      assertNoLiveFences(t, table);
-      assertNoWarnings(t);
-    });
+    fenceCase(`dma_resv ${i + 1}: ${name} (usage ${usage} ${DMA_RESV_USAGE_NAMES[usage]})`, table, (t) => fn(t, usage));
   }
 }
 
 // ---- model-specific cases -------------------------------------------------------------------------------------------
 
-function model(name: string, body: (t: ExecutionContext) => void | Promise<void>): void {
-  test.serial(`model: ${name}`, async (t) => {
-    await body(t);
-    assertNoLiveFences(t, table);
-    assertNoWarnings(t);
-  });
-}
+const { model } = fenceSuite('dma_resv', table);
 
 /** A locked resv with room for `n` fences. */
 function lockedResv(n: number): DmaResv {

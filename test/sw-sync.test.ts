@@ -5,48 +5,21 @@
  * deadlines, debugfs sync/info golden text, and a process killed with points pending.
  */
 import test from 'ava';
-import { uapi, type Machine, type Proc } from '../src/index.js';
+import { uapi, type Machine } from '../src/index.js';
 import type { Info, R } from './fixtures/sync.js';
-import { bootFor, shutdownClean } from './helpers/sim.js';
+import { bootFor, shutdownClean, spawnSock, syncFixture, type SockProc } from './helpers/sim.js';
 
 const { FD_CLOEXEC, F_GETFD, O_RDWR, POLLIN, SW_SYNC_DEBUGFS_PATH, SW_SYNC_DEV_PATH, SW_SYNC_IOC_CREATE_FENCE, SW_SYNC_IOC_INC, SYNC_IOC_MERGE } = uapi;
 const ENOENT = uapi.E.ENOENT;
-const fixture = new URL('./fixtures/sync.js', import.meta.url);
 
-interface P {
-  readonly proc: Proc;
-  ok<T = number>(name: string, ...args: unknown[]): Promise<T>;
-  err(name: string, ...args: unknown[]): Promise<string>;
-  fx<T>(fn: string, ...args: unknown[]): Promise<T>;
-  fxErr(fn: string, ...args: unknown[]): Promise<string>;
-}
-
-function value<T>(r: R<T>, what: string): T {
-  if ('err' in r) throw new Error(`${what} failed with ${r.err}`);
-  return r.ok;
-}
-function errno<T>(r: R<T>, what: string): string {
-  if ('ok' in r) throw new Error(`${what} succeeded (${JSON.stringify(r.ok)}) but an error was expected`);
-  return r.err;
-}
-
-async function spawn(m: Machine, name: string): Promise<P> {
-  const proc = await m.spawn(fixture, { name });
-  return {
-    proc,
-    ok: async <T>(fn: string, ...args: unknown[]) => value(await proc.call<R<T>>('x', fn, ...args), fn),
-    err: async (fn: string, ...args: unknown[]) => errno(await proc.call<R<unknown>>('x', fn, ...args), fn),
-    fx: async <T>(fn: string, ...args: unknown[]) => value(await proc.call<R<T>>(fn, ...args), fn),
-    fxErr: async (fn: string, ...args: unknown[]) => errno(await proc.call<R<unknown>>(fn, ...args), fn),
-  };
-}
+/** A process running test/fixtures/sync: C-library calls by name and the fixture's raw helpers. */
+const spawn = (m: Machine, name: string): Promise<SockProc> => spawnSock(m, name, {}, syncFixture);
 
 const HEAD = 'objs:\n--------------\n';
 const TAIL = 'fences:\n--------------\n';
 const info = (m: Machine): Promise<string> => m.debugfs.read('sync/info');
 /** sync_print_fence's "@<sec>.<nsec>" for a timestamp in ns. */
 const at = (ts: string): string => `@${BigInt(ts) / 1000000000n}.${(BigInt(ts) % 1000000000n).toString().padStart(9, '0')}`;
-const u32 = (x: number): number[] => [x & 0xff, (x >>> 8) & 0xff, (x >>> 16) & 0xff, x >>> 24];
 
 test.serial('opening sw_sync makes a timeline named after the opener, at value 0, at both paths', async (t) => {
   const m = await bootFor(t);
@@ -58,9 +31,9 @@ test.serial('opening sw_sync makes a timeline named after the opener, at value 0
   const t3 = await p.ok('open', SW_SYNC_DEBUGFS_PATH, uapi.O_RDONLY);
   const t4 = await q.ok('swSyncTimelineCreate');
   t.is(await info(m), `${HEAD}painter: 0\n\npainter: 0\n\npainter: 0\n\na-very-long-pro: 0\n\n${TAIL}`, 'comm is 15 chars');
-  t.is(value(await p.proc.call<R<string>>('readlinkFd', t1), 'readlink'), SW_SYNC_DEBUGFS_PATH);
-  t.is(value(await p.proc.call<R<string>>('readlinkFd', t2), 'readlink'), SW_SYNC_DEV_PATH);
-  const fdinfo = async (fd: number): Promise<string> => value(await p.proc.call<R<string>>('fdinfo', fd), 'fdinfo');
+  t.is(await p.readlink(t1), SW_SYNC_DEBUGFS_PATH);
+  t.is(await p.readlink(t2), SW_SYNC_DEV_PATH);
+  const fdinfo = (fd: number): Promise<string> => p.fx<string>('fdinfo', fd);
   const [i1, i2, i3] = [await fdinfo(t1), await fdinfo(t2), await fdinfo(t3)];
   t.regex(i1, /^pos:\t0\nflags:\t0100002\nmnt_id:\t30\nino:\t\d+\n$/, 'O_RDWR | O_LARGEFILE, on debugfs');
   t.regex(i2, /^pos:\t0\nflags:\t0100002\nmnt_id:\t22\nino:\t\d+\n$/, 'on devtmpfs');
@@ -222,7 +195,7 @@ test.serial('sync/info golden: several processes and timelines, creation order, 
       'compositor: -2147483648\n\n' +
       TAIL,
   );
-  const fromProc = value(await a.proc.call<R<string>>('x', 'readFile', '/sys/kernel/debug/sync/info'), 'read');
+  const fromProc = await a.ok<string>('readFile', '/sys/kernel/debug/sync/info');
   t.is(fromProc, await info(m), 'the same text through open/read of the debugfs file');
   await Promise.all([a.proc.kill(), b.proc.kill()]);
   t.is(await info(m), HEAD + TAIL);

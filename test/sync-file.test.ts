@@ -5,48 +5,16 @@
  * (no leaked file or fence, no oops, no WARN).
  */
 import test from 'ava';
-import { uapi, type Machine, type Proc } from '../src/index.js';
+import { uapi, type Machine } from '../src/index.js';
 import type { Info, R, RawInfo } from './fixtures/sync.js';
-import { bootFor, settlesWithin, shutdownClean } from './helpers/sim.js';
+import { bootFor, settlesWithin, shutdownClean, spawnSock, syncFixture, type SockProc } from './helpers/sim.js';
 
 const { FD_CLOEXEC, F_GETFD, POLLERR, POLLIN, POLLOUT, SYNC_IOC_MERGE, SYNC_IOC_FILE_INFO, SW_SYNC_IOC_INC, DMA_BUF_IOCTL_SYNC } = uapi;
 const { _IOWR } = uapi;
 const ENOENT = uapi.E.ENOENT;
 
-const fixture = new URL('./fixtures/sync.js', import.meta.url);
-
 /** A process running test/fixtures/sync: C-library calls by name and the fixture's raw helpers. */
-interface P {
-  readonly proc: Proc;
-  /** A C-library / libsync call by name; its value, or a thrown Error naming the errno. */
-  ok<T = number>(name: string, ...args: unknown[]): Promise<T>;
-  /** A C-library / libsync call that must fail: its errno code. */
-  err(name: string, ...args: unknown[]): Promise<string>;
-  /** A fixture function returning R<T>: its value (throws on an errno). */
-  fx<T>(fn: string, ...args: unknown[]): Promise<T>;
-  /** A fixture function returning R<T>: the errno code (throws if it succeeded). */
-  fxErr(fn: string, ...args: unknown[]): Promise<string>;
-}
-
-function value<T>(r: R<T>, what: string): T {
-  if ('err' in r) throw new Error(`${what} failed with ${r.err}`);
-  return r.ok;
-}
-function errno<T>(r: R<T>, what: string): string {
-  if ('ok' in r) throw new Error(`${what} succeeded (${JSON.stringify(r.ok)}) but an error was expected`);
-  return r.err;
-}
-
-async function spawn(m: Machine, name: string): Promise<P> {
-  const proc = await m.spawn(fixture, { name });
-  return {
-    proc,
-    ok: async <T>(fn: string, ...args: unknown[]) => value(await proc.call<R<T>>('x', fn, ...args), fn),
-    err: async (fn: string, ...args: unknown[]) => errno(await proc.call<R<unknown>>('x', fn, ...args), fn),
-    fx: async <T>(fn: string, ...args: unknown[]) => value(await proc.call<R<T>>(fn, ...args), fn),
-    fxErr: async (fn: string, ...args: unknown[]) => errno(await proc.call<R<unknown>>(fn, ...args), fn),
-  };
-}
+const spawn = (m: Machine, name: string): Promise<SockProc> => spawnSock(m, name, {}, syncFixture);
 
 const statuses = (i: Info): number[] => i.fences.map((f) => f.status);
 
@@ -334,12 +302,12 @@ test.serial('the file: readlink anon_inode:sync_file, fdinfo is the generic bloc
   const a = await p.ok('swSyncFenceCreate', tl, 'a', 1);
   const b = await p.ok('swSyncFenceCreate', tl, 'b', 2);
   const ab = await p.ok('syncMerge', 'ab', a, b);
-  for (const fd of [a, b, ab]) t.is(await p.proc.call('readlinkFd', fd).then((r) => value(r as R<string>, 'readlink')), 'anon_inode:sync_file');
-  const texts = await Promise.all([a, b, ab].map(async (fd) => value(await p.proc.call<R<string>>('fdinfo', fd), 'fdinfo')));
+  for (const fd of [a, b, ab]) t.is(await p.readlink(fd), 'anon_inode:sync_file');
+  const texts = await Promise.all([a, b, ab].map((fd) => p.fx<string>('fdinfo', fd)));
   const ino = /ino:\t(\d+)\n/.exec(texts[0]!)![1];
   for (const s of texts) t.is(s, `pos:\t0\nflags:\t02000000\nmnt_id:\t14\nino:\t${ino}\n`);
   const dupd = await p.ok('dup', a);
-  t.is(value(await p.proc.call<R<string>>('fdinfo', dupd), 'fdinfo'), `pos:\t0\nflags:\t00\nmnt_id:\t14\nino:\t${ino}\n`, 'dup drops O_CLOEXEC; f_flags are 0 (O_RDONLY)');
+  t.is(await p.fx<string>('fdinfo', dupd), `pos:\t0\nflags:\t00\nmnt_id:\t14\nino:\t${ino}\n`, 'dup drops O_CLOEXEC; f_flags are 0 (O_RDONLY)');
   t.is(await p.err('read', a, 8), 'EINVAL', 'no read op');
   t.is(await p.err('write', a, 'x'), 'EBADF', 'opened read-only');
   await p.proc.kill();

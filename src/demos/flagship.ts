@@ -1,29 +1,16 @@
 /** The flagship demo: a camera process shares a heap frame with a viewer process by passing its fd, zero copy. */
 import { Machine } from '../machine.js';
-import { formatLeaks } from '../kernel/leaks.js';
+import { DemoChecks, indent, toStdout, type Out } from './demo-kit.js';
 
 const procs = new URL('./flagship-procs.js', import.meta.url);
-
-type Out = (line: string) => void;
-
-function indent(text: string): string {
-  return text
-    .trimEnd()
-    .split('\n')
-    .map((l) => `    ${l}`)
-    .join('\n');
-}
 
 /**
  * Runs the demo, printing each step. Returns a non-zero status if anything the demo checks went wrong
  * (a pixel mismatch, a missing acknowledgement, a leak).
  */
-export async function flagship(out: Out = (l) => process.stdout.write(l + '\n')): Promise<number> {
-  let failures = 0;
-  const check = (ok: boolean, what: string): void => {
-    out(`  ${ok ? 'ok  ' : 'FAIL'} ${what}`);
-    if (!ok) failures++;
-  };
+export async function flagship(out: Out = toStdout): Promise<number> {
+  const demo = new DemoChecks(out);
+  const check = demo.check;
   const bufinfo = async (m: Machine, when: string): Promise<void> => {
     out(`\n  -- /sys/kernel/debug/dma_buf/bufinfo ${when} --`);
     out(indent(await m.debugfs.read('dma_buf/bufinfo')));
@@ -64,8 +51,5 @@ export async function flagship(out: Out = (l) => process.stdout.write(l + '\n'))
   await camera.call('cameraDone');
   out('\n8. viewer and camera munmap and close: the last reference goes, the heap buffer is released');
   await bufinfo(m, '(after every fd closed and every mapping dropped)');
-  const report = await m.shutdown({ quiet: true });
-  check(report.leaks.length === 0 && report.oopses.length === 0, `clean shutdown: ${formatLeaks(report.leaks).trim()}, ${report.oopses.length} oopses`);
-  out(failures === 0 ? '\ndemo passed' : `\ndemo FAILED (${failures} checks)`);
-  return failures === 0 ? 0 : 1;
+  return demo.finish(m);
 }

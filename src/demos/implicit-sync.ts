@@ -1,24 +1,13 @@
 /** The implicit-sync demo: a display process's CPU read of a dma-buf waits for a GPU process's write fence. */
 import { Machine } from '../machine.js';
-import { formatLeaks } from '../kernel/leaks.js';
+import { DemoChecks, indent, toStdout, type Out } from './demo-kit.js';
 
 const procs = new URL('./implicit-sync-procs.js', import.meta.url);
 
-function indent(text: string): string {
-  return text
-    .trimEnd()
-    .split('\n')
-    .map((l) => `    ${l}`)
-    .join('\n');
-}
-
 /** Runs the demo, printing each step; returns non-zero if a check failed. */
-export async function implicitSync(out: (line: string) => void = (l) => process.stdout.write(l + '\n')): Promise<number> {
-  let failures = 0;
-  const check = (ok: boolean, what: string): void => {
-    out(`  ${ok ? 'ok  ' : 'FAIL'} ${what}`);
-    if (!ok) failures++;
-  };
+export async function implicitSync(out: Out = toStdout): Promise<number> {
+  const demo = new DemoChecks(out);
+  const check = demo.check;
   out('dmabuf-sim implicit-sync demo: a GPU renders behind a fence, the display waits for it through the dma-buf\n');
   const m = await Machine.boot();
   const gpu = await m.spawn(procs, { name: 'gpu' });
@@ -48,8 +37,5 @@ export async function implicitSync(out: (line: string) => void = (l) => process.
   out(indent(await m.debugfs.read('sync/info')));
 
   await gpu.call('gpuDone');
-  const report = await m.shutdown({ quiet: true });
-  check(report.leaks.length === 0 && report.oopses.length === 0, `clean shutdown: ${formatLeaks(report.leaks).trim()}, ${report.oopses.length} oopses`);
-  out(failures === 0 ? '\ndemo passed' : `\ndemo FAILED (${failures} checks)`);
-  return failures === 0 ? 0 : 1;
+  return demo.finish(m);
 }

@@ -192,6 +192,22 @@ function sockError(sk: UnixSock): number {
   return e;
 }
 
+/** sendBufferCheck's answer when the send buffer is full and the sender may sleep. */
+const SEND_WAIT = -1;
+
+/**
+ * sock_alloc_send_pskb's checks before an skb is allocated, in its order: a pending socket error (consumed), then
+ * SEND_SHUTDOWN → EPIPE, then a full send buffer (sk_wmem_alloc ≥ sk_sndbuf) → EAGAIN when `nonblock`. Returns
+ * the errno to fail with, 0 when there is room, or SEND_WAIT when the sender must sleep until the buffer drains.
+ */
+function sendBufferCheck(sk: UnixSock, nonblock: boolean): number {
+  const err = sockError(sk);
+  if (err) return err;
+  if (sk.shutdown & SEND_SHUTDOWN) return E.EPIPE;
+  if (sk.wmem >= sk.sndbuf) return nonblock ? E.EAGAIN : SEND_WAIT;
+  return 0;
+}
+
 /** unix_writable: a quarter of the send buffer or less in flight. */
 function writable(sk: UnixSock): boolean {
   return sk.wmem << 2 <= sk.sndbuf;
@@ -484,14 +500,9 @@ export class AfUnix {
     const step = (): number | undefined => {
       while (sent < len) {
         const size = Math.min(len - sent, maxSkb);
-        // sock_alloc_send_pskb
-        const err = sockError(sk);
+        const err = sendBufferCheck(sk, nonblock);
+        if (err === SEND_WAIT) return undefined;
         if (err) return fail(err);
-        if (sk.shutdown & SEND_SHUTDOWN) return fail(E.EPIPE);
-        if (sk.wmem >= sk.sndbuf) {
-          if (nonblock) return fail(E.EAGAIN);
-          return undefined;
-        }
         const skb = this.allocSkb(sk, data.subarray(sent, sent + size), streamTruesize(size), scm);
         scm = null; // only the first skb carries the fds
         if (other.dead || other.shutdown & RCV_SHUTDOWN) {
@@ -536,13 +547,9 @@ export class AfUnix {
       throw new KernelError(err);
     };
     const step = (): number | undefined => {
-      const err = sockError(sk);
+      const err = sendBufferCheck(sk, nonblock);
+      if (err === SEND_WAIT) return undefined;
       if (err) return fail(err);
-      if (sk.shutdown & SEND_SHUTDOWN) return fail(E.EPIPE);
-      if (sk.wmem >= sk.sndbuf) {
-        if (nonblock) return fail(E.EAGAIN);
-        return undefined;
-      }
       const skb = this.allocSkb(sk, data, dgramTruesize(len), scm);
       scm = null;
       if (other.dead) {

@@ -45,7 +45,6 @@ import {
   dma_buf_import_sync_file,
 } from '../uapi/dma-buf.js';
 import { E } from '../uapi/errno.js';
-import { FenceTableFullError } from '../shm/fence-table.js';
 import { O_ACCMODE, O_CLOEXEC, O_NONBLOCK, PAGE_SHIFT, PAGE_SIZE, POLLERR, POLLIN, POLLOUT, SEEK_END, SEEK_SET } from '../uapi/posix.js';
 import {
   DmaFenceCb,
@@ -82,7 +81,7 @@ import {
   dmaResvWaitAsync,
 } from './dma-resv.js';
 import { dmaResvWaitSyscall } from './fence-wait.js';
-import { syncFileCreate, syncFileGetFence } from './sync-file.js';
+import { allocOrEnomem, syncFileGetFence, syncFileInstall } from './sync-file.js';
 import { FMODE_LSEEK, fmodeFromFlags, pollRequestedEvents, type File, type FileOperations, type PollTable } from './file.js';
 import type { Kernel } from './kernel.js';
 import type { ShmRegion, Vma } from './mm.js';
@@ -1055,16 +1054,6 @@ export function dmaBufSnapshot(buf: DmaBuf): DmaBufSnapshot {
 
 // ---- sync_file export / import ----------------------------------------------------------------------------------
 
-/** A fence-table allocation, with "table full" turned into the -ENOMEM of the kernel's failed kmalloc. */
-function allocOrEnomem<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof FenceTableFullError) throw new KernelError(E.ENOMEM, e.message);
-    throw e;
-  }
-}
-
 /** The flag checks both sync_file ioctls share: copy_from_user (EFAULT), then non-zero flags within RW (EINVAL). */
 function syncFileArgFlags(arg: UserPtr): number {
   arg.copyFrom(dma_buf_export_sync_file.SIZE);
@@ -1088,25 +1077,17 @@ function syncFileArgFlags(arg: UserPtr): number {
  * full table leaks nothing), ENOMEM (fence table full). Resv lock not needed (the unlocked iterator).
  */
 function dmaBufExportSyncFile(buf: DmaBuf, arg: UserPtr, task: Task): number {
-  const k = buf.k;
   const flags = syncFileArgFlags(arg);
   if (task.lowestFreeFd() < 0) throw new KernelError(E.EMFILE);
   const usage = dmaResvUsageRw((flags & DMA_BUF_SYNC_WRITE) !== 0);
   const out: { fence: DmaFence | null } = { fence: null };
   allocOrEnomem(() => dmaResvGetSingleton(buf.resv, usage, out));
   const fence = out.fence ?? dmaFenceGetStub();
-  let file: File;
-  try {
-    file = syncFileCreate(k, fence); // takes its own reference
-  } finally {
-    dmaFencePut(fence);
-  }
   let fd: number;
   try {
-    fd = k.installFd(task, file, true);
-  } catch (e) {
-    k.fput(file);
-    throw e;
+    fd = syncFileInstall(buf.k, task, fence, true); // the sync_file takes its own reference
+  } finally {
+    dmaFencePut(fence);
   }
   arg.setI32(dma_buf_export_sync_file.fd, fd);
   return 0;

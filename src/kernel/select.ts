@@ -16,7 +16,7 @@ import { Blocked, type WaitQueue } from './wait.js';
 
 export const POLLFD_SIZE = 8;
 
-function pollOnce(k: Kernel, req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | null): number {
+function pollOnce(req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | null): number {
   const dv = req.dataView;
   const t = req.task;
   let ready = 0;
@@ -45,24 +45,24 @@ function pollOnce(k: Kernel, req: SyscallRequest, nfds: number, queues: Set<Wait
   return ready;
 }
 
-function sysPoll(k: Kernel, req: SyscallRequest): number | Blocked {
+function sysPoll(_k: Kernel, req: SyscallRequest): number | Blocked {
   const nfds = req.args[0]!;
   const timeout = req.args[1]!;
   if (nfds < 0 || nfds > req.task.nofileMax || nfds * POLLFD_SIZE > req.input.length) throw new KernelError(E.EINVAL);
   req.setOutLen(nfds * POLLFD_SIZE);
   const queues = new Set<WaitQueue>();
-  const first = pollOnce(k, req, nfds, timeout === 0 ? null : queues);
+  const first = pollOnce(req, nfds, timeout === 0 ? null : queues);
   if (first > 0 || timeout === 0) return first;
   // Queues were collected on the first pass; later passes only re-read masks (their queues are the same ones,
   // as in the kernel, where a file's poll op names the same wait queue every time).
   return new Blocked(
     () => {
-      const n = pollOnce(k, req, nfds, null);
+      const n = pollOnce(req, nfds, null);
       return n > 0 ? n : undefined;
     },
     [...queues],
     timeout < 0 ? -1 : timeout,
-    () => pollOnce(k, req, nfds, null),
+    () => pollOnce(req, nfds, null),
   );
 }
 

@@ -16,7 +16,7 @@
  * mistake. The observable behaviour — list contents, duplicate reuse, timeline lifetime — is the kernel's.
  */
 import { KernelError } from '../errors.js';
-import { F_TIMESTAMP, FenceTableFullError, S_GEN, S_REFCOUNT } from '../shm/fence-table.js';
+import { F_TIMESTAMP, S_GEN, S_REFCOUNT } from '../shm/fence-table.js';
 import { E } from '../uapi/errno.js';
 import {
   SW_SYNC_DEBUGFS_PATH,
@@ -42,7 +42,7 @@ import {
 } from './fences.js';
 import { fmodeFromFlags, type File, type FileOperations } from './file.js';
 import type { Kernel } from './kernel.js';
-import { syncFileInstall, syncFileGetFence } from './sync-file.js';
+import { allocOrEnomem, syncFileInstall, syncFileGetFence } from './sync-file.js';
 import type { Task } from './task.js';
 import type { UserPtr } from './uaccess.js';
 
@@ -145,15 +145,6 @@ export function ptSignaled(seqno: number, value: number): boolean {
   return !(((seqno - value) | 0) > 0);
 }
 
-function fenceTableAlloc<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof FenceTableFullError) throw new KernelError(E.ENOMEM, e.message);
-    throw e;
-  }
-}
-
 /** The dma_fence_ops of timelines called `name`: driver "sw_sync", timeline name = the timeline's name. */
 function opsFor(s: SwSyncSubsystem, name: string): DmaFenceOps {
   let ops = s.opsByName.get(name);
@@ -242,7 +233,7 @@ function syncPtCreate(tl: SyncTimeline, value: number): DmaFence {
   const rt = fenceRuntime();
   tl.pruneCreated(false);
   if (ptSignaled(value, tl.value)) {
-    const f = fenceTableAlloc(() => dmaFenceInit(tl.ops, tl.context, value));
+    const f = allocOrEnomem(() => dmaFenceInit(tl.ops, tl.context, value));
     dmaFenceSignal(f);
     tl.created.push(f);
     return f;
@@ -270,7 +261,7 @@ function syncPtCreate(tl: SyncTimeline, value: number): DmaFence {
       pts.splice(found, 1); // being released: unlink it now and look again
       continue;
     }
-    const f = fenceTableAlloc(() => dmaFenceInit(tl.ops, tl.context, value));
+    const f = allocOrEnomem(() => dmaFenceInit(tl.ops, tl.context, value));
     pts.splice(lo, 0, { fence: f, seqno: value });
     tl.created.push(f);
     return f;

@@ -102,6 +102,29 @@ export function syncFileCreate(k: Kernel, fence: DmaFence): File<SyncFile> {
 }
 
 /**
+ * Runs a fence-table allocation, turning "table full" into the -ENOMEM the kernel's kmalloc failure gives. Shared
+ * by the drivers that make fences for userspace (sync_file merge, sw_sync points, dma-buf EXPORT_SYNC_FILE).
+ */
+export function allocOrEnomem<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    if (e instanceof FenceTableFullError) throw new KernelError(E.ENOMEM, e.message);
+    throw e;
+  }
+}
+
+/** fd_install of a new sync_file at the lowest free fd of `task`; on failure the file is put (nothing leaks). */
+function syncFileInstallFile(k: Kernel, task: Task, file: File<SyncFile>, cloexec: boolean): number {
+  try {
+    return k.installFd(task, file, cloexec);
+  } catch (e) {
+    k.fput(file);
+    throw e;
+  }
+}
+
+/**
  * sync_file_fdget: the sync_file behind `fd` of `task`, or null (bad fd, or not a sync_file). Borrowed: the fd
  * table keeps the file alive for the duration of the syscall.
  */
@@ -175,16 +198,6 @@ function syncFileIoctl(f: File<SyncFile>, cmd: number, arg: UserPtr, task: Task)
   }
 }
 
-/** Runs a fence-table allocation, turning "table full" into the -ENOMEM the kernel's kmalloc failure gives. */
-function allocOrEnomem<T>(fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (e instanceof FenceTableFullError) throw new KernelError(E.ENOMEM, e.message);
-    throw e;
-  }
-}
-
 /**
  * SYNC_IOC_MERGE: a new sync_file (fd O_CLOEXEC, returned in data.fence) whose fence is
  * dma_fence_unwrap_merge(this, fd2's) and whose name is data.name. Errors in the C order: no free fd → EMFILE
@@ -203,14 +216,7 @@ function syncFileIoctlMerge(sf: SyncFile, arg: UserPtr, task: Task): number {
   const name = arg.cstring(d.name, SYNC_NAME_LEN - 1);
   const fence = allocOrEnomem(() => dmaFenceUnwrapMerge(sf.fence, f2.privateData.fence));
   if (!fence) throw new KernelError(E.ENOMEM);
-  const file = syncFileAlloc(k, fence, name);
-  let fd: number;
-  try {
-    fd = k.installFd(task, file, true);
-  } catch (e) {
-    k.fput(file);
-    throw e;
-  }
+  const fd = syncFileInstallFile(k, task, syncFileAlloc(k, fence, name), true);
   arg.setI32(d.fence, fd);
   return 0;
 }
@@ -289,13 +295,7 @@ function syncFileIoctlSetDeadline(sf: SyncFile, arg: UserPtr): number {
  */
 export function syncFileInstall(k: Kernel, task: Task, fence: DmaFence, cloexec: boolean = true): number {
   if (task.lowestFreeFd() < 0) throw new KernelError(E.EMFILE);
-  const file = syncFileCreate(k, fence);
-  try {
-    return k.installFd(task, file, cloexec);
-  } catch (e) {
-    k.fput(file);
-    throw e;
-  }
+  return syncFileInstallFile(k, task, syncFileCreate(k, fence), cloexec);
 }
 
 /**

@@ -1,9 +1,11 @@
 /** Shared test plumbing: a machine per test that must shut down clean, and typed calls into test/fixtures/sock. */
 import type { ExecutionContext } from 'ava';
-import { Machine, type BootOptions, type Proc, type SpawnOptions } from '../../src/index.js';
+import { Machine, type BootOptions, type Proc, type ShutdownReport, type SpawnOptions } from '../../src/index.js';
 import type { Msg, R } from '../fixtures/sock.js';
 
 export const sockFixture = new URL('../fixtures/sock.js', import.meta.url);
+/** test/fixtures/sync: sock's C library plus the sync_file / sw_sync raw helpers. */
+export const syncFixture = new URL('../fixtures/sync.js', import.meta.url);
 
 /**
  * Boots a machine, runs `body`, then shuts down and asserts the report: no leaked kernel object, no oops. The
@@ -18,13 +20,11 @@ export async function withMachine(
   try {
     await body(m);
   } finally {
-    const report = await m.shutdown();
-    t.deepEqual(report.leaks, [], 'no leaked kernel objects at shutdown');
-    t.deepEqual(report.oopses, [], 'no kernel oops');
+    await shutdownNoLeaks(t, m);
   }
 }
 
-/** A process running test/fixtures/sock, with its syscalls as promise-returning methods. */
+/** A process running test/fixtures/sock (or a fixture re-exporting it), with its syscalls as promise-returning methods. */
 export interface SockProc {
   readonly proc: Proc;
   readonly pid: number;
@@ -34,6 +34,10 @@ export interface SockProc {
   err(name: string, ...args: unknown[]): Promise<string>;
   /** Raw R<T> of a fixture function. */
   r<T>(fn: string, ...args: unknown[]): Promise<R<T>>;
+  /** A fixture function returning R<T>: its value (rejects on an errno). */
+  fx<T>(fn: string, ...args: unknown[]): Promise<T>;
+  /** A fixture function returning R<T>: the errno code (rejects if it succeeded). */
+  fxErr(fn: string, ...args: unknown[]): Promise<string>;
   send(fd: number, data: string, fds?: number[], flags?: number): Promise<number>;
   recv(fd: number, maxLen?: number, maxFds?: number, flags?: number): Promise<Msg>;
   recvErr(fd: number, maxLen?: number, maxFds?: number, flags?: number): Promise<string>;
@@ -51,8 +55,9 @@ function errOf<T>(r: R<T>, what: string): string {
   return r.err;
 }
 
-export async function spawnSock(m: Machine, name: string, opts: SpawnOptions = {}): Promise<SockProc> {
-  const proc = await m.spawn(sockFixture, { name, ...opts });
+/** Spawns a process running `fixture` (default test/fixtures/sock; it must export sock's functions) as a SockProc. */
+export async function spawnSock(m: Machine, name: string, opts: SpawnOptions = {}, fixture: URL = sockFixture): Promise<SockProc> {
+  const proc = await m.spawn(fixture, { name, ...opts });
   const x = <T>(fn: string, args: unknown[]): Promise<R<T>> => proc.call<R<T>>(fn, ...args);
   return {
     proc,
@@ -60,6 +65,8 @@ export async function spawnSock(m: Machine, name: string, opts: SpawnOptions = {
     ok: async <T>(name: string, ...args: unknown[]) => unwrap((await x<T>('x', [name, ...args])) as R<T>, name),
     err: async (name: string, ...args: unknown[]) => errOf(await x('x', [name, ...args]), name),
     r: (fn, ...args) => x(fn, args),
+    fx: async <T>(fn: string, ...args: unknown[]) => unwrap(await x<T>(fn, args), fn),
+    fxErr: async (fn: string, ...args: unknown[]) => errOf(await x(fn, args), fn),
     send: async (fd, data, fds = [], flags = 0) => unwrap(await x<number>('send', [fd, data, fds, flags]), 'sendmsg'),
     recv: async (fd, maxLen = 4096, maxFds = 16, flags = 0) => unwrap(await x<Msg>('recv', [fd, maxLen, maxFds, flags]), 'recvmsg'),
     recvErr: async (fd, maxLen = 4096, maxFds = 16, flags = 0) => errOf(await x<Msg>('recv', [fd, maxLen, maxFds, flags]), 'recvmsg'),
@@ -96,11 +103,17 @@ export async function bootFor(t: ExecutionContext, heaps: BootOptions['heaps'] =
   return m;
 }
 
+/** Shuts `m` down and asserts no leaked kernel object and no oops; returns the report for further checks (WARNs). */
+export async function shutdownNoLeaks(t: ExecutionContext, m: Machine): Promise<ShutdownReport> {
+  const r = await m.shutdown();
+  t.deepEqual(r.leaks, [], 'no leaked kernel objects at shutdown');
+  t.deepEqual(r.oopses, [], 'no kernel oops');
+  return r;
+}
+
 /** Shuts `m` down and asserts the report is clean: no leak, no oops, no WARN. */
 export async function shutdownClean(t: ExecutionContext, m: Machine): Promise<void> {
-  const r = await m.shutdown();
-  t.deepEqual(r.leaks, [], 'no leaks');
-  t.deepEqual(r.oopses, [], 'no oopses');
+  const r = await shutdownNoLeaks(t, m);
   t.deepEqual(r.warnings, [], 'no warnings');
 }
 
