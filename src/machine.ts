@@ -72,9 +72,17 @@ export class Proc {
     });
   }
 
-  /** Runs the module's exported function `fn(...args)` inside the process and returns its result. */
+  /**
+   * Runs the module's exported function `fn(...args)` inside the process and returns its result. Rejects if the
+   * function throws, or if the process ends (exit, crash, kill) before answering — a call to a dead process
+   * fails at once instead of waiting forever.
+   */
   call<R = unknown>(fn: string, ...args: unknown[]): Promise<R> {
-    return this.api.call(fn, args) as Promise<R>;
+    const died = this.exited.then((st): never => {
+      const why = st.error ? `died: ${st.error.message}` : st.killed ? 'was killed' : `exited with status ${st.code}`;
+      throw new Error(`process ${st.pid} (${st.name}) ${why} before ${fn}() returned`, st.error ? { cause: st.error } : undefined);
+    });
+    return Promise.race([this.api.call(fn, args) as Promise<R>, died]);
   }
 
   /** Waits for the process to end; rejects if it died of an error or exited non-zero. */

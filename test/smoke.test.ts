@@ -15,3 +15,16 @@ test('boot, spawn, syscalls, shutdown', async (t) => {
     await q.join();
   });
 });
+
+test('a call into a process that exits or was killed rejects instead of hanging', async (t) => {
+  await withMachine(t, async (m) => {
+    const p = await m.spawn(fixture, { name: 'quitter' });
+    await t.throwsAsync(p.call('exitNow', 3), { message: /exit/ });
+    const st = await p.exited;
+    t.is(st.code, 3);
+    await t.throwsAsync(p.call('openNull'), { message: /process \d+ \(quitter\) exited with status 3 before openNull\(\) returned/ });
+    const q = await m.spawn(fixture, { name: 'victim' });
+    await q.kill();
+    await t.throwsAsync(q.call('openNull'), { message: /was killed/ });
+  });
+});
