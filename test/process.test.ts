@@ -149,12 +149,15 @@ test.serial('shutdown with a parked recvmsg and a parked full sendmsg holding fd
   await A.send(c, 'in flight at shutdown', [n, c]);
   t.true('ok' in (await A.r('fill', a)), 'the send buffer is full');
   // The buffer is full before the first skb exists: the parked send itself holds the references to n and a.
-  void A.proc.call('send', a, 'blocked', [n, a]);
+  const send = A.proc.call('send', a, 'blocked', [n, a]);
   const [, f] = await m.socketpair(A.proc, B.proc);
-  void B.proc.call('recvAndReport', f, new SharedArrayBuffer(4));
+  const recv = B.proc.call('recvAndReport', f, new SharedArrayBuffer(4));
   await delay(30);
   t.is((await m.stats()).objects['scm_rights'], 2, 'n and c in flight on the datagram pair');
   await shutdownNoLeaks(t, m); // parked calls, queues and in-flight fds all released
+  // Killed mid-call, the calls reject (rather than hang) with the reason.
+  await t.throwsAsync(send, { message: /\(sender\) was killed before send\(\) returned/ });
+  await t.throwsAsync(recv, { message: /\(receiver\) was killed before recvAndReport\(\) returned/ });
   void b;
   void d;
 });

@@ -71,7 +71,8 @@ export class SyscallRequest {
   }
   /** Hands the process a SharedArrayBuffer handle with the reply (it drains its port by sequence number). */
   postRegion(region: ShmRegion): void {
-    this.task.port?.postMessage({ seq: this.seq, id: region.id, sab: region.sab });
+    if (!this.task.port || this.task.state === 'dead') throw new KernelError(E.ESRCH);
+    this.task.port.postMessage({ seq: this.seq, id: region.id, sab: region.sab });
     this.task.channel.i32[RFLAGS] |= RF_PORT_MSG;
   }
 }
@@ -135,6 +136,14 @@ export class SyscallEntry {
     const k = this.k;
     k.current = t;
     k.currentStack = k.options.recordStacks ? readStack(t) : undefined;
+    if (t.state === 'dead') {
+      // After exit() the task is torn down but its worker may still run a `finally`: nothing it asks for may
+      // create kernel objects again (they would outlive the teardown). The runtime refuses such calls itself;
+      // this is the kernel's half of that promise.
+      k.current = null;
+      this.finish(t, -1, E.ESRCH);
+      return;
+    }
     try {
       const h = this.handlers[op];
       if (!h) throw new KernelError(E.ENOSYS);

@@ -23,6 +23,7 @@ import {
   RLIMIT_NOFILE,
   SEEK_CUR,
   SEEK_END,
+  SEEK_MAX,
   SEEK_SET,
 } from '../uapi/posix.js';
 import { SYS } from '../shm/channel.js';
@@ -143,6 +144,8 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
 
   entry.register(SYS.lseek, (k, req) => {
     const f = k.fileOf(req.task, req.args[0]!);
+    // ksys_lseek: whence beyond SEEK_MAX is EINVAL before the file's llseek (or no_llseek's ESPIPE) is asked.
+    if (req.args[2]! > SEEK_MAX || req.args[2]! < 0) throw new KernelError(E.EINVAL);
     if (!f.ops.llseek) throw new KernelError(E.ESPIPE);
     return f.ops.llseek(f, req.args[1]!, req.args[2]!);
   });
@@ -150,10 +153,12 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   // read(fd, count): the bytes come back in DATA (at most its size per call, like a short read).
   entry.register(SYS.read, (k, req) => {
     const f = k.fileOf(req.task, req.args[0]!);
-    const count = Math.min(req.args[1]!, req.data.length);
-    if (count < 0) throw new KernelError(E.EINVAL);
+    // vfs_read's order: not opened for reading → EBADF, no read op → EINVAL, then the buffer: a negative count is
+    // a huge size_t that access_ok refuses → EFAULT.
     if (!(f.fmode & FMODE_READ)) throw new KernelError(E.EBADF);
     if (!f.ops.read) throw new KernelError(E.EINVAL);
+    if (req.args[1]! < 0) throw new KernelError(E.EFAULT);
+    const count = Math.min(req.args[1]!, req.data.length);
     const r = f.ops.read(f, count, { task: req.task });
     if (r instanceof Uint8Array) {
       req.out(r);

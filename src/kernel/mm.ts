@@ -18,8 +18,6 @@ import {
   MAP_TYPE,
   PAGE_ALIGN,
   PAGE_SIZE,
-  PROT_EXEC,
-  PROT_READ,
   PROT_WRITE,
 } from '../uapi/posix.js';
 import { SYS } from '../shm/channel.js';
@@ -101,16 +99,18 @@ function regionPut(t: Task, region: ShmRegion): boolean {
 function sysMmap(k: Kernel, req: SyscallRequest): number {
   const t = req.task;
   const [, len, prot, flags, fd, offset] = [req.args[0]!, req.args[1]!, req.args[2]!, req.args[3]!, req.args[4]!, req.args[5]!];
-  if (!(len > 0) || offset < 0 || offset % PAGE_SIZE !== 0) throw new KernelError(E.EINVAL);
+  // sys_mmap: an unaligned offset; ksys_mmap_pgoff: the fd (anonymous maps take none); do_mmap: len, the map
+  // type, then access and the file's mmap op. Unknown PROT_* bits are not an error for mmap (mprotect checks them).
+  if (offset < 0 || offset % PAGE_SIZE !== 0) throw new KernelError(E.EINVAL);
+  if (flags & MAP_ANONYMOUS) throw new KernelError(E.EINVAL, 'anonymous mappings are not modelled');
+  const f = k.fileOf(t, fd);
+  if (!(len > 0)) throw new KernelError(E.EINVAL);
+  if (flags & MAP_FIXED) throw new KernelError(E.EINVAL, 'MAP_FIXED is not modelled');
   const type = flags & MAP_TYPE;
   if (type !== MAP_SHARED && type !== MAP_PRIVATE && type !== MAP_SHARED_VALIDATE) throw new KernelError(E.EINVAL);
-  if (flags & MAP_ANONYMOUS) throw new KernelError(E.EINVAL, 'anonymous mappings are not modelled');
-  if (flags & MAP_FIXED) throw new KernelError(E.EINVAL, 'MAP_FIXED is not modelled');
-  if (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) throw new KernelError(E.EINVAL);
-  const f = k.fileOf(t, fd);
-  if (!(f.fmode & FMODE_READ)) throw new KernelError(E.EACCES);
   const shared = type !== MAP_PRIVATE;
   if (shared && prot & PROT_WRITE && !(f.fmode & FMODE_WRITE)) throw new KernelError(E.EACCES);
+  if (!(f.fmode & FMODE_READ)) throw new KernelError(E.EACCES);
   if (!f.ops.mmap) throw new KernelError(E.ENODEV);
   const size = PAGE_ALIGN(len);
   const start = t.nextMmapAddr;

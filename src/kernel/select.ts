@@ -48,7 +48,9 @@ function pollOnce(req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | nu
 function sysPoll(_k: Kernel, req: SyscallRequest): number | Blocked {
   const nfds = req.args[0]!;
   const timeout = req.args[1]!;
-  if (nfds < 0 || nfds > req.task.nofileMax || nfds * POLLFD_SIZE > req.input.length) throw new KernelError(E.EINVAL);
+  // do_sys_poll: more fds than RLIMIT_NOFILE's soft limit → EINVAL; a pollfd array shorter than nfds → EFAULT.
+  if (nfds < 0 || nfds > req.task.nofileCur) throw new KernelError(E.EINVAL);
+  if (nfds * POLLFD_SIZE > req.input.length) throw new KernelError(E.EFAULT);
   req.setOutLen(nfds * POLLFD_SIZE);
   const queues = new Set<WaitQueue>();
   const first = pollOnce(req, nfds, timeout === 0 ? null : queues);

@@ -32,6 +32,9 @@ export const FD_CLOEXEC = 1;
 export const SEEK_SET = 0;
 export const SEEK_CUR = 1;
 export const SEEK_END = 2;
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+export const SEEK_MAX = SEEK_HOLE;
 
 // mmap(2)
 export const PROT_NONE = 0;

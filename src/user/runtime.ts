@@ -27,6 +27,19 @@ import { ringDoorbell, SHUTDOWN } from '../shm/control.js';
 import { AdaptiveSpin } from '../shm/spin.js';
 
 const enc = new TextEncoder();
+/** How long a reply's port message may lag behind the reply before it counts as lost (a kernel bug). */
+const PORT_DRAIN_MS = 5000;
+
+/**
+ * Thrown by exit() to unwind the process's JavaScript stack (the worker entry catches it), and by any syscall
+ * made after exit() — in C nothing runs after exit, here a `finally` may, and it must not reach the kernel.
+ */
+export class ProcessExit extends Error {
+  constructor(readonly code: number) {
+    super(`process exited with status ${code}`);
+    this.name = 'ProcessExit';
+  }
+}
 /** Stack frames of the simulator's own plumbing (C library, worker entry, comlink, Node internals). */
 const INFRA_FRAME = /[/\\]src[/\\]user[/\\][^/\\]+\.[jt]s|[/\\]workers[/\\]process\.[jt]s|comlink|[/\\]src[/\\]control[/\\]|node:internal/;
 
@@ -62,6 +75,8 @@ export class Runtime {
   readonly fences: SharedArrayBuffer | null;
 
   private readonly recordStacks: boolean;
+  /** The exit status once exit() went through: the process is gone and may make no further syscall. */
+  exited: number | null = null;
 
   constructor(init: RuntimeInit) {
     this.recordStacks = init.recordStacks ?? false;
@@ -81,6 +96,7 @@ export class Runtime {
   call(op: number, a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, input?: Uint8Array, name?: string): number {
     const ch = this.ch;
     const i32 = ch.i32;
+    if (this.exited !== null) throw new ProcessExit(this.exited);
     if (Atomics.load(this.ctl, SHUTDOWN)) throw new SyscallError(E.ESHUTDOWN, name ?? SYS_NAMES[op] ?? 'syscall');
     const args = ch.args;
     args[0] = a0;
@@ -144,6 +160,7 @@ export class Runtime {
    * until it arrives (messages for later replies cannot exist: this process has one call in flight).
    */
   private drainPort(seq: number): void {
+    const deadline = performance.now() + PORT_DRAIN_MS;
     for (let spins = 0; ; spins++) {
       const m = receiveMessageOnPort(this.port);
       if (m) {
@@ -152,7 +169,10 @@ export class Runtime {
         if (msg.seq === seq) return;
         continue;
       }
-      if (spins > 1000) Atomics.wait(this.ch.i32, STATE, -1, 0.05);
+      if (spins > 1000) {
+        if (performance.now() > deadline) throw new Error(`dmabuf-sim: the kernel's SharedArrayBuffer handle for reply ${seq} never arrived`);
+        Atomics.wait(this.ch.i32, STATE, -1, 0.05);
+      }
     }
   }
 

@@ -8,7 +8,7 @@ import { SyscallError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { F_GETFD, O_RDONLY, POLLIN, RLIMIT_NOFILE } from '../uapi/posix.js';
 import { DATA_SIZE, SYS } from '../shm/channel.js';
-import { rt } from './runtime.js';
+import { ProcessExit, rt } from './runtime.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -251,20 +251,16 @@ export function nop(): number {
   return rt().call(SYS.nop, 0, 0, 0, 0, 0, 0, undefined, 'nop');
 }
 
-/** Thrown by exit() to unwind the process's JavaScript stack; the worker entry catches it. */
-export class ProcessExit extends Error {
-  constructor(readonly code: number) {
-    super(`process exited with status ${code}`);
-    this.name = 'ProcessExit';
-  }
-}
+export { ProcessExit };
 
 /**
  * exit(code): the kernel tears the process down (closes every fd, drops every mapping) before this returns
  * control to the worker, which then ends. Never returns.
  */
 export function exit(code = 0): never {
-  rt().call(SYS.exit, code, 0, 0, 0, 0, 0, undefined, 'exit');
+  const r = rt();
+  r.call(SYS.exit, code, 0, 0, 0, 0, 0, undefined, 'exit');
+  r.exited = code;
   throw new ProcessExit(code);
 }
 
