@@ -833,14 +833,14 @@ function dmaBufLlseek(f: File, offset: number, whence: number): number {
  * buffer's last (a poll outliving every fd), releasing it here.
  *
  * Runs in the broker: from its fence-callback pump (the signal came from any worker), inside dma_fence_signal
- * when the broker signals, or inline from dma_buf_poll. The wake is deferred to a microtask, as the kernel's wake
+ * when the broker signals, or inline from dma_buf_poll. The wake is deferred (Kernel.defer), as the kernel's wake
  * only marks the pollers runnable: their retries re-enter dma_buf_poll, which must not happen from inside it (it
  * would recurse), and the other callbacks of the same signal (cb_in and cb_out on one fence) run first, so a
  * woken poller sees both slots free.
  */
 function dmaBufPollCb(buf: DmaBuf, dcb: DmaBufPollCb, fence: DmaFence | null): void {
   dcb.active = 0;
-  queueMicrotask(() => buf.poll.wake());
+  buf.k.defer(() => buf.poll.wake());
   dmaFencePut(fence);
   buf.k.fput(buf.file); // paired with the fget in dma_buf_poll
 }

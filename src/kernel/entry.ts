@@ -155,6 +155,9 @@ export class SyscallEntry {
     } finally {
       k.current = null;
     }
+    // After the reply, so a wake this call deferred (e.g. its INC signalled a fence a poller waits on) completes
+    // other parked calls now, not when the serve slice ends.
+    k.runDeferred();
   }
 
   private errnoOf(t: Task, e: unknown): number {

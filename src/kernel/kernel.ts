@@ -86,6 +86,38 @@ export class Kernel {
     process.stderr.write(`dmabuf-sim: WARNING in pid ${t?.pid ?? 0} ${t?.currentCall ?? 'control'}: ${message}\n`);
   }
 
+  // ---- deferred work -----------------------------------------------------------------------------------------
+
+  private readonly deferred: (() => void)[] = [];
+  private deferScheduled = false;
+
+  /**
+   * Work that must not run inside the current call chain (a wake from a fence callback that would re-enter the
+   * op that armed it). Runs after the current syscall's reply (SyscallEntry calls runDeferred), or in a microtask
+   * when nothing is being dispatched (fence-callback pumps, the control plane) — never later than that, so a wake
+   * deferred in a busy serve slice does not wait for the slice to end.
+   */
+  defer(fn: () => void): void {
+    this.deferred.push(fn);
+    if (this.deferScheduled) return;
+    this.deferScheduled = true;
+    queueMicrotask(() => this.runDeferred());
+  }
+
+  /** Runs the deferred work queued so far (and any it queues in turn). */
+  runDeferred(): void {
+    this.deferScheduled = false;
+    while (this.deferred.length > 0) {
+      const fn = this.deferred.shift()!;
+      try {
+        fn();
+      } catch (e) {
+        // A bug in deferred work must not take the broker down with it: report it and go on.
+        this.warn(`BUG in deferred work: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      }
+    }
+  }
+
   // ---- files ---------------------------------------------------------------------------------------------------
 
   /** alloc_file: a new open file with one reference, tracked until its last put. */
