@@ -125,8 +125,8 @@ test.serial('shutdown wakes processes blocked in recvmsg and poll with ESHUTDOWN
   const [a, b] = await m.socketpair(A.proc, B.proc);
   const sawRecv = new SharedArrayBuffer(4);
   const sawPoll = new SharedArrayBuffer(4);
-  void A.proc.call('recvAndReport', a, sawRecv);
-  void B.proc.call('pollAndReport', b, POLLIN, sawPoll);
+  // Their results arrive through the SABs; the calls themselves settle either way once shutdown kills them.
+  const calls = [A.proc.call('recvAndReport', a, sawRecv), B.proc.call('pollAndReport', b, POLLIN, sawPoll)];
   await delay(30);
   t.is(Atomics.load(new Int32Array(sawRecv), 0), 0, 'still blocked');
   t.is(Atomics.load(new Int32Array(sawPoll), 0), 0, 'still blocked');
@@ -137,6 +137,7 @@ test.serial('shutdown wakes processes blocked in recvmsg and poll with ESHUTDOWN
   t.is(await reported(sawPoll), ESHUTDOWN, 'poll failed with ESHUTDOWN');
   t.deepEqual(await A.r('x', 'nop'), { err: 'ESHUTDOWN' }, 'and any new syscall fails at once');
   await shutdownNoLeaks(t, m);
+  await Promise.allSettled(calls);
 });
 
 test.serial('shutdown with a parked recvmsg and a parked full sendmsg holding fds reports no leaks', async (t) => {
