@@ -24,3 +24,14 @@ test('an object kept alive by the kernel is reported with its origin and the cal
     { recordStacks: true },
   );
 });
+
+test('origins name the ioctl that created an object, and the next plain syscall by its own name', async (t) => {
+  await withMachine(t, async (m) => {
+    const p = await m.spawn(fixture, { name: 'namer' });
+    await p.call('allocThenOpen');
+    const calls = (await m.kernel.leaks()).filter((l) => l.createdBy.pid === p.pid).map((l) => `${l.kind} ${l.createdBy.call}`);
+    t.true(calls.includes('dma_buf ioctl(DMA_HEAP_IOCTL_ALLOC)'), calls.join(', '));
+    t.true(calls.includes('file open'), 'the open after the ioctl is named open, not the ioctl');
+    await p.kill();
+  });
+});

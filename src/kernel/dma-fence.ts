@@ -1097,19 +1097,40 @@ export function dmaFenceWaitTimeout(f: DmaFence, intr: boolean, timeout: number)
   dmaFenceEnableSwSignaling(f);
   const rt = f.rt;
   try {
-    if (isSignaledCollect(f, null)) return timeout === 0 ? 1 : timeout;
-    if (timeout === 0) return 0;
-    const deadline = timeout >= MAX_SCHEDULE_TIMEOUT ? Infinity : performance.now() + timeout;
-    const blockers: DmaFence[] = [];
-    for (;;) {
-      blockers.length = 0;
-      if (isSignaledCollect(f, blockers)) return remaining(deadline, timeout);
-      const left = deadline - performance.now();
-      if (left <= 0) return 0;
-      rt.sleepOn(blockers, left, f);
+    const steps = waitSteps(f, timeout);
+    let s = steps.next();
+    while (!s.done) {
+      rt.sleepOn(s.value.blockers, s.value.leftMs, f);
+      s = steps.next();
     }
+    return s.value;
   } finally {
     rt.pumpIfRung();
+  }
+}
+
+/** What a wait sleeps on next: the unsignaled leaves blocking it and the time left (ms). */
+interface WaitSleep {
+  readonly blockers: DmaFence[];
+  readonly leftMs: number;
+}
+
+/**
+ * The body every single-fence wait shares: yields what to sleep on until `f` is signaled or the deadline passes,
+ * and returns dma_fence_wait_timeout's value (remaining ≥ 1, 1 for timeout 0, 0 on timeout). The caller does the
+ * sleeping, so one body serves Atomics.wait (dmaFenceWaitTimeout) and Atomics.waitAsync (dmaFenceWaitAsync).
+ */
+function* waitSteps(f: DmaFence, timeout: number): Generator<WaitSleep, number, void> {
+  if (isSignaledCollect(f, null)) return timeout === 0 ? 1 : timeout;
+  if (timeout === 0) return 0;
+  const deadline = timeout >= MAX_SCHEDULE_TIMEOUT ? Infinity : performance.now() + timeout;
+  const blockers: DmaFence[] = [];
+  for (;;) {
+    blockers.length = 0;
+    if (isSignaledCollect(f, blockers)) return remaining(deadline, timeout);
+    const leftMs = deadline - performance.now();
+    if (leftMs <= 0) return 0;
+    yield { blockers, leftMs };
   }
 }
 
@@ -1175,17 +1196,13 @@ export async function dmaFenceWaitAsync(f: DmaFence, timeout: number = MAX_SCHED
   dmaFenceEnableSwSignaling(f);
   const rt = f.rt;
   try {
-    if (isSignaledCollect(f, null)) return timeout === 0 ? 1 : timeout;
-    if (timeout === 0) return 0;
-    const deadline = timeout >= MAX_SCHEDULE_TIMEOUT ? Infinity : performance.now() + timeout;
-    const blockers: DmaFence[] = [];
-    for (;;) {
-      blockers.length = 0;
-      if (isSignaledCollect(f, blockers)) return remaining(deadline, timeout);
-      const left = deadline - performance.now();
-      if (left <= 0) return 0;
-      await rt.sleepOnAsync(blockers, left, f);
+    const steps = waitSteps(f, timeout);
+    let s = steps.next();
+    while (!s.done) {
+      await rt.sleepOnAsync(s.value.blockers, s.value.leftMs, f);
+      s = steps.next();
     }
+    return s.value;
   } finally {
     rt.pumpIfRung();
   }

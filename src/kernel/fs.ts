@@ -6,7 +6,6 @@
  */
 import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
-import { ioctlName } from '../uapi/names.js';
 import {
   FD_CLOEXEC,
   F_DUPFD,
@@ -133,7 +132,7 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   entry.register(SYS.ioctl, (k, req) => {
     const [fd, cmd, hasBuf, intArg] = [req.args[0]!, req.args[1]! >>> 0, req.args[2]!, req.args[3]!];
     const t = req.task;
-    t.currentCall = `ioctl(${ioctlName(cmd)})`;
+    t.beginIoctl(cmd);
     const f = k.fileOf(t, fd);
     if (!f.ops.ioctl) throw new KernelError(E.ENOTTY);
     const input = req.input;

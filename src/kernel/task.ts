@@ -7,6 +7,7 @@ import type { File } from './file.js';
 import { MMAP_BASE, type Vma } from './mm.js';
 import { ChannelViews } from '../shm/channel.js';
 import { DEFAULT_NOFILE } from '../uapi/posix.js';
+import { ioctlName } from '../uapi/names.js';
 import type { Blocked } from './wait.js';
 
 export interface FdEntry {
@@ -38,8 +39,26 @@ export class Task {
   parked: Parked | null = null;
   /** Syscalls made so far (for leak origins and diagnostics). */
   syscalls = 0;
-  /** The call currently being served, e.g. "ioctl(DMA_HEAP_IOCTL_ALLOC)". */
-  currentCall = '';
+  private callName = '';
+  /** The ioctl cmd being served, or -1: its name is formatted only when someone asks (see currentCall). */
+  private callIoctl = -1;
+
+  /**
+   * The call currently being served, e.g. "ioctl(DMA_HEAP_IOCTL_ALLOC)" — for leak origins, warnings and oopses.
+   * Named lazily: formatting every ioctl's name up front would put a lookup and a string on the syscall path.
+   */
+  get currentCall(): string {
+    return this.callIoctl >= 0 ? `ioctl(${ioctlName(this.callIoctl)})` : this.callName;
+  }
+  set currentCall(name: string) {
+    this.callName = name;
+    this.callIoctl = -1;
+  }
+
+  /** Marks the call being served as ioctl `cmd`. */
+  beginIoctl(cmd: number): void {
+    this.callIoctl = cmd;
+  }
   state: 'running' | 'dead' = 'running';
   exitCode: number | null = null;
 
