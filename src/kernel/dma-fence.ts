@@ -244,6 +244,16 @@ export interface FenceAttachOptions {
  * One worker's attachment to a fence table: views, the wrapper cache, this worker's doorbell bucket and its
  * pending callbacks. Created by attachFenceTable() (fences.ts).
  */
+/** Where a sleeping wait waits (FenceRuntime.planSleep): an Int32 word index, the value it must still hold. */
+interface SleepPlan {
+  readonly word: number;
+  readonly value: number;
+  /** A single fence's signal word (spinning pays off), rather than the worker's doorbell. */
+  readonly leaf: boolean;
+  /** References taken for the sleep, to put afterwards. */
+  readonly refs: readonly DmaFence[];
+}
+
 export class FenceRuntime {
   readonly table: FenceTable;
   readonly i32: Int32Array;
@@ -611,72 +621,58 @@ export class FenceRuntime {
    * sleep, so its slot cannot be recycled under us (the wake would be lost).
    */
   sleepOn(blockers: readonly DmaFence[], leftMs: number, owned: DmaFence | null): void {
-    if (blockers.length === 1) {
-      const leaf = blockers[0]!;
-      if (leaf === owned) {
-        this.sleepOnLeaf(leaf, leftMs);
-        return;
-      }
-      const ref = this.tryGet(leaf.index, leaf.gen);
-      if (!ref) return; // released meanwhile: it signaled; re-evaluate
-      try {
-        this.sleepOnLeaf(leaf, leftMs);
-      } finally {
-        this.putIndex(leaf.index);
-      }
-      return;
-    }
-    const refs = this.refAll(blockers);
-    if (!refs) return;
+    const plan = this.planSleep(blockers, owned);
+    if (!plan) return;
     try {
-      const seen = Atomics.load(this.i32, this.bell);
-      if (this.interested(refs)) return;
-      // Race-free: we read the doorbell before registering interest. A signaller stores S_SIGNAL, then loads
-      // S_WAITERS: if it missed our bit, our interested() check (after setting it) saw its S_SIGNAL; otherwise it
-      // rings the doorbell after our read, so the wait returns at once or is woken.
-      Atomics.wait(this.i32, this.bell, seen, leftMs === Infinity ? undefined : leftMs);
+      const i32 = this.i32;
+      if (Atomics.load(i32, plan.word) !== plan.value) return;
+      // Spin briefly (bounded, shared budget) on a leaf's signal word before sleeping; a doorbell is only rung
+      // for multi-fence waits, which are rare enough not to be worth a spinner slot.
+      if (plan.leaf && this.spin.spinWhileEquals(i32, plan.word, plan.value)) return;
+      Atomics.wait(i32, plan.word, plan.value, leftMs === Infinity ? undefined : leftMs);
     } finally {
-      for (const r of refs) this.putIndex(r.index);
+      for (const r of plan.refs) this.putIndex(r.index);
     }
-  }
-
-  /**
-   * Spins briefly (bounded, shared budget), then sleeps on a leaf's signal word. Race-free: Atomics.wait sleeps
-   * only while the word still holds 0; the signaller stores 1 (its compareExchange) before it notifies, so a
-   * signal between our load and the wait makes the wait return at once.
-   */
-  private sleepOnLeaf(leaf: DmaFence, leftMs: number): void {
-    const i32 = this.i32;
-    const w = leaf.base + S_SIGNAL;
-    if (Atomics.load(i32, w) !== 0) return;
-    if (this.spin.spinWhileEquals(i32, w, 0)) return;
-    Atomics.wait(i32, w, 0, leftMs === Infinity ? undefined : leftMs);
   }
 
   /** Async twin of sleepOn for event-loop workers (Atomics.waitAsync, worker kept alive while pending). */
   async sleepOnAsync(blockers: readonly DmaFence[], leftMs: number, owned: DmaFence | null): Promise<void> {
+    const plan = this.planSleep(blockers, owned);
+    if (!plan) return;
+    try {
+      await waitAsyncWord(this.i32, plan.word, plan.value, leftMs);
+    } finally {
+      for (const r of plan.refs) this.putIndex(r.index);
+    }
+  }
+
+  /**
+   * Where a sleep on `blockers` waits (shared by sleepOn and sleepOnAsync): one leaf → its signal word, which
+   * must still hold 0; several → this worker's doorbell, which must still hold the value read before interest
+   * was registered. Every blocker but `owned` is referenced for the sleep (dropped by the caller from `refs`), so
+   * no slot is recycled under the sleeper and the wake cannot be lost. null: no sleep needed (a blocker was
+   * released or signaled meanwhile — re-evaluate).
+   *
+   * Race-free: a signaller stores S_SIGNAL (compareExchange 0 → 1) before it notifies the leaf word, so a wait
+   * on the leaf returns at once if the signal came first. For the doorbell, we read it before setting our
+   * interest bits; a signaller stores S_SIGNAL and then loads S_WAITERS: if it missed our bit, interested() (after
+   * setting it) sees its S_SIGNAL; otherwise it rings the doorbell after our read, so the wait returns or wakes.
+   */
+  private planSleep(blockers: readonly DmaFence[], owned: DmaFence | null): SleepPlan | null {
     if (blockers.length === 1) {
       const leaf = blockers[0]!;
-      const mine = leaf !== owned;
-      if (mine && !this.tryGet(leaf.index, leaf.gen)) return;
-      try {
-        // Race-free as sleepOnLeaf: waitAsync resolves at once ("not-equal") if the signal already stored 1.
-        await waitAsyncWord(this.i32, leaf.base + S_SIGNAL, 0, leftMs);
-      } finally {
-        if (mine) this.putIndex(leaf.index);
-      }
-      return;
+      if (leaf === owned) return { word: leaf.base + S_SIGNAL, value: 0, leaf: true, refs: [] };
+      if (!this.tryGet(leaf.index, leaf.gen)) return null;
+      return { word: leaf.base + S_SIGNAL, value: 0, leaf: true, refs: [leaf] };
     }
     const refs = this.refAll(blockers);
-    if (!refs) return;
-    try {
-      const seen = Atomics.load(this.i32, this.bell);
-      if (this.interested(refs)) return;
-      // Same race argument as sleepOn: doorbell read before the interest bits are set.
-      await waitAsyncWord(this.i32, this.bell, seen, leftMs);
-    } finally {
+    if (!refs) return null;
+    const seen = Atomics.load(this.i32, this.bell);
+    if (this.interested(refs)) {
       for (const r of refs) this.putIndex(r.index);
+      return null;
     }
+    return { word: this.bell, value: seen, leaf: false, refs };
   }
 
   private refAll(blockers: readonly DmaFence[]): DmaFence[] | null {
