@@ -6,7 +6,7 @@ import {
   dmaFenceSignal,
   dmaFenceWait,
   type FenceHandle,
-} from '../src/kernel/fences.js';
+} from '../src/fence/index.js';
 
 interface Data {
   readonly role: 'ping' | 'pong';

@@ -19,7 +19,7 @@ import {
   fenceRuntime,
   type DmaFence,
   type FenceRuntime,
-} from '../src/kernel/fences.js';
+} from '../src/fence/index.js';
 import { percentile, round } from './util.js';
 
 export interface FenceWakeResult {

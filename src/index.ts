@@ -1,10 +1,10 @@
 /** Public entry point of dmabuf-sim for the main thread: the Machine and the uAPI facts. */
 export { Machine, Proc, type BootOptions, type SpawnOptions, type ExitStatus } from './machine.js';
-export type { KernelStats, ShutdownReport } from './kernel/control.js';
+export type { KernelStats, ShutdownReport } from './kernel/control-plane.js';
 export type { KernelWarning } from './kernel/kernel.js';
 export type { DmaBufSnapshot } from './kernel/dma-buf.js';
 export type { DmaHeapInfo } from './kernel/dma-heap.js';
-export type { SelftestResult } from './kernel/selftest.js';
+export type { SelftestResult } from './kernel/kunit.js';
 export { formatLeaks, type LeakReport } from './kernel/leaks.js';
 export { SyscallError } from './errors.js';
 export * as uapi from './uapi/index.js';

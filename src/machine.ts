@@ -4,8 +4,8 @@
  */
 import { availableParallelism } from 'node:os';
 import { MessageChannel, Worker } from 'node:worker_threads';
-import { Comlink, wrap } from './control/endpoint.js';
-import type { KernelControl, KernelStats, ShutdownReport } from './kernel/control.js';
+import { Comlink, wrap } from './rpc/comlink.js';
+import type { KernelControl, KernelStats, ShutdownReport } from './kernel/control-plane.js';
 import type { DmaBufSnapshot } from './kernel/dma-buf.js';
 import type { DmaHeapInfo } from './kernel/dma-heap.js';
 import type { HeapConfig } from './kernel/subsystems.js';
@@ -108,7 +108,7 @@ export class Machine {
     private readonly broker: Worker,
     readonly kernel: Comlink.Remote<KernelControl>,
     private readonly control: SharedArrayBuffer,
-    /** The machine's fence table (src/shm/fence-table.ts): handed to every process and attachable by any worker. */
+    /** The machine's fence table (src/fence/table.ts): handed to every process and attachable by any worker. */
     readonly fences: SharedArrayBuffer,
     private readonly recordStacks: boolean,
   ) {}

@@ -4,8 +4,8 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { Worker } from 'node:worker_threads';
-import { FenceTable } from '../src/shm/fence-table.js';
-import { takeWarnings } from '../src/kernel/warn.js';
+import { FenceTable } from '../src/fence/table.js';
+import { takeWarnings } from '../src/bug.js';
 
 const fixture = new URL('./fixtures/fence-workers.js', import.meta.url);
 

@@ -25,8 +25,8 @@ import {
   dmaFenceWaitTimeout,
   fenceHandle,
   toDmaFenceChain,
-} from '../src/kernel/fences.js';
-import { setWarningSink } from '../src/kernel/warn.js';
+} from '../src/fence/index.js';
+import { setWarningSink } from '../src/bug.js';
 import { Prng, chooseSeed } from '../src/shm/prng.js';
 import { ktimeGetNs } from '../src/shm/clock.js';
 import { E } from '../src/uapi/errno.js';

@@ -32,9 +32,9 @@ import {
   dmaFenceWaitTimeout,
   fenceHandle,
   toDmaFenceArray,
-} from '../src/kernel/fences.js';
-import { setWarningSink, takeWarnings } from '../src/kernel/warn.js';
-import { PENDING_ERROR } from '../src/shm/fence-table.js';
+} from '../src/fence/index.js';
+import { setWarningSink, takeWarnings } from '../src/bug.js';
+import { PENDING_ERROR } from '../src/fence/table.js';
 import { E } from '../src/uapi/errno.js';
 import { fenceSuite, msleep, startFenceWorker, type WorkerResult } from './fence-harness.js';
 

@@ -39,8 +39,8 @@ import {
   dmaFenceWaitTimeout,
   fenceHandle,
   type DmaFence,
-} from '../src/kernel/fences.js';
-import { setWarningSink, takeWarnings } from '../src/kernel/warn.js';
+} from '../src/fence/index.js';
+import { setWarningSink, takeWarnings } from '../src/bug.js';
 import { ktimeGetNs } from '../src/shm/clock.js';
 import { E } from '../src/uapi/errno.js';
 import { benchFenceWake } from '../bench/fence.js';

@@ -18,7 +18,7 @@ import {
   dmaFenceSignal,
   fenceHandle,
   toDmaFenceArray,
-} from '../src/kernel/fences.js';
+} from '../src/fence/index.js';
 import {
   DMA_RESV_USAGE_BOOKKEEP,
   DMA_RESV_USAGE_KERNEL,
@@ -53,8 +53,8 @@ import {
   dmaResvWaitAsync,
   dmaResvWaitTimeout,
   wwAcquireInit,
-} from '../src/kernel/dma-resv.js';
-import { setWarningSink, takeWarnings } from '../src/kernel/warn.js';
+} from '../src/fence/dma-resv.js';
+import { setWarningSink, takeWarnings } from '../src/bug.js';
 import { E } from '../src/uapi/errno.js';
 import { fenceCase, fenceSuite, joinAll, msleep, startFenceWorker, type WorkerResult } from './fence-harness.js';
 

@@ -1,7 +1,7 @@
 /** Worker entry of the broker thread: the simulated kernel, driven by processes' channels and comlink control. */
 import { parentPort } from 'node:worker_threads';
-import { expose } from '../src/control/endpoint.js';
-import { KernelControl } from '../src/kernel/control.js';
+import { expose } from '../src/rpc/comlink.js';
+import { KernelControl } from '../src/kernel/control-plane.js';
 
 if (!parentPort) throw new Error('broker must run in a worker thread');
 expose(new KernelControl(), parentPort);

@@ -3,7 +3,7 @@
  * (if any) and serves `call`s from the main thread over comlink.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { expose } from '../src/control/endpoint.js';
+import { expose } from '../src/rpc/comlink.js';
 import { initRuntime, type RuntimeInit } from '../src/user/runtime.js';
 import { exit, ProcessExit } from '../src/user/syscalls.js';
 

@@ -55,8 +55,8 @@ import {
   dmaFenceIsSignaled,
   dmaFencePut,
   MAX_SCHEDULE_TIMEOUT,
-} from './dma-fence.js';
-import { dmaFenceUnwrapForEach } from './dma-fence-unwrap.js';
+} from '../fence/dma-fence.js';
+import { dmaFenceUnwrapForEach } from '../fence/dma-fence-unwrap.js';
 import {
   DMA_RESV_USAGE_KERNEL,
   DMA_RESV_USAGE_NAMES,
@@ -79,7 +79,7 @@ import {
   dmaResvUnlock,
   dmaResvUsageRw,
   dmaResvWaitAsync,
-} from './dma-resv.js';
+} from '../fence/dma-resv.js';
 import { dmaResvWaitSyscall } from './fence-wait.js';
 import { allocOrEnomem, syncFileGetFence, syncFileInstall } from './sync-file.js';
 import { FMODE_LSEEK, fmodeFromFlags, pollRequestedEvents, type File, type FileOperations, type PollTable } from './file.js';

@@ -23,7 +23,7 @@ import {
   ST_REQUEST,
   SYS_NAMES,
 } from '../shm/channel.js';
-import { BROKER_IDLE, DOORBELL } from '../shm/control.js';
+import { BROKER_IDLE, DOORBELL } from '../shm/control-block.js';
 import type { Kernel } from './kernel.js';
 import type { ShmRegion } from './mm.js';
 import type { Task } from './task.js';

@@ -27,8 +27,8 @@ import {
   dmaFenceIsSignaled,
   dmaFencePut,
   dmaFenceRemoveCallback,
-} from './dma-fence.js';
-import { type DmaResv, type DmaResvUsage, dmaResvGetFences } from './dma-resv.js';
+} from '../fence/dma-fence.js';
+import { type DmaResv, type DmaResvUsage, dmaResvGetFences } from '../fence/dma-resv.js';
 import { Blocked, WaitQueue, type SyscallOutcome } from './wait.js';
 
 /**

@@ -3,7 +3,7 @@
  * order. Each subsystem registers its syscalls, device paths and debugfs nodes here and nowhere else.
  */
 import { registerAfUnix } from './af-unix.js';
-import { registerDmaBufSelftests } from './dma-buf-selftests.js';
+import { registerDmaBufSelftests } from './dma-buf-kunit.js';
 import { dmaBufInit } from './dma-buf.js';
 import { dmabufDump } from './dmabuf-dump.js';
 import { dmaHeapInit } from './dma-heap.js';

@@ -16,7 +16,7 @@
  * mistake. The observable behaviour — list contents, duplicate reuse, timeline lifetime — is the kernel's.
  */
 import { KernelError } from '../errors.js';
-import { F_TIMESTAMP, S_GEN, S_REFCOUNT } from '../shm/fence-table.js';
+import { F_TIMESTAMP, S_GEN, S_REFCOUNT } from '../fence/table.js';
 import { E } from '../uapi/errno.js';
 import {
   SW_SYNC_DEBUGFS_PATH,
@@ -39,7 +39,7 @@ import {
   dmaFenceSignal,
   dmaFenceTimestamp,
   fenceRuntime,
-} from './fences.js';
+} from '../fence/index.js';
 import { fmodeFromFlags, type File, type FileOperations } from './file.js';
 import type { Kernel } from './kernel.js';
 import { allocOrEnomem, syncFileInstall, syncFileGetFence } from './sync-file.js';

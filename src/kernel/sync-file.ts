@@ -11,7 +11,7 @@
  */
 import { KernelError } from '../errors.js';
 import { SYS } from '../shm/channel.js';
-import { FenceTableFullError } from '../shm/fence-table.js';
+import { FenceTableFullError } from '../fence/table.js';
 import { E } from '../uapi/errno.js';
 import { O_RDONLY, POLLIN } from '../uapi/posix.js';
 import {
@@ -37,7 +37,7 @@ import {
   dmaFenceTimestamp,
   dmaFenceUnwrapForEach,
   dmaFenceUnwrapMerge,
-} from './fences.js';
+} from '../fence/index.js';
 import { fmodeFromFlags, type File, type FileOperations, type PollTable } from './file.js';
 import type { SyscallEntry } from './entry.js';
 import type { Kernel } from './kernel.js';

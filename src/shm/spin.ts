@@ -4,7 +4,7 @@
  * starves the thread we wait for. So a waiter spins only (a) while holding one of MAX_SPINNERS machine-wide spin
  * slots and (b) for a budget that grows while spins succeed and shrinks when they time out.
  */
-import { MAX_SPINNERS, SPINNERS } from './control.js';
+import { MAX_SPINNERS, SPINNERS } from './control-block.js';
 
 export const SPIN_MAX_US = 50;
 const SPIN_MIN_US = 2;

@@ -38,7 +38,7 @@ import {
   attachFenceTable,
   dmaFenceFromHandle,
   dmaFenceWaitTimeout,
-} from '../kernel/fences.js';
+} from '../fence/index.js';
 import { rt } from './runtime.js';
 import { close, fcntl, ioctl, open, poll } from './syscalls.js';
 

@@ -23,7 +23,7 @@ import {
   ST_REQUEST,
   SYS_NAMES,
 } from '../shm/channel.js';
-import { ringDoorbell, SHUTDOWN } from '../shm/control.js';
+import { ringDoorbell, SHUTDOWN } from '../shm/control-block.js';
 import { AdaptiveSpin } from '../shm/spin.js';
 
 const enc = new TextEncoder();
@@ -54,7 +54,7 @@ export interface RuntimeInit {
   readonly name: string;
   readonly channel: SharedArrayBuffer;
   readonly control: SharedArrayBuffer;
-  /** The machine's fence table (attach with attachFenceTable from src/kernel/fences.ts to use kernel fences). */
+  /** The machine's fence table (attach with attachFenceTable from src/fence/index.ts to use kernel fences). */
   readonly fences?: SharedArrayBuffer;
   readonly port: MessagePort;
   /** Send the caller's stack with every syscall, for leak reports (Machine.boot({ recordStacks: true })). */

@@ -52,7 +52,7 @@ import {
   dmaResvLock,
   dmaResvReserveFences,
   dmaResvUnlock,
-} from './dma-resv.js';
+} from '../fence/dma-resv.js';
 import {
   type DmaFence,
   dmaFenceContextAlloc,
@@ -60,13 +60,13 @@ import {
   dmaFencePut,
   dmaFenceRemoveCallback,
   dmaFenceSignal,
-} from './dma-fence.js';
+} from '../fence/dma-fence.js';
 import { dmabufDump } from './dmabuf-dump.js';
 import { FMODE_LSEEK, FMODE_READ, FMODE_WRITE, type PollTable } from './file.js';
 import type { HeapBuffer } from './heaps/heap-helpers.js';
 import type { Kernel } from './kernel.js';
 import type { ShmRegion } from './mm.js';
-import { registerSelftest, type SelftestContext } from './selftest.js';
+import { registerSelftest, type SelftestContext } from './kunit.js';
 
 /** What the mock exporter saw. */
 interface MockPriv {

@@ -4,7 +4,7 @@
  * worker can Atomics.wait on and a signal wakes — with no broker round trip.
  *
  * This module is only the shared-memory layer: layout, slot allocator, context counter, names table, callback
- * doorbells. The dma_fence semantics on top of it live in src/kernel/dma-fence*.ts.
+ * doorbells. The dma_fence semantics on top of it live in src/fence/dma-fence*.ts.
  *
  * ## Buffer layout (byte offsets)
  *
@@ -54,8 +54,8 @@
  * A handle is the i64 (gen << 32) | index; gen ≥ 1 always, so 0 means "no fence".
  */
 import { availableParallelism } from 'node:os';
-import { MAX_SPINNERS } from './control.js';
-import { machineEpochNow } from './clock.js';
+import { MAX_SPINNERS } from '../shm/control-block.js';
+import { machineEpochNow } from '../shm/clock.js';
 
 // ---- header --------------------------------------------------------------------------------------------------
 

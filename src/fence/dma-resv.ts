@@ -37,7 +37,7 @@ import {
   fenceRuntimeAttached,
   fenceRuntime,
 } from './dma-fence.js';
-import { warnOn } from './warn.js';
+import { warnOn } from '../bug.js';
 
 export const DMA_RESV_USAGE_KERNEL = 0;
 export const DMA_RESV_USAGE_WRITE = 1;

@@ -13,7 +13,7 @@
  * not propagate errors through chains) and is timestamped when found complete. Chains use 64-bit seqnos.
  */
 import { E } from '../uapi/errno.js';
-import { F_SEQNO64, KIND_CHAIN, NAME_ID_CHAIN, S64_FENCE, S64_PREV, S64_PREV_SEQNO } from '../shm/fence-table.js';
+import { F_SEQNO64, KIND_CHAIN, NAME_ID_CHAIN, S64_FENCE, S64_PREV, S64_PREV_SEQNO } from './table.js';
 import { ktimeGetNs } from '../shm/clock.js';
 import {
   type CompositeDone,

@@ -3,7 +3,7 @@
  * chain) loaded, plus the whole dma_fence / dma_fence_array / dma_fence_chain / unwrap API re-exported.
  */
 import { setClockEpoch } from '../shm/clock.js';
-import { FenceTable, createFenceTable, type FenceInfo, type FenceTableOptions } from '../shm/fence-table.js';
+import { FenceTable, createFenceTable, type FenceInfo, type FenceTableOptions } from './table.js';
 import { FenceRuntime, setFenceRuntime, type FenceAttachOptions } from './dma-fence.js';
 import './dma-fence-array.js';
 import './dma-fence-chain.js';
@@ -12,8 +12,8 @@ export * from './dma-fence.js';
 export * from './dma-fence-array.js';
 export * from './dma-fence-chain.js';
 export * from './dma-fence-unwrap.js';
-export { createFenceTable, formatFenceLeaks, FenceTableFullError } from '../shm/fence-table.js';
-export type { FenceInfo, FenceTableOptions } from '../shm/fence-table.js';
+export { createFenceTable, formatFenceLeaks, FenceTableFullError } from './table.js';
+export type { FenceInfo, FenceTableOptions } from './table.js';
 
 const attached = new Map<SharedArrayBuffer, FenceRuntime>();
 

@@ -1,8 +1,27 @@
 /**
- * Thread-level WARN()/WARN_ON() for kernel code that may run in any worker (fences, reservation objects): the
- * warning is recorded in this thread's list and handed to a sink — stderr by default, the broker's Kernel.warn()
- * once control.ts installs it, or a test's capture.
+ * The one home of BUG() and WARN() for kernel code in any worker (the broker, fences, reservation objects,
+ * drivers): BUG() is an oops — a thrown KernelBug that the syscall entry records and answers with EIO; WARN() is
+ * recorded in this thread's list and handed to a sink (stderr by default, the broker's Kernel.warn() once the
+ * control plane installs it, or a test's capture) and execution goes on, as with the C macros.
  */
+
+/** A kernel BUG(): an invariant the code relies on does not hold. Never thrown for bad user input (that is an errno). */
+export class KernelBug extends Error {
+  constructor(message: string) {
+    super(`BUG: ${message}`);
+    this.name = 'KernelBug';
+  }
+}
+
+/** BUG(): throws KernelBug. */
+export function BUG(message: string): never {
+  throw new KernelBug(message);
+}
+
+/** BUG_ON(cond): BUG(what) when cond holds. */
+export function BUG_ON(cond: boolean, what: string): void {
+  if (cond) BUG(what);
+}
 
 export interface ThreadWarning {
   readonly message: string;

@@ -26,7 +26,7 @@ import {
   S_EXT_COUNT,
   S_LINK,
   S_NUM_FENCES,
-} from '../shm/fence-table.js';
+} from './table.js';
 import {
   type CompositeDone,
   DmaFence,
@@ -39,7 +39,7 @@ import {
   isSignaledCollect,
   registerFenceKind,
 } from './dma-fence.js';
-import { warnOn } from './warn.js';
+import { warnOn } from '../bug.js';
 
 /** struct dma_fence_array, as one worker sees it. Components are borrowed views (the array holds the references). */
 export class DmaFenceArray extends DmaFence {

@@ -9,10 +9,10 @@ import { DMA_TO_DEVICE } from '../uapi/dma-buf.js';
 import { E } from '../uapi/errno.js';
 import { AF_UNIX, O_CLOEXEC, O_LARGEFILE, O_RDWR, SOCK_TYPE_MASK } from '../uapi/posix.js';
 import { createChannel } from '../shm/channel.js';
-import { createControl, SHUTDOWN } from '../shm/control.js';
+import { createControl, SHUTDOWN } from '../shm/control-block.js';
 import { afUnixOf, socketpairFlags } from './af-unix.js';
 import { registerCharDevices } from './chrdev.js';
-import { attachFenceTable, createFenceTable, dmaFenceFromHandle, liveFences, type FenceHandle } from './fences.js';
+import { attachFenceTable, createFenceTable, dmaFenceFromHandle, liveFences, type FenceHandle } from '../fence/index.js';
 import { ServeLoop, SyscallEntry, type Oops } from './entry.js';
 import { registerFsSyscalls } from './fs.js';
 import {
@@ -29,15 +29,15 @@ import {
   type DmaBufSnapshot,
   type DmaDataDirection,
 } from './dma-buf.js';
-import { dmaResvAddFence, dmaResvLock, dmaResvReserveFences, dmaResvUnlock, type DmaResvUsage } from './dma-resv.js';
+import { dmaResvAddFence, dmaResvLock, dmaResvReserveFences, dmaResvUnlock, type DmaResvUsage } from '../fence/dma-resv.js';
 import { dmaHeapList, type DmaHeapInfo } from './dma-heap.js';
 import { Kernel, type KernelWarning } from './kernel.js';
 import type { LeakReport } from './leaks.js';
 import { registerMmSyscalls } from './mm.js';
 import { registerPollSyscall } from './select.js';
-import { runSelftest, type SelftestResult } from './selftest.js';
+import { runSelftest, type SelftestResult } from './kunit.js';
 import { Task } from './task.js';
-import { setWarningSink } from './warn.js';
+import { setWarningSink } from '../bug.js';
 import { bootSubsystems, type SubsystemConfig } from './subsystems.js';
 
 export interface BootConfig extends SubsystemConfig {
@@ -278,7 +278,7 @@ export class KernelControl {
     return dmaBufList(this.kernel).map(dmaBufSnapshot);
   }
 
-  /** Runs an in-kernel self-test (selftest.ts), optionally as process `pid`. A BUG in it is recorded as an oops. */
+  /** Runs an in-kernel self-test (kunit.ts), optionally as process `pid`. A BUG in it is recorded as an oops. */
   selftest(name: string, pid?: number): SelftestResult {
     const k = this.kernel;
     const t = pid === undefined ? null : (k.tasks.get(pid) ?? null);

@@ -1,0 +1,534 @@
+/**
+ * FenceRuntime: one worker's attachment to the machine's fence table — its views and wrapper cache, its creator id
+ * and doorbell bucket, the callbacks it registered, and the sleeping half of every fence wait (spin, then
+ * Atomics.wait or Atomics.waitAsync on a leaf's signal word or this worker's doorbell). Any worker may hold one;
+ * attachFenceTable() (index.ts) creates it and makes it the worker's current runtime.
+ */
+import { E } from '../uapi/errno.js';
+import { ktimeGetNs } from '../shm/clock.js';
+import { AdaptiveSpin } from '../shm/spin.js';
+import { BUG as bug, warn } from '../bug.js';
+import {
+  DOORBELL_BUCKETS,
+  FenceTable,
+  KIND_MASK,
+  KIND_PLAIN,
+  KIND_SHIFT,
+  S64_CONTEXT,
+  S64_SEQNO,
+  S_CB_PENDING,
+  S_ERROR,
+  S_FLAGS,
+  S_GEN,
+  S_NAME_ID,
+  S_REFCOUNT,
+  S_SIGNAL,
+  S_WAITERS,
+} from './table.js';
+import { DmaFence, DmaFenceCb, evaluateSlow, kindOps, signalInner, type DmaFenceOps } from './dma-fence.js';
+
+const noop = (): void => {};
+
+interface PendingCallbacks {
+  readonly fence: DmaFence;
+  readonly cbs: DmaFenceCb[];
+}
+
+export interface FenceAttachOptions {
+  /** The machine control block: spinning then shares the machine-wide spinner budget with syscall waiters. */
+  readonly control?: SharedArrayBuffer;
+  /**
+   * An event-loop worker (the broker): callbacks registered here run promptly, from an Atomics.waitAsync watcher
+   * on this worker's doorbell, instead of only at this worker's waits and explicit pumps.
+   */
+  readonly eventLoop?: boolean;
+}
+
+/**
+ * One worker's attachment to a fence table: views, the wrapper cache, this worker's doorbell bucket and its
+ * pending callbacks. Created by attachFenceTable() (index.ts).
+ */
+/** Where a sleeping wait waits (FenceRuntime.planSleep): an Int32 word index, the value it must still hold. */
+interface SleepPlan {
+  readonly word: number;
+  readonly value: number;
+  /** A single fence's signal word (spinning pays off), rather than the worker's doorbell. */
+  readonly leaf: boolean;
+  /** References taken for the sleep, to put afterwards. */
+  readonly refs: readonly DmaFence[];
+}
+
+export class FenceRuntime {
+  readonly table: FenceTable;
+  readonly i32: Int32Array;
+  /** This worker's creator id (≥ 1). */
+  readonly attachId: number;
+  /** This worker's bit in S_WAITERS masks, and the Int32 index of its doorbell word. */
+  readonly bit: number;
+  readonly bell: number;
+  readonly spin: AdaptiveSpin;
+  readonly eventLoop: boolean;
+  /** ops registered in this worker, by names id (hooks are local; names are shared). */
+  readonly ops = new Map<number, DmaFenceOps>();
+  private readonly wrappers: (DmaFence | undefined)[] = [];
+  private readonly pending = new Map<number, PendingCallbacks>();
+  private pumping = false;
+  private seenBell = 0;
+  private watching = false;
+  /** Callbacks run so far (statistics; also lets runFenceCallbacks() report how many it ran). */
+  callbacksRun = 0;
+
+  constructor(sab: SharedArrayBuffer, opts: FenceAttachOptions = {}) {
+    this.table = new FenceTable(sab);
+    this.i32 = this.table.i32;
+    this.attachId = this.table.newAttachId();
+    const bucket = this.attachId % DOORBELL_BUCKETS;
+    this.bit = 1 << bucket;
+    this.bell = this.table.doorbellWord(bucket);
+    this.seenBell = Atomics.load(this.i32, this.bell);
+    this.spin = new AdaptiveSpin(opts.control ? new Int32Array(opts.control) : this.table.spinControl);
+    this.eventLoop = opts.eventLoop ?? false;
+  }
+
+  // ---- views -------------------------------------------------------------------------------------------------
+
+  /** The (cached) view of slot `index`, generation `gen`. No validation: callers know the fence is alive. */
+  wrap(index: number, gen: number): DmaFence {
+    const w = this.wrappers[index];
+    if (w !== undefined && w.gen === gen) return w;
+    const kind = (Atomics.load(this.i32, this.table.base(index) + S_FLAGS) >> KIND_SHIFT) & KIND_MASK;
+    const f = kind === KIND_PLAIN || kind === 0 ? new DmaFence(this, index, gen) : kindOps(kind).wrap(this, index, gen);
+    this.wrappers[index] = f;
+    return f;
+  }
+
+  /** The fence an i64 handle word names (borrowed: the holder of the word owns the reference), or null. */
+  fromI64(h: bigint): DmaFence | null {
+    if (h === 0n) return null;
+    return this.wrap(Number(h & 0xffffffffn), Number(h >> 32n) | 0);
+  }
+
+  checkLive(f: DmaFence, what: string): void {
+    if (f.rt !== this) bug(`${what}: fence of another table/worker view`);
+    if (Atomics.load(this.i32, f.base + S_GEN) !== f.gen) bug(`${what} on a released fence (slot ${f.index}.${f.gen})`);
+  }
+
+  // ---- creation ----------------------------------------------------------------------------------------------
+
+  /**
+   * Allocates and initialises a slot (refcount still −1, so nobody can take a reference yet); publish() makes it a
+   * live fence with one reference.
+   */
+  createSlot(kind: number, nameId: number, context: number, seqno: bigint, flags: number): number {
+    const t = this.table;
+    const index = t.allocSlot(kind, this.attachId);
+    const b = t.base(index);
+    const b64 = b >> 1;
+    t.u64[b64 + S64_CONTEXT] = BigInt(context);
+    t.u64[b64 + S64_SEQNO] = BigInt.asUintN(64, seqno);
+    Atomics.store(this.i32, b + S_NAME_ID, nameId);
+    Atomics.or(this.i32, b + S_FLAGS, flags);
+    return index;
+  }
+
+  /** Publishes a slot from createSlot() as a fence with one reference (kref_init). */
+  publish(index: number): DmaFence {
+    const b = this.table.base(index);
+    const gen = Atomics.load(this.i32, b + S_GEN);
+    Atomics.store(this.i32, b + S_REFCOUNT, 1);
+    return this.wrap(index, gen);
+  }
+
+  /** The names id for `ops`, remembering the ops' hooks in this worker. */
+  nameIdFor(ops: DmaFenceOps): number {
+    const id = this.table.internNames(ops.driverName, ops.timelineName);
+    if (!this.ops.has(id)) this.ops.set(id, ops);
+    return id;
+  }
+
+  // ---- references --------------------------------------------------------------------------------------------
+
+  /** kref_get: BUG on a released fence (the kernel's refcount_t "addition on 0; use-after-free"). */
+  get(f: DmaFence): void {
+    this.checkLive(f, 'dma_fence_get');
+    const old = Atomics.add(this.i32, f.base + S_REFCOUNT, 1);
+    if (old <= 0) {
+      Atomics.sub(this.i32, f.base + S_REFCOUNT, 1);
+      bug(`dma_fence_get on a fence with refcount ${old} (${f})`);
+    }
+  }
+
+  /**
+   * kref_get_unless_zero plus the generation check of SLAB_TYPESAFE_BY_RCU: a reference to slot `index` if it
+   * still holds generation `gen` and is not being released, else null (dropping the reference it may have taken
+   * on the slot's next occupant — which can release that one, exactly as dma_fence_get_rcu_safe's put does).
+   */
+  tryGet(index: number, gen: number): DmaFence | null {
+    const i32 = this.i32;
+    const w = this.table.base(index) + S_REFCOUNT;
+    for (;;) {
+      const v = Atomics.load(i32, w);
+      if (v <= 0) return null;
+      if (Atomics.compareExchange(i32, w, v, v + 1) === v) break;
+    }
+    if (Atomics.load(i32, this.table.base(index) + S_GEN) !== gen) {
+      this.putIndex(index);
+      return null;
+    }
+    return this.wrap(index, gen);
+  }
+
+  put(f: DmaFence): void {
+    this.checkLive(f, 'dma_fence_put');
+    this.putIndex(f.index);
+  }
+
+  /** Drops one reference to slot `index`; the last one releases it (and, iteratively, what it held). */
+  putIndex(index: number): void {
+    if (this.dropRef(index)) this.releaseLoop(index);
+  }
+
+  /**
+   * Drops one reference; returns true when it was the last and the slot is now ours to free.
+   *
+   * dma_fence_release's "released with pending signals" case (callbacks queued, fence unsignaled) is handled
+   * *before* the count reaches 0, while our reference still pins the slot: once it is 0, a worker whose callback
+   * runs could drop S_CB_PENDING to 0 and free the slot under us. The price: a get_rcu_safe racing with that last
+   * put may still get the fence (then signaled with -EDEADLK) instead of failing — only ever on this already-buggy
+   * path. The decrement is a compareExchange loop so the "is this the last one" test and the decrement agree.
+   */
+  private dropRef(index: number): boolean {
+    const i32 = this.i32;
+    const b = this.table.base(index);
+    const w = b + S_REFCOUNT;
+    const gen = Atomics.load(i32, b + S_GEN);
+    for (;;) {
+      const v = Atomics.load(i32, w);
+      if (v <= 0) bug(`dma_fence_put: refcount underflow on slot ${index}`);
+      if (v === 1) {
+        if (index === this.table.stubIndex) bug('the global stub fence lost its last reference (one put too many)');
+        if (Atomics.load(i32, b + S_CB_PENDING) > 0 && Atomics.load(i32, b + S_SIGNAL) === 0) {
+          const f = this.wrap(index, gen);
+          warn(
+            `Fence ${f.driverName}:${f.timelineName}:${f.context.toString(16)}:${f.seqno.toString(16)} ` +
+              `released with pending signals!`,
+          );
+          Atomics.store(i32, b + S_ERROR, -E.EDEADLK);
+          signalInner(f, ktimeGetNs());
+        }
+      }
+      if (Atomics.compareExchange(i32, w, v, v - 1) === v) {
+        if (v > 1) return false;
+        break;
+      }
+    }
+    // Refcount 0. With callbacks still queued in other workers the slot lives on (a "zombie": refcount 0,
+    // S_CB_PENDING > 0) until the last of them ran or was removed; cbDone() then frees it.
+    return this.claim(index, gen);
+  }
+
+  /** Claims a slot with no references and no pending callbacks for freeing; exactly one caller wins. */
+  private claim(index: number, gen: number): boolean {
+    const i32 = this.i32;
+    const b = this.table.base(index);
+    if (Atomics.load(i32, b + S_GEN) !== gen) return false;
+    if (Atomics.load(i32, b + S_REFCOUNT) !== 0 || Atomics.load(i32, b + S_CB_PENDING) !== 0) return false;
+    return Atomics.compareExchange(i32, b + S_REFCOUNT, 0, -1) === 0;
+  }
+
+  /** Frees a claimed slot and puts what it held, iteratively (a 4096-link chain must not recurse 4096 deep). */
+  private releaseLoop(first: number): void {
+    if (((Atomics.load(this.i32, this.table.base(first) + S_FLAGS) >> KIND_SHIFT) & KIND_MASK) === KIND_PLAIN) {
+      this.table.freeSlot(first); // a plain fence holds nothing: the common case, without the worklist
+      return;
+    }
+    const stack = [first];
+    const puts: number[] = [];
+    while (stack.length > 0) {
+      const index = stack.pop()!;
+      const kind = (Atomics.load(this.i32, this.table.base(index) + S_FLAGS) >> KIND_SHIFT) & KIND_MASK;
+      puts.length = 0;
+      if (kind !== KIND_PLAIN) kindOps(kind).release(this, index, puts);
+      this.table.freeSlot(index);
+      for (const c of puts) if (this.dropRef(c)) stack.push(c);
+    }
+  }
+
+  // ---- callbacks ---------------------------------------------------------------------------------------------
+
+  /** Queues `cb` on `f` in this worker (the slot's count was raised by the caller). */
+  queue(f: DmaFence, cb: DmaFenceCb): void {
+    let list = this.pending.get(f.index);
+    if (!list || list.fence !== f) {
+      list = { fence: f, cbs: [] };
+      this.pending.set(f.index, list);
+    }
+    list.cbs.push(cb);
+    this.watch();
+  }
+
+  /** Takes `cb` off this worker's queue for `f` (remove_callback on an unsignaled fence). */
+  unqueue(f: DmaFence, cb: DmaFenceCb): boolean {
+    const list = this.pending.get(f.index);
+    if (!list || list.fence !== f) return false;
+    const i = list.cbs.indexOf(cb);
+    if (i < 0) return false;
+    list.cbs.splice(i, 1);
+    if (list.cbs.length === 0) this.pending.delete(f.index);
+    cb.fence = null;
+    this.cbDone(f.index, f.gen);
+    return true;
+  }
+
+  /** One pending callback fewer; the last one frees a zombie slot. */
+  private cbDone(index: number, gen: number): void {
+    const i32 = this.i32;
+    const b = this.table.base(index);
+    const left = Atomics.sub(i32, b + S_CB_PENDING, 1) - 1;
+    if (left === 0 && Atomics.load(i32, b + S_REFCOUNT) === 0 && this.claim(index, gen)) this.releaseLoop(index);
+  }
+
+  /**
+   * Runs, FIFO, this worker's callbacks queued on slot `index` (the fence is signaled). A throwing callback does
+   * not stop the others; the first error is rethrown at the end.
+   */
+  runList(index: number): number {
+    const list = this.pending.get(index);
+    if (!list) return 0;
+    this.pending.delete(index);
+    const f = list.fence;
+    let n = 0;
+    let failed = false;
+    let error: unknown;
+    for (const cb of list.cbs) {
+      if (cb.fence !== f) continue;
+      cb.fence = null;
+      const fn = cb.func;
+      try {
+        fn?.(f, cb);
+      } catch (e) {
+        if (!failed) error = e;
+        failed = true;
+      } finally {
+        n++;
+        this.callbacksRun++;
+        this.cbDone(index, f.gen);
+      }
+    }
+    if (failed) throw error;
+    return n;
+  }
+
+  /** Sets this worker's interest bit on leaf fences, so their signal rings this worker's doorbell. */
+  arm(leaves: readonly DmaFence[]): void {
+    const i32 = this.i32;
+    for (const leaf of leaves) Atomics.or(i32, leaf.base + S_WAITERS, this.bit);
+    // A leaf that signaled (or was released and its slot reused) before our bit landed may not have rung us:
+    // ring ourselves so the next pump re-evaluates. Seq-cst: either the signaller's S_WAITERS load saw our bit, or
+    // our loads below see its S_SIGNAL store / the generation bump that precedes any reuse.
+    for (const leaf of leaves) {
+      if (Atomics.load(i32, leaf.base + S_SIGNAL) !== 0 || Atomics.load(i32, leaf.base + S_GEN) !== leaf.gen) {
+        this.selfRing();
+        return;
+      }
+    }
+  }
+
+  selfRing(): void {
+    Atomics.add(this.i32, this.bell, 1);
+    Atomics.notify(this.i32, this.bell);
+  }
+
+  /** Number of fences with callbacks queued in this worker. */
+  get pendingFences(): number {
+    return this.pending.size;
+  }
+
+  /**
+   * runFenceCallbacks(): runs every callback of this worker whose fence is signaled (evaluating composites, which
+   * signals them when complete) and re-arms interest in composites' current blockers. Not re-entrant: a callback
+   * that pumps again is a no-op. Returns the number of callbacks run.
+   */
+  runFenceCallbacks(): number {
+    if (this.pumping) return 0;
+    this.pumping = true;
+    const before = this.callbacksRun;
+    let failed = false;
+    let error: unknown;
+    try {
+      // Read the doorbell before looking at the fences: a ring after this load is seen by the next pump.
+      this.seenBell = Atomics.load(this.i32, this.bell);
+      const blockers: DmaFence[] = [];
+      for (const index of [...this.pending.keys()]) {
+        const list = this.pending.get(index);
+        if (!list) continue;
+        const f = list.fence;
+        try {
+          if (Atomics.load(this.i32, f.base + S_SIGNAL) !== 0) {
+            this.runList(index);
+            continue;
+          }
+          blockers.length = 0;
+          // Signalling a composite here runs this worker's list on it from dma_fence_signal.
+          if (evaluateSlow(f, blockers)) {
+            this.runList(index);
+            continue;
+          }
+          if (f.kind !== KIND_PLAIN) this.arm(blockers);
+        } catch (e) {
+          if (!failed) error = e;
+          failed = true;
+        }
+      }
+    } finally {
+      this.pumping = false;
+    }
+    if (failed) throw error;
+    return this.callbacksRun - before;
+  }
+
+  /** The pump after a wait: only when a signal rang this worker since its last pump. */
+  pumpIfRung(): void {
+    if (this.pending.size !== 0 && Atomics.load(this.i32, this.bell) !== this.seenBell) this.runFenceCallbacks();
+  }
+
+  /**
+   * Event-loop workers: arms an Atomics.waitAsync on this worker's doorbell while callbacks are pending.
+   * Race-free: it waits for the doorbell to differ from the value the last pump read before scanning, so a ring
+   * at any time after that scan started resolves it (at once if it already happened). A ref'd interval keeps the
+   * worker alive meanwhile (a pending waitAsync does not, in Node 20).
+   */
+  private watch(): void {
+    if (!this.eventLoop || this.watching || this.pending.size === 0) return;
+    this.watching = true;
+    const keep = setInterval(noop, 1 << 30);
+    const fire = (): void => {
+      clearInterval(keep);
+      this.watching = false;
+      try {
+        this.runFenceCallbacks();
+      } catch (e) {
+        warn(`fence callback threw: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      }
+      this.watch();
+    };
+    const r = Atomics.waitAsync(this.i32, this.bell, this.seenBell);
+    if (!r.async) setImmediate(fire);
+    else void r.value.then(fire);
+  }
+
+  // ---- sleeping ----------------------------------------------------------------------------------------------
+
+  /**
+   * Sleeps until one of `blockers` may have signaled, or `leftMs` passed (spurious returns are fine: callers
+   * re-evaluate). `owned` is a blocker the caller holds a reference on; every other blocker is referenced for the
+   * sleep, so its slot cannot be recycled under us (the wake would be lost).
+   */
+  sleepOn(blockers: readonly DmaFence[], leftMs: number, owned: DmaFence | null): void {
+    const plan = this.planSleep(blockers, owned);
+    if (!plan) return;
+    try {
+      const i32 = this.i32;
+      if (Atomics.load(i32, plan.word) !== plan.value) return;
+      // Spin briefly (bounded, shared budget) on a leaf's signal word before sleeping; a doorbell is only rung
+      // for multi-fence waits, which are rare enough not to be worth a spinner slot.
+      if (plan.leaf && this.spin.spinWhileEquals(i32, plan.word, plan.value)) return;
+      Atomics.wait(i32, plan.word, plan.value, leftMs === Infinity ? undefined : leftMs);
+    } finally {
+      for (const r of plan.refs) this.putIndex(r.index);
+    }
+  }
+
+  /** Async twin of sleepOn for event-loop workers (Atomics.waitAsync, worker kept alive while pending). */
+  async sleepOnAsync(blockers: readonly DmaFence[], leftMs: number, owned: DmaFence | null): Promise<void> {
+    const plan = this.planSleep(blockers, owned);
+    if (!plan) return;
+    try {
+      await waitAsyncWord(this.i32, plan.word, plan.value, leftMs);
+    } finally {
+      for (const r of plan.refs) this.putIndex(r.index);
+    }
+  }
+
+  /**
+   * Where a sleep on `blockers` waits (shared by sleepOn and sleepOnAsync): one leaf → its signal word, which
+   * must still hold 0; several → this worker's doorbell, which must still hold the value read before interest
+   * was registered. Every blocker but `owned` is referenced for the sleep (dropped by the caller from `refs`), so
+   * no slot is recycled under the sleeper and the wake cannot be lost. null: no sleep needed (a blocker was
+   * released or signaled meanwhile — re-evaluate).
+   *
+   * Race-free: a signaller stores S_SIGNAL (compareExchange 0 → 1) before it notifies the leaf word, so a wait
+   * on the leaf returns at once if the signal came first. For the doorbell, we read it before setting our
+   * interest bits; a signaller stores S_SIGNAL and then loads S_WAITERS: if it missed our bit, interested() (after
+   * setting it) sees its S_SIGNAL; otherwise it rings the doorbell after our read, so the wait returns or wakes.
+   */
+  private planSleep(blockers: readonly DmaFence[], owned: DmaFence | null): SleepPlan | null {
+    if (blockers.length === 1) {
+      const leaf = blockers[0]!;
+      if (leaf === owned) return { word: leaf.base + S_SIGNAL, value: 0, leaf: true, refs: [] };
+      if (!this.tryGet(leaf.index, leaf.gen)) return null;
+      return { word: leaf.base + S_SIGNAL, value: 0, leaf: true, refs: [leaf] };
+    }
+    const refs = this.refAll(blockers);
+    if (!refs) return null;
+    const seen = Atomics.load(this.i32, this.bell);
+    if (this.interested(refs)) {
+      for (const r of refs) this.putIndex(r.index);
+      return null;
+    }
+    return { word: this.bell, value: seen, leaf: false, refs };
+  }
+
+  private refAll(blockers: readonly DmaFence[]): DmaFence[] | null {
+    const refs: DmaFence[] = [];
+    for (const b of blockers) {
+      const r = this.tryGet(b.index, b.gen);
+      if (!r) {
+        for (const x of refs) this.putIndex(x.index);
+        return null;
+      }
+      refs.push(r);
+    }
+    return refs;
+  }
+
+  /** Sets our bit on every leaf; true if one is signaled already (then there is nothing to sleep for). */
+  private interested(leaves: readonly DmaFence[]): boolean {
+    const i32 = this.i32;
+    for (const leaf of leaves) Atomics.or(i32, leaf.base + S_WAITERS, this.bit);
+    for (const leaf of leaves) if (Atomics.load(i32, leaf.base + S_SIGNAL) !== 0) return true;
+    return false;
+  }
+}
+
+/**
+ * Atomics.waitAsync with the Node 20 quirk handled: a pending waitAsync does not keep a worker's event loop alive,
+ * so a ref'd interval is held until it settles.
+ */
+function waitAsyncWord(i32: Int32Array, index: number, value: number, ms: number): Promise<void> {
+  const r = Atomics.waitAsync(i32, index, value, ms);
+  if (!r.async) return Promise.resolve();
+  const keep = setInterval(noop, 1 << 30);
+  return r.value.then(() => clearInterval(keep));
+}
+
+// ---- the current runtime ---------------------------------------------------------------------------------------
+
+let current: FenceRuntime | null = null;
+
+/** Makes `rt` this worker's runtime for functions that create fences (attachFenceTable does this). */
+export function setFenceRuntime(rt: FenceRuntime | null): void {
+  current = rt;
+}
+
+/** This worker's fence runtime; throws when the worker never attached to a fence table. */
+export function fenceRuntime(): FenceRuntime {
+  if (!current) throw new Error('dmabuf-sim: no fence table attached in this worker (attachFenceTable())');
+  return current;
+}
+
+/** True when this worker is attached to a fence table. */
+export function fenceRuntimeAttached(): boolean {
+  return current !== null;
+}
+
