@@ -73,7 +73,7 @@ export class SyscallRequest {
   postRegion(region: ShmRegion): void {
     if (!this.task.port || this.task.state === 'dead') throw new KernelError(E.ESRCH);
     this.task.port.postMessage({ seq: this.seq, id: region.id, sab: region.sab });
-    this.task.channel.i32[RFLAGS] |= RF_PORT_MSG;
+    Atomics.or(this.task.channel.i32, RFLAGS, RF_PORT_MSG);
   }
 }
 
