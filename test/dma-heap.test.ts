@@ -1,10 +1,10 @@
 /**
  * dma-heap: a port of tools/testing/selftests/dmabuf-heaps/dmabuf-heap.c run on every heap (system and a
  * carve-out), then every errno path of DMA_HEAP_IOCTL_ALLOC and the heap fd, ENOMEM / EMFILE with nothing leaked,
- * and the carve-out allocator's reuse, zeroing, first-fit and coalescing.
+ * the carve-out allocator's reuse, zeroing, first-fit and coalescing, and its buffers' isolation from each other.
  */
 import test from 'ava';
-import { uapi } from '../src/index.js';
+import { uapi, type DmaHeapInfo } from '../src/index.js';
 import type { KsftResult, RawResult } from './fixtures/heap.js';
 import { bootFor, shutdownClean } from './helpers/sim.js';
 
@@ -42,20 +42,20 @@ test.serial('dmabuf-heap selftest port: 11 results per heap, all pass (vgem impo
   await shutdownClean(t, m);
 });
 
-test.serial('alloc_zeroed really reuses freed carve-out memory, zeroing only what was used', async (t) => {
+test.serial('alloc_zeroed really reuses freed carve-out ranges, each buffer on pages of its own', async (t) => {
   const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'zeroed' });
+  const reserved = async (): Promise<DmaHeapInfo> => (await m.heaps()).find((h) => h.name === 'reserved')!;
   for (const size of [4 * 1024, ONE_MEG]) {
     const r = await p.call<KsftResult[]>('test_alloc_zeroed', 'reserved', size);
     t.deepEqual(r.map((x) => x.result), ['pass', 'pass']);
     const off = await p.call<{ first: number[]; second: number[]; sabBytes: number }>('lastZeroedOffsets');
-    t.is(off.sabBytes, 64 << 20, 'every buffer is a window on the one pool');
-    t.deepEqual(off.second, off.first, `${size}: the second round got exactly the freed ranges back`);
-    t.deepEqual(off.first, Array.from({ length: 32 }, (_, i) => i * size), 'first fit from the bottom');
+    t.is(off.sabBytes, size, 'a mapping holds its own buffer\'s memory, not the pool');
+    t.deepEqual([...off.first, ...off.second], new Array<number>(64).fill(0));
+    // 32 buffers, freed, then 32 again: first fit from the bottom, and the second round got the freed ranges back
+    // (had it not, the pool would have been used up to 64 buffers' worth).
+    t.like(await reserved(), { highWaterBytes: Math.max(32 * size, 32 * 4096), usedBytes: 0, freeExtents: [{ start: 0, size: 64 << 20 }] });
   }
-  const reserved = (await m.heaps()).find((h) => h.name === 'reserved')!;
-  t.is(reserved.highWaterBytes, 32 * ONE_MEG, 'never-used memory above the high-water mark was not touched');
-  t.is(reserved.usedBytes, 0);
   // The system heap hands out fresh pages every time (nothing to reuse) and they are zero too.
   const s = await p.call<KsftResult[]>('test_alloc_zeroed', 'system', ONE_MEG);
   t.deepEqual(s.map((x) => x.result), ['pass', 'pass']);
@@ -70,25 +70,53 @@ test.serial('carve-out allocator: first fit, exhaustion, fragmentation, coalesci
     if ('code' in a) throw new Error(a.code);
     return a;
   };
+  const free = async (): Promise<DmaHeapInfo['freeExtents']> => (await m.heaps())[0]!.freeExtents;
   const MB16 = 16 << 20;
   const bufs = [];
-  for (let i = 0; i < 4; i++) bufs.push(get(await p.call<A>('allocMapped', 'reserved', MB16)));
-  t.deepEqual(bufs.map((b) => b.offset), [0, MB16, 2 * MB16, 3 * MB16]);
+  for (let i = 0; i < 4; i++) {
+    bufs.push(get(await p.call<A>('allocMapped', 'reserved', MB16)));
+    t.deepEqual(await free(), i < 3 ? [{ start: (i + 1) * MB16, size: (3 - i) * MB16 }] : [], `first fit: buffer ${i}`);
+  }
   t.deepEqual(await p.call('allocMapped', 'reserved', 4096), { code: 'ENOMEM' }, 'pool exhausted');
   t.deepEqual(await p.call('allocMapped', 'reserved', 128 << 20), { code: 'ENOMEM' }, 'larger than the pool');
   await p.call('dirty', bufs[0]!.fd);
   await p.call('dirty', bufs[2]!.fd);
   await p.call('release', bufs[0]!.fd);
   await p.call('release', bufs[2]!.fd);
+  t.deepEqual(await free(), [{ start: 0, size: MB16 }, { start: 2 * MB16, size: MB16 }]);
   t.deepEqual(await p.call('allocMapped', 'reserved', 2 * MB16), { code: 'ENOMEM' }, '32 MiB free, but in two holes');
   await p.call('release', bufs[1]!.fd);
+  t.deepEqual(await free(), [{ start: 0, size: 3 * MB16 }], 'the three freed neighbours coalesced into one extent');
   const big = get(await p.call<A>('allocMapped', 'reserved', 3 * MB16));
-  t.is(big.offset, 0, 'the three freed neighbours coalesced into one extent');
+  t.deepEqual(await free(), [], 'the coalesced extent was handed out whole');
   t.true(await p.call<boolean>('isZero', big.fd), 'dirty memory was zeroed before reuse');
   await p.call('release', big.fd);
   await p.call('release', bufs[3]!.fd);
   const info = (await m.heaps())[0]!;
   t.like(info, { name: 'reserved', kind: 'carveout', sizeBytes: 64 << 20, usedBytes: 0, buffers: 0, highWaterBytes: 64 << 20 });
+  t.deepEqual(info.freeExtents, [{ start: 0, size: 64 << 20 }]);
+  await shutdownClean(t, m);
+});
+
+test.serial('carve-out isolation: a stale view after munmap + close, or a small mapping, reaches no other buffer', async (t) => {
+  const m = await bootFor(t, { reserved: { sizeBytes: 64 << 20 } });
+  const owner = await m.spawn(fixture, { name: 'stale-owner' });
+  const next = await m.spawn(fixture, { name: 'next-owner' });
+  const r = await owner.call<{ sabBytes: number; reach: number }>('staleViewSetup', 'reserved', 4096);
+  t.is(r.sabBytes, 4096, 'a PROT_READ mapping of 4 KiB holds 4 KiB of memory');
+  t.is(r.reach, 4096, 'writing every byte the mapping\'s memory holds reaches only the mapped buffer');
+  // The neighbour the owner allocated after its buffer is untouched by that write.
+  t.true(await owner.call<boolean>('neighbourIsZero'));
+  // The owner unmapped and closed its buffer; the next owner gets the same range of the pool (first fit)…
+  await owner.call('staleViewRelease');
+  const nb = await next.call<{ fd: number } | { code: string }>('allocMapped', 'reserved', 4096);
+  if ('code' in nb) throw new Error(nb.code);
+  t.deepEqual((await m.heaps())[0]!.freeExtents, [{ start: 8192, size: (64 << 20) - 8192 }], 'the freed range went to the next owner');
+  // …and the stale view, still usable in JavaScript, writes the freed buffer's own memory, not the next owner's.
+  await owner.call('staleViewScribble', 0x77);
+  t.true(await next.call<boolean>('isZero', nb.fd), 'the next owner\'s buffer is untouched by the stale view');
+  await next.call('release', nb.fd);
+  await owner.call('staleViewDone');
   await shutdownClean(t, m);
 });
 

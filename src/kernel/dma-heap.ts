@@ -41,6 +41,8 @@ export interface DmaHeapInfo {
   readonly buffers: number;
   /** Carve-out: highest pool byte ever handed out (memory above it has never been used). Null otherwise. */
   readonly highWaterBytes: number | null;
+  /** Carve-out: the pool's free ranges, lowest first (byte offsets; fragmentation at a glance). Null otherwise. */
+  readonly freeExtents: readonly { readonly start: number; readonly size: number }[] | null;
 }
 
 export interface DmaHeapExportInfo {

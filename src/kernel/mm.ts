@@ -1,8 +1,9 @@
 /**
  * Memory mappings: shared-memory regions (the pages behind a buffer) and per-process VMAs.
  *
- * A ShmRegion is one SharedArrayBuffer range: a whole SAB for a system-heap buffer, a slice of the pool SAB for a
- * carve-out heap. mmap gives the process a view of exactly that memory: every mapper sees the same bytes.
+ * A ShmRegion is one SharedArrayBuffer range: the whole SAB of one heap buffer (system and carve-out heaps alike
+ * give every buffer its own SAB, so a handle posted to a process reaches that buffer's pages and nothing else).
+ * mmap gives the process a view of exactly that memory: every mapper sees the same bytes.
  * A process holds each region's SAB handle while at least one of its VMAs uses it; the broker counts those per
  * task so it posts the handle once and tells the process when to drop it.
  */

@@ -1,11 +1,16 @@
 /**
- * A carve-out heap: a fixed pool reserved at boot (one SharedArrayBuffer of `sizeBytes`), handed out by a
- * page-granular first-fit allocator that coalesces on free — the shape of a CMA or reserved-memory heap
+ * A carve-out heap: a fixed pool reserved at boot (`sizeBytes` of address space), handed out by a page-granular
+ * first-fit allocator that coalesces on free — the shape of a CMA or reserved-memory heap
  * (drivers/dma-buf/heaps/cma_heap.c): contiguous buffers, one sg entry each, zeroed at allocation.
  *
- * Zeroing: freed memory is dirty and is cleared before it is handed out again. Memory above the high-water mark
- * has never been handed out and is still zero from the host, so only the part of a new buffer below the mark is
- * cleared; the mark then moves up to the buffer's end.
+ * Isolation: the pool is accounting only (which ranges are taken, fragmentation, the limit). Each buffer's pages
+ * are a SharedArrayBuffer of its own, so a process that maps a buffer holds that buffer's memory and nothing
+ * else: a view kept after munmap and close still reaches only the freed buffer's own pages, never the range's
+ * next owner (whose pages are a new SharedArrayBuffer), and a small mapping cannot reach a neighbour.
+ *
+ * Zeroing: a buffer's pages are new host memory, so a buffer is zero when handed out however dirty the range's
+ * previous owner left it — the cma heap's clear_page of every page, without the cost. The high-water mark still
+ * records how far into the pool buffers have ever reached (the part a real heap would have had to clear on reuse).
  *
  * Locking: broker thread only (the cma lock is implicit).
  */
@@ -25,7 +30,6 @@ interface Extent {
 
 /** The pool and its allocator. */
 export class CarveoutPool {
-  readonly sab: SharedArrayBuffer;
   readonly size: number;
   /** Free extents sorted by start, never adjacent (coalesced). */
   private readonly freeList: Extent[];
@@ -37,13 +41,12 @@ export class CarveoutPool {
   constructor(sizeBytes: number) {
     this.size = Math.floor(sizeBytes / PAGE_SIZE) * PAGE_SIZE;
     if (this.size <= 0) throw new Error(`carve-out heap: pool of ${sizeBytes} bytes holds no page`);
-    this.sab = new SharedArrayBuffer(this.size);
     this.freeList = [{ start: 0, size: this.size }];
   }
 
   /**
-   * First fit: the lowest free extent that holds `len` bytes (page multiple). Returns the offset, its bytes
-   * zeroed, or -1 when no extent is large enough (fragmentation counts: there is no compaction).
+   * First fit: the lowest free extent that holds `len` bytes (page multiple). Returns the offset in the pool, or
+   * -1 when no extent is large enough (fragmentation counts: there is no compaction).
    */
   alloc(len: number): number {
     const i = this.freeList.findIndex((x) => x.size >= len);
@@ -55,8 +58,6 @@ export class CarveoutPool {
       ext.start += len;
       ext.size -= len;
     }
-    const dirtyEnd = Math.min(start + len, this.highWater);
-    if (dirtyEnd > start) new Uint8Array(this.sab, start, dirtyEnd - start).fill(0);
     this.highWater = Math.max(this.highWater, start + len);
     this.used += len;
     this.buffers++;
@@ -88,7 +89,7 @@ export class CarveoutPool {
     }
   }
 
-  /** Free extents, for diagnostics and tests. */
+  /** Free extents, lowest first (the heap listing's `freeExtents`). */
   extents(): readonly Readonly<Extent>[] {
     return this.freeList.map((x) => ({ ...x }));
   }
@@ -103,7 +104,8 @@ function carveoutAllocate(k: Kernel, heap: DmaHeap, len: number, fdFlags: number
   if (len > pool.size) throw new KernelError(E.ENOMEM);
   const start = pool.alloc(len);
   if (start < 0) throw new KernelError(E.ENOMEM);
-  const region = k.newRegion(pool.sab, start, len);
+  // The range's own pages: fresh (zero) host memory that no other buffer, past or future, shares.
+  const region = k.newRegion(new SharedArrayBuffer(len), 0, len);
   const sgt = new SgTable([{ region, offset: 0, length: len }]);
   return exportHeapBuffer(k, heap, len, fdFlags, region, sgt, () => pool.free(start, len));
 }
@@ -121,6 +123,7 @@ export function carveoutHeapCreate(k: Kernel, name: string, sizeBytes: number): 
       usedBytes: pool.used,
       buffers: pool.buffers,
       highWaterBytes: pool.highWater,
+      freeExtents: pool.extents(),
     }),
   });
 }

@@ -69,6 +69,6 @@ export function systemHeapCreate(k: Kernel, name = 'system'): DmaHeap {
     name,
     ops: { allocate: (kk, heap, len, fdFlags) => systemHeapAllocate(kk, heap, len, fdFlags) },
     priv: stats,
-    info: () => ({ kind: 'system', sizeBytes: null, usedBytes: stats.used, buffers: stats.buffers, highWaterBytes: null }),
+    info: () => ({ kind: 'system', sizeBytes: null, usedBytes: stats.used, buffers: stats.buffers, highWaterBytes: null, freeExtents: null }),
   });
 }
