@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /** The dmabuf-sim command line: `demo <name>` runs a demo, `bufinfo` prints debugfs state of a demo machine. */
+import { bufinfoDemo } from './demos/bufinfo.js';
 import { flagship } from './demos/flagship.js';
 import { implicitSync } from './demos/implicit-sync.js';
-import { Machine } from './machine.js';
 
 const demos: Record<string, () => Promise<number>> = {
   flagship: () => flagship(),
@@ -11,22 +11,8 @@ const demos: Record<string, () => Promise<number>> = {
 
 const usage = `usage: dmabuf-sim <command>
   demo <name>       run a demo (${Object.keys(demos).join(', ')})
-  bufinfo           boot a machine, allocate and share a few buffers, print bufinfo and dmabuf_dump
+  bufinfo           a camera shares a buffer with a viewer: bufinfo and dmabuf_dump, explained
   help              this text`;
-
-async function bufinfoCommand(): Promise<number> {
-  const m = await Machine.boot({ heaps: { system: {}, reserved: { sizeBytes: 16 << 20 } } });
-  const a = await m.spawn(new URL('./demos/flagship-procs.js', import.meta.url), { name: 'camera-app' });
-  const b = await m.spawn(new URL('./demos/flagship-procs.js', import.meta.url), { name: 'viewer' });
-  const [sa] = await m.socketpair(a, b);
-  await a.call('allocFrame', 'system');
-  await a.call('renderFrame', 1);
-  await a.call('sendFrame', sa);
-  process.stdout.write(await m.debugfs.read('dma_buf/bufinfo'));
-  process.stdout.write('\n' + (await m.debugfs.read('dmabuf_dump')));
-  await m.shutdown();
-  return 0;
-}
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, arg] = argv;
@@ -40,7 +26,7 @@ async function main(argv: string[]): Promise<number> {
       return d();
     }
     case 'bufinfo':
-      return bufinfoCommand();
+      return bufinfoDemo();
     case undefined:
     case 'help':
     case '--help':
@@ -51,5 +37,11 @@ async function main(argv: string[]): Promise<number> {
       return 2;
   }
 }
+
+// `dmabuf-sim ... | head`: a closed pipe ends the output quietly instead of with an unhandled EPIPE.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') throw e;
+  process.exit(0);
+});
 
 process.exitCode = await main(process.argv.slice(2));

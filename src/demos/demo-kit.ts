@@ -1,4 +1,4 @@
-/** What the demos share: the line sink, "ok"/"FAIL" check lines, indented debugfs text, and the clean-shutdown verdict. */
+/** What the demos share: the line sink, headings, "ok"/"FAIL" check lines, indented debugfs text, and the clean-shutdown verdict. */
 import { formatLeaks } from '../kernel/leaks.js';
 import type { Machine } from '../machine.js';
 
@@ -8,13 +8,25 @@ export type Out = (line: string) => void;
 /** The default sink: standard output. */
 export const toStdout: Out = (l) => process.stdout.write(l + '\n');
 
-/** `text` without its trailing blank lines, each line indented by four spaces (debugfs dumps inside a demo). */
+/** `text` without its leading and trailing blank lines, each line indented by four spaces (debugfs dumps inside a demo). */
 export function indent(text: string): string {
   return text
+    .replace(/^(?:[ \t]*\n)+/, '')
     .trimEnd()
     .split('\n')
-    .map((l) => `    ${l}`)
+    .map((l) => (l.trim() === '' ? '' : `    ${l}`))
     .join('\n');
+}
+
+/** A heading: a blank line, the title and a rule under it. */
+export function heading(out: Out, title: string): void {
+  out(`\n${title}\n${'─'.repeat(title.length)}`);
+}
+
+/** A debugfs file (or other kernel text) under a caption saying what to look for in it. */
+export function showText(out: Out, caption: string, text: string): void {
+  out(`\n  ${caption}`);
+  out(indent(text));
 }
 
 /** A demo's checks: each prints an "ok" or "FAIL" line; `finish` adds the clean-shutdown check and the verdict. */

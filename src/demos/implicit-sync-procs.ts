@@ -39,16 +39,42 @@ export function gpuDone(): void {
 }
 
 let dispFd = -1;
+let snapshot = -1;
 
-/** display: receives the buffer and reports what poll and an exported sync_file say about it right now. */
-export function displayReceive(sock: number): { fd: number; pollin: boolean; exported: { status: number; fences: number } } {
+/** What SYNC_IOC_FILE_INFO says about a sync_file: its name, status and its one fence's signal time. */
+export interface SnapshotInfo {
+  readonly fd: number;
+  readonly name: string;
+  readonly status: number;
+  readonly fences: number;
+  readonly timestampNs: string;
+}
+
+function snapshotInfo(): SnapshotInfo {
+  const info = sys.syncFileInfo(snapshot);
+  const ts = info.fences[0]?.timestampNs ?? 0n;
+  return { fd: snapshot, name: info.name, status: info.status, fences: info.fences.length, timestampNs: String(ts) };
+}
+
+/**
+ * display: receives the buffer and reports what poll and an exported sync_file say about it right now. The
+ * exported sync_file (a snapshot of the buffer's write fence) stays open, so the display can look at the same
+ * fence again after it signaled (displaySnapshot).
+ */
+export function displayReceive(sock: number): { fd: number; pollin: boolean; exported: SnapshotInfo } {
   const m = sys.recvmsg(sock, 16, 1);
   dispFd = m.fds[0]!;
   const readable = (sys.pollOne(dispFd, sys.POLLIN, 0) & sys.POLLIN) !== 0;
-  const sf = sys.dmaBufExportSyncFile(dispFd, sys.DMA_BUF_SYNC_READ);
-  const info = sys.syncFileInfo(sf);
-  sys.close(sf);
-  return { fd: dispFd, pollin: readable, exported: { status: info.status, fences: info.fences.length } };
+  snapshot = sys.dmaBufExportSyncFile(dispFd, sys.DMA_BUF_SYNC_READ);
+  return { fd: dispFd, pollin: readable, exported: snapshotInfo() };
+}
+
+/** display: SYNC_IOC_FILE_INFO on the snapshot taken in displayReceive, then closes it. */
+export function displaySnapshot(): SnapshotInfo {
+  const info = snapshotInfo();
+  sys.close(snapshot);
+  snapshot = -1;
+  return info;
 }
 
 /**
