@@ -211,11 +211,11 @@ function fdGetPut(k: Kernel, ctx: SelftestContext): void {
   const buf = mockExport(k);
   let fd = -1;
   ctx.defer(() => {
-    if (fd >= 0 && t.fds[fd]) k.closeFd(t, fd);
+    if (fd >= 0 && t.getFd(fd)) k.closeFd(t, fd);
   });
   fd = dmaBufFd(k, t, buf, O_CLOEXEC | O_NONBLOCK);
   ctx.expect(buf.file.count === 1, 'dma_buf_fd consumes the reference');
-  ctx.expect(t.fds[fd]?.cloexec === true, 'O_CLOEXEC honoured');
+  ctx.expect(t.getFd(fd)?.cloexec === true, 'O_CLOEXEC honoured');
   const got = dmaBufGet(k, t, fd);
   ctx.expect(got === (buf as DmaBuf) && buf.file.count === 2, 'dma_buf_get: same buffer, +1 reference');
   dmaBufPut(k, got);

@@ -43,11 +43,12 @@ function collect(k: Kernel): { bufs: DumpBuffer[]; tasks: Map<number, Task> } {
     return d;
   };
   const tasks = new Map<number, Task>();
+  // Per process, as /proc/<pid> lists it: the threads of a group share its fd table and mappings (count them once).
   for (const t of [...k.tasks.values()].sort((a, b) => a.pid - b.pid)) {
-    if (t.state !== 'running') continue;
-    tasks.set(t.pid, t);
-    for (const e of t.fds) if (e && isDmaBufFile(e.file)) bump(entry(e.file.privateData).fdrefs, t.pid);
-    for (const v of t.vmas) if (isDmaBufFile(v.file)) bump(entry(v.file.privateData).maprefs, t.pid);
+    if (t.state !== 'running' || tasks.has(t.tgid)) continue;
+    tasks.set(t.tgid, t);
+    for (const [, e] of t.files) if (isDmaBufFile(e.file)) bump(entry(e.file.privateData).fdrefs, t.tgid);
+    for (const v of t.vmas) if (isDmaBufFile(v.file)) bump(entry(v.file.privateData).maprefs, t.tgid);
   }
   const bufs = [...byBuf.values()].sort((a, b) => a.buf.ino - b.buf.ino);
   for (const d of bufs) {

@@ -67,7 +67,7 @@ export function genericLlseek(f: File, offset: number, whence: number, size: num
 
 export function registerFsSyscalls(entry: SyscallEntry): void {
   entry.register(SYS.nop, () => 0);
-  entry.register(SYS.getpid, (_k, req) => req.task.pid);
+  entry.register(SYS.getpid, (_k, req) => req.task.tgid);
 
   entry.register(SYS.open, (k, req) => {
     const path = req.inputString();
@@ -97,9 +97,7 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
     if (!Number.isInteger(newfd) || newfd < 0 || newfd >= t.nofileCur) throw new KernelError(E.EBADF);
     const f = k.fileOf(t, oldfd);
     k.fget(f);
-    const old = t.fds[newfd];
-    t.fds[newfd] = { file: f, cloexec: (flags & O_CLOEXEC) !== 0 };
-    if (old) k.fput(old.file);
+    k.replaceFd(t, newfd, f, (flags & O_CLOEXEC) !== 0);
     return newfd;
   });
 

@@ -156,15 +156,24 @@ export class Kernel {
   installFd(t: Task, f: File, cloexec: boolean, minFd = 0): number {
     const fd = t.lowestFreeFd(minFd);
     if (fd < 0) throw new KernelError(E.EMFILE);
-    t.fds[fd] = { file: f, cloexec };
+    t.files.install(fd, { file: f, cloexec });
     return fd;
+  }
+
+  /**
+   * do_dup2's install: puts `f` (the caller's reference, consumed) at `fd`, whatever was there, and closes what
+   * was. The caller checked `fd` against the limit.
+   */
+  replaceFd(t: Task, fd: number, f: File, cloexec: boolean): void {
+    const old = t.files.remove(fd);
+    t.files.install(fd, { file: f, cloexec });
+    if (old) this.fput(old.file);
   }
 
   /** close_fd: removes the fd and puts its reference. EBADF when not open. */
   closeFd(t: Task, fd: number): void {
-    const e = t.getFd(fd);
+    const e = t.files.remove(fd);
     if (!e) throw new KernelError(E.EBADF);
-    t.fds[fd] = undefined;
     this.fput(e.file);
   }
 
@@ -211,9 +220,11 @@ export class Kernel {
   }
 
   /**
-   * do_exit: releases everything the task holds — a parked syscall is abandoned, mappings dropped (exit_mm),
-   * then every fd closed (exit_files). Runs for exit(), an uncaught error and worker termination alike;
-   * idempotent.
+   * do_exit: releases everything the task holds — a parked syscall is abandoned, its use of the address space
+   * dropped (exit_mm: the last user's drop puts every mapping), then its use of the fd table (exit_files: the last
+   * user's drop closes every fd; a thread that shares the table closes nothing). Runs for exit(), an uncaught
+   * error and worker termination alike; idempotent. The task's wait record is completed by the control plane's
+   * reap, once its worker is gone too.
    */
   teardown(t: Task, code: number): void {
     if (t.state === 'dead') return;
@@ -225,13 +236,14 @@ export class Kernel {
     try {
       t.parked?.cancel();
       t.parked = null;
-      for (const vma of t.vmas.splice(0)) this.fput(vma.file);
+      if (--t.mm.users === 0) for (const vma of t.mm.vmas.splice(0)) this.fput(vma.file);
       t.regionRefs.clear();
-      for (let fd = 0; fd < t.fds.length; fd++) {
-        const e = t.fds[fd];
-        if (!e) continue;
-        t.fds[fd] = undefined;
-        this.fput(e.file);
+      if (--t.files.users === 0) t.files.closeAll((e) => this.fput(e.file));
+      t.group.tasks.delete(t);
+      if (t.group.tasks.size === 0) {
+        // The last task of the group: its unwaited children are reparented to "init", which waits for nobody.
+        for (const c of this.tasks.values()) if (c.parent === t.group) c.parent = null;
+        t.group.children.clear();
       }
       for (const hook of this.exitHooks) hook(t);
     } finally {
