@@ -37,7 +37,7 @@ import {
   fenceRuntimeAttached,
   fenceRuntime,
 } from './dma-fence.js';
-import { warnOn } from '../bug.js';
+import { BUG, warnOn } from '../bug.js';
 
 export const DMA_RESV_USAGE_KERNEL = 0;
 export const DMA_RESV_USAGE_WRITE = 1;
@@ -180,7 +180,7 @@ export function dmaResvLock(obj: DmaResv, ctx: WwAcquireCtx | null = null): numb
   if (Atomics.compareExchange(w, RL_STATE, 0, 1) !== 0) {
     if (Atomics.load(w, RL_OWNER) === me) {
       if (ctx && Atomics.load(w, RL_CTX) === ctx.stamp) return -E.EALREADY;
-      throw new Error('BUG: recursive dma_resv_lock in one thread (AA deadlock)');
+      BUG('recursive dma_resv_lock in one thread (AA deadlock)');
     }
     if (fenceRuntimeAttached()) fenceRuntime().spin.spinWhileEquals(w, RL_STATE, Atomics.load(w, RL_STATE) || 1);
     let c = Atomics.compareExchange(w, RL_STATE, 0, 1);
@@ -226,7 +226,7 @@ export function dmaResvTrylock(obj: DmaResv): boolean {
 export function dmaResvUnlock(obj: DmaResv): void {
   const w = obj.lockWord;
   if (Atomics.load(w, RL_STATE) === 0 || Atomics.load(w, RL_OWNER) !== me) {
-    throw new Error('BUG: dma_resv_unlock of a lock this thread does not hold');
+    BUG('dma_resv_unlock of a lock this thread does not hold');
   }
   if (threadId === obj.ownerThread) dmaResvResetMaxFences(obj);
   obj.ctx = null;
@@ -316,7 +316,7 @@ export function dmaResvAddFence(obj: DmaResv, fence: DmaFence, usage: DmaResvUsa
   const fobj = obj.fences;
   if (!fobj) {
     dmaFencePut(fence);
-    throw new Error('BUG: dma_resv_add_fence without dma_resv_reserve_fences');
+    BUG('dma_resv_add_fence without dma_resv_reserve_fences');
   }
   const count = fobj.numFences;
   for (let i = 0; i < count; i++) {
@@ -330,9 +330,7 @@ export function dmaResvAddFence(obj: DmaResv, fence: DmaFence, usage: DmaResvUsa
   }
   if (fobj.numFences >= fobj.maxFences) {
     dmaFencePut(fence);
-    throw new Error(
-      `BUG: dma_resv_add_fence without a reserved slot (num_fences ${fobj.numFences} >= max_fences ${fobj.maxFences})`,
-    );
+    BUG(`dma_resv_add_fence without a reserved slot (num_fences ${fobj.numFences} >= max_fences ${fobj.maxFences})`);
   }
   fobj.table[count] = { fence, usage };
   fobj.numFences = count + 1;

@@ -7,7 +7,7 @@
 import { E } from '../uapi/errno.js';
 import { ktimeGetNs } from '../shm/clock.js';
 import { AdaptiveSpin } from '../shm/spin.js';
-import { BUG as bug, warn } from '../bug.js';
+import { BUG, warn } from '../bug.js';
 import {
   DOORBELL_BUCKETS,
   FenceTable,
@@ -109,8 +109,8 @@ export class FenceRuntime {
   }
 
   checkLive(f: DmaFence, what: string): void {
-    if (f.rt !== this) bug(`${what}: fence of another table/worker view`);
-    if (Atomics.load(this.i32, f.base + S_GEN) !== f.gen) bug(`${what} on a released fence (slot ${f.index}.${f.gen})`);
+    if (f.rt !== this) BUG(`${what}: fence of another table/worker view`);
+    if (Atomics.load(this.i32, f.base + S_GEN) !== f.gen) BUG(`${what} on a released fence (slot ${f.index}.${f.gen})`);
   }
 
   // ---- creation ----------------------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ export class FenceRuntime {
     const old = Atomics.add(this.i32, f.base + S_REFCOUNT, 1);
     if (old <= 0) {
       Atomics.sub(this.i32, f.base + S_REFCOUNT, 1);
-      bug(`dma_fence_get on a fence with refcount ${old} (${f})`);
+      BUG(`dma_fence_get on a fence with refcount ${old} (${f})`);
     }
   }
 
@@ -204,9 +204,9 @@ export class FenceRuntime {
     const gen = Atomics.load(i32, b + S_GEN);
     for (;;) {
       const v = Atomics.load(i32, w);
-      if (v <= 0) bug(`dma_fence_put: refcount underflow on slot ${index}`);
+      if (v <= 0) BUG(`dma_fence_put: refcount underflow on slot ${index}`);
       if (v === 1) {
-        if (index === this.table.stubIndex) bug('the global stub fence lost its last reference (one put too many)');
+        if (index === this.table.stubIndex) BUG('the global stub fence lost its last reference (one put too many)');
         if (Atomics.load(i32, b + S_CB_PENDING) > 0 && Atomics.load(i32, b + S_SIGNAL) === 0) {
           const f = this.wrap(index, gen);
           warn(

@@ -53,6 +53,7 @@
  *
  * A handle is the i64 (gen << 32) | index; gen ≥ 1 always, so 0 means "no fence".
  */
+import { BUG } from '../bug.js';
 import { availableParallelism } from 'node:os';
 import { MAX_SPINNERS } from '../shm/control-block.js';
 import { machineEpochNow } from '../shm/clock.js';
@@ -373,7 +374,7 @@ export class FenceTable {
    * generation bump comes first, so every handle of the old occupant is stale before the slot can be reused.
    */
   freeSlot(index: number): void {
-    if (index === STUB_INDEX) throw new Error('BUG: freeing the global stub fence slot');
+    if (index === STUB_INDEX) BUG('freeing the global stub fence slot');
     const i32 = this.i32;
     const b = this.base(index);
     Atomics.add(i32, b + S_GEN, 1);

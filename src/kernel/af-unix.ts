@@ -19,6 +19,8 @@
  * per-user in-flight limit (ETOOMANYREFS: the model's processes are root, who is exempt) and signals: there is no
  * SIGPIPE, so a send on a shut-down socket returns EPIPE with or without MSG_NOSIGNAL.
  */
+import { ModuleState } from './module-state.js';
+import { BUG, warn } from '../bug.js';
 import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import {
@@ -324,9 +326,9 @@ export class AfUnix {
 
   /** sock_put: the last one destroys the sock (unix_sock_destructor). */
   private sockPut(sk: UnixSock): void {
-    if (sk.refcnt <= 0) throw new Error(`BUG: sock_put of freed unix sock ino ${sk.ino}`);
+    if (sk.refcnt <= 0) BUG(`sock_put of freed unix sock ino ${sk.ino}`);
     if (--sk.refcnt > 0) return;
-    if (sk.queue.length || sk.wmem) this.k.warn(`unix sock ino ${sk.ino} destroyed with queued data or wmem ${sk.wmem}`);
+    if (sk.queue.length || sk.wmem) warn(`unix sock ino ${sk.ino} destroyed with queued data or wmem ${sk.wmem}`);
     this.k.tracker.remove(sk.trackId);
   }
 
@@ -887,8 +889,10 @@ export class AfUnix {
 
 // ---- syscalls ------------------------------------------------------------------------------------------------------
 
+const afUnixState = new ModuleState<AfUnix>('af_unix');
+
 export function afUnixOf(k: Kernel): AfUnix {
-  return k.subsystem<AfUnix>('af_unix');
+  return afUnixState.of(k);
 }
 
 /**
@@ -975,8 +979,7 @@ function sysShutdown(k: Kernel, req: SyscallRequest): number {
  * its sockets and collector; Linux lists sockets in /proc/net/unix, which is not modelled).
  */
 export function registerAfUnix(k: Kernel, entry: SyscallEntry): AfUnix {
-  const u = new AfUnix(k);
-  k.subsystems.set('af_unix', u);
+  const u = afUnixState.init(k, new AfUnix(k));
   entry.register(SYS.socketpair, sysSocketpair);
   entry.register(SYS.sendmsg, sysSendmsg);
   entry.register(SYS.recvmsg, sysRecvmsg);

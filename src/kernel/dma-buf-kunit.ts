@@ -1,14 +1,10 @@
 /**
  * In-kernel self-tests of the dma-buf exporter/importer API (export checks, fd/get/put, attach/map caching,
  * dynamic importers, CPU access, vmap counting and its BUGs, the reservation object and its implicit fences) and
- * of the heaps' dma-buf ops, run with KernelControl.selftest(name). A mock exporter counts every op the core calls.
+ * of the heaps' dma-buf ops, run on demand (kunit.ts). A mock exporter counts every op the core calls.
  */
 import { KernelError } from '../errors.js';
-import {
-  DMA_BIDIRECTIONAL,
-  DMA_FROM_DEVICE,
-  DMA_TO_DEVICE,
-} from '../uapi/dma-buf.js';
+import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE } from './dma-direction.js';
 import { E } from '../uapi/errno.js';
 import { O_APPEND, O_CLOEXEC, O_NONBLOCK, O_RDWR, PAGE_SIZE, POLLIN, POLLOUT } from '../uapi/posix.js';
 import {
@@ -66,7 +62,7 @@ import { FMODE_LSEEK, FMODE_READ, FMODE_WRITE, type PollTable } from './file.js'
 import type { HeapBuffer } from './heaps/heap-helpers.js';
 import type { Kernel } from './kernel.js';
 import type { ShmRegion } from './mm.js';
-import { registerSelftest, type SelftestContext } from './kunit.js';
+import type { KunitContext, KunitSuite } from './kunit.js';
 
 /** What the mock exporter saw. */
 interface MockPriv {
@@ -135,7 +131,7 @@ function mockExport(
 const selftestFenceOps = { driverName: 'selftest', timelineName: 'mock' };
 
 /** A new unsignaled fence on its own context; signalled (if needed) and put at the end of the test. */
-function mockFence(ctx: SelftestContext, seqno = 1): DmaFence {
+function mockFence(ctx: KunitContext, seqno = 1): DmaFence {
   const f = dmaFenceInit(selftestFenceOps, dmaFenceContextAlloc(1), seqno);
   ctx.defer(() => {
     dmaFenceSignal(f);
@@ -159,13 +155,13 @@ function addFence(resv: DmaResv, f: DmaFence, usage: DmaResvUsage): void {
 const pollFor = (events: number): PollTable => ({ wait: () => {}, key: events });
 
 /** Puts `buf` at the end of the test unless the test already did. */
-function putLater(k: Kernel, ctx: SelftestContext, buf: DmaBuf): void {
+function putLater(k: Kernel, ctx: KunitContext, buf: DmaBuf): void {
   ctx.defer(() => {
     if (buf.file.count > 0) dmaBufPut(k, buf);
   });
 }
 
-function exportChecks(k: Kernel, ctx: SelftestContext): void {
+function exportChecks(k: Kernel, ctx: KunitContext): void {
   const warnsBefore = k.warnings.length;
   const base = mockOps();
   const without = (drop: keyof DmaBufOps<MockPriv>): DmaBufOps<MockPriv> => {
@@ -205,7 +201,7 @@ function exportChecks(k: Kernel, ctx: SelftestContext): void {
   ctx.expect(k.tracker.count('dma_buf') === 1, 'released buffer untracked');
 }
 
-function fdGetPut(k: Kernel, ctx: SelftestContext): void {
+function fdGetPut(k: Kernel, ctx: KunitContext): void {
   const t = ctx.task;
   if (!t) throw new Error('dma_buf_fd_get_put needs a process (pass its pid)');
   const buf = mockExport(k);
@@ -242,7 +238,7 @@ function fdGetPut(k: Kernel, ctx: SelftestContext): void {
   ctx.expect(count(buf.priv, 'release') === 1, 'close of the last fd releases');
 }
 
-function attachMapCached(k: Kernel, ctx: SelftestContext): void {
+function attachMapCached(k: Kernel, ctx: KunitContext): void {
   const buf = mockExport(k, mockOps({ cacheSgtMapping: true }));
   putLater(k, ctx, buf);
   const p = buf.priv;
@@ -272,7 +268,7 @@ function attachMapCached(k: Kernel, ctx: SelftestContext): void {
   ctx.expect(buf.attachments.length === 0 && k.tracker.count('dma_buf_attachment') === 0, 'a refused attach leaves nothing');
 }
 
-function attachMapUncached(k: Kernel, ctx: SelftestContext): void {
+function attachMapUncached(k: Kernel, ctx: KunitContext): void {
   const buf = mockExport(k);
   putLater(k, ctx, buf);
   const p = buf.priv;
@@ -287,7 +283,7 @@ function attachMapUncached(k: Kernel, ctx: SelftestContext): void {
   ctx.expect(a.sgt === null, 'nothing cached');
 }
 
-function dynamic(k: Kernel, ctx: SelftestContext): void {
+function dynamic(k: Kernel, ctx: KunitContext): void {
   const pinOps = (): Partial<DmaBufOps<MockPriv>> => ({
     pin: (att) => void att.dmabuf.priv.calls.push('pin'),
     unpin: (att) => void att.dmabuf.priv.calls.push('unpin'),
@@ -339,7 +335,7 @@ function dynamic(k: Kernel, ctx: SelftestContext): void {
   dmaBufDetach(k, stat, st2);
 }
 
-function cpuAccess(k: Kernel, ctx: SelftestContext): void {
+function cpuAccess(k: Kernel, ctx: KunitContext): void {
   const buf = mockExport(k);
   putLater(k, ctx, buf);
   dmaBufBeginCpuAccess(k, buf, DMA_FROM_DEVICE);
@@ -354,7 +350,7 @@ function cpuAccess(k: Kernel, ctx: SelftestContext): void {
   ctx.expectErrno(E.EINTR, () => dmaBufBeginCpuAccess(k, failing, DMA_BIDIRECTIONAL), 'exporter error returned');
 }
 
-function vmap(k: Kernel, ctx: SelftestContext): void {
+function vmap(k: Kernel, ctx: KunitContext): void {
   const none = mockExport(k, mockOps({ vmap: undefined, vunmap: undefined }));
   putLater(k, ctx, none);
   ctx.expectErrno(E.EINVAL, () => dmaBufVmap(k, none), 'vmap without ops.vmap');
@@ -390,7 +386,7 @@ function vmap(k: Kernel, ctx: SelftestContext): void {
 }
 
 /** Deliberately BUG()s: vunmap of a mapping the core never handed out. The runner records the oops. */
-function vunmapBug(k: Kernel, ctx: SelftestContext): void {
+function vunmapBug(k: Kernel, ctx: KunitContext): void {
   const buf = mockExport(k);
   putLater(k, ctx, buf);
   const m = dmaBufVmap(k, buf);
@@ -401,7 +397,7 @@ function vunmapBug(k: Kernel, ctx: SelftestContext): void {
 }
 
 /** Releasing a buffer that still has an attachment is a WARN (the attachment is the importer's leak). */
-function releaseWithAttachment(k: Kernel, ctx: SelftestContext): void {
+function releaseWithAttachment(k: Kernel, ctx: KunitContext): void {
   const buf = mockExport(k);
   const att = dmaBufAttach(k, buf, { name: 'forgetful-importer' });
   const warns = k.warnings.length;
@@ -412,7 +408,7 @@ function releaseWithAttachment(k: Kernel, ctx: SelftestContext): void {
   k.tracker.remove(att.trackId);
 }
 
-function heapApi(k: Kernel, ctx: SelftestContext): void {
+function heapApi(k: Kernel, ctx: KunitContext): void {
   for (const name of ['system', 'reserved']) {
     const heap = dmaHeapFind(k, name);
     if (!heap) {
@@ -463,7 +459,7 @@ function heapApi(k: Kernel, ctx: SelftestContext): void {
  * Builds a known state for the bufinfo golden test: a named system buffer with two devices attached and an
  * unnamed carve-out buffer with one, then hands back bufinfo. Everything is released afterwards.
  */
-function bufinfoAttached(k: Kernel, ctx: SelftestContext): void {
+function bufinfoAttached(k: Kernel, ctx: KunitContext): void {
   const sys = dmaHeapFind(k, 'system');
   const res = dmaHeapFind(k, 'reserved');
   if (!sys || !res) throw new Error('bufinfo_attached needs the system and reserved heaps');
@@ -482,7 +478,7 @@ function bufinfoAttached(k: Kernel, ctx: SelftestContext): void {
 }
 
 /** A buffer only the kernel holds (no fd, no mapping): dmabuf_dump counts it as kernel_rss. */
-function dumpKernelHeld(k: Kernel, ctx: SelftestContext): void {
+function dumpKernelHeld(k: Kernel, ctx: KunitContext): void {
   const sys = dmaHeapFind(k, 'system');
   if (!sys) throw new Error('dmabuf_dump_kernel_held needs the system heap');
   const buf = sys.ops.allocate(k, sys, 4096, O_RDWR, 0n);
@@ -494,7 +490,7 @@ function dumpKernelHeld(k: Kernel, ctx: SelftestContext): void {
  * Every buffer has a reservation object: its own (finalised at release, putting every fence) or the exporter's
  * (exp_info->resv: shared, left alone at release). bufinfo shows the fences of usage ≤ READ.
  */
-function resvLifetime(k: Kernel, ctx: SelftestContext): void {
+function resvLifetime(k: Kernel, ctx: KunitContext): void {
   const a = mockExport(k);
   putLater(k, ctx, a);
   const b = mockExport(k);
@@ -526,7 +522,7 @@ function resvLifetime(k: Kernel, ctx: SelftestContext): void {
  * dma_buf_begin_cpu_access in atomic context: the exporter's hook runs, then with fences it would have to sleep
  * on it fails with EAGAIN (the broker cannot sleep); usage_rw decides which fences count.
  */
-function cpuAccessFences(k: Kernel, ctx: SelftestContext): void {
+function cpuAccessFences(k: Kernel, ctx: KunitContext): void {
   const buf = mockExport(k);
   putLater(k, ctx, buf);
   const calls = buf.priv.calls;
@@ -560,7 +556,7 @@ function cpuAccessFences(k: Kernel, ctx: SelftestContext): void {
  * __map_dma_buf: a static importer's mapping waits for KERNEL fences (EAGAIN in atomic context, the exporter's
  * mapping undone); WRITE/READ fences do not matter to it; a dynamic importer never waits in the core.
  */
-function mapKernelFences(k: Kernel, ctx: SelftestContext): void {
+function mapKernelFences(k: Kernel, ctx: KunitContext): void {
   const buf = mockExport(k);
   putLater(k, ctx, buf);
   const p = buf.priv;
@@ -599,7 +595,7 @@ function mapKernelFences(k: Kernel, ctx: SelftestContext): void {
  * reference; a busy slot reports not ready; the broker's own signal runs the callback synchronously, which frees
  * the slot and puts the reference.
  */
-function pollSlots(k: Kernel, ctx: SelftestContext): void {
+function pollSlots(k: Kernel, ctx: KunitContext): void {
   const buf = mockExport(k);
   putLater(k, ctx, buf);
   const poll = (ev: number): number => dmaBufFops.poll!(buf.file, pollFor(ev));
@@ -622,7 +618,7 @@ function pollSlots(k: Kernel, ctx: SelftestContext): void {
  * forged by putting the slot's reference). The runner records the oops; the cleanup undoes the imbalance and
  * finishes the release.
  */
-function releasePollActiveBug(k: Kernel, ctx: SelftestContext): void {
+function releasePollActiveBug(k: Kernel, ctx: KunitContext): void {
   const buf = mockExport(k);
   const f = mockFence(ctx);
   addFence(buf.resv, f, DMA_RESV_USAGE_WRITE);
@@ -638,22 +634,23 @@ function releasePollActiveBug(k: Kernel, ctx: SelftestContext): void {
   ctx.expect(false, 'release with an active poll callback returned');
 }
 
-export function registerDmaBufSelftests(k: Kernel): void {
-  registerSelftest(k, 'dma_buf_resv_lifetime', resvLifetime);
-  registerSelftest(k, 'dma_buf_cpu_access_fences', cpuAccessFences);
-  registerSelftest(k, 'dma_buf_map_kernel_fences', mapKernelFences);
-  registerSelftest(k, 'dma_buf_poll_slots', pollSlots);
-  registerSelftest(k, 'dma_buf_release_poll_active_bug', releasePollActiveBug);
-  registerSelftest(k, 'dma_buf_export_checks', exportChecks);
-  registerSelftest(k, 'dma_buf_fd_get_put', fdGetPut);
-  registerSelftest(k, 'dma_buf_attach_map_cached', attachMapCached);
-  registerSelftest(k, 'dma_buf_attach_map_uncached', attachMapUncached);
-  registerSelftest(k, 'dma_buf_dynamic_attach', dynamic);
-  registerSelftest(k, 'dma_buf_cpu_access', cpuAccess);
-  registerSelftest(k, 'dma_buf_vmap', vmap);
-  registerSelftest(k, 'dma_buf_vunmap_bug', vunmapBug);
-  registerSelftest(k, 'dma_buf_release_with_attachment', releaseWithAttachment);
-  registerSelftest(k, 'dma_heap_buffer_ops', heapApi);
-  registerSelftest(k, 'bufinfo_attached', bufinfoAttached);
-  registerSelftest(k, 'dmabuf_dump_kernel_held', dumpKernelHeld);
-}
+/** The suite: case name → body (the names the tests ask for). */
+export const dmaBufKunitSuite: KunitSuite = {
+  dma_buf_resv_lifetime: resvLifetime,
+  dma_buf_cpu_access_fences: cpuAccessFences,
+  dma_buf_map_kernel_fences: mapKernelFences,
+  dma_buf_poll_slots: pollSlots,
+  dma_buf_release_poll_active_bug: releasePollActiveBug,
+  dma_buf_export_checks: exportChecks,
+  dma_buf_fd_get_put: fdGetPut,
+  dma_buf_attach_map_cached: attachMapCached,
+  dma_buf_attach_map_uncached: attachMapUncached,
+  dma_buf_dynamic_attach: dynamic,
+  dma_buf_cpu_access: cpuAccess,
+  dma_buf_vmap: vmap,
+  dma_buf_vunmap_bug: vunmapBug,
+  dma_buf_release_with_attachment: releaseWithAttachment,
+  dma_heap_buffer_ops: heapApi,
+  bufinfo_attached: bufinfoAttached,
+  dmabuf_dump_kernel_held: dumpKernelHeld,
+};

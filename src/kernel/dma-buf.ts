@@ -24,9 +24,11 @@
  * implementing DmaBufOps (forwarding each op over its own channel and waiting for the answer), without changes
  * here. `owner` names the exporting driver for diagnostics, as THIS_MODULE does.
  */
+import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_NONE, DMA_TO_DEVICE, type DmaDataDirection } from './dma-direction.js';
+import { ModuleState } from './module-state.js';
+import { BUG, warn } from '../bug.js';
 import { KernelError } from '../errors.js';
 import {
-  DMA_BIDIRECTIONAL,
   DMA_BUF_IOCTL_EXPORT_SYNC_FILE,
   DMA_BUF_IOCTL_IMPORT_SYNC_FILE,
   DMA_BUF_IOCTL_SYNC,
@@ -38,9 +40,6 @@ import {
   DMA_BUF_SYNC_RW,
   DMA_BUF_SYNC_VALID_FLAGS_MASK,
   DMA_BUF_SYNC_WRITE,
-  DMA_FROM_DEVICE,
-  DMA_NONE,
-  DMA_TO_DEVICE,
   dma_buf_export_sync_file,
   dma_buf_import_sync_file,
 } from '../uapi/dma-buf.js';
@@ -89,8 +88,6 @@ import type { Task } from './task.js';
 import type { UserPtr } from './uaccess.js';
 import { WaitQueue, type SyscallOutcome } from './wait.js';
 
-/** enum dma_data_direction (include/linux/dma-direction.h). */
-export type DmaDataDirection = typeof DMA_BIDIRECTIONAL | typeof DMA_TO_DEVICE | typeof DMA_FROM_DEVICE | typeof DMA_NONE;
 
 /** FMODE_OPENED (include/linux/fs.h): set by alloc_file on every opened file; bufinfo prints the raw f_mode. */
 export const FMODE_OPENED = 0x80000;
@@ -149,7 +146,7 @@ export class IoMem {
   }
   private check(offset: number, len: number): void {
     if (offset < 0 || len < 0 || offset + len > this.#bytes.length) {
-      throw new Error(`BUG: I/O memory access [${offset}, +${len}) outside ${this.#bytes.length} bytes`);
+      BUG(`I/O memory access [${offset}, +${len}) outside ${this.#bytes.length} bytes`);
     }
   }
   memcpyToIo(offset: number, src: Uint8Array): void {
@@ -331,8 +328,10 @@ interface DmaBufSubsystem {
   nextIno: number;
 }
 
+const dmaBufState = new ModuleState<DmaBufSubsystem>('dma-buf');
+
 function subsys(k: Kernel): DmaBufSubsystem {
-  return k.subsystem<DmaBufSubsystem>('dma-buf');
+  return dmaBufState.of(k);
 }
 
 /** Every live dma-buf, newest first (for debugfs views and the control plane). */
@@ -374,15 +373,15 @@ function mustNotSleep(buf: DmaBuf, usage: DmaResvUsage, what: string, instead: s
 export function dmaBufExport<P>(k: Kernel, info: DmaBufExportInfo<P>): DmaBuf<P> {
   const ops = info.ops as DmaBufOps<P> | undefined;
   if (info.priv === null || info.priv === undefined || !ops || !ops.mapDmaBuf || !ops.unmapDmaBuf || !ops.release) {
-    k.warn('dma_buf_export: WARN_ON(!priv || !ops || !map_dma_buf || !unmap_dma_buf || !release)');
+    warn('dma_buf_export: WARN_ON(!priv || !ops || !map_dma_buf || !unmap_dma_buf || !release)');
     throw new KernelError(E.EINVAL, 'dma_buf_export: incomplete ops');
   }
   if (ops.cacheSgtMapping && (ops.pin || ops.unpin)) {
-    k.warn('dma_buf_export: WARN_ON(cache_sgt_mapping && (pin || unpin))');
+    warn('dma_buf_export: WARN_ON(cache_sgt_mapping && (pin || unpin))');
     throw new KernelError(E.EINVAL, 'dma_buf_export: cache_sgt_mapping with pin/unpin');
   }
   if (!ops.pin !== !ops.unpin) {
-    k.warn('dma_buf_export: WARN_ON(!pin != !unpin)');
+    warn('dma_buf_export: WARN_ON(!pin != !unpin)');
     throw new KernelError(E.EINVAL, 'dma_buf_export: pin without unpin');
   }
   const st = subsys(k);
@@ -444,7 +443,7 @@ export function dmaBufGet(k: Kernel, task: Task, fd: number): DmaBuf {
 /** dma_buf_put - drops one file reference; the last one releases the buffer (synchronously, now). */
 export function dmaBufPut(k: Kernel, buf: DmaBuf | null): void {
   if (!buf || !buf.file) {
-    k.warn('dma_buf_put: WARN_ON(!dmabuf || !dmabuf->file)');
+    warn('dma_buf_put: WARN_ON(!dmabuf || !dmabuf->file)');
     return;
   }
   k.fput(buf.file);
@@ -495,11 +494,11 @@ export function dmaBufDynamicAttach<P>(
   importerPriv: unknown = null,
 ): DmaBufAttachment<P> {
   if (!buf || !dev) {
-    k.warn('dma_buf_dynamic_attach: WARN_ON(!dmabuf || !dev)');
+    warn('dma_buf_dynamic_attach: WARN_ON(!dmabuf || !dev)');
     throw new KernelError(E.EINVAL);
   }
   if (importerOps && !importerOps.moveNotify) {
-    k.warn('dma_buf_dynamic_attach: WARN_ON(importer_ops && !move_notify)');
+    warn('dma_buf_dynamic_attach: WARN_ON(importer_ops && !move_notify)');
     throw new KernelError(E.EINVAL);
   }
   const att = new DmaBufAttachment<P>(buf, dev, importerOps, importerPriv);
@@ -535,7 +534,7 @@ export function dmaBufAttach<P>(k: Kernel, buf: DmaBuf<P>, dev: Device): DmaBufA
  */
 export function dmaBufDetach<P>(k: Kernel, buf: DmaBuf<P>, att: DmaBufAttachment<P>): void {
   if (!buf || !att) {
-    k.warn('dma_buf_detach: WARN_ON(!dmabuf || !attach)');
+    warn('dma_buf_detach: WARN_ON(!dmabuf || !attach)');
     return;
   }
   if (att.sgt) {
@@ -550,14 +549,14 @@ export function dmaBufDetach<P>(k: Kernel, buf: DmaBuf<P>, att: DmaBufAttachment
 }
 
 /** dma_buf_pin - a dynamic importer locks the buffer in place (only dynamic importers may call it). */
-export function dmaBufPin<P>(k: Kernel, att: DmaBufAttachment<P>): void {
-  if (!attachmentIsDynamic(att as DmaBufAttachment)) k.warn('dma_buf_pin: WARN_ON(!dma_buf_attachment_is_dynamic)');
+export function dmaBufPin<P>(_k: Kernel, att: DmaBufAttachment<P>): void {
+  if (!attachmentIsDynamic(att as DmaBufAttachment)) warn('dma_buf_pin: WARN_ON(!dma_buf_attachment_is_dynamic)');
   att.dmabuf.ops.pin?.(att);
 }
 
 /** dma_buf_unpin - undoes dmaBufPin. */
-export function dmaBufUnpin<P>(k: Kernel, att: DmaBufAttachment<P>): void {
-  if (!attachmentIsDynamic(att as DmaBufAttachment)) k.warn('dma_buf_unpin: WARN_ON(!dma_buf_attachment_is_dynamic)');
+export function dmaBufUnpin<P>(_k: Kernel, att: DmaBufAttachment<P>): void {
+  if (!attachmentIsDynamic(att as DmaBufAttachment)) warn('dma_buf_unpin: WARN_ON(!dma_buf_attachment_is_dynamic)');
   att.dmabuf.ops.unpin?.(att);
 }
 
@@ -569,9 +568,9 @@ export function dmaBufUnpin<P>(k: Kernel, att: DmaBufAttachment<P>): void {
  * exporter maps (a dynamic exporter is pinned around it while move notification is off), and with
  * cache_sgt_mapping the result is cached.
  */
-export function dmaBufMapAttachment<P>(k: Kernel, att: DmaBufAttachment<P>, dir: DmaDataDirection): SgTable {
+export function dmaBufMapAttachment<P>(_k: Kernel, att: DmaBufAttachment<P>, dir: DmaDataDirection): SgTable {
   if (!att || !att.dmabuf) {
-    k.warn('dma_buf_map_attachment: WARN_ON(!attach || !attach->dmabuf)');
+    warn('dma_buf_map_attachment: WARN_ON(!attach || !attach->dmabuf)');
     throw new KernelError(E.EINVAL);
   }
   if (att.sgt) {
@@ -612,7 +611,7 @@ export async function dmaBufMapAttachmentAsync<P>(k: Kernel, att: DmaBufAttachme
 /** dma_buf_unmap_attachment - undoes a map; a no-op for the cached table (that one goes at detach). */
 export function dmaBufUnmapAttachment<P>(k: Kernel, att: DmaBufAttachment<P>, sgt: SgTable, dir: DmaDataDirection): void {
   if (!att || !att.dmabuf || !sgt) {
-    k.warn('dma_buf_unmap_attachment: WARN_ON(!attach || !attach->dmabuf || !sg_table)');
+    warn('dma_buf_unmap_attachment: WARN_ON(!attach || !attach->dmabuf || !sg_table)');
     return;
   }
   if (att.sgt === sgt) return;
@@ -635,9 +634,9 @@ export function cpuAccessUsage(dir: DmaDataDirection): DmaResvUsage {
   return dmaResvUsageRw(dir === DMA_BIDIRECTIONAL || dir === DMA_TO_DEVICE);
 }
 
-function beginCpuAccessOps<P>(k: Kernel, buf: DmaBuf<P>, dir: DmaDataDirection): void {
+function beginCpuAccessOps<P>(_k: Kernel, buf: DmaBuf<P>, dir: DmaDataDirection): void {
   if (!buf) {
-    k.warn('dma_buf_begin_cpu_access: WARN_ON(!dmabuf)');
+    warn('dma_buf_begin_cpu_access: WARN_ON(!dmabuf)');
     throw new KernelError(E.EINVAL);
   }
   buf.ops.beginCpuAccess?.(buf, dir);
@@ -682,8 +681,8 @@ export async function dmaBufBeginCpuAccessAsync<P>(k: Kernel, buf: DmaBuf<P>, di
 }
 
 /** dma_buf_end_cpu_access - after CPU access: the exporter's end_cpu_access. */
-export function dmaBufEndCpuAccess<P>(k: Kernel, buf: DmaBuf<P>, dir: DmaDataDirection): void {
-  if (!buf) k.warn('dma_buf_end_cpu_access: WARN_ON(!dmabuf)');
+export function dmaBufEndCpuAccess<P>(_k: Kernel, buf: DmaBuf<P>, dir: DmaDataDirection): void {
+  if (!buf) warn('dma_buf_end_cpu_access: WARN_ON(!dmabuf)');
   buf.ops.endCpuAccess?.(buf, dir);
 }
 
@@ -694,25 +693,25 @@ export function dmaBufEndCpuAccess<P>(k: Kernel, buf: DmaBuf<P>, dir: DmaDataDir
  * called; the first one calls ops.vmap. No vmap op → EINVAL. An exporter failure is a WARN_ON_ONCE and its error
  * is thrown. Inconsistent core state (a counter with a null mapping, or the reverse) is a BUG (thrown Error).
  */
-export function dmaBufVmap<P>(k: Kernel, buf: DmaBuf<P>): IosysMap {
+export function dmaBufVmap<P>(_k: Kernel, buf: DmaBuf<P>): IosysMap {
   if (!buf) {
-    k.warn('dma_buf_vmap: WARN_ON(!dmabuf)');
+    warn('dma_buf_vmap: WARN_ON(!dmabuf)');
     throw new KernelError(E.EINVAL);
   }
   if (!buf.ops.vmap) throw new KernelError(E.EINVAL);
   if (buf.vmappingCounter) {
-    if (buf.vmapPtr.isNull) throw new Error(`BUG: dma_buf_vmap: dma-buf ino ${buf.ino} counted but not mapped`);
+    if (buf.vmapPtr.isNull) BUG(`dma_buf_vmap: dma-buf ino ${buf.ino} counted but not mapped`);
     buf.vmappingCounter++;
     return buf.vmapPtr;
   }
-  if (!buf.vmapPtr.isNull) throw new Error(`BUG: dma_buf_vmap: dma-buf ino ${buf.ino} mapped but not counted`);
+  if (!buf.vmapPtr.isNull) BUG(`dma_buf_vmap: dma-buf ino ${buf.ino} mapped but not counted`);
   let map: IosysMap;
   try {
     map = buf.ops.vmap(buf);
   } catch (e) {
     if (!vmapWarned.has(buf.k)) {
       vmapWarned.add(buf.k);
-      k.warn(`dma_buf_vmap: WARN_ON_ONCE(ops->vmap failed: ${e instanceof Error ? e.message : String(e)})`);
+      warn(`dma_buf_vmap: WARN_ON_ONCE(ops->vmap failed: ${e instanceof Error ? e.message : String(e)})`);
     }
     throw e;
   }
@@ -727,14 +726,14 @@ const vmapWarned = new WeakSet<Kernel>();
  * dma_buf_vunmap - drops one vmap; the last one calls ops.vunmap. BUG (a thrown Error, recorded as an oops) when
  * nothing is mapped, the counter is 0, or `map` is not the mapping the core handed out.
  */
-export function dmaBufVunmap<P>(k: Kernel, buf: DmaBuf<P>, map: IosysMap): void {
+export function dmaBufVunmap<P>(_k: Kernel, buf: DmaBuf<P>, map: IosysMap): void {
   if (!buf) {
-    k.warn('dma_buf_vunmap: WARN_ON(!dmabuf)');
+    warn('dma_buf_vunmap: WARN_ON(!dmabuf)');
     return;
   }
-  if (buf.vmapPtr.isNull) throw new Error(`BUG: dma_buf_vunmap: dma-buf ino ${buf.ino} is not vmapped`);
-  if (buf.vmappingCounter === 0) throw new Error(`BUG: dma_buf_vunmap: dma-buf ino ${buf.ino} vmapping_counter is 0`);
-  if (!buf.vmapPtr.isEqual(map)) throw new Error(`BUG: dma_buf_vunmap: dma-buf ino ${buf.ino} unmapping a different mapping`);
+  if (buf.vmapPtr.isNull) BUG(`dma_buf_vunmap: dma-buf ino ${buf.ino} is not vmapped`);
+  if (buf.vmappingCounter === 0) BUG(`dma_buf_vunmap: dma-buf ino ${buf.ino} vmapping_counter is 0`);
+  if (!buf.vmapPtr.isEqual(map)) BUG(`dma_buf_vunmap: dma-buf ino ${buf.ino} unmapping a different mapping`);
   if (--buf.vmappingCounter === 0) {
     buf.ops.vunmap?.(buf, map);
     buf.vmapPtr = IosysMap.NULL;
@@ -929,17 +928,17 @@ function dmaBufFileRelease(f: File): void {
   const list = subsys(k).list;
   const i = list.indexOf(buf);
   if (i >= 0) list.splice(i, 1);
-  if (buf.vmappingCounter) throw new Error(`BUG: dma-buf ino ${buf.ino} released while vmapped (${buf.vmappingCounter})`);
+  if (buf.vmappingCounter) BUG(`dma-buf ino ${buf.ino} released while vmapped (${buf.vmappingCounter})`);
   if (buf.cbIn.active || buf.cbOut.active) {
-    throw new Error(
-      `BUG: dma-buf ino ${buf.ino} released with an active poll callback (cb_in ${buf.cbIn.active}, cb_out ` +
+    BUG(
+      `dma-buf ino ${buf.ino} released with an active poll callback (cb_in ${buf.cbIn.active}, cb_out ` +
         `${buf.cbOut.active}): file reference imbalance in dma_buf_poll / dma_buf_poll_cb`,
     );
   }
   buf.ops.release(buf);
   if (buf.resvOwned) dmaResvFini(buf.resv);
   if (buf.attachments.length > 0) {
-    k.warn(`dma_buf_release: WARN_ON(!list_empty(&dmabuf->attachments)): dma-buf ino ${buf.ino} has ${buf.attachments.length} attachment(s)`);
+    warn(`dma_buf_release: WARN_ON(!list_empty(&dmabuf->attachments)): dma-buf ino ${buf.ino} has ${buf.attachments.length} attachment(s)`);
   }
   k.tracker.remove(buf.trackId);
 }
@@ -991,8 +990,7 @@ export function dmaBufDebugShow(k: Kernel): string {
 
 /** dma_buf_init (subsys_initcall): the global list, the inode counter, debugfs dma_buf/bufinfo. */
 export function dmaBufInit(k: Kernel): void {
-  const st: DmaBufSubsystem = { list: [], nextIno: 1 };
-  k.subsystems.set('dma-buf', st);
+  dmaBufState.init(k, { list: [], nextIno: 1 });
   k.debugfs.set('dma_buf/bufinfo', () => dmaBufDebugShow(k));
 }
 

@@ -4,6 +4,7 @@
  *
  * Locking: broker thread only (heap_list_lock and the minor xarray are implicit).
  */
+import { ModuleState } from './module-state.js';
 import { KernelError } from '../errors.js';
 import { DMA_HEAP_IOCTL_ALLOC, DMA_HEAP_VALID_FD_FLAGS, DMA_HEAP_VALID_HEAP_FLAGS, dma_heap_allocation_data } from '../uapi/dma-heap.js';
 import { E } from '../uapi/errno.js';
@@ -73,13 +74,15 @@ interface DmaHeapSubsystem {
   nextMinor: number;
 }
 
+const dmaHeapState = new ModuleState<DmaHeapSubsystem>('dma-heap');
+
 function subsys(k: Kernel): DmaHeapSubsystem {
-  return k.subsystem<DmaHeapSubsystem>('dma-heap');
+  return dmaHeapState.of(k);
 }
 
 /** dma_heap_init (subsys_initcall). */
 export function dmaHeapInit(k: Kernel): void {
-  k.subsystems.set('dma-heap', { heaps: [], nextMinor: 0 } satisfies DmaHeapSubsystem);
+  dmaHeapState.init(k, { heaps: [], nextMinor: 0 });
 }
 
 /** The heap called `name`, or null. */

@@ -7,6 +7,7 @@
  * on the doorbell while idle). The hot phase yields to the event loop at least every SLICE_MS, so control calls
  * and poll timeouts are never starved by a busy process.
  */
+import { KernelBug } from '../bug.js';
 import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import {
@@ -160,12 +161,22 @@ export class SyscallEntry {
     k.runDeferred();
   }
 
+  /**
+   * What a handler's exception returns to the caller. A KernelError is the call's -errno. A KernelBug (BUG(),
+   * src/bug.ts) is an oops: recorded for the shutdown report and answered with EIO, and the broker goes on serving
+   * the other processes. Any other exception is a bug nobody named (a TypeError in kernel code): an oops too.
+   */
   private errnoOf(t: Task, e: unknown): number {
     if (e instanceof KernelError) return e.errno;
-    const message = e instanceof Error ? (e.stack ?? e.message) : String(e);
-    this.oopses.push({ pid: t.pid, call: t.currentCall, message });
-    process.stderr.write(`dmabuf-sim: kernel oops in pid ${t.pid} ${t.currentCall}: ${message}\n`);
+    this.recordOops(t.pid, t.currentCall, e);
     return E.EIO;
+  }
+
+  /** Records an oops (a KernelBug or any other non-errno exception in kernel code) and prints it. */
+  recordOops(pid: number, call: string, e: unknown): void {
+    const message = e instanceof KernelBug ? (e.stack ?? e.message) : e instanceof Error ? `BUG: unexpected ${e.stack ?? e.message}` : `BUG: ${String(e)}`;
+    this.oopses.push({ pid, call, message });
+    process.stderr.write(`dmabuf-sim: kernel oops in pid ${pid} ${call}: ${message}\n`);
   }
 
   /** Publishes a reply: RES/ERRNO first, then the STATE store the process waits on. */

@@ -5,6 +5,7 @@
  * Locking: everything here runs on the broker thread, one syscall at a time, so kernel state needs no locks; the
  * objects that other threads touch directly (buffer pages, fence words) live in SharedArrayBuffers and say how.
  */
+import { BUG, warn } from '../bug.js';
 import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { O_CLOEXEC } from '../uapi/posix.js';
@@ -43,8 +44,6 @@ export class Kernel {
   private readonly paths = new Map<string, Opener>();
   private readonly prefixes: PrefixOpener[] = [];
   readonly debugfs = new Map<string, () => string>();
-  /** Subsystem state by name (dma-buf list, heaps...), so subsystems find each other without import cycles. */
-  readonly subsystems = new Map<string, unknown>();
   /** Called whenever a task is torn down (pid) — subsystems drop per-process state. */
   readonly exitHooks: ((t: Task) => void)[] = [];
   /** The origin stamped on objects created outside any syscall (control plane, kernel threads). */
@@ -77,10 +76,11 @@ export class Kernel {
   }
 
   /**
-   * WARN(): records a kernel warning and carries on, as the C macro does. Use it where Linux has WARN_ON() and
-   * keeps running; a BUG_ON() is a thrown Error instead (an oops).
+   * The broker's WARN() sink: kernel code calls warn()/warnOn() from src/bug.ts, and the control plane points that
+   * module's sink here at boot, so each warning is recorded with the task and call it hit in (the shutdown report
+   * lists them) and printed. Not to be called directly.
    */
-  warn(message: string): void {
+  recordWarning(message: string): void {
     const t = this.current;
     this.warnings.push({ pid: t?.pid ?? 0, call: t?.currentCall ?? 'control', message });
     process.stderr.write(`dmabuf-sim: WARNING in pid ${t?.pid ?? 0} ${t?.currentCall ?? 'control'}: ${message}\n`);
@@ -113,7 +113,7 @@ export class Kernel {
         fn();
       } catch (e) {
         // A bug in deferred work must not take the broker down with it: report it and go on.
-        this.warn(`BUG in deferred work: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+        warn(`BUG in deferred work: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
       }
     }
   }
@@ -129,14 +129,14 @@ export class Kernel {
 
   /** get_file: one more reference to an open file. */
   fget(f: File): File {
-    if (f.count <= 0) throw new Error(`BUG: get of released file ${f.ops.kind}`);
+    if (f.count <= 0) BUG(`get of released file ${f.ops.kind}`);
     f.count++;
     return f;
   }
 
   /** fput: drops one reference; the last one releases the file (ops.release runs now, synchronously). */
   fput(f: File): void {
-    if (f.count <= 0) throw new Error(`BUG: put of released file ${f.ops.kind}`);
+    if (f.count <= 0) BUG(`put of released file ${f.ops.kind}`);
     if (--f.count > 0) return;
     this.tracker.remove(f.trackId);
     f.ops.release?.(f);
@@ -212,12 +212,6 @@ export class Kernel {
   }
 
   // ---- processes -----------------------------------------------------------------------------------------------
-
-  subsystem<T>(name: string): T {
-    const s = this.subsystems.get(name);
-    if (!s) throw new Error(`subsystem ${name} not initialised`);
-    return s as T;
-  }
 
   /**
    * do_exit: releases everything the task holds — a parked syscall is abandoned, its use of the address space

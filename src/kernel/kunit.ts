@@ -1,35 +1,41 @@
 /**
- * In-kernel self-tests (in the spirit of KUnit and drivers/dma-buf/selftest.c): test bodies that run inside the
- * broker against kernel-internal APIs no syscall reaches yet (attach/map/vmap for in-broker drivers), started
- * from the control plane with KernelControl.selftest(name).
+ * KUnit for the model: in-kernel test cases (in the spirit of KUnit and drivers/dma-buf/selftest.c) that run
+ * inside the broker against kernel-internal APIs no syscall reaches (attach/map/vmap for in-broker drivers). They
+ * are not part of the kernel a machine boots: the case modules are loaded, and a case run, only when a test asks
+ * (`kunit(machine, name)` from dmabuf-sim/testing, which calls KernelControl.kunitRun).
  *
  * A body reports failed expectations through its context. A thrown KernelError is a failure ("unexpected
- * errno"); any other thrown Error is a kernel BUG: the runner records it as an oops exactly as the syscall entry
- * does, runs the body's deferred cleanups and reports the test as failed. Broker thread only.
+ * errno"); a KernelBug (BUG()) or any other exception is a kernel bug: the runner records it as an oops exactly as
+ * the syscall entry does, runs the body's deferred cleanups and reports the case as failed. Broker thread only.
+ *
+ * Naming: "kunit" is this (kernel-internal cases); "selftests" are the ported tools/testing/selftests programs
+ * that run as processes (test/sync-selftests.test.ts); "st-*" are the ported drivers/dma-buf/st-*.c fence tests.
  */
 import { KernelError } from '../errors.js';
 import { errnoCode } from '../uapi/errno.js';
-import type { Oops } from './entry.js';
 import type { Kernel } from './kernel.js';
 import type { Task } from './task.js';
 
-export interface SelftestContext {
-  /** The process the test runs as (control-plane callers may name one), or null for the kernel itself. */
+export interface KunitContext {
+  /** The process the case runs as (control-plane callers may name one), or null for the kernel itself. */
   readonly task: Task | null;
   /** Records a failure unless `cond` holds. */
   expect(cond: boolean, what: string): void;
   /** Expects `fn` to throw KernelError(errno); records a failure otherwise. */
   expectErrno(errno: number, fn: () => unknown, what: string): void;
   log(line: string): void;
-  /** Text the test hands back (e.g. a debugfs snapshot taken mid-test). */
+  /** Text the case hands back (e.g. a debugfs snapshot taken mid-test). */
   output(text: string): void;
   /** Runs after the body, even when it failed or BUG()ed, in reverse order of registration. */
   defer(cleanup: () => void): void;
 }
 
-export type SelftestFn = (k: Kernel, ctx: SelftestContext) => void;
+export type KunitCase = (k: Kernel, ctx: KunitContext) => void;
 
-export interface SelftestResult {
+/** A suite: its cases by name. */
+export type KunitSuite = Readonly<Record<string, KunitCase>>;
+
+export interface KunitResult {
   readonly name: string;
   readonly ok: boolean;
   readonly failures: string[];
@@ -39,45 +45,41 @@ export interface SelftestResult {
   readonly oops: string | null;
 }
 
-function registry(k: Kernel): Map<string, SelftestFn> {
-  let m = k.subsystems.get('selftests') as Map<string, SelftestFn> | undefined;
-  if (!m) {
-    m = new Map();
-    k.subsystems.set('selftests', m);
-  }
-  return m;
+/** Every suite, loaded on first use (never at boot). */
+async function loadSuites(): Promise<KunitSuite[]> {
+  const { dmaBufKunitSuite } = await import('./dma-buf-kunit.js');
+  return [dmaBufKunitSuite];
 }
 
-export function registerSelftest(k: Kernel, name: string, fn: SelftestFn): void {
-  const m = registry(k);
-  if (m.has(name)) throw new Error(`selftest ${name} registered twice`);
-  m.set(name, fn);
-}
-
-export function selftestNames(k: Kernel): string[] {
-  return [...registry(k).keys()].sort();
+/** The case named `name`, or null; with the names there are for an error message. */
+export async function findKunitCase(name: string): Promise<{ fn: KunitCase | null; names: string[] }> {
+  const suites = await loadSuites();
+  for (const s of suites) if (Object.hasOwn(s, name)) return { fn: s[name] ?? null, names: [] };
+  return { fn: null, names: suites.flatMap((s) => Object.keys(s)).sort() };
 }
 
 /**
- * Runs one self-test. `oopses` is the syscall entry's oops list, where a BUG in the body is recorded. Cleanups
- * run with the same protection (a BUG in a cleanup is an oops too).
+ * Runs one case as `task` (null: the kernel). `recordOops` is the syscall entry's oops recorder, where a BUG in
+ * the body is recorded. Cleanups run with the same protection (a BUG in a cleanup is an oops too).
  */
-export function runSelftest(k: Kernel, name: string, task: Task | null, oopses: Oops[]): SelftestResult {
-  const fn = registry(k).get(name);
-  if (!fn) throw new Error(`no selftest ${name} (have: ${selftestNames(k).join(', ')})`);
+export function runKunitCase(
+  k: Kernel,
+  name: string,
+  fn: KunitCase,
+  task: Task | null,
+  recordOops: (pid: number, call: string, e: unknown) => void,
+): KunitResult {
   const failures: string[] = [];
   const log: string[] = [];
   const cleanups: (() => void)[] = [];
   let output = '';
   let oops: string | null = null;
-  const call = `selftest(${name})`;
+  const call = `kunit(${name})`;
   const recordBug = (e: unknown): void => {
-    const message = e instanceof Error ? (e.stack ?? e.message) : String(e);
     oops ??= e instanceof Error ? e.message : String(e);
-    oopses.push({ pid: task?.pid ?? 0, call, message });
-    process.stderr.write(`dmabuf-sim: kernel oops in ${call}: ${message}\n`);
+    recordOops(task?.pid ?? 0, call, e);
   };
-  const ctx: SelftestContext = {
+  const ctx: KunitContext = {
     task,
     expect: (cond, what) => {
       if (!cond) failures.push(what);

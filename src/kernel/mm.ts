@@ -7,6 +7,7 @@
  * A process holds each region's SAB handle while at least one of its VMAs uses it; the broker counts those per
  * task so it posts the handle once and tells the process when to drop it.
  */
+import { BUG } from '../bug.js';
 import type { File } from './file.js';
 import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
@@ -117,7 +118,7 @@ function sysMmap(k: Kernel, req: SyscallRequest): number {
   const start = t.nextMmapAddr;
   const vma = new Vma(start, start + size, f, offset / PAGE_SIZE, prot, flags);
   f.ops.mmap(f, vma);
-  if (!vma.region) throw new Error(`BUG: ${f.ops.kind} mmap set no region`);
+  if (!vma.region) BUG(`${f.ops.kind} mmap set no region`);
   t.nextMmapAddr = start + size + PAGE_SIZE; // guard page between mappings
   k.fget(f);
   insertVma(t, vma);

@@ -3,7 +3,6 @@
  * order. Each subsystem registers its syscalls, device paths and debugfs nodes here and nowhere else.
  */
 import { registerAfUnix } from './af-unix.js';
-import { registerDmaBufSelftests } from './dma-buf-kunit.js';
 import { dmaBufInit } from './dma-buf.js';
 import { dmabufDump } from './dmabuf-dump.js';
 import { dmaHeapInit } from './dma-heap.js';
@@ -34,7 +33,6 @@ export function bootSubsystems(k: Kernel, _entry: SyscallEntry, cfg: SubsystemCo
   }
   // Not a kernel file: Android's dmabuf_dump view, computed in the broker (see dmabuf-dump.ts).
   k.debugfs.set('dmabuf_dump', () => dmabufDump(k));
-  registerDmaBufSelftests(k);
   // net/unix: AF_UNIX socketpairs and SCM_RIGHTS fd passing.
   registerAfUnix(k, _entry);
   // drivers/dma-buf/sync_debug.c late_initcall: debugfs sync/info and the sw_sync timeline device.

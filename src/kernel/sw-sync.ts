@@ -15,6 +15,7 @@
  * touched through a reference taken with tryGet (dma_fence_get_rcu), so a recycled slot is never signaled by
  * mistake. The observable behaviour — list contents, duplicate reuse, timeline lifetime — is the kernel's.
  */
+import { ModuleState } from './module-state.js';
 import { KernelError } from '../errors.js';
 import { F_TIMESTAMP, S_GEN, S_REFCOUNT } from '../fence/table.js';
 import { E } from '../uapi/errno.js';
@@ -117,8 +118,10 @@ interface SwSyncSubsystem {
   readonly allOps: Set<DmaFenceOps>;
 }
 
+const swSyncState = new ModuleState<SwSyncSubsystem>('sw_sync');
+
 function subsys(k: Kernel): SwSyncSubsystem {
-  return k.subsystem<SwSyncSubsystem>('sw_sync');
+  return swSyncState.of(k);
 }
 
 /**
@@ -423,8 +426,7 @@ export function syncInfoShow(k: Kernel): string {
  * either makes a new timeline named after the opener's comm.
  */
 export function swSyncInit(k: Kernel): void {
-  const s: SwSyncSubsystem = { timelines: [], byContext: new Map(), opsByName: new Map(), allOps: new Set() };
-  k.subsystems.set('sw_sync', s);
+  swSyncState.init(k, { timelines: [], byContext: new Map(), opsByName: new Map(), allOps: new Set() });
   k.debugfs.set('sync/info', () => syncInfoShow(k));
   for (const path of [SW_SYNC_DEBUGFS_PATH, SW_SYNC_DEV_PATH]) {
     const ino = k.getNextIno(); // one inode per device node, shared by every open of it

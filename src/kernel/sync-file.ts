@@ -9,6 +9,8 @@
  * Lifetimes: a sync_file holds exactly one fence reference (taken at creation, put at release). Files move with
  * kernel.fget/fput like every other file; nothing is left to the garbage collector.
  */
+import { ModuleState } from './module-state.js';
+import { BUG } from '../bug.js';
 import { KernelError } from '../errors.js';
 import { SYS } from '../shm/channel.js';
 import { FenceTableFullError } from '../fence/table.js';
@@ -57,15 +59,13 @@ export interface SyncFile {
   pollEnabled: boolean;
 }
 
+const anonInode = new ModuleState<number>('anon_inode');
+
 /** The one inode every anon_inode_getfile() file shares (anon_inode_inode), allocated on first use. */
 export function anonInodeIno(k: Kernel): number {
-  let ino = k.subsystems.get('anon_inode') as number | undefined;
-  if (ino === undefined) {
-    ino = k.getNextIno();
-    k.subsystems.set('anon_inode', ino);
-  }
-  return ino;
+  return anonInode.ofOrInit(k, () => k.getNextIno());
 }
+
 
 /** fence_check_cb_func: the fence signaled — wake every poller (runs in the broker, see the file comment). */
 function fenceCheckCb(sf: SyncFile): void {
@@ -155,7 +155,7 @@ export function syncFileGetName(sf: SyncFile, len: number = SYNC_NAME_LEN): stri
 
 /** The sync_file's name (for diagnostics and the dma-buf side), as SYNC_IOC_FILE_INFO reports it. */
 export function syncFileName(f: File): string {
-  if (!isSyncFile(f)) throw new Error('BUG: syncFileName on a file that is not a sync_file');
+  if (!isSyncFile(f)) BUG('syncFileName on a file that is not a sync_file');
   return syncFileGetName(f.privateData);
 }
 

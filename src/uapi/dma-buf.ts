@@ -26,15 +26,3 @@ export const DMA_BUF_SET_NAME_A = _IOW(DMA_BUF_BASE, 1, 4); // 0x40046201 (u32 v
 export const DMA_BUF_SET_NAME_B = _IOW(DMA_BUF_BASE, 1, 8); // 0x40086201 (u64 variant)
 export const DMA_BUF_IOCTL_EXPORT_SYNC_FILE = _IOWR(DMA_BUF_BASE, 2, dma_buf_export_sync_file.SIZE); // 0xC0086202
 export const DMA_BUF_IOCTL_IMPORT_SYNC_FILE = _IOW(DMA_BUF_BASE, 3, dma_buf_import_sync_file.SIZE); // 0x40086203
-
-/** enum dma_data_direction */
-export const DMA_BIDIRECTIONAL = 0;
-export const DMA_TO_DEVICE = 1;
-export const DMA_FROM_DEVICE = 2;
-export const DMA_NONE = 3;
-
-/** enum dma_resv_usage */
-export const DMA_RESV_USAGE_KERNEL = 0;
-export const DMA_RESV_USAGE_WRITE = 1;
-export const DMA_RESV_USAGE_READ = 2;
-export const DMA_RESV_USAGE_BOOKKEEP = 3;

@@ -14,6 +14,7 @@
  *
  * Locking: broker thread only (the cma lock is implicit).
  */
+import { BUG } from '../../bug.js';
 import { KernelError } from '../../errors.js';
 import { E } from '../../uapi/errno.js';
 import { PAGE_SIZE } from '../../uapi/posix.js';
@@ -71,7 +72,7 @@ export class CarveoutPool {
     const prev = this.freeList[i - 1];
     const next = this.freeList[i];
     if ((prev && prev.start + prev.size > start) || (next && start + len > next.start) || start + len > this.size) {
-      throw new Error(`BUG: carve-out free of [${start}, +${len}) overlaps free memory`);
+      BUG(`carve-out free of [${start}, +${len}) overlaps free memory`);
     }
     this.used -= len;
     this.buffers--;

@@ -5,6 +5,8 @@
  * Locking: broker thread only (buffer->lock is implicit). The pages are a ShmRegion; processes write them through
  * their mappings at any time, which is why nothing here caches their contents.
  */
+import type { DmaDataDirection } from '../dma-direction.js';
+import { warn } from '../../bug.js';
 import { KernelError } from '../../errors.js';
 import { E } from '../../uapi/errno.js';
 import { MAP_PRIVATE, MAP_TYPE, PAGE_SIZE } from '../../uapi/posix.js';
@@ -15,7 +17,6 @@ import {
   type DmaBuf,
   type DmaBufAttachment,
   type DmaBufOps,
-  type DmaDataDirection,
   type SgTable,
 } from '../dma-buf.js';
 import type { DmaHeap } from '../dma-heap.js';
@@ -118,7 +119,7 @@ export const heapBufOps: DmaBufOps<HeapBuffer> = {
   release(buf) {
     const b = buf.priv;
     if (b.vmapCnt > 0) {
-      buf.k.warn(`${b.heap.name} heap: buffer still mapped in the kernel`);
+      warn(`${b.heap.name} heap: buffer still mapped in the kernel`);
       b.vmapCnt = 0;
       b.vaddr = null;
     }
