@@ -1,4 +1,7 @@
-/** SyscallError: how a failed syscall surfaces in a process, shaped like Node's fs errors. */
+/**
+ * The project's error types: SyscallError (a failed syscall in a process, shaped like Node's fs errors),
+ * KernelError (how kernel code returns -errno), and the main thread's table of coded errors (SIM_ERRORS).
+ */
 import { errnoCode, strerror, type ErrnoCode } from './uapi/errno.js';
 
 /**
@@ -26,9 +29,91 @@ export class SyscallError extends Error {
  */
 export class KernelError extends Error {
   readonly errno: number;
+  /** Why, for diagnostics (never part of the errno contract). */
+  readonly why: string | undefined;
   constructor(errnoNum: number, why?: string) {
     super(`${errnoCode(errnoNum)}${why ? `: ${why}` : ''}`);
     this.name = 'KernelError';
     this.errno = errnoNum;
+    this.why = why;
   }
+}
+
+// ---- the main thread's errors ------------------------------------------------------------------------------------
+
+/**
+ * Every error the main-thread API (Machine, Proc, dmabuf-sim/testing) raises for a misuse or a lost process, by
+ * code: one table, so a caller can match `{ code }` instead of message text (as piscina's errors.ts does). Kernel
+ * answers keep their own shape: a failed kernel operation is a SyscallError (code 'EMFILE', errno, syscall).
+ */
+export const SIM_ERRORS = {
+  /** Any Machine method (or a testing hook) after shutdown() began. */
+  ERR_DMABUF_SIM_SHUT_DOWN: (what: string) => `${what}: the machine is shut down`,
+  /** spawn(): the process's module could not be imported (not found, syntax error, its top level threw). */
+  ERR_DMABUF_SIM_MODULE_LOAD: (module: string, why: string) => `cannot load process module ${module}: ${why}`,
+  /** spawn() with `args` of a module with no `main`, or Proc.call() of a name the module does not export. */
+  ERR_DMABUF_SIM_NO_EXPORT: (module: string, name: string) => `process module ${module} has no exported function '${name}'`,
+  /** A Proc handed to a machine that did not spawn it (socketpair of processes from two machines...). */
+  ERR_DMABUF_SIM_FOREIGN_PROCESS: (pid: number, name: string) => `process ${pid} (${name}) belongs to another machine`,
+  /** A process that has ended (exit, crash, kill) asked to do something, or ended before answering. */
+  ERR_DMABUF_SIM_PROCESS_ENDED: (message: string) => message,
+  /** debugfs.read() of a file the kernel does not have. */
+  ERR_DMABUF_SIM_NO_DEBUGFS_FILE: (path: string, have: string) => `no debugfs file ${path} (have: ${have})`,
+  /** testing.kunit() of a case that does not exist. */
+  ERR_DMABUF_SIM_NO_KUNIT_CASE: (name: string, have: string) => `no kunit case ${name} (have: ${have})`,
+} as const;
+
+export type SimErrorCode = keyof typeof SIM_ERRORS;
+
+/** An error of the main-thread API: `code` is one of SIM_ERRORS' keys. */
+export class SimError extends Error {
+  readonly code: SimErrorCode;
+  constructor(code: SimErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'SimError';
+    this.code = code;
+  }
+}
+
+/** Makes the error `code` with its table message: `simError('ERR_DMABUF_SIM_SHUT_DOWN', ['spawn'])`. */
+export function simError<C extends SimErrorCode>(
+  code: C,
+  args: Parameters<(typeof SIM_ERRORS)[C]>,
+  options?: ErrorOptions,
+): SimError {
+  const fn = SIM_ERRORS[code] as (...a: readonly unknown[]) => string;
+  return new SimError(code, fn(...args), options);
+}
+
+/** Node's ERR_INVALID_ARG_TYPE, for options the main-thread API validates (Machine.boot, spawn). */
+export class InvalidArgTypeError extends TypeError {
+  readonly code = 'ERR_INVALID_ARG_TYPE';
+  constructor(name: string, expected: string, actual: unknown) {
+    super(`The "${name}" ${name.includes('.') ? 'property' : 'argument'} must be ${expected}. Received ${describe(actual)}`);
+  }
+}
+
+/** Node's ERR_OUT_OF_RANGE: a number outside what the option can take. */
+export class OutOfRangeError extends RangeError {
+  readonly code = 'ERR_OUT_OF_RANGE';
+  constructor(name: string, range: string, actual: unknown) {
+    super(`The value of "${name}" is out of range. It must be ${range}. Received ${describe(actual)}`);
+  }
+}
+
+/** Node's ERR_INVALID_ARG_VALUE: the right type, but a value the option cannot take (an unknown key...). */
+export class InvalidArgValueError extends TypeError {
+  readonly code = 'ERR_INVALID_ARG_VALUE';
+  constructor(name: string, reason: string, actual: unknown) {
+    super(`The ${name.includes('.') ? 'property' : 'argument'} '${name}' ${reason}. Received ${describe(actual)}`);
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === null || v === undefined) return String(v);
+  if (typeof v === 'string') return `type string (${JSON.stringify(v.length > 25 ? `${v.slice(0, 25)}...` : v)})`;
+  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return `type ${typeof v} (${String(v)})`;
+  if (typeof v === 'function') return `function ${v.name || '(anonymous)'}`;
+  const ctor = (v as { constructor?: { name?: string } }).constructor?.name;
+  return ctor ? `an instance of ${ctor}` : 'an object';
 }

@@ -11,7 +11,9 @@ import type { DmaHeapInfo } from './kernel/dma-heap.js';
 import type { HeapConfig } from './kernel/subsystems.js';
 import { formatLeaks } from './kernel/leaks.js';
 import { SOCK_STREAM } from './uapi/posix.js';
+import { simError } from './errors.js';
 import type { ProcessWorkerData } from '../workers/process.js';
+import { LOADED, type LoadReport } from './rpc/process-loaded.js';
 
 export interface BootOptions {
   /** Heaps under /dev/dma_heap: `{ system: {} }` by default. A `sizeBytes` makes a fixed carve-out pool. */
@@ -44,6 +46,33 @@ export interface ExitStatus {
 
 interface ProcessApi {
   call(name: string, args: unknown[]): Promise<unknown>;
+}
+
+/**
+ * Waits for a new process's report that it imported its module (workers/process.ts posts it before serving any
+ * call). Rejects with ERR_DMABUF_SIM_MODULE_LOAD when the import failed or the process ended first, and with
+ * ERR_DMABUF_SIM_NO_EXPORT when `args` were given and the module has no `main`; the caller then kills the process.
+ */
+function moduleLoaded(worker: Worker, exited: Promise<ExitStatus>, module: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onMessage = (msg: unknown): void => {
+      const r = (msg as { [LOADED]?: LoadReport } | null)?.[LOADED];
+      if (!r) return;
+      worker.off('message', onMessage);
+      if (r.ok) resolve();
+      else if (r.missing !== undefined) reject(simError('ERR_DMABUF_SIM_NO_EXPORT', [module, r.missing]));
+      else {
+        const cause = Object.assign(new Error(r.message), r.code !== undefined ? { code: r.code } : {});
+        reject(simError('ERR_DMABUF_SIM_MODULE_LOAD', [module, r.message], { cause }));
+      }
+    };
+    worker.on('message', onMessage);
+    void exited.then((st) => {
+      worker.off('message', onMessage);
+      const why = st.error ? st.error.message : `exited with status ${st.code}`;
+      reject(simError('ERR_DMABUF_SIM_MODULE_LOAD', [module, `the process ended while loading it: ${why}`], st.error ? { cause: st.error } : undefined));
+    });
+  });
 }
 
 /** A running simulated process. */
@@ -80,7 +109,7 @@ export class Proc {
   call<R = unknown>(fn: string, ...args: unknown[]): Promise<R> {
     const died = this.exited.then((st): never => {
       const why = st.error ? `died: ${st.error.message}` : st.killed ? 'was killed' : `exited with status ${st.code}`;
-      throw new Error(`process ${st.pid} (${st.name}) ${why} before ${fn}() returned`, st.error ? { cause: st.error } : undefined);
+      throw simError('ERR_DMABUF_SIM_PROCESS_ENDED', [`process ${st.pid} (${st.name}) ${why} before ${fn}() returned`], st.error ? { cause: st.error } : undefined);
     });
     return Promise.race([this.api.call(fn, args) as Promise<R>, died]);
   }
@@ -88,8 +117,8 @@ export class Proc {
   /** Waits for the process to end; rejects if it died of an error or exited non-zero. */
   async join(): Promise<void> {
     const st = await this.exited;
-    if (st.error) throw new Error(`process ${st.pid} (${st.name}) died: ${st.error.message}`, { cause: st.error });
-    if (st.code !== 0) throw new Error(`process ${st.pid} (${st.name}) exited with status ${st.code}`);
+    if (st.error) throw simError('ERR_DMABUF_SIM_PROCESS_ENDED', [`process ${st.pid} (${st.name}) died: ${st.error.message}`], { cause: st.error });
+    if (st.code !== 0) throw simError('ERR_DMABUF_SIM_PROCESS_ENDED', [`process ${st.pid} (${st.name}) exited with status ${st.code}`]);
   }
 
   /** Kills the process (worker.terminate): the kernel tears it down as for exit. */
@@ -100,18 +129,58 @@ export class Proc {
   }
 }
 
+/** Which machine spawned each process (a Proc handed to another machine is refused). */
+const owners = new WeakMap<Proc, Machine>();
+
+/** The control-plane proxy behind a machine, for src/testing.ts (set in Machine's static block). */
+let controlOfMachine: (m: Machine, what: string) => Comlink.Remote<KernelControl>;
+
+/**
+ * INTERNAL (dmabuf-sim/testing only; not exported by the package's entry): the kernel control proxy of `m`, for
+ * test hooks; throws ERR_DMABUF_SIM_SHUT_DOWN (naming `what`) after shutdown began.
+ */
+export function controlOf(m: Machine, what: string): Comlink.Remote<KernelControl> {
+  return controlOfMachine(m, what);
+}
+
+/** INTERNAL: the pid of `p`, checked to be a process of `m` (dmabuf-sim/testing only). */
+export function pidIn(m: Machine, p: Proc): number {
+  if (owners.get(p) !== m) throw simError('ERR_DMABUF_SIM_FOREIGN_PROCESS', [p.pid, p.name]);
+  return p.pid;
+}
+
+/**
+ * A simulated machine. Its surface is these methods: the kernel's control object stays behind them (test and
+ * driver hooks are in dmabuf-sim/testing). After shutdown() has begun, every method rejects with
+ * ERR_DMABUF_SIM_SHUT_DOWN.
+ */
 export class Machine {
   private readonly procs = new Map<number, Proc>();
   private down = false;
 
+  static {
+    controlOfMachine = (m, what) => m.live(what);
+  }
+
   private constructor(
     private readonly broker: Worker,
-    readonly kernel: Comlink.Remote<KernelControl>,
+    private readonly kernel: Comlink.Remote<KernelControl>,
     private readonly control: SharedArrayBuffer,
     /** The machine's fence table (src/fence/table.ts): handed to every process and attachable by any worker. */
-    readonly fences: SharedArrayBuffer,
+    private readonly fences: SharedArrayBuffer,
     private readonly recordStacks: boolean,
   ) {}
+
+  /** The control proxy, or ERR_DMABUF_SIM_SHUT_DOWN naming `what` once shutdown() has begun. */
+  private live(what: string): Comlink.Remote<KernelControl> {
+    if (this.down) throw simError('ERR_DMABUF_SIM_SHUT_DOWN', [what]);
+    return this.kernel;
+  }
+
+  /** `p`'s pid, after checking this machine spawned it (ERR_DMABUF_SIM_FOREIGN_PROCESS otherwise). */
+  private own(p: Proc): number {
+    return pidIn(this, p);
+  }
 
   static async boot(opts: BootOptions = {}): Promise<Machine> {
     const broker = new Worker(new URL('../workers/broker.js', import.meta.url));
@@ -130,7 +199,7 @@ export class Machine {
 
   /** Starts a process running `module` (an ES module URL or path; compiled JavaScript). */
   async spawn(module: URL | string, opts: SpawnOptions = {}): Promise<Proc> {
-    if (this.down) throw new Error('machine is shut down');
+    this.live('spawn');
     const url = module instanceof URL ? module.href : new URL(module, `file://${process.cwd()}/`).href;
     const name = opts.name ?? url.slice(url.lastIndexOf('/') + 1).replace(/\.[cm]?js$/, '');
     const { port1, port2 } = new MessageChannel();
@@ -151,14 +220,21 @@ export class Machine {
       transferList: [port2],
     });
     const p = new Proc(info.pid, name, worker, (pid, code) => this.kernel.reap(pid, code));
+    owners.set(p, this);
     this.procs.set(info.pid, p);
     void p.exited.then(() => this.procs.delete(info.pid));
+    try {
+      await moduleLoaded(worker, p.exited, url);
+    } catch (e) {
+      await p.kill();
+      throw e;
+    }
     return p;
   }
 
   /** debugfs, read from the control plane (processes can open /sys/kernel/debug/... themselves). */
   readonly debugfs = {
-    read: (path: string): Promise<string> => this.kernel.debugfsRead(path),
+    read: async (path: string): Promise<string> => this.live('debugfs.read').debugfsRead(path),
   };
 
   /**
@@ -166,27 +242,29 @@ export class Machine {
    * [fd in a, fd in b]. `type` is SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET, optionally | SOCK_CLOEXEC / SOCK_NONBLOCK.
    * `a` and `b` may be the same process.
    */
-  socketpair(a: Proc, b: Proc, type: number = SOCK_STREAM): Promise<[number, number]> {
-    return this.kernel.socketpair(a.pid, b.pid, type);
+  async socketpair(a: Proc, b: Proc, type: number = SOCK_STREAM): Promise<[number, number]> {
+    const k = this.live('socketpair');
+    return k.socketpair(this.own(a), this.own(b), type);
   }
 
   /** The heaps under /dev/dma_heap, sorted by name, with their usage (a listing of the directory). */
-  heaps(): Promise<DmaHeapInfo[]> {
-    return this.kernel.heaps();
+  async heaps(): Promise<DmaHeapInfo[]> {
+    return this.live('heaps').heaps();
   }
 
   /** Android's dmabuf_dump view of the machine (per-process Rss/Pss and the buffer × process table). */
-  dmabufDump(): Promise<string> {
-    return this.kernel.debugfsRead('dmabuf_dump');
+  async dmabufDump(): Promise<string> {
+    return this.live('dmabufDump').debugfsRead('dmabuf_dump');
   }
 
   /** Every live dma-buf, newest first, as plain data (sizes, names, refcounts, attachments, SYNC counts). */
-  dmabufs(): Promise<DmaBufSnapshot[]> {
-    return this.kernel.dmabufs();
+  async dmabufs(): Promise<DmaBufSnapshot[]> {
+    return this.live('dmabufs').dmabufs();
   }
 
-  stats(): Promise<KernelStats> {
-    return this.kernel.stats();
+  /** Live kernel objects by kind and the number of processes. */
+  async stats(): Promise<KernelStats> {
+    return this.live('stats').stats();
   }
 
   /**
@@ -194,7 +272,7 @@ export class Machine {
    * lists every kernel object still alive (a leak, with where it was created) and every kernel oops.
    */
   async shutdown(opts: { quiet?: boolean } = {}): Promise<ShutdownReport> {
-    if (this.down) throw new Error('machine is already shut down');
+    this.live('shutdown');
     this.down = true;
     await this.kernel.beginShutdown();
     await Promise.all([...this.procs.values()].map((p) => p.kill()));

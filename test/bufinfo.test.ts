@@ -5,7 +5,8 @@
 import test from 'ava';
 import { uapi } from '../src/index.js';
 import type { Outcome } from './fixtures/dmabuf.js';
-import { bootFor, shutdownClean } from './helpers/sim.js';
+import { kunit } from '../src/testing.js';
+import { bootFor, passFd, shutdownClean } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/dmabuf.js', import.meta.url);
 const HEADER = '\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n';
@@ -66,7 +67,7 @@ test.serial('bufinfo: buffers newest first, flags, mode, counts, names (none, na
 
 test.serial('bufinfo: attached devices (in-kernel importers)', async (t) => {
   const m = await bootFor(t);
-  const r = await m.kernel.selftest('bufinfo_attached');
+  const r = await kunit(m, 'bufinfo_attached');
   t.deepEqual(r.failures, []);
   t.is(
     r.output,
@@ -90,7 +91,7 @@ test.serial('dmabuf_dump: per-process Rss/Pss, totals, buffer × process table',
   await prod.call('setName', x, 'frame');
   const px = ((await prod.call<Outcome>('map', x, 1 << 20)) as { ok: number }).ok;
   const y = await prod.call<number>('alloc', 'reserved', 64 << 10); // ino 2
-  const cx = await m.kernel.transferFd(prod.pid, x, cons.pid);
+  const cx = await passFd(m, prod, x, cons);
   const c1 = ((await cons.call<Outcome>('map', cx, 1 << 20)) as { ok: number }).ok;
   const c2 = ((await cons.call<Outcome>('map', cx, 4096)) as { ok: number }).ok;
 
@@ -117,7 +118,7 @@ test.serial('dmabuf_dump: per-process Rss/Pss, totals, buffer × process table',
   t.is(await m.debugfs.read('dmabuf_dump'), expected, 'the same through debugfs');
 
   // A buffer only the kernel holds (no fd, no mapping in any process) counts as kernel_rss.
-  const k = await m.kernel.selftest('dmabuf_dump_kernel_held');
+  const k = await kunit(m, 'dmabuf_dump_kernel_held');
   t.true(k.ok);
   t.is(
     k.output,

@@ -5,14 +5,16 @@
  * signals, the in-broker async kernel wait, and the kernel-side selftests.
  *
  * Fences come from a process playing a GPU (test/fixtures/dmabuf-sync.ts: it creates fences in the machine's
- * fence table and signals them) and reach a buffer through the kernel's test/driver hook testDmaBufAddFence, or
+ * fence table and signals them) and reach a buffer through the test/driver hook dmaBufAddFence (dmabuf-sim/testing), or
  * through IMPORT_SYNC_FILE.
  */
 import test, { type ExecutionContext } from 'ava';
 import { uapi, type Machine, type Proc } from '../src/index.js';
 import type { CreatedFence } from './fixtures/dmabuf-sync.js';
 import type { Outcome } from './fixtures/dmabuf.js';
-import { bootFor, delay, settlesWithin, shutdownClean } from './helpers/sim.js';
+import { bootFor, delay, passFd, settlesWithin, shutdownClean } from './helpers/sim.js';
+import * as testing from '../src/testing.js';
+import { DMA_FROM_DEVICE, dmaBufAddFence, dmaBufCpuAccessAsync, dmaBufMapAsync, kunit, type DmaResvUsage } from '../src/testing.js';
 
 const fixture = new URL('./fixtures/dmabuf-sync.js', import.meta.url);
 const {
@@ -21,11 +23,8 @@ const {
   DMA_BUF_SYNC_READ: READ,
   DMA_BUF_SYNC_WRITE: WRITE,
   DMA_BUF_SYNC_RW: RW,
-  DMA_RESV_USAGE_KERNEL: U_KERNEL,
-  DMA_RESV_USAGE_WRITE: U_WRITE,
-  DMA_RESV_USAGE_READ: U_READ,
-  DMA_RESV_USAGE_BOOKKEEP: U_BOOKKEEP,
 } = uapi;
+const { DMA_RESV_USAGE_KERNEL: U_KERNEL, DMA_RESV_USAGE_WRITE: U_WRITE, DMA_RESV_USAGE_READ: U_READ, DMA_RESV_USAGE_BOOKKEEP: U_BOOKKEEP } = testing;
 const HEADER = '\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n';
 const NO_DEVICES = '\tAttached Devices:\nTotal 0 devices attached\n\n';
 const ok = (v: number = 0): Outcome => ({ ok: v });
@@ -61,9 +60,9 @@ class Gpu {
     return this.proc.call<CreatedFence>('fenceCreate', driver, timeline, seqno, sameContextAs?.id);
   }
   /** Creates a fence and adds it to the buffer behind (pid, fd) with `usage`. */
-  async add(pid: number, fd: number, usage: number, timeline = 'ring', seqno = 1, driver = 'gpu'): Promise<CreatedFence> {
+  async add(proc: Proc, fd: number, usage: DmaResvUsage, timeline = 'ring', seqno = 1, driver = 'gpu'): Promise<CreatedFence> {
     const f = await this.create(driver, timeline, seqno);
-    await this.m.kernel.testDmaBufAddFence(pid, fd, f.handle, usage);
+    await dmaBufAddFence(this.m, proc, fd, f.handle, usage);
     return f;
   }
   signal(f: CreatedFence): Promise<number> {
@@ -83,11 +82,11 @@ test.serial('poll: EPOLLIN waits for WRITE/KERNEL fences, EPOLLOUT for READ ones
   const fd = await p.call<number>('alloc', 'system', 4096);
   const poll0 = (ev: number): Promise<number> => p.call<number>('poll', fd, ev);
 
-  const bk = await gpu.add(p.pid, fd, U_BOOKKEEP, 'bookkeep');
+  const bk = await gpu.add(p, fd, U_BOOKKEEP, 'bookkeep');
   t.is(await poll0(IN | OUT), IN | OUT, 'a BOOKKEEP fence is invisible to poll');
   t.like((await m.dmabufs())[0], { fileCount: 1, pollActive: { in: 0, out: 0 } }, 'no slot stays armed when ready');
 
-  const rd = await gpu.add(p.pid, fd, U_READ, 'reader');
+  const rd = await gpu.add(p, fd, U_READ, 'reader');
   t.is(await poll0(IN), IN, 'EPOLLIN ignores READ fences');
   t.is(await poll0(OUT), 0, 'EPOLLOUT waits for them');
   t.like((await m.dmabufs())[0], { fileCount: 2, pollActive: { in: 0, out: OUT } }, 'the armed EPOLLOUT slot holds a file reference');
@@ -99,14 +98,14 @@ test.serial('poll: EPOLLIN waits for WRITE/KERNEL fences, EPOLLOUT for READ ones
   t.is((await pending).revents, OUT, 'the READ fence signalled by another process wakes it');
   t.like((await m.dmabufs())[0], { fileCount: 1, pollActive: { in: 0, out: 0 } }, 'slot released with its reference');
 
-  const wr = await gpu.add(p.pid, fd, U_WRITE, 'writer');
+  const wr = await gpu.add(p, fd, U_WRITE, 'writer');
   t.is(await poll0(IN | OUT), 0, 'a WRITE fence blocks both directions');
   const both = p.call<{ revents: number }>('pollWait', fd, IN | OUT, 5000);
   t.false(await settlesWithin(both, 50));
   await gpu.signal(wr);
   t.is((await both).revents, IN | OUT, 'one signal frees both slots before the poller looks again');
 
-  const kf = await gpu.add(p.pid, fd, U_KERNEL, 'kernel');
+  const kf = await gpu.add(p, fd, U_KERNEL, 'kernel');
   t.is(await poll0(IN | OUT), 0, 'a KERNEL fence blocks both directions');
   await gpu.signal(kf);
   await waitFor(t, 'slots released', async () => (await m.dmabufs())[0]!.fileCount === 1);
@@ -127,10 +126,10 @@ test.serial('poll: one callback slot per direction, watching one fence; busy slo
   const q2 = await m.spawn(fixture, { name: 'q2' });
   const gpu = await Gpu.spawn(m);
   const fd = await owner.call<number>('alloc', 'system', 4096);
-  const fd1 = await m.kernel.transferFd(owner.pid, fd, q1.pid);
-  const fd2 = await m.kernel.transferFd(owner.pid, fd, q2.pid);
+  const fd1 = await passFd(m, owner, fd, q1);
+  const fd2 = await passFd(m, owner, fd, q2);
 
-  const f1 = await gpu.add(owner.pid, fd, U_WRITE, 'gfx', 1);
+  const f1 = await gpu.add(owner, fd, U_WRITE, 'gfx', 1);
   const w1 = q1.call<{ revents: number }>('pollWait', fd1, IN, -1);
   const w2 = q2.call<{ revents: number }>('pollWait', fd2, IN, -1);
   t.false(await settlesWithin(Promise.race([w1, w2]), 100), 'both pollers sleep');
@@ -140,7 +139,7 @@ test.serial('poll: one callback slot per direction, watching one fence; busy slo
   // pending any more, but the slot still watches f1 — so the direction stays "not ready" until f1 signals.
   const f2 = await gpu.create('gpu', 'gfx', 2, f1);
   await gpu.signal(f2);
-  await m.kernel.testDmaBufAddFence(owner.pid, fd, f2.handle, U_WRITE);
+  await dmaBufAddFence(m, owner, fd, f2.handle, U_WRITE);
   const [b] = await m.dmabufs();
   t.deepEqual(b!.fences.map((f) => [f.usage, f.seqno, f.signaled]), [['write', 2n, true]], 'f1 replaced by f2');
   t.is(await owner.call('poll', fd, IN), 0, 'the busy slot reports not ready');
@@ -165,7 +164,7 @@ test.serial('poll: a pending poll callback keeps the buffer alive after every fd
   const used = async (): Promise<number> => (await m.heaps()).find((h) => h.name === 'reserved')!.usedBytes;
 
   const fd = await p.call<number>('alloc', 'reserved', 8192);
-  const f = await gpu.add(p.pid, fd, U_WRITE, 'gfx');
+  const f = await gpu.add(p, fd, U_WRITE, 'gfx');
   t.is(await p.call('poll', fd, IN), 0, 'poll with timeout 0 arms the slot and returns');
   t.deepEqual(await p.call('close', fd), ok());
   const [b] = await m.dmabufs();
@@ -179,7 +178,7 @@ test.serial('poll: a pending poll callback keeps the buffer alive after every fd
   // The same through exit: the process dies inside a blocking poll; the armed slot outlives it.
   const q = await m.spawn(fixture, { name: 'dies-polling' });
   const fd2 = await q.call<number>('alloc', 'reserved', 4096);
-  const g = await gpu.add(q.pid, fd2, U_READ, 'copy');
+  const g = await gpu.add(q, fd2, U_READ, 'copy');
   const pending = q.call('pollWait', fd2, OUT, -1);
   t.false(await settlesWithin(pending, 50));
   await q.kill();
@@ -199,12 +198,12 @@ test.serial('SYNC START blocks until another process signals, and the reader the
   const reader = await m.spawn(fixture, { name: 'reader' });
   const fd = await writer.call<number>('alloc', 'system', 4096);
   const waddr = ((await writer.call<Outcome>('map', fd, 4096)) as { ok: number }).ok;
-  const rfd = await m.kernel.transferFd(writer.pid, fd, reader.pid);
+  const rfd = await passFd(m, writer, fd, reader);
   const raddr = ((await reader.call<Outcome>('map', rfd, 4096)) as { ok: number }).ok;
 
   // The writer (as its own GPU) queues a render into the buffer: a WRITE fence it will signal when done.
   const render = await writer.call<CreatedFence>('fenceCreate', 'gpu', 'render', 1);
-  await m.kernel.testDmaBufAddFence(writer.pid, fd, render.handle, U_WRITE);
+  await dmaBufAddFence(m, writer, fd, render.handle, U_WRITE);
   const read = reader.call<number[]>('readSynced', rfd, raddr, 100, 4);
   t.false(await settlesWithin(read, 150), 'SYNC START READ sleeps on the WRITE fence');
   t.deepEqual((await m.dmabufs())[0]!.cpuSync.read, { start: 0, end: 0 }, 'a parked START is not counted yet');
@@ -227,28 +226,28 @@ test.serial('SYNC START: read waits for usage ≤ WRITE, write and rw for usage 
   const fd = await p.call<number>('alloc', 'system', 4096);
   const start = (flags: number): Promise<Sync> => p.call<Sync>('syncStart', fd, flags);
 
-  const bk = await gpu.add(p.pid, fd, U_BOOKKEEP, 'bookkeep');
+  const bk = await gpu.add(p, fd, U_BOOKKEEP, 'bookkeep');
   for (const f of [READ, WRITE, RW]) t.deepEqual((await start(f)).outcome, ok(), `BOOKKEEP does not block ${f}`);
 
-  const rd = await gpu.add(p.pid, fd, U_READ, 'reader');
+  const rd = await gpu.add(p, fd, U_READ, 'reader');
   t.deepEqual((await start(READ)).outcome, ok(), 'a CPU read does not wait for other readers');
   const sw = start(WRITE);
   t.false(await settlesWithin(sw, 80), 'a CPU write waits for readers');
   await gpu.signal(rd);
   t.deepEqual((await sw).outcome, ok());
-  const rd2 = await gpu.add(p.pid, fd, U_READ, 'reader2');
+  const rd2 = await gpu.add(p, fd, U_READ, 'reader2');
   const srw = start(RW);
   t.false(await settlesWithin(srw, 80), 'so does a CPU read/write');
   await gpu.signal(rd2);
   t.deepEqual((await srw).outcome, ok());
 
-  const wr = await gpu.add(p.pid, fd, U_WRITE, 'writer');
+  const wr = await gpu.add(p, fd, U_WRITE, 'writer');
   const s1 = start(READ);
   t.false(await settlesWithin(s1, 80), 'a CPU read waits for writers');
   await gpu.signal(wr);
   t.deepEqual((await s1).outcome, ok());
 
-  const kf = await gpu.add(p.pid, fd, U_KERNEL, 'kernel');
+  const kf = await gpu.add(p, fd, U_KERNEL, 'kernel');
   const s2 = start(READ);
   t.false(await settlesWithin(s2, 80), 'and for KERNEL fences');
   await gpu.signal(kf);
@@ -268,8 +267,8 @@ test.serial('SYNC START parked when its process is killed: the fence callback is
   const victim = await m.spawn(fixture, { name: 'victim' });
   const gpu = await Gpu.spawn(m);
   const fd = await owner.call<number>('alloc', 'system', 4096);
-  const vfd = await m.kernel.transferFd(owner.pid, fd, victim.pid);
-  const f = await gpu.add(owner.pid, fd, U_WRITE, 'gfx');
+  const vfd = await passFd(m, owner, fd, victim);
+  const f = await gpu.add(owner, fd, U_WRITE, 'gfx');
   const s = victim.call<Sync>('syncStart', vfd, RW);
   t.false(await settlesWithin(s, 80));
   await victim.kill();
@@ -288,25 +287,25 @@ test.serial('an in-broker kernel caller waits for fences asynchronously while th
   const p = await m.spawn(fixture, { name: 'p' });
   const gpu = await Gpu.spawn(m);
   const fd = await p.call<number>('alloc', 'system', 4096);
-  const rd = await gpu.add(p.pid, fd, U_READ, 'reader');
-  await m.kernel.testDmaBufCpuAccessAsync(p.pid, fd, uapi.DMA_FROM_DEVICE);
+  const rd = await gpu.add(p, fd, U_READ, 'reader');
+  await dmaBufCpuAccessAsync(m, p, fd, DMA_FROM_DEVICE);
   t.pass('a kernel CPU read does not wait for a READ fence');
-  const wr = await gpu.add(p.pid, fd, U_WRITE, 'writer');
-  const access = m.kernel.testDmaBufCpuAccessAsync(p.pid, fd, uapi.DMA_FROM_DEVICE);
+  const wr = await gpu.add(p, fd, U_WRITE, 'writer');
+  const access = dmaBufCpuAccessAsync(m, p, fd, DMA_FROM_DEVICE);
   t.false(await settlesWithin(access, 100), 'the kernel caller waits for the WRITE fence');
   t.like((await m.dmabufs())[0], { fileCount: 2 }, 'the kernel caller holds a reference across its wait');
   t.is(await p.call('poll', fd, IN), 0, 'syscalls are served meanwhile (the broker is not blocked)');
   await gpu.signal(wr);
   await access;
   t.pass('done once another process signalled');
-  t.is(await m.kernel.testDmaBufMapAsync(p.pid, fd, 'gpu.0'), 4096, 'a static importer’s map does not wait for READ fences');
+  t.is(await dmaBufMapAsync(m, p, fd, 'gpu.0'), 4096, 'a static importer’s map does not wait for READ fences');
   await gpu.signal(rd);
   await gpu.put(rd, wr);
-  await t.throwsAsync(m.kernel.testDmaBufCpuAccessAsync(p.pid, 0, uapi.DMA_FROM_DEVICE), { message: /EINVAL/ }, 'not a dma-buf');
+  await t.throwsAsync(dmaBufCpuAccessAsync(m, p, 0, DMA_FROM_DEVICE), { message: /EINVAL/ }, 'not a dma-buf');
 
   // A static importer's map waits for KERNEL fences (the exporter's moves/clears), the same way.
-  const kf = await gpu.add(p.pid, fd, U_KERNEL, 'clear');
-  const mapped = m.kernel.testDmaBufMapAsync(p.pid, fd, 'gpu.0');
+  const kf = await gpu.add(p, fd, U_KERNEL, 'clear');
+  const mapped = dmaBufMapAsync(m, p, fd, 'gpu.0');
   t.false(await settlesWithin(mapped, 100), 'a KERNEL fence does');
   t.regex(await m.debugfs.read('dma_buf/bufinfo'), /\tkernel fence:gpu clear seq 1 unsignalled\n\tAttached Devices:\n\tgpu\.0\n/, 'attached, waiting');
   await gpu.signal(kf);
@@ -325,12 +324,12 @@ test.serial('re-adding a fence of the same context: weaker usage keeps two entri
   const fd = await p.call<number>('alloc', 'system', 4096);
   const entries = async (): Promise<[string, bigint][]> => (await m.dmabufs())[0]!.fences.map((f) => [f.usage, f.seqno]);
   const f1 = await gpu.create('gpu', 'tl', 1);
-  await m.kernel.testDmaBufAddFence(p.pid, fd, f1.handle, U_READ);
+  await dmaBufAddFence(m, p, fd, f1.handle, U_READ);
   const f2 = await gpu.create('gpu', 'tl', 2, f1);
-  await m.kernel.testDmaBufAddFence(p.pid, fd, f2.handle, U_WRITE);
+  await dmaBufAddFence(m, p, fd, f2.handle, U_WRITE);
   t.deepEqual(await entries(), [['write', 2n]], 'stronger (WRITE over READ): replaced');
   const f3 = await gpu.create('gpu', 'tl', 3, f1);
-  await m.kernel.testDmaBufAddFence(p.pid, fd, f3.handle, U_READ);
+  await dmaBufAddFence(m, p, fd, f3.handle, U_READ);
   t.deepEqual(await entries(), [['write', 2n], ['read', 3n]], 'weaker (READ after WRITE): two entries');
   t.is(
     await m.debugfs.read('dma_buf/bufinfo'),
@@ -343,10 +342,10 @@ test.serial('re-adding a fence of the same context: weaker usage keeps two entri
   // Signaled entries do not stay forever: reserving a slot after an unlock (which forgets unused reserved slots,
   // CONFIG_DEBUG_MUTEXES-style) grows the list, and growing drops every signaled fence.
   await gpu.signal(f2);
-  const other = await gpu.add(p.pid, fd, U_BOOKKEEP, 'other');
+  const other = await gpu.add(p, fd, U_BOOKKEEP, 'other');
   t.deepEqual(await entries(), [['read', 3n], ['bookkeep', 1n]], 'the signaled entry was dropped');
-  await t.throwsAsync(m.kernel.testDmaBufAddFence(p.pid, fd, f3.handle, 4), { message: /EINVAL/ });
-  await t.throwsAsync(m.kernel.testDmaBufAddFence(p.pid, 77, f3.handle, U_READ), { message: /EBADF/ });
+  await t.throwsAsync(dmaBufAddFence(m, p, fd, f3.handle, 4 as DmaResvUsage), { message: /EINVAL/ });
+  await t.throwsAsync(dmaBufAddFence(m, p, 77, f3.handle, U_READ), { message: /EBADF/ });
   for (const f of [f1, f3, other]) await gpu.signal(f);
   await gpu.put(f1, f2, f3, other);
   await p.call('close', fd);
@@ -360,11 +359,11 @@ test.serial('bufinfo golden: per-fence lines as dma_resv_describe prints them, B
   const a = await p.call<number>('alloc', 'system', 4096); // ino 1
   const b = await p.call<number>('alloc', 'reserved', 8192, uapi.O_RDONLY); // ino 2
   await p.call('setName', a, 'frame');
-  const kf = await gpu.add(p.pid, a, U_KERNEL, 'ring0', 1, 'ttm');
-  const wf = await gpu.add(p.pid, a, U_WRITE, 'gfx', 5);
-  const rf = await gpu.add(p.pid, a, U_READ, 'cam0', 7, 'v4l2');
-  const bk = await gpu.add(p.pid, a, U_BOOKKEEP, 'vm', 9);
-  const rb = await gpu.add(p.pid, b, U_READ, 'dma', 4294967297, 'copy');
+  const kf = await gpu.add(p, a, U_KERNEL, 'ring0', 1, 'ttm');
+  const wf = await gpu.add(p, a, U_WRITE, 'gfx', 5);
+  const rf = await gpu.add(p, a, U_READ, 'cam0', 7, 'v4l2');
+  const bk = await gpu.add(p, a, U_BOOKKEEP, 'vm', 9);
+  const rb = await gpu.add(p, b, U_READ, 'dma', 4294967297, 'copy');
   await gpu.signal(rb);
   const expected = (wState: string): string =>
     HEADER +
@@ -395,7 +394,7 @@ test.serial('an unsignaled fence on a buffer released with it is put, not leaked
   const p = await m.spawn(fixture, { name: 'p' });
   const gpu = await Gpu.spawn(m);
   const fd = await p.call<number>('alloc', 'system', 4096);
-  const f = await gpu.add(p.pid, fd, U_WRITE, 'gfx');
+  const f = await gpu.add(p, fd, U_WRITE, 'gfx');
   await p.call('close', fd);
   t.deepEqual(await m.dmabufs(), [], 'dma_resv_fini at release');
   // The GPU's own reference is all that is left: signal and put it, and the table is empty.
@@ -426,16 +425,16 @@ test.serial('EXPORT_SYNC_FILE: the stub when idle, the usage asymmetry, BOOKKEEP
   t.is(await p.call('getfd', idle), uapi.FD_CLOEXEC, 'the sync_file fd is O_CLOEXEC');
   t.is(await p.call('syncReady', idle), IN);
 
-  const bk = await gpu.add(p.pid, fd, U_BOOKKEEP, 'vm');
+  const bk = await gpu.add(p, fd, U_BOOKKEEP, 'vm');
   t.like(await info(await exp(RW)), { status: 1, fences: [STUB] }, 'BOOKKEEP fences are not exported');
-  const rd = await gpu.add(p.pid, fd, U_READ, 'reader');
+  const rd = await gpu.add(p, fd, U_READ, 'reader');
   t.like(await info(await exp(READ)), { status: 1, fences: [STUB] }, 'READ asks for usage ≤ WRITE: a READ fence is not in it');
   const forWrite = await exp(WRITE);
   t.deepEqual((await info(forWrite)).fences, [['gpu', 'reader', 0]], 'the WRITE bit asks for usage ≤ READ: one fence, that very fence');
   t.like(await info(await exp(RW)), { status: 0, fences: [['gpu', 'reader', 0]] }, 'RW is the WRITE bit too');
 
   // Snapshot: a fence added after the export is not in the exported sync_file.
-  const wr = await gpu.add(p.pid, fd, U_WRITE, 'writer');
+  const wr = await gpu.add(p, fd, U_WRITE, 'writer');
   t.deepEqual((await info(forWrite)).fences, [['gpu', 'reader', 0]], 'the earlier export is unchanged');
   const both = await exp(WRITE);
   t.deepEqual((await info(both)).fences, [['gpu', 'reader', 0], ['gpu', 'writer', 0]], 'a new export: an array of both');
@@ -460,9 +459,9 @@ test.serial('EXPORT_SYNC_FILE: n fences make an array that is not deduplicated (
   const gpu = await Gpu.spawn(m);
   const fd = await p.call<number>('alloc', 'system', 4096);
   const f1 = await gpu.create('gpu', 'tl', 1);
-  await m.kernel.testDmaBufAddFence(p.pid, fd, f1.handle, U_WRITE);
+  await dmaBufAddFence(m, p, fd, f1.handle, U_WRITE);
   const f2 = await gpu.create('gpu', 'tl', 2, f1);
-  await m.kernel.testDmaBufAddFence(p.pid, fd, f2.handle, U_READ);
+  await dmaBufAddFence(m, p, fd, f2.handle, U_READ);
   const all = fdOf(await p.call<Outcome>('exportSyncFile', fd, WRITE));
   const info = await p.call<Info>('fileInfo', all);
   t.deepEqual(info.fences, [['gpu', 'tl', 0], ['gpu', 'tl', 0]], 'two components of one context');
@@ -504,7 +503,7 @@ test.serial('IMPORT_SYNC_FILE: WRITE bit → WRITE usage else READ, containers u
   const out = fdOf(await p.call<Outcome>('exportSyncFile', fd2, READ));
   t.deepEqual((await p.call<Info>('fileInfo', out)).fences, [['sw_sync', 'importer', 0], ['sw_sync', 'importer', 0]]);
   const q = await m.spawn(fixture, { name: 'cpu' });
-  const qfd = await m.kernel.transferFd(p.pid, fd2, q.pid);
+  const qfd = await passFd(m, p, fd2, q);
   const s = q.call<Sync>('syncStart', qfd, READ);
   t.false(await settlesWithin(s, 80), 'SYNC START waits for the imported fences');
   await p.call('inc', tlA);
@@ -548,8 +547,8 @@ test.serial('EXPORT/IMPORT_SYNC_FILE errno paths: flags, bad fds, short structs,
   t.deepEqual((await m.dmabufs())[0]!.fences, [], 'nothing was added by the failures');
 
   // EMFILE: two pending fences (an export would build an array) and a full fd table.
-  const f1 = await gpu.add(p.pid, fd, U_WRITE, 'a');
-  const f2 = await gpu.add(p.pid, fd, U_READ, 'b');
+  const f1 = await gpu.add(p, fd, U_WRITE, 'a');
+  const f2 = await gpu.add(p, fd, U_READ, 'b');
   const open = await p.call<number>('openCount');
   const files = async (): Promise<number> => (await m.stats()).objects['file'] ?? 0;
   const before = await files();
@@ -566,12 +565,12 @@ test.serial('EXPORT/IMPORT_SYNC_FILE errno paths: flags, bad fds, short structs,
   await shutdownClean(t, m);
 });
 
-// ---- kernel-side API selftests ------------------------------------------------------------------------------------
+// ---- kernel-side API kunit cases ------------------------------------------------------------------------------------
 
 for (const name of ['dma_buf_resv_lifetime', 'dma_buf_cpu_access_fences', 'dma_buf_map_kernel_fences', 'dma_buf_poll_slots']) {
-  test.serial(`kernel API selftest ${name}`, async (t) => {
+  test.serial(`kernel API kunit ${name}`, async (t) => {
     const m = await bootFor(t);
-    const r = await m.kernel.selftest(name);
+    const r = await kunit(m, name);
     t.deepEqual(r.failures, []);
     t.is(r.oops, null);
     await shutdownClean(t, m);
@@ -580,7 +579,7 @@ for (const name of ['dma_buf_resv_lifetime', 'dma_buf_cpu_access_fences', 'dma_b
 
 test.serial('releasing a buffer with an active poll callback is a BUG, recorded as an oops', async (t) => {
   const m = await bootFor(t);
-  const r = await m.kernel.selftest('dma_buf_release_poll_active_bug');
+  const r = await kunit(m, 'dma_buf_release_poll_active_bug');
   t.false(r.ok);
   t.regex(r.oops ?? '', /^BUG: dma-buf ino 1 released with an active poll callback \(cb_in 1, cb_out 0\)/);
   t.deepEqual(r.failures, [], 'the cleanup finished the release');

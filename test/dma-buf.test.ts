@@ -6,7 +6,8 @@
 import test from 'ava';
 import { uapi } from '../src/index.js';
 import type { Outcome } from './fixtures/dmabuf.js';
-import { bootFor, shutdownClean, shutdownNoLeaks } from './helpers/sim.js';
+import { kunit } from '../src/testing.js';
+import { bootFor, passFd, shutdownClean, shutdownNoLeaks } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/dmabuf.js', import.meta.url);
 const EMPTY_BUFINFO = '\nDma-buf Objects:\nsize    \tflags   \tmode    \tcount   \texp_name\tino     \tname\n\nTotal 0 objects, 0 bytes\n';
@@ -248,8 +249,8 @@ test.serial('one buffer mapped by three processes: two concurrent writers on dis
   const SIZE = 1 << 20;
   const fd = await owner.call<number>('alloc', 'system', SIZE);
   await owner.call('setName', fd, 'shared');
-  const fd1 = await m.kernel.transferFd(owner.pid, fd, w1.pid);
-  const fd2 = await m.kernel.transferFd(owner.pid, fd, w2.pid);
+  const fd1 = await passFd(m, owner, fd, w1);
+  const fd2 = await passFd(m, owner, fd, w2);
   t.is(await w1.call('readlink', fd1), '/dmabuf:shared', 'the same buffer');
   const mapIn = async (pr: typeof owner, f: number): Promise<number> => ((await pr.call<Outcome>('map', f, SIZE)) as { ok: number }).ok;
   const [a0, a1, a2] = [await mapIn(owner, fd), await mapIn(w1, fd1), await mapIn(w2, fd2)];
@@ -286,24 +287,6 @@ test.serial('one buffer mapped by three processes: two concurrent writers on dis
   await shutdownClean(t, m);
 });
 
-test.serial('transferFd control hook', async (t) => {
-  const m = await bootFor(t);
-  const a = await m.spawn(fixture, { name: 'a' });
-  const b = await m.spawn(fixture, { name: 'b', nofile: 3 });
-  const fd = await a.call<number>('alloc', 'system', 4096);
-  await t.throwsAsync(m.kernel.transferFd(a.pid, 42, b.pid), { message: /EBADF/ });
-  await t.throwsAsync(m.kernel.transferFd(a.pid, fd, b.pid), { message: /EMFILE/ }, 'target table full');
-  t.like((await m.dmabufs())[0], { fileCount: 1 }, 'a failed transfer drops its reference');
-  const c = await m.spawn(fixture, { name: 'c' });
-  const got = await m.kernel.transferFd(a.pid, fd, c.pid);
-  t.is(got, 3);
-  t.is(await c.call('fcntl', got, uapi.F_GETFD), 0, 'no O_CLOEXEC');
-  t.like((await m.dmabufs())[0], { fileCount: 2 });
-  await a.call('close', fd);
-  await c.call('close', got);
-  await shutdownClean(t, m);
-});
-
 // ---- the kernel API (in-broker exporters and importers) -----------------------------------------------------
 
 for (const name of [
@@ -312,9 +295,9 @@ for (const name of [
   'dma_buf_cpu_access',
   'dma_buf_vmap',
 ]) {
-  test.serial(`kernel API selftest ${name}`, async (t) => {
+  test.serial(`kernel API kunit ${name}`, async (t) => {
     const m = await bootFor(t);
-    const r = await m.kernel.selftest(name);
+    const r = await kunit(m, name);
     t.deepEqual(r.failures, []);
     t.true(r.ok);
     const rep = await shutdownNoLeaks(t, m);
@@ -323,27 +306,27 @@ for (const name of [
   });
 }
 
-test.serial('kernel API selftest dma_buf_export_checks (7 expected WARN_ONs)', async (t) => {
+test.serial('kernel API kunit dma_buf_export_checks (7 expected WARN_ONs)', async (t) => {
   const m = await bootFor(t);
-  const r = await m.kernel.selftest('dma_buf_export_checks');
+  const r = await kunit(m, 'dma_buf_export_checks');
   t.deepEqual(r.failures, []);
   const rep = await shutdownNoLeaks(t, m);
   t.is(rep.warnings.length, 7);
   t.true(rep.warnings.every((w) => w.message.startsWith('dma_buf_export: WARN_ON')));
 });
 
-test.serial('kernel API selftest dma_buf_fd_get_put (as a process)', async (t) => {
+test.serial('kernel API kunit dma_buf_fd_get_put (as a process)', async (t) => {
   const m = await bootFor(t);
   const p = await m.spawn(fixture, { name: 'kapi' });
-  const r = await m.kernel.selftest('dma_buf_fd_get_put', p.pid);
+  const r = await kunit(m, 'dma_buf_fd_get_put', p);
   t.deepEqual(r.failures, []);
   t.true(r.ok);
   await shutdownClean(t, m);
 });
 
-test.serial('kernel API selftest dma_buf_dynamic_attach (2 expected WARNs)', async (t) => {
+test.serial('kernel API kunit dma_buf_dynamic_attach (2 expected WARNs)', async (t) => {
   const m = await bootFor(t);
-  const r = await m.kernel.selftest('dma_buf_dynamic_attach');
+  const r = await kunit(m, 'dma_buf_dynamic_attach');
   t.deepEqual(r.failures, []);
   const rep = await shutdownNoLeaks(t, m);
   t.deepEqual(rep.warnings.map((w) => w.message), [
@@ -354,19 +337,19 @@ test.serial('kernel API selftest dma_buf_dynamic_attach (2 expected WARNs)', asy
 
 test.serial('vunmap of a foreign mapping is a BUG, recorded as an oops', async (t) => {
   const m = await bootFor(t);
-  const r = await m.kernel.selftest('dma_buf_vunmap_bug');
+  const r = await kunit(m, 'dma_buf_vunmap_bug');
   t.false(r.ok);
   t.regex(r.oops ?? '', /^BUG: dma_buf_vunmap: .* unmapping a different mapping$/);
   t.deepEqual(r.failures, [], 'the deferred cleanup (the right vunmap, the put) ran fine');
   const rep = await m.shutdown({ quiet: true });
   t.deepEqual(rep.leaks, []);
   t.is(rep.oopses.length, 1);
-  t.like(rep.oopses[0], { pid: 0, call: 'selftest(dma_buf_vunmap_bug)' });
+  t.like(rep.oopses[0], { pid: 0, call: 'kunit(dma_buf_vunmap_bug)' });
 });
 
 test.serial('releasing a buffer with attachments WARNs', async (t) => {
   const m = await bootFor(t);
-  const r = await m.kernel.selftest('dma_buf_release_with_attachment');
+  const r = await kunit(m, 'dma_buf_release_with_attachment');
   t.deepEqual(r.failures, []);
   const rep = await shutdownNoLeaks(t, m);
   t.is(rep.warnings.length, 1);

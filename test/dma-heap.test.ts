@@ -6,6 +6,7 @@
 import test from 'ava';
 import { uapi, type DmaHeapInfo } from '../src/index.js';
 import type { KsftResult, RawResult } from './fixtures/heap.js';
+import { kunit } from '../src/testing.js';
 import { bootFor, shutdownClean } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/heap.js', import.meta.url);
@@ -244,9 +245,9 @@ test.serial('ENOMEM and EMFILE leave nothing behind', async (t) => {
   await shutdownClean(t, m);
 });
 
-test.serial('heap kernel-side dma-buf ops (in-kernel selftest)', async (t) => {
+test.serial('heap kernel-side dma-buf ops (in-kernel kunit case)', async (t) => {
   const m = await bootFor(t);
-  const r = await m.kernel.selftest('dma_heap_buffer_ops');
+  const r = await kunit(m, 'dma_heap_buffer_ops');
   t.deepEqual(r.failures, []);
   t.true(r.ok);
   await shutdownClean(t, m);

@@ -6,6 +6,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { uapi, type ExitStatus } from '../src/index.js';
 import { GATE_FD, GATE_FD2, GATE_GO } from './fixtures/lifecycle.js';
+import { beginShutdown } from '../src/testing.js';
 import { bootFor, delay, shutdownNoLeaks, spawnSock, withMachine } from './helpers/sim.js';
 
 const { ESHUTDOWN } = uapi.E;
@@ -132,7 +133,7 @@ test.serial('shutdown wakes processes blocked in recvmsg and poll with ESHUTDOWN
   t.is(Atomics.load(new Int32Array(sawPoll), 0), 0, 'still blocked');
   // Machine.shutdown() is beginShutdown() then killing every process. Its first half is what fails the parked
   // calls; it is called on its own here so the processes get to run and report before they are killed.
-  await m.kernel.beginShutdown();
+  await beginShutdown(m);
   t.is(await reported(sawRecv), ESHUTDOWN, 'recvmsg failed with ESHUTDOWN');
   t.is(await reported(sawPoll), ESHUTDOWN, 'poll failed with ESHUTDOWN');
   t.deepEqual(await A.r('x', 'nop'), { err: 'ESHUTDOWN' }, 'and any new syscall fails at once');

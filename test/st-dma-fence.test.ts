@@ -4,6 +4,7 @@
  * by model-specific cases (prefixed "model:") for what the C file cannot see: cross-worker callbacks, zombies,
  * handles, the table allocator and the clock.
  */
+import { fenceTable } from '../src/testing.js';
 import { availableParallelism } from 'node:os';
 import {
   DmaFenceCb,
@@ -531,7 +532,7 @@ model("the machine's fence table: a process signals a fence through it; a leaked
   let leaked: DmaFence | null = null;
   let down = false;
   try {
-    attachFenceTable(m.fences);
+    attachFenceTable(await fenceTable(m));
     const f = dmaFenceInit(mockOps, dmaFenceContextAlloc(1), 1);
     try {
       const p = await m.spawn(new URL('./fixtures/fence-proc.js', import.meta.url), { name: 'fencer' });

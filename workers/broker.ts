@@ -4,4 +4,5 @@ import { expose } from '../src/rpc/comlink.js';
 import { KernelControl } from '../src/kernel/control-plane.js';
 
 if (!parentPort) throw new Error('broker must run in a worker thread');
-expose(new KernelControl(), parentPort);
+const control = new KernelControl();
+expose(control, parentPort, (e, method) => control.errorAtEdge(e, method));

@@ -6,6 +6,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { expose } from '../src/rpc/comlink.js';
 import { initRuntime, type RuntimeInit } from '../src/user/runtime.js';
 import { exit, ProcessExit } from '../src/user/syscalls.js';
+import { simError } from '../src/errors.js';
+import { LOADED, type LoadReport } from '../src/rpc/process-loaded.js';
 
 export interface ProcessWorkerData extends RuntimeInit {
   readonly module: string;
@@ -17,7 +19,40 @@ const data = workerData as ProcessWorkerData;
 initRuntime(data);
 
 type Fn = (...args: unknown[]) => unknown;
-const mod = (await import(data.module)) as Record<string, unknown>;
+
+/**
+ * Imports the user's module and reports the outcome to Machine.spawn() before anything else (see
+ * src/rpc/process-loaded.ts). On failure the process idles until the main thread kills it: that kill is its
+ * teardown, as for any other process.
+ */
+async function load(): Promise<Record<string, unknown> | null> {
+  let m: Record<string, unknown>;
+  try {
+    m = (await import(data.module)) as Record<string, unknown>;
+  } catch (e) {
+    const err = e instanceof Error ? e : new Error(String(e));
+    const code = (err as { code?: unknown }).code;
+    report({ ok: false, message: err.message, ...(typeof code === 'string' ? { code } : {}) });
+    return null;
+  }
+  if (data.args && typeof m['main'] !== 'function') {
+    report({ ok: false, missing: 'main' });
+    return null;
+  }
+  report({ ok: true });
+  return m;
+}
+
+function report(r: LoadReport): void {
+  parentPort!.postMessage({ [LOADED]: r });
+}
+
+const loaded = await load();
+if (!loaded) {
+  setInterval(() => {}, 1 << 30); // stay alive (and quiet) until spawn() kills us
+  await new Promise(() => {});
+}
+const mod = loaded!;
 
 /** Ends the worker after exit(): the kernel already tore the process down. */
 function leave(code: number): void {
@@ -27,7 +62,7 @@ function leave(code: number): void {
 const api = {
   async call(name: string, args: unknown[]): Promise<unknown> {
     const f = mod[name];
-    if (typeof f !== 'function') throw new TypeError(`process module has no exported function '${name}'`);
+    if (typeof f !== 'function') throw simError('ERR_DMABUF_SIM_NO_EXPORT', [data.module, name]);
     try {
       return await (f as Fn)(...args);
     } catch (e) {

@@ -4,8 +4,8 @@
  * shutdown report. Runs on the broker thread, between hot-loop slices.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { KernelError } from '../errors.js';
-import { DMA_TO_DEVICE } from '../uapi/dma-buf.js';
+import { KernelBug } from '../bug.js';
+import { KernelError, simError, SyscallError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { AF_UNIX, O_CLOEXEC, O_LARGEFILE, O_RDWR, SOCK_TYPE_MASK } from '../uapi/posix.js';
 import { createChannel } from '../shm/channel.js';
@@ -27,7 +27,6 @@ import {
   dmaBufUnmapAttachment,
   dmaBufSnapshot,
   type DmaBufSnapshot,
-  type DmaDataDirection,
 } from './dma-buf.js';
 import { dmaResvAddFence, dmaResvLock, dmaResvReserveFences, dmaResvUnlock, type DmaResvUsage } from '../fence/dma-resv.js';
 import { dmaHeapList, type DmaHeapInfo } from './dma-heap.js';
@@ -35,7 +34,8 @@ import { Kernel, type KernelWarning } from './kernel.js';
 import type { LeakReport } from './leaks.js';
 import { registerMmSyscalls } from './mm.js';
 import { registerPollSyscall } from './select.js';
-import { runSelftest, type SelftestResult } from './kunit.js';
+import { findKunitCase, runKunitCase, type KunitResult } from './kunit.js';
+import { DMA_TO_DEVICE, type DmaDataDirection } from './dma-direction.js';
 import { Task } from './task.js';
 import { setWarningSink } from '../bug.js';
 import { bootSubsystems, type SubsystemConfig } from './subsystems.js';
@@ -71,6 +71,18 @@ export class KernelControl {
   private ctl: Int32Array | null = null;
   private fences: SharedArrayBuffer | null = null;
 
+  /**
+   * What a method's exception becomes for its caller on the main thread (the broker's expose() calls this): a
+   * KernelError is the operation's -errno, so it crosses as a SyscallError naming the operation (code, errno,
+   * syscall); a KernelBug or any other exception from kernel code is an oops, recorded for the shutdown report
+   * like one in a syscall, and passed on. Errors of the control plane itself (SimError, TypeError) pass as they are.
+   */
+  errorAtEdge(e: unknown, method: string): unknown {
+    if (e instanceof KernelError) return new SyscallError(e.errno, method, e.why);
+    if (e instanceof KernelBug && this.entry) this.entry.recordOops(this.k?.current?.pid ?? 0, method, e);
+    return e;
+  }
+
   private get kernel(): Kernel {
     if (!this.k) throw new Error('kernel not booted');
     return this.k;
@@ -88,7 +100,7 @@ export class KernelControl {
     // fence callbacks run promptly from a waitAsync watcher; fence/resv WARN()s go to the kernel's warnings.
     const fences = createFenceTable({ maxSpinners: cfg.maxSpinners });
     attachFenceTable(fences, { control, eventLoop: true });
-    setWarningSink((message) => k.warn(message));
+    setWarningSink((message) => k.recordWarning(message));
     this.fences = fences;
     bootSubsystems(k, entry, cfg);
     this.k = k;
@@ -134,10 +146,10 @@ export class KernelControl {
   }
 
   /** Runs `fn` as if task `pid` made a syscall (fd installs from the control plane). */
-  asTask<R>(pid: number, call: string, fn: (k: Kernel, t: Task) => R): R {
+  private asTask<R>(pid: number, call: string, fn: (k: Kernel, t: Task) => R): R {
     const k = this.kernel;
     const t = k.tasks.get(pid);
-    if (!t || t.state !== 'running') throw new Error(`no running process ${pid}`);
+    if (!t || t.state !== 'running') throw simError('ERR_DMABUF_SIM_PROCESS_ENDED', [`no running process ${pid}`]);
     const prev = k.current;
     k.current = t;
     t.currentCall = call;
@@ -173,26 +185,6 @@ export class KernelControl {
       this.kernel.fput(fb);
       throw e;
     }
-  }
-
-  /**
-   * Test hook until fd passing lands: dups `fd` of process `fromPid` into `toPid` at its lowest free fd (no
-   * O_CLOEXEC), as receiving it over SCM_RIGHTS would. The file gains one reference. Returns the new fd; EBADF
-   * when `fd` is not open in the source, EMFILE when the target's table is full.
-   */
-  transferFd(fromPid: number, fd: number, toPid: number): number {
-    return this.asTask(toPid, 'transferFd', (k, to) => {
-      const from = k.tasks.get(fromPid);
-      if (!from || from.state !== 'running') throw new Error(`no running process ${fromPid}`);
-      const f = k.fileOf(from, fd);
-      k.fget(f);
-      try {
-        return k.installFd(to, f, false);
-      } catch (e) {
-        k.fput(f);
-        throw e;
-      }
-    });
   }
 
   // ---- test / driver hooks for implicit fences (no uAPI reaches these) ------------------------------------------
@@ -278,13 +270,18 @@ export class KernelControl {
     return dmaBufList(this.kernel).map(dmaBufSnapshot);
   }
 
-  /** Runs an in-kernel self-test (kunit.ts), optionally as process `pid`. A BUG in it is recorded as an oops. */
-  selftest(name: string, pid?: number): SelftestResult {
+  /**
+   * TEST HOOK: runs the in-kernel KUnit case `name` (kunit.ts; its modules load on first use, never at boot),
+   * optionally as process `pid`. A BUG in it is recorded as an oops, like one in a syscall.
+   */
+  async kunitRun(name: string, pid?: number): Promise<KunitResult> {
+    const { fn, names } = await findKunitCase(name);
+    if (!fn) throw simError('ERR_DMABUF_SIM_NO_KUNIT_CASE', [name, names.join(', ')]);
     const k = this.kernel;
     const t = pid === undefined ? null : (k.tasks.get(pid) ?? null);
-    if (pid !== undefined && (!t || t.state !== 'running')) throw new Error(`no running process ${pid}`);
+    if (pid !== undefined && (!t || t.state !== 'running')) throw simError('ERR_DMABUF_SIM_PROCESS_ENDED', [`no running process ${pid}`]);
     try {
-      return runSelftest(k, name, t, this.entry!.oopses);
+      return runKunitCase(k, name, fn, t, (p, call, e) => this.entry!.recordOops(p, call, e));
     } finally {
       this.loop!.kick();
     }
@@ -292,7 +289,7 @@ export class KernelControl {
 
   debugfsRead(path: string): string {
     const gen = this.kernel.debugfs.get(path);
-    if (!gen) throw new Error(`no debugfs file ${path} (have: ${[...this.kernel.debugfs.keys()].join(', ')})`);
+    if (!gen) throw simError('ERR_DMABUF_SIM_NO_DEBUGFS_FILE', [path, [...this.kernel.debugfs.keys()].join(', ')]);
     return gen();
   }
 

@@ -75,6 +75,17 @@ export async function spawnSock(m: Machine, name: string, opts: SpawnOptions = {
   };
 }
 
+/**
+ * Passes `fd` of process `from` to process `to` as a C program would: SCM_RIGHTS over a fresh socketpair, whose
+ * ends are closed again. Resolves to the fd `to` received (its lowest free fd while it still held its end, so
+ * usually one above what a plain dup would give). Both fixtures must export sendFd/recvFd (test/fixtures/dmabuf).
+ */
+export async function passFd(m: Machine, from: Proc, fd: number, to: Proc): Promise<number> {
+  const [a, b] = await m.socketpair(from, to);
+  await from.call('sendFd', a, fd);
+  return to.call<number>('recvFd', b);
+}
+
 /** Resolves after `ms` milliseconds. */
 export function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,15 @@
+/**
+ * The one message a process worker posts on its own, outside comlink: whether it imported its module, sent once
+ * before it serves any call, so Machine.spawn() can reject a missing module or export at once instead of a peer
+ * failing later (EPIPE on a socket nobody will ever read).
+ */
+
+/** The key of the message (comlink ignores messages without its own `id`). */
+export const LOADED = 'dmabuf-sim:loaded';
+
+export type LoadReport =
+  | { readonly ok: true }
+  /** The module imported but lacks `missing` (its `main`, when args were given). */
+  | { readonly ok: false; readonly missing: string; readonly message?: undefined; readonly code?: undefined }
+  /** The import failed: the error's message and Node's code (ERR_MODULE_NOT_FOUND...). */
+  | { readonly ok: false; readonly missing?: undefined; readonly message: string; readonly code?: string };

@@ -1,0 +1,70 @@
+/**
+ * dmabuf-sim/testing: hooks for tests and for driver models, kept off the Machine's public surface. They reach
+ * kernel-internal APIs no syscall does (adding a KERNEL or BOOKKEEP fence to a buffer's reservation object, an
+ * in-broker importer's CPU access or DMA map, the in-kernel KUnit cases) and kernel state a user need not see
+ * (every live object, the first half of shutdown). Each takes the Machine and the processes it spawned; errors
+ * are the same as the Machine's (a kernel errno as a SyscallError naming the hook, ERR_DMABUF_SIM_* codes).
+ */
+import { controlOf, pidIn, type Machine, type Proc } from './machine.js';
+import type { FenceHandle } from './fence/dma-fence.js';
+import type { DmaResvUsage } from './fence/dma-resv.js';
+import type { DmaDataDirection } from './kernel/dma-direction.js';
+import type { KunitResult } from './kernel/kunit.js';
+import type { LeakReport } from './kernel/leaks.js';
+
+export { DMA_RESV_USAGE_BOOKKEEP, DMA_RESV_USAGE_KERNEL, DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, type DmaResvUsage } from './fence/dma-resv.js';
+export { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDataDirection } from './kernel/dma-direction.js';
+export type { FenceHandle } from './fence/dma-fence.js';
+export type { KunitResult } from './kernel/kunit.js';
+
+/**
+ * dma_resv_add_fence(fence, usage) on the buffer behind `fd` of `proc` — what a driver does once it has queued
+ * work on the buffer (lock, reserve a slot, add, unlock). `fence` is a handle into the machine's fence table made
+ * by any worker; the caller keeps its own reference. The only way to add KERNEL and BOOKKEEP fences, which no
+ * ioctl adds. Errors as dma_buf_get (EBADF; EINVAL for an fd that is not a dma-buf), EINVAL for a bad usage.
+ */
+export async function dmaBufAddFence(m: Machine, proc: Proc, fd: number, fence: FenceHandle, usage: DmaResvUsage): Promise<void> {
+  return controlOf(m, 'dmaBufAddFence').testDmaBufAddFence(pidIn(m, proc), fd, fence, usage);
+}
+
+/**
+ * An in-broker kernel caller's CPU access to the buffer behind `fd` of `proc`, the event-loop way: resolves once
+ * the implicit fences `dir` needs have signaled (the broker keeps serving meanwhile), then ends the access.
+ */
+export async function dmaBufCpuAccessAsync(m: Machine, proc: Proc, fd: number, dir: DmaDataDirection): Promise<void> {
+  return controlOf(m, 'dmaBufCpuAccessAsync').testDmaBufCpuAccessAsync(pidIn(m, proc), fd, dir);
+}
+
+/**
+ * A static importer (device `devName`) attaching to the buffer behind `fd` of `proc` and mapping it the
+ * event-loop way (waits for KERNEL fences only), then unmapping and detaching. Resolves with the mapped length.
+ */
+export async function dmaBufMapAsync(m: Machine, proc: Proc, fd: number, devName: string): Promise<number> {
+  return controlOf(m, 'dmaBufMapAsync').testDmaBufMapAsync(pidIn(m, proc), fd, devName);
+}
+
+/** Runs the in-kernel KUnit case `name` (src/kernel/kunit.ts), as `proc` when given. A BUG in it is an oops. */
+export async function kunit(m: Machine, name: string, proc?: Proc): Promise<KunitResult> {
+  return controlOf(m, 'kunit').kunitRun(name, proc === undefined ? undefined : pidIn(m, proc));
+}
+
+/** Every kernel object alive now, with its origin (what shutdown() would report as leaks if nothing ended). */
+export async function liveObjects(m: Machine): Promise<LeakReport[]> {
+  return controlOf(m, 'liveObjects').leaks();
+}
+
+/**
+ * The first half of shutdown() on its own: parked syscalls fail with ESHUTDOWN and new ones fail at once, while
+ * the processes keep running (so a test can watch them see it). Call shutdown() afterwards as usual.
+ */
+export async function beginShutdown(m: Machine): Promise<void> {
+  return controlOf(m, 'beginShutdown').beginShutdown();
+}
+
+/**
+ * The machine's fence table, for a test's or a driver model's own thread to attach to (attachFenceTable) and
+ * make or signal fences in, as processes do.
+ */
+export async function fenceTable(m: Machine): Promise<SharedArrayBuffer> {
+  return controlOf(m, 'fenceTable').fenceTable();
+}
