@@ -1,0 +1,90 @@
+/**
+ * The public boundary: what Machine exposes (its methods, not the kernel's control object; hooks in
+ * dmabuf-sim/testing), errors that keep their code/errno/syscall across the control plane, coded main-thread
+ * errors for misuse (a missing module or export at spawn, another machine's process, anything after shutdown).
+ */
+import test from 'ava';
+import { Machine, SyscallError } from '../src/index.js';
+import { kunit } from '../src/testing.js';
+import { withMachine } from './helpers/sim.js';
+
+const basic = new URL('./fixtures/basic.js', import.meta.url);
+const noMain = new URL('./fixtures/no-main.js', import.meta.url);
+
+test('the kernel control object is not public; test hooks are the dmabuf-sim/testing export', async (t) => {
+  await withMachine(t, async (m) => {
+    // @ts-expect-error Machine has no public kernel proxy (compile-time half of this test)
+    t.is(typeof m.kernel?.testDmaBufAddFence, 'function', 'still there at runtime, behind TypeScript’s private');
+    const pkg = (await import('dmabuf-sim/testing')) as Record<string, unknown>;
+    for (const hook of ['kunit', 'dmaBufAddFence', 'dmaBufCpuAccessAsync', 'dmaBufMapAsync', 'liveObjects', 'beginShutdown', 'fenceTable']) {
+      t.is(typeof pkg[hook], 'function', hook);
+    }
+    t.false('transferFd' in pkg, 'fd passing replaced the transferFd hook');
+    t.false(Object.getOwnPropertyNames(Machine.prototype).some((n) => n.startsWith('test')), 'no test hooks on Machine');
+  });
+});
+
+test('a kernel errno crosses the control plane as a SyscallError with code, errno and syscall', async (t) => {
+  await withMachine(t, async (m) => {
+    const p = await m.spawn(basic, { name: 'p' });
+    const e = await t.throwsAsync(m.socketpair(p, p, 4));
+    t.true(e instanceof SyscallError, `${e?.constructor.name}`);
+    t.like(e, { code: 'ESOCKTNOSUPPORT', errno: 94, syscall: 'socketpair' });
+    const k = await t.throwsAsync(kunit(m, 'no_such_case'));
+    t.like(k, { code: 'ERR_DMABUF_SIM_NO_KUNIT_CASE' });
+    t.like(await t.throwsAsync(m.debugfs.read('nope')), { code: 'ERR_DMABUF_SIM_NO_DEBUGFS_FILE' });
+  });
+});
+
+test('a SyscallError thrown in a process reaches Proc.call’s caller as a SyscallError', async (t) => {
+  await withMachine(t, async (m) => {
+    const p = await m.spawn(basic, { name: 'p' });
+    const e = await t.throwsAsync(p.call('closeBadFd'));
+    t.true(e instanceof SyscallError, `${e?.constructor.name}`);
+    t.like(e, { code: 'EBADF', errno: 9, syscall: 'close', message: 'EBADF: bad file descriptor, close' });
+    t.regex(e?.stack ?? '', /closeBadFd/, 'the stack is where it was thrown, in the process');
+  });
+});
+
+test('spawn of a missing module or a module without main rejects at spawn, and leaves nothing behind', async (t) => {
+  await withMachine(t, async (m) => {
+    const missing = await t.throwsAsync(m.spawn(new URL('./fixtures/does-not-exist.js', import.meta.url)));
+    t.like(missing, { code: 'ERR_DMABUF_SIM_MODULE_LOAD' });
+    t.like((missing?.cause ?? {}) as object, { code: 'ERR_MODULE_NOT_FOUND' });
+    const nomain = await t.throwsAsync(m.spawn(noMain, { args: [] }));
+    t.like(nomain, { code: 'ERR_DMABUF_SIM_NO_EXPORT' });
+    t.regex(nomain?.message ?? '', /no-main\.js has no exported function 'main'$/);
+    t.is((await m.stats()).processes, 0, 'both were torn down before spawn rejected');
+    const p = await m.spawn(noMain);
+    t.is(await p.call('openNull'), 3);
+    t.like(await t.throwsAsync(p.call('nosuch')), { code: 'ERR_DMABUF_SIM_NO_EXPORT' });
+  });
+});
+
+test('socketpair of processes from two machines throws', async (t) => {
+  await withMachine(t, async (m1) => {
+    await withMachine(t, async (m2) => {
+      const a = await m1.spawn(basic, { name: 'a' });
+      const b = await m2.spawn(basic, { name: 'b' });
+      t.like(await t.throwsAsync(m1.socketpair(a, b)), { code: 'ERR_DMABUF_SIM_FOREIGN_PROCESS', message: 'process 1 (b) belongs to another machine' });
+      t.like(await t.throwsAsync(kunit(m1, 'dma_buf_fd_get_put', b)), { code: 'ERR_DMABUF_SIM_FOREIGN_PROCESS' });
+      t.deepEqual(await a.call('openNull'), 3, 'nothing was installed in a');
+    });
+  });
+});
+
+test('every method after shutdown() says the machine is shut down', async (t) => {
+  const m = await Machine.boot();
+  const p = await m.spawn(basic, { name: 'p' });
+  await m.shutdown();
+  const code = 'ERR_DMABUF_SIM_SHUT_DOWN';
+  t.like(await t.throwsAsync(m.spawn(basic)), { code, message: 'spawn: the machine is shut down' });
+  t.like(await t.throwsAsync(m.socketpair(p, p)), { code });
+  t.like(await t.throwsAsync(m.debugfs.read('dma_buf/bufinfo')), { code });
+  t.like(await t.throwsAsync(m.heaps()), { code });
+  t.like(await t.throwsAsync(m.dmabufs()), { code });
+  t.like(await t.throwsAsync(m.dmabufDump()), { code });
+  t.like(await t.throwsAsync(m.stats()), { code });
+  t.like(await t.throwsAsync(m.shutdown()), { code });
+  t.like(await t.throwsAsync(kunit(m, 'dma_buf_vmap')), { code });
+});
