@@ -10,6 +10,7 @@ import type { DmaBufSnapshot } from './kernel/dma-buf.js';
 import type { DmaHeapInfo } from './kernel/dma-heap.js';
 import type { HeapConfig } from './kernel/subsystems.js';
 import { formatLeaks } from './kernel/leaks.js';
+import { fenceTableSizes } from './fence/table.js';
 import { SOCK_STREAM } from './uapi/posix.js';
 import { simError } from './errors.js';
 import type { ProcessWorkerData } from '../workers/process.js';
@@ -22,6 +23,12 @@ export interface BootOptions {
   readonly maxSpinners?: number;
   /** Record a JavaScript stack with every kernel object's origin, for leak reports (slower). */
   readonly recordStacks?: boolean;
+  /**
+   * Fence table sizes: `slots` live fences (default 32768, 2..4194304 — the global stub takes one) and `names`
+   * distinct (driver, timeline) name pairs alive at once (default 256, 4..65536). Integers; a bad value throws a
+   * RangeError naming the field.
+   */
+  readonly fences?: { readonly slots?: number; readonly names?: number };
 }
 
 export interface SpawnOptions {
@@ -183,6 +190,8 @@ export class Machine {
   }
 
   static async boot(opts: BootOptions = {}): Promise<Machine> {
+    // Checked here, before a worker starts, so the error is thrown in the caller's thread with its class and code.
+    const fences = fenceTableSizes(opts.fences ?? {}, 'fences.');
     const broker = new Worker(new URL('../workers/broker.js', import.meta.url));
     broker.on('error', (e) => {
       process.stderr.write(`dmabuf-sim: broker died: ${e.stack ?? e.message}\n`);
@@ -193,6 +202,7 @@ export class Machine {
       heaps: opts.heaps ?? { system: {} },
       maxSpinners,
       recordStacks: opts.recordStacks ?? false,
+      fences,
     });
     return new Machine(broker, kernel, control, await kernel.fenceTable(), opts.recordStacks ?? false);
   }

@@ -288,7 +288,7 @@ export function dmaFenceInit64(ops: DmaFenceOps, context: number, seqno: number 
 
 /** Registers ops' hooks in this worker for fences created elsewhere with the same names. */
 export function registerFenceOps(ops: DmaFenceOps): void {
-  fenceRuntime().nameIdFor(ops);
+  fenceRuntime().registerOps(ops);
 }
 
 /** dma_fence_get_stub: a new reference to the machine's global signaled stub (context 0, names "stub"). */
@@ -434,7 +434,7 @@ function completeComposite(f: DmaFence, done: CompositeDone): void {
 export function evaluateSlow(f: DmaFence, blockers: DmaFence[] | null): boolean {
   const kind = f.kind;
   if (kind === KIND_PLAIN) {
-    const hook = f.rt.ops.get(f.nameId)?.signaled;
+    const hook = f.rt.opsOf(f.nameId)?.signaled;
     if (hook && hook(f)) {
       dmaFenceSignal(f);
       return true;
@@ -507,7 +507,7 @@ export function dmaFenceEnableSwSignaling(f: DmaFence): void {
   const old = Atomics.or(i32, f.base + S_FLAGS, F_ENABLE_SIGNAL);
   if (old & F_ENABLE_SIGNAL || Atomics.load(i32, f.base + S_SIGNAL) !== 0) return;
   if (f.kind !== KIND_PLAIN) return;
-  const hook = f.rt.ops.get(f.nameId)?.enableSignaling;
+  const hook = f.rt.opsOf(f.nameId)?.enableSignaling;
   if (hook && !hook(f)) dmaFenceSignal(f);
 }
 
@@ -764,7 +764,7 @@ export function dmaFenceSetDeadline(f: DmaFence, deadlineNs: number): void {
   Atomics.or(rt.i32, f.base + S_FLAGS, F_HAS_DEADLINE);
   const kind = f.kind;
   if (kind !== KIND_PLAIN) kindOps(kind).setDeadline?.(f, deadlineNs);
-  else rt.ops.get(f.nameId)?.setDeadline?.(f, deadlineNs);
+  else rt.opsOf(f.nameId)?.setDeadline?.(f, deadlineNs);
 }
 
 /** The earliest deadline set on `f` (ns), or null. */

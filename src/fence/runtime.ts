@@ -68,8 +68,10 @@ export class FenceRuntime {
   readonly bell: number;
   readonly spin: AdaptiveSpin;
   readonly eventLoop: boolean;
-  /** ops registered in this worker, by names id (hooks are local; names are shared). */
-  readonly ops = new Map<number, DmaFenceOps>();
+  /** ops registered in this worker, by names pair (hooks are local; names are shared). The first one wins. */
+  private readonly opsByKey = new Map<string, DmaFenceOps>();
+  /** opsByKey resolved by names id, with the entry's generation (a freed-and-reused id must not find old hooks). */
+  private readonly opsById: ({ readonly gen: number; readonly ops: DmaFenceOps | undefined } | undefined)[] = [];
   private readonly wrappers: (DmaFence | undefined)[] = [];
   private readonly pending = new Map<number, PendingCallbacks>();
   private pumping = false;
@@ -121,7 +123,13 @@ export class FenceRuntime {
    */
   createSlot(kind: number, nameId: number, context: number, seqno: bigint, flags: number): number {
     const t = this.table;
-    const index = t.allocSlot(kind, this.attachId);
+    let index: number;
+    try {
+      index = t.allocSlot(kind, this.attachId);
+    } catch (e) {
+      t.putNames(nameId); // the intern's reference: no slot took it over
+      throw e;
+    }
     const b = t.base(index);
     const b64 = b >> 1;
     t.u64[b64 + S64_CONTEXT] = BigInt(context);
@@ -139,11 +147,34 @@ export class FenceRuntime {
     return this.wrap(index, gen);
   }
 
-  /** The names id for `ops`, remembering the ops' hooks in this worker. */
+  /**
+   * The names id for `ops` with one reference on it (createSlot hands it to the new slot), remembering the ops'
+   * hooks in this worker.
+   */
   nameIdFor(ops: DmaFenceOps): number {
-    const id = this.table.internNames(ops.driverName, ops.timelineName);
-    if (!this.ops.has(id)) this.ops.set(id, ops);
-    return id;
+    this.registerOps(ops);
+    return this.table.internNames(ops.driverName, ops.timelineName);
+  }
+
+  /** Remembers `ops`' hooks in this worker for every fence with its names (the first ops for a pair win). */
+  registerOps(ops: DmaFenceOps): void {
+    const key = `${ops.driverName}\u0000${ops.timelineName}`;
+    if (!this.opsByKey.has(key)) this.opsByKey.set(key, ops);
+  }
+
+  /**
+   * The hooks this worker registered for names entry `nameId` (undefined: none here). Cached by id and checked
+   * against the entry's generation, since a names id is reused once its last fence is gone.
+   */
+  opsOf(nameId: number): DmaFenceOps | undefined {
+    const gen = this.table.namesGen(nameId);
+    if (gen < 0) return undefined;
+    const c = this.opsById[nameId];
+    if (c && c.gen === gen) return c.ops;
+    const [d, t] = this.table.names(nameId);
+    const ops = this.opsByKey.get(`${d}\u0000${t}`);
+    this.opsById[nameId] = { gen, ops };
+    return ops;
   }
 
   // ---- references --------------------------------------------------------------------------------------------

@@ -9,14 +9,16 @@
  * ## Buffer layout (byte offsets)
  *
  *   0                      header, HEADER_BYTES (word offsets H_* below)
- *   HEADER_BYTES           names table: namesCap × NAME_ENTRY_BYTES, interned (driver, timeline) pairs
+ *   HEADER_BYTES           names table: namesCap × NAME_ENTRY_BYTES, refcounted interned (driver, timeline) pairs
  *   slotsByte (8-aligned)  slots: nslots × SLOT_BYTES; slot 0 is the global signaled stub (context 0)
  *
  * ## Header (Int32 word offsets unless noted; all accessed with Atomics)
  *
  *   H_MAGIC, H_VERSION, H_NSLOTS, H_NAMES_CAP   immutable after creation
- *   H_NAMES_COUNT   entries in the names table; an entry is complete before the count covering it is stored
- *   H_NAMES_LOCK    0 free / 1 held: serialises appends to the names table (readers never take it)
+ *   H_NAMES_COUNT   names entries ever used (the part of the table below it has been written at least once)
+ *   H_NAMES_LOCK    0 free / 1 held: serialises allocating and freeing names entries (readers never take it)
+ *   H_NAMES_FREE    head of the free names entries (NE_LINK chain; −1 = none), under H_NAMES_LOCK
+ *   H_NAMES_LIVE    names entries in use (fixed ones included), for diagnostics
  *   H_LIVE          slots in use (fences + array extension slots); H_HIGH_WATER its maximum
  *   H_NEXT_ATTACH   attach ids handed to workers (creator ids, doorbell buckets)
  *   H_SERIAL        creation serial of the last fence (for leak reports)
@@ -52,11 +54,22 @@
  *   Extension slots (KIND_EXT, arrays' component lists): handles at S64_EXT_FIRST.. (EXT_HANDLES per slot).
  *
  * A handle is the i64 (gen << 32) | index; gen ≥ 1 always, so 0 means "no fence".
+ *
+ * ## Names entry (NAME_ENTRY_BYTES from HEADER_BYTES + id × NAME_ENTRY_BYTES)
+ *
+ *   i32 NE_REF    references: one per fence slot naming the entry, plus one per interner between intern and
+ *                 createSlot; 0 = being freed, −1 = free. The fixed entries (stub, array, chain) stay at 1 forever.
+ *   i32 NE_GEN    +1 every time the entry is freed: a worker's cached (id, gen) of a freed entry never matches its
+ *                 next occupant, so a cache never hands out a freed-and-reused id.
+ *   i32 NE_LINK   next free entry while free
+ *   u8[64] driver, u8[64] timeline: a length byte then up to NAME_MAX UTF-8 bytes; written while the entry is
+ *                 free and owned by the allocator (under the names lock), published by the NE_REF store of 1.
  */
 import { BUG } from '../bug.js';
 import { availableParallelism } from 'node:os';
 import { MAX_SPINNERS } from '../shm/control-block.js';
 import { machineEpochNow } from '../shm/clock.js';
+import { warn } from '../bug.js';
 
 // ---- header --------------------------------------------------------------------------------------------------
 
@@ -73,6 +86,8 @@ export const H_LIVE = 6;
 export const H_HIGH_WATER = 7;
 export const H_NEXT_ATTACH = 8;
 export const H_SERIAL = 9;
+export const H_NAMES_FREE = 10;
+export const H_NAMES_LIVE = 11;
 export const H_FREE_HEAD_B = 48;
 export const H_CONTEXT_B = 56;
 export const H_SPIN = 16;
@@ -87,11 +102,18 @@ export const HEADER_BYTES = 512;
 /** One string of a names entry: a length byte then up to NAME_MAX UTF-8 bytes. */
 export const NAME_STR_BYTES = 64;
 export const NAME_MAX = NAME_STR_BYTES - 1;
-export const NAME_ENTRY_BYTES = 2 * NAME_STR_BYTES;
+/** Bytes of an entry's words (NE_*) before its strings. */
+export const NAME_WORDS_BYTES = 16;
+export const NAME_ENTRY_BYTES = NAME_WORDS_BYTES + 2 * NAME_STR_BYTES;
+export const NE_REF = 0;
+export const NE_GEN = 1;
+export const NE_LINK = 2;
 /** Names interned at creation, at fixed ids. */
 export const NAME_ID_STUB = 0;
 export const NAME_ID_ARRAY = 1;
 export const NAME_ID_CHAIN = 2;
+/** The first id interning hands out; ids below it are fixed and never freed (no reference counting). */
+export const NAME_ID_FIRST_DYNAMIC = 3;
 
 // ---- slots ---------------------------------------------------------------------------------------------------
 
@@ -148,10 +170,23 @@ export const PENDING_ERROR = 1;
 const NIL = 0xffffffff;
 const STUB_INDEX = 0;
 
+/** Default and allowed table sizes (Machine.boot({ fences: { slots, names } }), createFenceTable). */
+export const FENCE_SLOTS_DEFAULT = 32768;
+export const FENCE_SLOTS_MIN = 2;
+/** 512 MiB of slots. */
+export const FENCE_SLOTS_MAX = 1 << 22;
+export const FENCE_NAMES_DEFAULT = 256;
+/** The three fixed entries (stub, array, chain) and at least one more. */
+export const FENCE_NAMES_MIN = 4;
+export const FENCE_NAMES_MAX = 1 << 16;
+
 export interface FenceTableOptions {
-  /** Number of fence slots (default 32768, 4 MiB). Arrays use ⌈n / EXT_HANDLES⌉ extra slots for n components. */
+  /**
+   * Number of fence slots (default 32768, 4 MiB; FENCE_SLOTS_MIN..FENCE_SLOTS_MAX). The global stub takes one;
+   * arrays use ⌈n / EXT_HANDLES⌉ extra slots for n components.
+   */
   readonly slots?: number;
-  /** Capacity of the names table (default 256 distinct (driver, timeline) pairs). */
+  /** Capacity of the names table: distinct (driver, timeline) pairs alive at once (default 256). */
   readonly names?: number;
   /** Waiters allowed to spin at once when a worker attaches without the machine control block (default vCPUs − 1). */
   readonly maxSpinners?: number;
@@ -183,12 +218,38 @@ export interface FenceInfo {
   readonly zombie: boolean;
 }
 
+/**
+ * Checks one table size the way Node checks its arguments: a non-number is a TypeError (ERR_INVALID_ARG_TYPE), a
+ * number that is not an integer in [min, max] a RangeError (ERR_OUT_OF_RANGE); both name `field`. Returns the value.
+ */
+export function checkTableSize(field: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number') {
+    const got = value === null ? 'null' : typeof value;
+    throw Object.assign(new TypeError(`The "${field}" option must be of type number. Received ${got}`), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw Object.assign(
+      new RangeError(`The value of "${field}" is out of range. It must be an integer >= ${min} and <= ${max}. Received ${value}`),
+      { code: 'ERR_OUT_OF_RANGE' },
+    );
+  }
+  return value;
+}
+
+/**
+ * The slot and names counts of `opts`, validated (defaults filled in). `prefix` names the option object in the
+ * errors ('fences.' for Machine.boot).
+ */
+export function fenceTableSizes(opts: FenceTableOptions, prefix = ''): { slots: number; names: number } {
+  return {
+    slots: opts.slots === undefined ? FENCE_SLOTS_DEFAULT : checkTableSize(`${prefix}slots`, opts.slots, FENCE_SLOTS_MIN, FENCE_SLOTS_MAX),
+    names: opts.names === undefined ? FENCE_NAMES_DEFAULT : checkTableSize(`${prefix}names`, opts.names, FENCE_NAMES_MIN, FENCE_NAMES_MAX),
+  };
+}
+
 /** Creates a machine's fence table (once per machine, normally by the broker at boot). */
 export function createFenceTable(opts: FenceTableOptions = {}): SharedArrayBuffer {
-  const nslots = opts.slots ?? 32768;
-  const namesCap = opts.names ?? 256;
-  if (!Number.isInteger(nslots) || nslots < 2 || nslots >= NIL) throw new RangeError(`bad fence table size ${nslots}`);
-  if (!Number.isInteger(namesCap) || namesCap < 3) throw new RangeError(`bad names table size ${namesCap}`);
+  const { slots: nslots, names: namesCap } = fenceTableSizes(opts);
   const slotsByte = slotsOffset(namesCap);
   const sab = new SharedArrayBuffer(slotsByte + nslots * SLOT_BYTES);
   const i32 = new Int32Array(sab);
@@ -211,10 +272,19 @@ export function createFenceTable(opts: FenceTableOptions = {}): SharedArrayBuffe
   // Free list: 1 → 2 → … → nslots − 1 (slot 0 is the stub), tag 0.
   i64[H_FREE_HEAD_B / 8] = BigInt(nslots > 1 ? 1 : NIL); // low word 0xffffffff (-1 as Int32) = empty
   const t = new FenceTable(sab, false);
+  // Every names entry starts free with generation 1; the fixed ones are written and hold one permanent reference.
+  for (let id = 0; id < namesCap; id++) {
+    const w = nameWord(id);
+    i32[w + NE_REF] = -1;
+    i32[w + NE_GEN] = 1;
+  }
   t.writeNames(NAME_ID_STUB, 'stub', 'stub');
   t.writeNames(NAME_ID_ARRAY, 'dma_fence_array', 'unbound');
   t.writeNames(NAME_ID_CHAIN, 'dma_fence_chain', 'unbound');
-  i32[H_NAMES_COUNT] = 3;
+  for (let id = 0; id < NAME_ID_FIRST_DYNAMIC; id++) i32[nameWord(id) + NE_REF] = 1;
+  i32[H_NAMES_COUNT] = NAME_ID_FIRST_DYNAMIC;
+  i32[H_NAMES_LIVE] = NAME_ID_FIRST_DYNAMIC;
+  i32[H_NAMES_FREE] = -1;
   // The global stub: signaled at the epoch, context 0, seqno 0, one reference held by the table itself.
   const b = slot0;
   i32[b + S_SIGNAL] = 1;
@@ -226,6 +296,11 @@ export function createFenceTable(opts: FenceTableOptions = {}): SharedArrayBuffe
   // Published last: an attach that sees the magic sees everything above.
   Atomics.store(i32, H_MAGIC, FENCE_TABLE_MAGIC);
   return sab;
+}
+
+/** Int32 index of names entry `id`'s first word. */
+function nameWord(id: number): number {
+  return (HEADER_BYTES + id * NAME_ENTRY_BYTES) / 4;
 }
 
 function slotsOffset(namesCap: number): number {
@@ -249,8 +324,10 @@ export class FenceTable {
   readonly slot0: number;
   /** A spin-budget block shaped like the machine control block (SPINNERS, MAX_SPINNERS words). */
   readonly spinControl: Int32Array;
-  private readonly nameKeys = new Map<string, number>();
-  private readonly nameCache: ([string, string] | undefined)[] = [];
+  /** This worker's cache of interned pairs: key → (id, gen), validated against NE_GEN on every use. */
+  private readonly nameKeys = new Map<string, { readonly id: number; readonly gen: number }>();
+  /** This worker's cache of entries' strings, by id, with the generation they were read at. */
+  private readonly nameCache: ({ readonly gen: number; readonly pair: [string, string] } | undefined)[] = [];
 
   constructor(
     readonly sab: SharedArrayBuffer,
@@ -370,13 +447,21 @@ export class FenceTable {
   }
 
   /**
-   * Returns a slot to the free list. The caller owns it exclusively (refcount already claimed at −1). The
-   * generation bump comes first, so every handle of the old occupant is stale before the slot can be reused.
+   * Returns a slot to the free list and puts the names entry it held. The caller owns it exclusively (refcount
+   * already claimed at −1). The generation bump comes first, so every handle of the old occupant is stale before
+   * the slot can be reused.
    */
   freeSlot(index: number): void {
     if (index === STUB_INDEX) BUG('freeing the global stub fence slot');
     const i32 = this.i32;
     const b = this.base(index);
+    // The names reference createSlot's intern handed over. Extension slots keep handles where S_NAME_ID would be
+    // and hold none; fixed names (ids below NAME_ID_FIRST_DYNAMIC) are not counted.
+    if (((Atomics.load(i32, b + S_FLAGS) >> KIND_SHIFT) & KIND_MASK) !== KIND_EXT) {
+      const nameId = i32[b + S_NAME_ID]!;
+      i32[b + S_NAME_ID] = NAME_ID_STUB;
+      this.putNames(nameId);
+    }
     Atomics.add(i32, b + S_GEN, 1);
     Atomics.store(i32, b + S_REFCOUNT, -1);
     Atomics.store(i32, b + S_FLAGS, KIND_FREE << KIND_SHIFT);
@@ -404,7 +489,8 @@ export class FenceTable {
       .join(', ');
     const msg =
       `dmabuf-sim: fence table full: all ${this.nslots} slots in use (live fences by creator: ${who || 'none'}). ` +
-      `Fences are leaking (a missing dma_fence_put?) or the table is too small (createFenceTable({ slots })).`;
+      `Fences are leaking (a missing dma_fence_put?) or the table is too small ` +
+      `(Machine.boot({ fences: { slots } }), or createFenceTable({ slots }) for a table of your own).`;
     process.stderr.write(`${msg}\n`);
     throw new FenceTableFullError(msg);
   }
@@ -418,7 +504,7 @@ export class FenceTable {
 
   /** Writes names entry `id` (creation time, or under the names lock). */
   writeNames(id: number, driver: string, timeline: string): void {
-    const at = HEADER_BYTES + id * NAME_ENTRY_BYTES;
+    const at = HEADER_BYTES + id * NAME_ENTRY_BYTES + NAME_WORDS_BYTES;
     this.writeStr(at, driver);
     this.writeStr(at + NAME_STR_BYTES, timeline);
   }
@@ -431,55 +517,132 @@ export class FenceTable {
   }
 
   private readStr(at: number): string {
-    const len = this.u8[at]!;
+    // The length byte is shared memory: never trust it past the field.
+    const len = Math.min(this.u8[at]!, NAME_MAX);
     // TextDecoder refuses shared memory: copy the bytes out first.
     return decoder.decode(this.u8.slice(at + 1, at + 1 + len));
   }
 
   /**
-   * The id of the (driver, timeline) names pair, interning it on first use. Names longer than NAME_MAX bytes are
-   * truncated. Throws when the names table is full (loudly, never silently).
+   * internNames: the id of the (driver, timeline) names pair with one reference taken for the caller (a fence
+   * about to be created; createSlot hands it to the slot, freeSlot puts it). Names longer than NAME_MAX bytes are
+   * truncated. Throws FenceTableFullError (loudly) when every entry is in use by live fences.
    *
-   * Appends take H_NAMES_LOCK; readers do not: an entry is written completely before the Atomics.store of the
-   * count that makes it visible, and entries are never changed afterwards.
+   * Fast path: this worker's cached (id, gen) — a get_unless_zero on NE_REF, then the generation check (an entry
+   * freed and reused since it was cached has a new generation: the reference just taken belongs to the new
+   * occupant and is put back). Slow path, under H_NAMES_LOCK: a live entry with the same strings, else a free one.
+   * Any thread; may sleep on the names lock.
    */
   internNames(driver: string, timeline: string): number {
     const key = `${driver}\u0000${timeline}`;
     const cached = this.nameKeys.get(key);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined && this.tryGetNames(cached.id, cached.gen)) return cached.id;
     const i32 = this.i32;
-    let n = Atomics.load(i32, H_NAMES_COUNT);
-    let id = this.findNames(driver, timeline, n);
-    if (id < 0) {
-      this.lockNames();
-      try {
-        n = Atomics.load(i32, H_NAMES_COUNT);
-        id = this.findNames(driver, timeline, n);
-        if (id < 0) {
-          if (n >= this.namesCap) {
-            const msg = `dmabuf-sim: fence names table full (${this.namesCap} driver/timeline pairs)`;
-            process.stderr.write(`${msg}\n`);
-            throw new FenceTableFullError(msg);
-          }
-          this.writeNames(n, driver, timeline);
-          Atomics.store(i32, H_NAMES_COUNT, n + 1);
-          id = n;
-        }
-      } finally {
-        this.unlockNames();
+    const want = this.truncated(driver, timeline);
+    let id = -1;
+    this.lockNames();
+    try {
+      const n = Math.min(Atomics.load(i32, H_NAMES_COUNT), this.namesCap);
+      for (let i = NAME_ID_FIRST_DYNAMIC; i < n && id < 0; i++) {
+        const w = nameWord(i);
+        if (Atomics.load(i32, w + NE_REF) <= 0) continue;
+        const [d, t] = this.names(i);
+        if (d === want[0] && t === want[1] && this.tryGetNames(i, Atomics.load(i32, w + NE_GEN))) id = i;
       }
+      if (id < 0) {
+        const head = i32[H_NAMES_FREE]!;
+        if (head >= NAME_ID_FIRST_DYNAMIC && head < n) {
+          id = head;
+          i32[H_NAMES_FREE] = i32[nameWord(id) + NE_LINK]!;
+        } else if (n < this.namesCap) {
+          id = n;
+          Atomics.store(i32, H_NAMES_COUNT, n + 1);
+        } else {
+          const msg =
+            `dmabuf-sim: fence names table full: all ${this.namesCap} driver/timeline pairs are in use by live ` +
+            `fences. Fences are leaking, or raise it with Machine.boot({ fences: { names } }) ` +
+            `(createFenceTable({ names }) for a table of your own).`;
+          process.stderr.write(`${msg}\n`);
+          throw new FenceTableFullError(msg);
+        }
+        this.writeNames(id, want[0], want[1]);
+        Atomics.add(i32, H_NAMES_LIVE, 1);
+        // Publishes the strings (seq-cst store after the plain writes above).
+        Atomics.store(i32, nameWord(id) + NE_REF, 1);
+      }
+    } finally {
+      this.unlockNames();
     }
-    this.nameKeys.set(key, id);
+    this.nameKeys.set(key, { id, gen: Atomics.load(i32, nameWord(id) + NE_GEN) });
     return id;
   }
 
-  private findNames(driver: string, timeline: string, count: number): number {
-    const want = this.truncated(driver, timeline);
-    for (let id = 0; id < count; id++) {
-      const [d, t] = this.names(id);
-      if (d === want[0] && t === want[1]) return id;
+  /**
+   * get_unless_zero on names entry `id`, valid only while it still has generation `gen`. Fixed entries need no
+   * reference. Returns false for a free, dying or reused entry (any reference taken on a reused one is put back).
+   */
+  private tryGetNames(id: number, gen: number): boolean {
+    if (id < NAME_ID_FIRST_DYNAMIC) return id >= 0;
+    if (id >= this.namesCap) return false;
+    const i32 = this.i32;
+    const w = nameWord(id);
+    for (;;) {
+      const v = Atomics.load(i32, w + NE_REF);
+      if (v <= 0) return false;
+      if (Atomics.compareExchange(i32, w + NE_REF, v, v + 1) === v) break;
     }
-    return -1;
+    if (Atomics.load(i32, w + NE_GEN) === gen) return true;
+    this.putNames(id);
+    return false;
+  }
+
+  /**
+   * Puts one reference of names entry `id` (a fence slot's, or an intern that made no fence); the last one frees
+   * the entry for reuse: generation bumped first (every cached (id, gen) goes stale), then pushed on the free list
+   * under the names lock. Nobody revives an entry at 0 (gets are get_unless_zero), so the putter that reached 0
+   * owns it. The id comes from a shared slot word: one outside the table or of a free entry is a WARN, never a
+   * corruption of the table.
+   */
+  putNames(id: number): void {
+    if (id >= 0 && id < NAME_ID_FIRST_DYNAMIC) return;
+    if (!(id >= 0 && id < this.namesCap) || !Number.isInteger(id)) {
+      warn(`fence names: put of names id ${id}, outside the table (a corrupted fence slot?)`);
+      return;
+    }
+    const i32 = this.i32;
+    const w = nameWord(id);
+    for (;;) {
+      const v = Atomics.load(i32, w + NE_REF);
+      if (v <= 0) {
+        warn(`fence names: put of names entry ${id} with ${v} references (a corrupted fence slot?)`);
+        return;
+      }
+      if (Atomics.compareExchange(i32, w + NE_REF, v, v - 1) === v) {
+        if (v > 1) return;
+        break;
+      }
+    }
+    Atomics.add(i32, w + NE_GEN, 1);
+    this.lockNames();
+    try {
+      i32[w + NE_LINK] = i32[H_NAMES_FREE]!;
+      i32[H_NAMES_FREE] = id;
+      Atomics.store(i32, w + NE_REF, -1);
+      Atomics.sub(i32, H_NAMES_LIVE, 1);
+    } finally {
+      this.unlockNames();
+    }
+  }
+
+  /** The current generation of names entry `id` (ops caches validate against it); −1 outside the table. */
+  namesGen(id: number): number {
+    if (!(id >= 0 && id < this.namesCap)) return -1;
+    return Atomics.load(this.i32, nameWord(id) + NE_GEN);
+  }
+
+  /** Names entries in use (the fixed ones included) and the capacity. */
+  namesUsage(): { live: number; capacity: number } {
+    return { live: Atomics.load(this.i32, H_NAMES_LIVE), capacity: this.namesCap };
   }
 
   private truncated(driver: string, timeline: string): [string, string] {
@@ -505,15 +668,21 @@ export class FenceTable {
     Atomics.notify(this.i32, H_NAMES_LOCK, 1);
   }
 
-  /** [driver, timeline] of names entry `id`. */
+  /**
+   * [driver, timeline] of names entry `id` (['?', '?'] for an id outside the table or a free entry: the id comes
+   * from a shared slot word and is never trusted). Cached per worker with the entry's generation.
+   */
   names(id: number): [string, string] {
+    if (!(id >= 0 && id < this.namesCap) || !Number.isInteger(id)) return ['?', '?'];
+    const w = nameWord(id);
+    const gen = Atomics.load(this.i32, w + NE_GEN);
     const c = this.nameCache[id];
-    if (c) return c;
-    if (id < 0 || id >= Atomics.load(this.i32, H_NAMES_COUNT)) return ['?', '?'];
-    const at = HEADER_BYTES + id * NAME_ENTRY_BYTES;
-    const v: [string, string] = [this.readStr(at), this.readStr(at + NAME_STR_BYTES)];
-    this.nameCache[id] = v;
-    return v;
+    if (c && c.gen === gen) return c.pair;
+    if (Atomics.load(this.i32, w + NE_REF) <= 0) return ['?', '?'];
+    const at = HEADER_BYTES + id * NAME_ENTRY_BYTES + NAME_WORDS_BYTES;
+    const pair: [string, string] = [this.readStr(at), this.readStr(at + NAME_STR_BYTES)];
+    this.nameCache[id] = { gen, pair };
+    return pair;
   }
 
   // ---- reports -----------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import { createChannel } from '../shm/channel.js';
 import { createControl, SHUTDOWN } from '../shm/control-block.js';
 import { afUnixOf, socketpairFlags } from './af-unix.js';
 import { registerCharDevices } from './chrdev.js';
-import { attachFenceTable, createFenceTable, dmaFenceFromHandle, liveFences, type FenceHandle } from '../fence/index.js';
+import { attachFenceTable, createFenceTable, dmaFenceFromHandle, liveFences, type FenceHandle, type FenceTableOptions } from '../fence/index.js';
+import { fenceTableSizes } from '../fence/table.js';
 import { ServeLoop, SyscallEntry, type Oops } from './entry.js';
 import { registerFsSyscalls } from './fs.js';
 import {
@@ -44,6 +45,8 @@ export interface BootConfig extends SubsystemConfig {
   /** Processes that may spin for a reply at once (default: vCPUs − 1, at least 1). */
   readonly maxSpinners: number;
   readonly recordStacks?: boolean;
+  /** Fence table sizes (validated again here: the broker trusts no caller). */
+  readonly fences?: FenceTableOptions;
 }
 
 export interface ProcessInfo {
@@ -98,7 +101,7 @@ export class KernelControl {
     const control = createControl(cfg.maxSpinners);
     // The machine's fence table, before any subsystem can make a fence. The broker is an event-loop thread: its
     // fence callbacks run promptly from a waitAsync watcher; fence/resv WARN()s go to the kernel's warnings.
-    const fences = createFenceTable({ maxSpinners: cfg.maxSpinners });
+    const fences = createFenceTable({ ...fenceTableSizes(cfg.fences ?? {}, 'fences.'), maxSpinners: cfg.maxSpinners });
     attachFenceTable(fences, { control, eventLoop: true });
     setWarningSink((message) => k.recordWarning(message));
     this.fences = fences;

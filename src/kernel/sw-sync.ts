@@ -172,7 +172,7 @@ function opsFor(s: SwSyncSubsystem, name: string): DmaFenceOps {
 
 /** dma_fence_to_sync_pt: true when `f` is a sw_sync point (of any timeline). */
 function isSyncPt(k: Kernel, f: DmaFence): boolean {
-  const ops = fenceRuntime().ops.get(f.nameId);
+  const ops = fenceRuntime().opsOf(f.nameId);
   return ops !== undefined && subsys(k).allOps.has(ops);
 }
 
