@@ -902,9 +902,9 @@ export function afUnixOf(k: Kernel): AfUnix {
  */
 function sysSocketpair(k: Kernel, req: SyscallRequest): number {
   const t = req.task;
-  const domain = req.args[0]! | 0;
-  const rawType = req.args[1]! | 0;
-  const protocol = req.args[2]! | 0;
+  const domain = req.int(0);
+  const rawType = req.int(1);
+  const protocol = req.int(2);
   const flags = rawType & ~SOCK_TYPE_MASK;
   if (flags & ~(SOCK_CLOEXEC | SOCK_NONBLOCK)) throw new KernelError(E.EINVAL);
   const fd1 = t.lowestFreeFd();
@@ -917,17 +917,20 @@ function sysSocketpair(k: Kernel, req: SyscallRequest): number {
 }
 
 /**
- * sendmsg(fd, msg, flags): ARGS = [fd, flags, nfds, dataLen], DATA = [i32 fds × nfds][the first bytes of data].
- * MSG_CMSG_COMPAT → EINVAL (the native entry point refuses it); then EBADF/ENOTSOCK for fd; then the protocol.
+ * sendmsg(int fd, msg, unsigned int flags): ARGS = [fd, flags, nfds, dataLen (the iovec's size_t length)],
+ * DATA = [i32 fds × nfds][the first bytes of data]. MSG_CMSG_COMPAT → EINVAL (the native entry point refuses it);
+ * then EBADF/ENOTSOCK for fd; then the message: an iov_len that is negative as ssize_t → EINVAL (import_iovec),
+ * an fd array the DATA does not hold → EFAULT; then the protocol.
  */
 function sysSendmsg(k: Kernel, req: SyscallRequest): SyscallOutcome {
-  const [fd, rawFlags, nfds, dataLen] = [req.args[0]!, req.args[1]!, req.args[2]!, req.args[3]!];
-  const flags = rawFlags >>> 0;
+  const flags = req.uint(1);
   if (flags & MSG_CMSG_COMPAT) throw new KernelError(E.EINVAL);
   const u = afUnixOf(k);
-  const { file, sk } = u.sockfdLookup(req.task, fd);
+  const { file, sk } = u.sockfdLookup(req.task, req.fd(0));
+  const [nfds, dataLen] = [req.int(2), req.ulong(3)];
   const input = req.input;
-  if (!Number.isInteger(nfds) || nfds < 0 || nfds * 4 > input.length || !(dataLen >= 0)) throw new KernelError(E.EFAULT);
+  if (dataLen >= 2 ** 63) throw new KernelError(E.EINVAL);
+  if (nfds < 0 || nfds * 4 > input.length) throw new KernelError(E.EFAULT);
   const fds: number[] = [];
   for (let i = 0; i < nfds; i++) fds.push(req.dataView.getInt32(i * 4, true));
   // The skb owns its bytes: copy them out of the channel (a blocked send resumes after the process may reuse it).
@@ -936,21 +939,23 @@ function sysSendmsg(k: Kernel, req: SyscallRequest): SyscallOutcome {
 }
 
 /**
- * recvmsg(fd, msg, flags): ARGS = [fd, flags, maxLen, maxFds]; reply DATA = [i32 fds × n][bytes], RES[0] = bytes
- * (or the datagram's length with MSG_TRUNC), RES[1] = n, RES[2] = msg_flags. msg_flags carries MSG_TRUNC,
- * MSG_CTRUNC, and MSG_CMSG_CLOEXEC when the caller passed it (Linux copies that flag back too). The reply must fit
- * the 64 KiB channel, so maxLen is clamped to 64 KiB − 4·min(maxFds, SCM_MAX_FD), as read() clamps its count.
+ * recvmsg(int fd, msg, unsigned int flags): ARGS = [fd, flags, maxLen (the iovec's size_t length), maxFds (the
+ * room in the control buffer, an int)]; reply DATA = [i32 fds × n][bytes], RES[0] = bytes (or the datagram's
+ * length with MSG_TRUNC), RES[1] = n, RES[2] = msg_flags. msg_flags carries MSG_TRUNC, MSG_CTRUNC, and
+ * MSG_CMSG_CLOEXEC when the caller passed it (Linux copies that flag back too). A maxLen negative as ssize_t or a
+ * negative maxFds → EINVAL. The reply must fit the 64 KiB channel, so maxLen is clamped to
+ * 64 KiB − 4·min(maxFds, SCM_MAX_FD), as read() clamps its count.
  */
 function sysRecvmsg(k: Kernel, req: SyscallRequest): SyscallOutcome {
-  const [fd, rawFlags, maxLen, maxFds] = [req.args[0]!, req.args[1]!, req.args[2]!, req.args[3]!];
-  const flags = rawFlags >>> 0;
+  const flags = req.uint(1);
   if (flags & MSG_CMSG_COMPAT) throw new KernelError(E.EINVAL);
   const u = afUnixOf(k);
   const t = req.task;
-  const { file, sk } = u.sockfdLookup(t, fd);
-  if (!(maxLen >= 0) || !(maxFds >= 0)) throw new KernelError(E.EINVAL);
-  const room = Math.min(Math.floor(maxFds), SCM_MAX_FD);
-  const size = Math.min(Math.floor(maxLen), DATA_SIZE - room * 4);
+  const { file, sk } = u.sockfdLookup(t, req.fd(0));
+  const [maxLen, maxFds] = [req.ulong(2), req.int(3)];
+  if (maxLen >= 2 ** 63 || maxFds < 0) throw new KernelError(E.EINVAL);
+  const room = Math.min(maxFds, SCM_MAX_FD);
+  const size = Math.min(maxLen, DATA_SIZE - room * 4);
   const cloexecFlag = flags & MSG_CMSG_CLOEXEC;
   return u.recvmsg(file, sk, size, flags, (r) => {
     const { fds, ctrunc } = u.detachFdsTo(t, r.scm, room, cloexecFlag !== 0);
@@ -970,8 +975,9 @@ function sysRecvmsg(k: Kernel, req: SyscallRequest): SyscallOutcome {
 
 function sysShutdown(k: Kernel, req: SyscallRequest): number {
   const u = afUnixOf(k);
-  const { sk } = u.sockfdLookup(req.task, req.args[0]!);
-  return u.shutdownSock(sk, req.args[1]!);
+  // shutdown(int fd, int how).
+  const { sk } = u.sockfdLookup(req.task, req.fd(0));
+  return u.shutdownSock(sk, req.int(1));
 }
 
 /**

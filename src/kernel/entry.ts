@@ -38,8 +38,51 @@ export class SyscallRequest {
     readonly seq: number,
   ) {}
 
+  /**
+   * The raw ARGS words. Handlers read arguments through the typed accessors below instead: the process writes
+   * ARGS itself and may write any f64 (NaN, 3.5, 1e300), which no C caller can pass.
+   */
   get args(): Float64Array {
     return this.task.channel.args;
+  }
+
+  // ---- arguments, as the C ABI hands them over -------------------------------------------------------------------
+  //
+  // An argument is a 64-bit register. The channel carries it as an f64, which encodes every register value as an
+  // integer in [-2^63, 2^64) (exactly up to 2^53, coarsely above: the magnitude range checks need). An f64 that is
+  // no such integer (NaN, ±Infinity, a fraction, beyond 64 bits) is no register value at all: the call is refused
+  // with EINVAL (EBADF for an fd) when the argument is read. Otherwise each accessor converts the register to its
+  // C parameter type exactly as the ABI does — an int keeps the low 32 bits, an unsigned long all 64 — and the
+  // handler checks that C value as Linux would. Self-contained on purpose: the isolation checks of shared words
+  // live elsewhere.
+
+  /** ARGS[i] as a 64-bit register value (see above); throws `err` when it is none. */
+  private reg(i: number, err: number): number {
+    const v = this.task.channel.args[i]!;
+    if (!Number.isInteger(v) || v < -(2 ** 63) || v >= 2 ** 64) throw new KernelError(err, `argument ${i} is not an integer register value`);
+    return v;
+  }
+  /** ARGS[i] as a C `int`: the low 32 bits, signed. */
+  int(i: number): number {
+    return this.reg(i, E.EINVAL) | 0;
+  }
+  /** ARGS[i] as a C `unsigned int`: the low 32 bits. */
+  uint(i: number): number {
+    return this.reg(i, E.EINVAL) >>> 0;
+  }
+  /** ARGS[i] as an `int fd`: like int(), but a non-register value is EBADF (no table is ever indexed with it). */
+  fd(i: number): number {
+    return this.reg(i, E.EBADF) | 0;
+  }
+  /** ARGS[i] as a `long` / `off_t` / `loff_t`: signed 64 bits. */
+  long(i: number): number {
+    const v = this.reg(i, E.EINVAL);
+    return v >= 2 ** 63 ? v - 2 ** 64 : v;
+  }
+  /** ARGS[i] as a `size_t` / `unsigned long` / `rlim_t`: unsigned 64 bits (-1 is 2^64 − 1, held as 2^64). */
+  ulong(i: number): number {
+    const v = this.reg(i, E.EINVAL);
+    return v < 0 ? v + 2 ** 64 : v;
   }
   /** Extra results beyond the return value (res[1..]). */
   get res(): Float64Array {
@@ -223,7 +266,13 @@ export class SyscallEntry {
     };
     const wake = (): void => settle(b.retry);
     for (const q of b.queues) q.add(wake);
-    if (b.timeoutMs >= 0) timer = setTimeout(() => settle(b.onTimeout), b.timeoutMs);
+    // A Node timer fires at once (with a TimeoutOverflowWarning) for a delay of 2^31 ms or more, so a long
+    // timeout is served in slices; an infinite one arms nothing.
+    const arm = (leftMs: number): void => {
+      const slice = Math.min(leftMs, MAX_TIMER_MS);
+      timer = setTimeout(() => (leftMs > slice ? arm(leftMs - slice) : settle(b.onTimeout)), slice);
+    };
+    if (b.timeoutMs >= 0 && b.timeoutMs !== Infinity) arm(b.timeoutMs);
     t.parked = {
       blocked: b,
       cancel: () => {
@@ -242,6 +291,9 @@ export class SyscallEntry {
     }
   }
 }
+
+/** The longest delay a Node timer takes as given (2^31 − 1 ms): longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The caller's stack the process put in its channel (recordStacks machines only). */
 function readStack(t: Task): string | undefined {

@@ -29,6 +29,7 @@ import { SYS } from '../shm/channel.js';
 import type { SyscallEntry } from './entry.js';
 import { FMODE_READ, FMODE_WRITE, type File } from './file.js';
 import type { Kernel } from './kernel.js';
+import { TASK_SIZE } from './mm.js';
 import { UserPtr } from './uaccess.js';
 
 /** Flags F_SETFL may change (the rest of f_flags is fixed at open). */
@@ -71,7 +72,7 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
 
   entry.register(SYS.open, (k, req) => {
     const path = req.inputString();
-    const flags = req.args[0]!;
+    const flags = req.int(0);
     const t = req.task;
     if (t.lowestFreeFd() < 0) throw new KernelError(E.EMFILE);
     // build_open_flags: force_o_largefile() is true on 64-bit, so every open() file has O_LARGEFILE in f_flags
@@ -80,21 +81,24 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
     return k.installFd(t, f, (flags & O_CLOEXEC) !== 0);
   });
 
+  // close(unsigned int fd), dup(unsigned int fildes): a negative int is a huge fd, EBADF like any closed one.
   entry.register(SYS.close, (k, req) => {
-    k.closeFd(req.task, req.args[0]!);
+    k.closeFd(req.task, req.fd(0));
     return 0;
   });
 
-  entry.register(SYS.dup, (k, req) => dupTo(k, k.fileOf(req.task, req.args[0]!), req.task, 0, false));
+  entry.register(SYS.dup, (k, req) => dupTo(k, k.fileOf(req.task, req.fd(0)), req.task, 0, false));
 
   // dup3(oldfd, newfd, flags): the user library builds dup2 on it (dup2(fd, fd) is answered there).
   entry.register(SYS.dup3, (k, req) => {
-    const [oldfd, newfd, flags] = [req.args[0]!, req.args[1]!, req.args[2]!];
+    // ksys_dup3(unsigned int oldfd, unsigned int newfd, int flags)'s order: flags, then oldfd == newfd (EINVAL
+    // even for a closed fd), then newfd against the limit (a negative int is a huge unsigned one), then oldfd.
+    const flags = req.int(2);
+    const [oldfd, newfd] = [req.fd(0) >>> 0, req.fd(1) >>> 0];
     const t = req.task;
-    // ksys_dup3's order: flags, then oldfd == newfd (EINVAL even for a closed fd), then the limit, then oldfd.
     if (flags & ~O_CLOEXEC) throw new KernelError(E.EINVAL);
     if (oldfd === newfd) throw new KernelError(E.EINVAL);
-    if (!Number.isInteger(newfd) || newfd < 0 || newfd >= t.nofileCur) throw new KernelError(E.EBADF);
+    if (newfd >= t.nofileCur) throw new KernelError(E.EBADF);
     const f = k.fileOf(t, oldfd);
     k.fget(f);
     k.replaceFd(t, newfd, f, (flags & O_CLOEXEC) !== 0);
@@ -102,7 +106,10 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   });
 
   entry.register(SYS.fcntl, (k, req) => {
-    const [fd, cmd, arg] = [req.args[0]!, req.args[1]!, req.args[2]!];
+    // fcntl(unsigned int fd, unsigned int cmd, unsigned long arg); do_fcntl passes the commands below (int)arg.
+    const fd = req.fd(0);
+    const cmd = req.uint(1);
+    const arg = req.int(2);
     const t = req.task;
     const e = t.getFd(fd);
     if (!e) throw new KernelError(E.EBADF);
@@ -119,7 +126,8 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
         return 0;
       case F_DUPFD:
       case F_DUPFD_CLOEXEC:
-        if (arg < 0 || arg >= t.nofileCur) throw new KernelError(E.EINVAL);
+        // f_dupfd(unsigned int from): a negative int is a huge unsigned one.
+        if (arg >>> 0 >= t.nofileCur) throw new KernelError(E.EINVAL);
         return dupTo(k, e.file, t, arg, cmd === F_DUPFD_CLOEXEC);
       default:
         throw new KernelError(E.EINVAL);
@@ -128,7 +136,8 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
 
   // ioctl(fd, cmd, arg): ARGS = [fd, cmd, hasBuffer, integerArg]; DATA = the struct bytes, copied back after.
   entry.register(SYS.ioctl, (k, req) => {
-    const [fd, cmd, hasBuf, intArg] = [req.args[0]!, req.args[1]! >>> 0, req.args[2]!, req.args[3]!];
+    // ioctl(unsigned int fd, unsigned int cmd, unsigned long arg); ARGS[2] is the model's "arg is a buffer" flag.
+    const [fd, cmd, hasBuf, intArg] = [req.fd(0), req.uint(1), req.int(2) !== 0, req.ulong(3)];
     const t = req.task;
     t.beginIoctl(cmd);
     const f = k.fileOf(t, fd);
@@ -140,22 +149,27 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   });
 
   entry.register(SYS.lseek, (k, req) => {
-    const f = k.fileOf(req.task, req.args[0]!);
+    // lseek(unsigned int fd, off_t offset, unsigned int whence).
+    const f = k.fileOf(req.task, req.fd(0));
+    const offset = req.long(1);
+    const whence = req.uint(2);
     // ksys_lseek: whence beyond SEEK_MAX is EINVAL before the file's llseek (or no_llseek's ESPIPE) is asked.
-    if (req.args[2]! > SEEK_MAX || req.args[2]! < 0) throw new KernelError(E.EINVAL);
+    if (whence > SEEK_MAX) throw new KernelError(E.EINVAL);
     if (!f.ops.llseek) throw new KernelError(E.ESPIPE);
-    return f.ops.llseek(f, req.args[1]!, req.args[2]!);
+    return f.ops.llseek(f, offset, whence);
   });
 
   // read(fd, count): the bytes come back in DATA (at most its size per call, like a short read).
   entry.register(SYS.read, (k, req) => {
-    const f = k.fileOf(req.task, req.args[0]!);
-    // vfs_read's order: not opened for reading → EBADF, no read op → EINVAL, then the buffer: a negative count is
-    // a huge size_t that access_ok refuses → EFAULT.
+    // read(unsigned int fd, char *buf, size_t count).
+    const f = k.fileOf(req.task, req.fd(0));
+    const want = req.ulong(1);
+    // vfs_read's order: not opened for reading → EBADF, no read op → EINVAL, then the buffer: a count reaching
+    // past the user address space (a negative one is a huge size_t) fails access_ok → EFAULT.
     if (!(f.fmode & FMODE_READ)) throw new KernelError(E.EBADF);
     if (!f.ops.read) throw new KernelError(E.EINVAL);
-    if (req.args[1]! < 0) throw new KernelError(E.EFAULT);
-    const count = Math.min(req.args[1]!, req.data.length);
+    if (want > TASK_SIZE) throw new KernelError(E.EFAULT);
+    const count = Math.min(want, req.data.length);
     const r = f.ops.read(f, count, { task: req.task });
     if (r instanceof Uint8Array) {
       req.out(r);
@@ -165,7 +179,7 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   });
 
   entry.register(SYS.write, (k, req) => {
-    const f = k.fileOf(req.task, req.args[0]!);
+    const f = k.fileOf(req.task, req.fd(0));
     if (!(f.fmode & FMODE_WRITE)) throw new KernelError(E.EBADF);
     if (!f.ops.write) throw new KernelError(E.EINVAL);
     return f.ops.write(f, req.input.slice(), { task: req.task });
@@ -192,19 +206,19 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   });
 
   entry.register(SYS.getrlimit, (_k, req) => {
-    if (req.args[0] !== RLIMIT_NOFILE) throw new KernelError(E.EINVAL);
+    if (req.uint(0) !== RLIMIT_NOFILE) throw new KernelError(E.EINVAL);
     req.res[1] = req.task.nofileMax;
     return req.task.nofileCur;
   });
 
   entry.register(SYS.setrlimit, (_k, req) => {
-    const [res, cur, max] = [req.args[0]!, req.args[1]!, req.args[2]!];
+    // setrlimit(unsigned int resource, struct rlimit *rlim): rlim_t is u64, so -1 is RLIM_INFINITY (held as 2^64).
+    const res = req.uint(0);
     const t = req.task;
     if (res !== RLIMIT_NOFILE) throw new KernelError(E.EINVAL);
-    // rlim_t is unsigned: a negative value is RLIM_INFINITY. do_prlimit: cur > max → EINVAL; a NOFILE limit above
-    // fs.nr_open → EPERM (even for root).
-    const c = cur < 0 ? Infinity : cur;
-    const m = max < 0 ? Infinity : max;
+    const [c, m] = [req.ulong(1), req.ulong(2)];
+    // do_prlimit: cur > max → EINVAL; a NOFILE limit above fs.nr_open → EPERM (even for root). Past these checks
+    // both are exact small integers: cur ≤ max ≤ nr_open.
     if (c > m) throw new KernelError(E.EINVAL);
     if (m > NR_OPEN) throw new KernelError(E.EPERM);
     // Raising the hard limit needs CAP_SYS_RESOURCE: the model's processes run as root, so it is allowed.
@@ -214,7 +228,7 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   });
 
   entry.register(SYS.exit, (k, req) => {
-    k.teardown(req.task, req.args[0]! | 0);
+    k.teardown(req.task, req.int(0));
     return 0;
   });
 }

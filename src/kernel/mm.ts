@@ -13,11 +13,21 @@ import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import {
   MAP_ANONYMOUS,
+  MAP_DENYWRITE,
+  MAP_EXECUTABLE,
   MAP_FIXED,
+  MAP_GROWSDOWN,
+  MAP_HUGETLB,
+  MAP_LOCKED,
+  MAP_NONBLOCK,
+  MAP_NORESERVE,
+  MAP_POPULATE,
   MAP_PRIVATE,
   MAP_SHARED,
   MAP_SHARED_VALIDATE,
+  MAP_STACK,
   MAP_TYPE,
+  MAP_UNINITIALIZED,
   PAGE_ALIGN,
   PAGE_SIZE,
   PROT_WRITE,
@@ -64,6 +74,17 @@ export class Vma {
 
 /** First address handed out; addresses are synthetic and page-aligned, growing upward with a guard page. */
 export const MMAP_BASE = 0x7f00_0000_0000;
+/** TASK_SIZE on x86-64 with 4-level page tables (TASK_SIZE_MAX): the end of the user address space. */
+export const TASK_SIZE = 2 ** 47 - PAGE_SIZE;
+/** MAX_LFS_FILESIZE on 64-bit (LLONG_MAX): what file_mmap_ok allows offset + length to reach. */
+const MAX_LFS_FILESIZE = 2 ** 63 - 1;
+/**
+ * LEGACY_MAP_MASK (include/linux/mman.h): the flags every kernel accepted with MAP_SHARED. MAP_SHARED drops any
+ * other bit silently; MAP_SHARED_VALIDATE refuses it with EOPNOTSUPP (no file here supports MAP_SYNC).
+ */
+const LEGACY_MAP_MASK =
+  MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_DENYWRITE | MAP_EXECUTABLE | MAP_UNINITIALIZED |
+  MAP_GROWSDOWN | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB;
 
 // ---- mmap / munmap syscalls (mm/mmap.c, mm/util.c) -----------------------------------------------------------
 
@@ -93,30 +114,47 @@ function regionPut(t: Task, region: ShmRegion): boolean {
 }
 
 /**
- * do_mmap for a file mapping. ARGS = [addr, len, prot, flags, fd, offset]. Returns the address; RES[1] = region
- * id, RES[2] = byte offset of the mapping in the region's SAB, RES[3] = mapped (page-aligned) length.
- * Checks in Linux's order: len 0 / unaligned offset → EINVAL; bad map type → EINVAL; fd → EBADF; access
- * (readable file; writable file for a shared writable map) → EACCES; no mmap op → ENODEV; then the file's mmap.
+ * do_mmap for a file mapping. ARGS = [addr, len, prot, flags, fd, offset], all unsigned long (sys_mmap on x86-64;
+ * fget takes the fd's low 32 bits). Returns the address; RES[1] = region id, RES[2] = byte offset of the mapping
+ * in the region's SAB, RES[3] = mapped (page-aligned) length.
+ * Checks in Linux's order: unaligned offset → EINVAL; fd → EBADF; len 0 → EINVAL; len rounding past 2^64 or past
+ * the address space → ENOMEM; offset + len beyond MAX_LFS_FILESIZE → EOVERFLOW; then by map type: MAP_SHARED
+ * drops non-legacy flags, MAP_SHARED_VALIDATE refuses them (EOPNOTSUPP), a shared writable map of a file not
+ * open for writing → EACCES; any map of a file not open for reading → EACCES; no mmap op → ENODEV; another
+ * type → EINVAL; then the file's mmap.
  */
 function sysMmap(k: Kernel, req: SyscallRequest): number {
   const t = req.task;
-  const [, len, prot, flags, fd, offset] = [req.args[0]!, req.args[1]!, req.args[2]!, req.args[3]!, req.args[4]!, req.args[5]!];
-  // sys_mmap: an unaligned offset; ksys_mmap_pgoff: the fd (anonymous maps take none); do_mmap: len, the map
-  // type, then access and the file's mmap op. Unknown PROT_* bits are not an error for mmap (mprotect checks them).
-  if (offset < 0 || offset % PAGE_SIZE !== 0) throw new KernelError(E.EINVAL);
+  const [len, prot, offset] = [req.ulong(1), req.ulong(2), req.ulong(5)];
+  const flagsWord = req.ulong(3);
+  // Bits above 31 exist in an unsigned long but in no flag: they only matter to MAP_SHARED_VALIDATE's check.
+  const highFlags = flagsWord >= 2 ** 32;
+  let flags = flagsWord >>> 0;
+  // sys_mmap: an unaligned offset; ksys_mmap_pgoff: the fd (anonymous maps take none); do_mmap: len, the
+  // address space, the offset range, the map type, then access and the file's mmap op. Unknown PROT_* bits are
+  // not an error for mmap (mprotect checks them).
+  if (offset % PAGE_SIZE !== 0) throw new KernelError(E.EINVAL);
   if (flags & MAP_ANONYMOUS) throw new KernelError(E.EINVAL, 'anonymous mappings are not modelled');
-  const f = k.fileOf(t, fd);
-  if (!(len > 0)) throw new KernelError(E.EINVAL);
+  const f = k.fileOf(t, req.fd(4));
+  if (len === 0) throw new KernelError(E.EINVAL);
   if (flags & MAP_FIXED) throw new KernelError(E.EINVAL, 'MAP_FIXED is not modelled');
+  const size = PAGE_ALIGN(len);
+  // PAGE_ALIGN wrapping to 0 → ENOMEM; get_unmapped_area: longer than the address space, or no room left in it.
+  if (size >= 2 ** 64 || size > TASK_SIZE || t.nextMmapAddr + size > TASK_SIZE) throw new KernelError(E.ENOMEM);
+  // file_mmap_ok: the mapping's end in the file must stay within MAX_LFS_FILESIZE.
+  if (offset > MAX_LFS_FILESIZE - size) throw new KernelError(E.EOVERFLOW);
   const type = flags & MAP_TYPE;
-  if (type !== MAP_SHARED && type !== MAP_PRIVATE && type !== MAP_SHARED_VALIDATE) throw new KernelError(E.EINVAL);
-  const shared = type !== MAP_PRIVATE;
-  if (shared && prot & PROT_WRITE && !(f.fmode & FMODE_WRITE)) throw new KernelError(E.EACCES);
+  if (type !== MAP_SHARED && type !== MAP_SHARED_VALIDATE && type !== MAP_PRIVATE) throw new KernelError(E.EINVAL);
+  if (type !== MAP_PRIVATE) {
+    // MAP_SHARED silently drops what is not a legacy flag; MAP_SHARED_VALIDATE refuses it.
+    if (type === MAP_SHARED) flags &= LEGACY_MAP_MASK;
+    else if (flags & ~LEGACY_MAP_MASK || highFlags) throw new KernelError(E.EOPNOTSUPP);
+    if (prot & PROT_WRITE && !(f.fmode & FMODE_WRITE)) throw new KernelError(E.EACCES);
+  }
   if (!(f.fmode & FMODE_READ)) throw new KernelError(E.EACCES);
   if (!f.ops.mmap) throw new KernelError(E.ENODEV);
-  const size = PAGE_ALIGN(len);
   const start = t.nextMmapAddr;
-  const vma = new Vma(start, start + size, f, offset / PAGE_SIZE, prot, flags);
+  const vma = new Vma(start, start + size, f, offset / PAGE_SIZE, prot >>> 0, flags);
   f.ops.mmap(f, vma);
   if (!vma.region) BUG(`${f.ops.kind} mmap set no region`);
   t.nextMmapAddr = start + size + PAGE_SIZE; // guard page between mappings
@@ -130,16 +168,19 @@ function sysMmap(k: Kernel, req: SyscallRequest): number {
 }
 
 /**
- * munmap(addr, len): unmaps every page of [addr, addr+len), splitting VMAs that straddle an edge (a split VMA
- * holds its own file reference, as vma splitting does get_file). No mapping in range is not an error.
+ * munmap(unsigned long addr, size_t len): unmaps every page of [addr, addr+len), splitting VMAs that straddle an
+ * edge (a split VMA holds its own file reference, as vma splitting does get_file). No mapping in range is not an
+ * error. do_vmi_munmap's checks: addr unaligned or past TASK_SIZE, len reaching past TASK_SIZE (a negative len is
+ * a huge size_t), or a range that rounds to nothing → EINVAL.
  * DATA out: the region ids whose last VMA went (i32 each); RES[1] = their count.
  */
 function sysMunmap(k: Kernel, req: SyscallRequest): number {
   const t = req.task;
-  const addr = req.args[0]!;
-  const len = req.args[1]!;
-  if (addr % PAGE_SIZE !== 0 || !(len > 0)) throw new KernelError(E.EINVAL);
+  const addr = req.ulong(0);
+  const len = req.ulong(1);
+  if (addr % PAGE_SIZE !== 0 || addr > TASK_SIZE || len > TASK_SIZE - addr) throw new KernelError(E.EINVAL);
   const end = addr + PAGE_ALIGN(len);
+  if (end === addr) throw new KernelError(E.EINVAL);
   const dropped = munmapRange(k, t, addr, end);
   for (let i = 0; i < dropped.length; i++) req.dataView.setInt32(i * 4, dropped[i]!, true);
   req.setOutLen(dropped.length * 4);

@@ -46,10 +46,11 @@ function pollOnce(req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | nu
 }
 
 function sysPoll(_k: Kernel, req: SyscallRequest): number | Blocked {
-  const nfds = req.args[0]!;
-  const timeout = req.args[1]!;
+  // poll(struct pollfd *ufds, unsigned int nfds, int timeout_msecs): a negative timeout waits forever.
+  const nfds = req.uint(0);
+  const timeout = req.int(1);
   // do_sys_poll: more fds than RLIMIT_NOFILE's soft limit → EINVAL; a pollfd array shorter than nfds → EFAULT.
-  if (nfds < 0 || nfds > req.task.nofileCur) throw new KernelError(E.EINVAL);
+  if (nfds > req.task.nofileCur) throw new KernelError(E.EINVAL);
   if (nfds * POLLFD_SIZE > req.input.length) throw new KernelError(E.EFAULT);
   req.setOutLen(nfds * POLLFD_SIZE);
   const queues = new Set<WaitQueue>();

@@ -310,7 +310,7 @@ export function syncFileInstall(k: Kernel, task: Task, fence: DmaFence, cloexec:
  */
 export function registerSyncFileSyscalls(entry: SyscallEntry): void {
   entry.register(SYS.sync_file_fence, (k, req) => {
-    const f = syncFileFdget(k, req.task, req.args[0]!);
+    const f = syncFileFdget(k, req.task, req.fd(0));
     if (!f) return 0;
     const fence = f.privateData.fence;
     req.res[1] = fence.index;

@@ -15,13 +15,14 @@ import {
 import { DMA_HEAP_IOCTL_ALLOC, dma_heap_allocation_data } from '../uapi/dma-heap.js';
 import { O_CLOEXEC, O_RDONLY, O_RDWR } from '../uapi/posix.js';
 import { ioctl, open } from './syscalls.js';
+import { validateFd, validateFlags, validateString, validateU64 } from './validate.js';
 
 /** Where the heaps' device nodes live. */
 export const DMA_HEAP_DEVPATH = '/dev/dma_heap';
 
 /** Opens /dev/dma_heap/<name> (read-only and close-on-exec, as BufferAllocator does). Returns the heap fd. */
 export function heapOpen(name: string, flags = O_RDONLY | O_CLOEXEC): number {
-  return open(`${DMA_HEAP_DEVPATH}/${name}`, flags);
+  return open(`${DMA_HEAP_DEVPATH}/${validateString(name, 'name')}`, validateFlags(flags, 'flags'));
 }
 
 /**
@@ -30,12 +31,16 @@ export function heapOpen(name: string, flags = O_RDONLY | O_CLOEXEC): number {
  * fail with EACCES); `heapFlags` must be 0 on every heap today.
  */
 export function heapAlloc(heapFd: number, len: number | bigint, fdFlags = O_RDWR | O_CLOEXEC, heapFlags: number | bigint = 0): number {
+  validateFd(heapFd, 'heapFd');
+  const size = validateU64(len, 'len');
+  const fl = validateFlags(fdFlags, 'fdFlags');
+  const hf = validateU64(heapFlags, 'heapFlags');
   const d = dma_heap_allocation_data;
   const data = new DataView(new ArrayBuffer(d.SIZE));
-  data.setBigUint64(d.len, BigInt(len), true);
+  data.setBigUint64(d.len, size, true);
   data.setUint32(d.fd, 0, true);
-  data.setUint32(d.fd_flags, fdFlags >>> 0, true);
-  data.setBigUint64(d.heap_flags, BigInt(heapFlags), true);
+  data.setUint32(d.fd_flags, fl >>> 0, true);
+  data.setBigUint64(d.heap_flags, hf, true);
   ioctl(heapFd, DMA_HEAP_IOCTL_ALLOC, data);
   return data.getUint32(d.fd, true);
 }
@@ -45,14 +50,16 @@ export function heapAlloc(heapFd: number, len: number | bigint, fdFlags = O_RDWR
  * with DMA_BUF_SYNC_READ, _WRITE or _RW.
  */
 export function dmaBufSync(fd: number, flags: number | bigint): number {
+  validateFd(fd);
+  const fl = validateU64(flags, 'flags');
   const sync = new DataView(new ArrayBuffer(dma_buf_sync.SIZE));
-  sync.setBigUint64(dma_buf_sync.flags, BigInt(flags), true);
+  sync.setBigUint64(dma_buf_sync.flags, fl, true);
   return ioctl(fd, DMA_BUF_IOCTL_SYNC, sync);
 }
 
 /** DMA_BUF_SET_NAME: names the buffer (up to DMA_BUF_NAME_LEN - 1 = 31 bytes; "" is allowed). */
 export function dmaBufSetName(fd: number, name: string): number {
-  return ioctl(fd, DMA_BUF_SET_NAME, name);
+  return ioctl(validateFd(fd), DMA_BUF_SET_NAME, validateString(name, 'name'));
 }
 
 /**
@@ -61,6 +68,8 @@ export function dmaBufSetName(fd: number, name: string): number {
  * writers (usage ≤ WRITE).
  */
 export function dmaBufExportSyncFile(fd: number, flags: number): number {
+  validateFd(fd);
+  validateFlags(flags, 'flags');
   const d = dma_buf_export_sync_file;
   const arg = new DataView(new ArrayBuffer(d.SIZE));
   arg.setUint32(d.flags, flags >>> 0, true);
@@ -74,6 +83,9 @@ export function dmaBufExportSyncFile(fd: number, flags: number): number {
  * (DMA_BUF_SYNC_WRITE) or a reader (DMA_BUF_SYNC_READ).
  */
 export function dmaBufImportSyncFile(fd: number, flags: number, syncFd: number): number {
+  validateFd(fd);
+  validateFlags(flags, 'flags');
+  validateFd(syncFd, 'syncFd');
   const d = dma_buf_import_sync_file;
   const arg = new DataView(new ArrayBuffer(d.SIZE));
   arg.setUint32(d.flags, flags >>> 0, true);

@@ -41,6 +41,7 @@ import {
 } from '../fence/index.js';
 import { rt } from './runtime.js';
 import { close, fcntl, ioctl, open, poll } from './syscalls.js';
+import { validateFd, validateFlags, validateInt, validateOneOf, validateString, validateTimeout, validateU64 } from './validate.js';
 
 /** Writes `name` as a char[32] field: at most 31 bytes (strncpy(…, sizeof − 1) then a NUL), the rest zero. */
 function putName(bytes: Uint8Array, off: number, name: string): void {
@@ -57,7 +58,7 @@ let fenceRt: FenceRuntime | null | undefined;
 
 /** Chooses how syncWait waits in this process (both give the same results; see syncWait). */
 export function setSyncWaitMode(mode: SyncWaitMode): void {
-  waitMode = mode;
+  waitMode = validateOneOf(mode, 'mode', ['poll', 'fence']);
 }
 
 export function syncWaitMode(): SyncWaitMode {
@@ -76,7 +77,7 @@ function processFenceRuntime(): FenceRuntime | null {
   return fenceRt;
 }
 
-/** libsync's sync_wait result for a poll(2) outcome: 0 when ready, else ETIME / EINVAL. */
+/** libsync's sync_wait result for a poll(2) outcome: 0 when ready, else ETIME / EINVAL. `timeoutMs` is validated. */
 function pollWait(fd: number, timeoutMs: number): number {
   const fds = [{ fd, events: POLLIN, revents: 0 }];
   const ret = poll(fds, timeoutMs);
@@ -88,8 +89,8 @@ function pollWait(fd: number, timeoutMs: number): number {
 }
 
 /**
- * sync_wait(fd, timeout): waits until the fence of sync_file `fd` signals, for at most `timeoutMs` (< 0: forever,
- * 0: just look). Returns 0 once signaled — an errored fence counts as signaled (poll gives POLLIN; read its status
+ * sync_wait(fd, timeout): waits until the fence of sync_file `fd` signals, for at most `timeoutMs` (0: just look;
+ * negative, Infinity or ≥ 2^31 ms — more than a C int holds: forever, in both modes). Returns 0 once signaled — an errored fence counts as signaled (poll gives POLLIN; read its status
  * with syncFileInfo). Throws SyscallError ETIME on timeout, EINVAL for fd < 0 or a closed fd (POLLNVAL), and
  * whatever poll() itself fails with.
  *
@@ -106,6 +107,8 @@ function pollWait(fd: number, timeoutMs: number): number {
  * The mode is per process: setSyncWaitMode(), or DMABUF_SIM_SYNC_WAIT=poll in the environment for every process.
  */
 export function syncWait(fd: number, timeoutMs: number): number {
+  validateFd(fd);
+  const timeout = validateTimeout(timeoutMs, 'timeout');
   if (fd < 0) throw new SyscallError(E.EINVAL, 'sync_wait');
   if (waitMode === 'fence') {
     const frt = processFenceRuntime();
@@ -115,14 +118,14 @@ export function syncWait(fd: number, timeoutMs: number): number {
       if (state === 2) return 0;
       if (state === 1) {
         const f = dmaFenceFromHandle({ index: r.ch.res[1]!, gen: r.ch.res[2]! }, frt);
-        const ret = dmaFenceWaitTimeout(f, true, timeoutMs < 0 ? MAX_SCHEDULE_TIMEOUT : timeoutMs);
+        const ret = dmaFenceWaitTimeout(f, true, timeout < 0 ? MAX_SCHEDULE_TIMEOUT : timeout);
         if (ret > 0) return 0;
         if (ret === 0) throw new SyscallError(E.ETIME, 'sync_wait');
         throw new SyscallError(-ret, 'sync_wait');
       }
     }
   }
-  return pollWait(fd, timeoutMs);
+  return pollWait(fd, timeout);
 }
 
 /**
@@ -131,6 +134,9 @@ export function syncWait(fd: number, timeoutMs: number): number {
  * not open, EMFILE when the fd table is full.
  */
 export function syncMerge(name: string, fd1: number, fd2: number): number {
+  validateString(name, 'name');
+  validateFd(fd1, 'fd1');
+  validateFd(fd2, 'fd2');
   const d = sync_merge_data;
   const bytes = new Uint8Array(d.SIZE);
   const dv = new DataView(bytes.buffer);
@@ -173,6 +179,7 @@ function fileInfoCall(fd: number, room: number): { dv: DataView; bytes: Uint8Arr
  * sync_file, EBADF for a closed fd.
  */
 export function syncFileInfo(fd: number): SyncFileInfo {
+  validateFd(fd);
   const s = sync_file_info;
   const first = fileInfoCall(fd, 0);
   const n = first.dv.getUint32(s.num_fences, true);
@@ -193,6 +200,7 @@ export function syncFileInfo(fd: number): SyncFileInfo {
 
 /** sync_fence_size(fd): the number of component fences. */
 export function syncFenceSize(fd: number): number {
+  validateFd(fd);
   return syncFileInfo(fd).numFences;
 }
 
@@ -201,6 +209,8 @@ export function syncFenceSize(fd: number): number {
  * FENCE_STATUS_SIGNALED 1; errors are −errno, so FENCE_STATUS_ERROR (−1) only matches −EPERM, as in C).
  */
 export function syncFenceCountWithStatus(fd: number, status: number): number {
+  validateFd(fd);
+  validateInt(status, 'status');
   let n = 0;
   for (const f of syncFileInfo(fd).fences) if (f.status === status) n++;
   return n;
@@ -208,9 +218,11 @@ export function syncFenceCountWithStatus(fd: number, status: number): number {
 
 /** SYNC_IOC_SET_DEADLINE: asks the fence's signaller to be done by `deadlineNs` (machine clock, ns). */
 export function syncSetDeadline(fd: number, deadlineNs: number | bigint): number {
+  validateFd(fd);
+  const deadline = validateU64(deadlineNs, 'deadlineNs');
   const d = sync_set_deadline;
   const dv = new DataView(new ArrayBuffer(d.SIZE));
-  dv.setBigUint64(d.deadline_ns, BigInt.asUintN(64, BigInt(deadlineNs)), true);
+  dv.setBigUint64(d.deadline_ns, deadline, true);
   return ioctl(fd, SYNC_IOC_SET_DEADLINE, dv);
 }
 
@@ -221,8 +233,10 @@ export function swSyncTimelineCreate(): number {
 
 /** sw_sync_timeline_inc(fd, count): SW_SYNC_IOC_INC — advances the timeline by `count` (a u32), signaling points. */
 export function swSyncTimelineInc(fd: number, count: number): number {
+  validateFd(fd);
+  const inc = validateFlags(count, 'count');
   const dv = new DataView(new ArrayBuffer(4));
-  dv.setUint32(0, count >>> 0, true);
+  dv.setUint32(0, inc >>> 0, true);
   return ioctl(fd, SW_SYNC_IOC_INC, dv);
 }
 
@@ -231,6 +245,9 @@ export function swSyncTimelineInc(fd: number, count: number): number {
  * `value` (a u32) on timeline `fd`. The kernel ignores `name`.
  */
 export function swSyncFenceCreate(fd: number, name: string, value: number): number {
+  validateFd(fd);
+  validateString(name, 'name');
+  validateFlags(value, 'value');
   const d = sw_sync_create_fence_data;
   const bytes = new Uint8Array(d.SIZE);
   const dv = new DataView(bytes.buffer);
@@ -242,6 +259,8 @@ export function swSyncFenceCreate(fd: number, name: string, value: number): numb
 
 /** SW_SYNC_GET_DEADLINE: the earliest deadline (ns) set on the sw_sync point behind `fenceFd` (ENOENT if none). */
 export function swSyncGetDeadline(timelineFd: number, fenceFd: number): bigint {
+  validateFd(timelineFd, 'timelineFd');
+  validateFd(fenceFd, 'fenceFd');
   const d = sw_sync_get_deadline;
   const dv = new DataView(new ArrayBuffer(d.SIZE));
   dv.setInt32(d.fence_fd, fenceFd, true);
@@ -251,6 +270,7 @@ export function swSyncGetDeadline(timelineFd: number, fenceFd: number): bigint {
 
 /** sw_sync_timeline_is_valid(fd): fd ≠ −1 and open (fcntl(F_GETFD) succeeds). */
 export function swSyncTimelineIsValid(fd: number): boolean {
+  validateFd(fd);
   if (fd === -1) return false;
   try {
     return fcntl(fd, F_GETFD, 0) >= 0;

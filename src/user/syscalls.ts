@@ -6,16 +6,30 @@
  */
 import { SyscallError } from '../errors.js';
 import { E } from '../uapi/errno.js';
-import { F_GETFD, O_RDONLY, POLLIN, RLIMIT_NOFILE } from '../uapi/posix.js';
+import { F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_SETFL, O_RDONLY, POLLIN, RLIMIT_NOFILE } from '../uapi/posix.js';
 import { DATA_SIZE, SYS } from '../shm/channel.js';
 import { ProcessExit, rt } from './runtime.js';
+import {
+  validateArray,
+  validateData,
+  validateFd,
+  validateFlags,
+  validateInt,
+  validateObject,
+  validatePath,
+  validateShort,
+  validateString,
+  validateTimeout,
+  validateWord,
+  InvalidArgTypeError,
+} from './validate.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /** A C string: the bytes of `s` and a terminating NUL. */
 export function cstr(s: string): Uint8Array {
-  const b = enc.encode(s);
+  const b = enc.encode(validateString(s, 's'));
   const out = new Uint8Array(b.length + 1);
   out.set(b);
   return out;
@@ -26,23 +40,30 @@ export function getpid(): number {
 }
 
 export function open(path: string, flags = O_RDONLY, mode = 0): number {
-  return rt().call(SYS.open, flags, mode, 0, 0, 0, 0, enc.encode(path), 'open');
+  const p = validatePath(path);
+  const fl = validateFlags(flags, 'flags');
+  const m = validateFlags(mode, 'mode');
+  return rt().call(SYS.open, fl, m, 0, 0, 0, 0, enc.encode(p), 'open');
 }
 
 export function close(fd: number): number {
-  return rt().call(SYS.close, fd, 0, 0, 0, 0, 0, undefined, 'close');
+  return rt().call(SYS.close, validateFd(fd), 0, 0, 0, 0, 0, undefined, 'close');
 }
 
 export function dup(fd: number): number {
-  return rt().call(SYS.dup, fd, 0, 0, 0, 0, 0, undefined, 'dup');
+  return rt().call(SYS.dup, validateFd(fd), 0, 0, 0, 0, 0, undefined, 'dup');
 }
 
 export function dup3(oldfd: number, newfd: number, flags: number): number {
-  return rt().call(SYS.dup3, oldfd, newfd, flags, 0, 0, 0, undefined, 'dup3');
+  const o = validateFd(oldfd, 'oldfd');
+  const n = validateFd(newfd, 'newfd');
+  return rt().call(SYS.dup3, o, n, validateFlags(flags, 'flags'), 0, 0, 0, undefined, 'dup3');
 }
 
 /** dup2: like dup3 without flags, except that dup2(fd, fd) checks fd and returns it. */
 export function dup2(oldfd: number, newfd: number): number {
+  validateFd(oldfd, 'oldfd');
+  validateFd(newfd, 'newfd');
   if (oldfd === newfd) {
     rt().call(SYS.fcntl, oldfd, F_GETFD, 0, 0, 0, 0, undefined, 'dup2');
     return newfd;
@@ -50,8 +71,16 @@ export function dup2(oldfd: number, newfd: number): number {
   return rt().call(SYS.dup3, oldfd, newfd, 0, 0, 0, 0, undefined, 'dup2');
 }
 
-export function fcntl(fd: number, cmd: number, arg = 0): number {
-  return rt().call(SYS.fcntl, fd, cmd, arg, 0, 0, 0, undefined, 'fcntl');
+/**
+ * fcntl(fd, cmd, arg). `arg` (an unsigned long) is required by the commands that read it (F_DUPFD, F_DUPFD_CLOEXEC,
+ * F_SETFD, F_SETFL): a missing one is refused rather than taken as 0, which for F_DUPFD would mean "from fd 0".
+ */
+export function fcntl(fd: number, cmd: number, arg?: number): number {
+  const f = validateFd(fd);
+  const c = validateInt(cmd, 'cmd');
+  const usesArg = c === F_DUPFD || c === F_DUPFD_CLOEXEC || c === F_SETFD || c === F_SETFL;
+  const a = usesArg || arg !== undefined ? validateWord(arg, 'arg') : 0;
+  return rt().call(SYS.fcntl, f, c, a, 0, 0, 0, undefined, 'fcntl');
 }
 
 /**
@@ -60,13 +89,19 @@ export function fcntl(fd: number, cmd: number, arg = 0): number {
  * an integer for requests that take a value rather than a pointer.
  */
 export function ioctl(fd: number, request: number, arg?: ArrayBufferView | string | number): number {
+  const f = validateFd(fd);
+  const req = validateFlags(request, 'request') >>> 0;
   const r = rt();
   if (arg === undefined || typeof arg === 'number') {
-    return r.call(SYS.ioctl, fd, request >>> 0, 0, arg ?? 0, 0, 0, undefined, 'ioctl');
+    const v = arg === undefined ? 0 : validateWord(arg, 'arg');
+    return r.call(SYS.ioctl, f, req, 0, v, 0, 0, undefined, 'ioctl');
+  }
+  if (typeof arg !== 'string' && !ArrayBuffer.isView(arg)) {
+    throw new InvalidArgTypeError('arg', ['number', 'string', 'Buffer', 'TypedArray', 'DataView'], arg);
   }
   const bytes = typeof arg === 'string' ? cstr(arg) : new Uint8Array(arg.buffer, arg.byteOffset, arg.byteLength);
   try {
-    return r.call(SYS.ioctl, fd, request >>> 0, 1, 0, 0, 0, bytes, 'ioctl');
+    return r.call(SYS.ioctl, f, req, 1, 0, 0, 0, bytes, 'ioctl');
   } finally {
     // copy_to_user already happened in the kernel's view of the buffer; bring it back even on failure, since
     // a handler may have written part of the struct before failing (as a real kernel may).
@@ -98,17 +133,27 @@ export class Mapping {
   }
 }
 
+/** mmap(addr, length, prot, flags, fd, offset): `addr` is a hint (null for none); `offset` defaults to 0. */
 export function mmap(addr: number | null, length: number, prot: number, flags: number, fd: number, offset = 0): Mapping {
+  const hint = addr === null ? 0 : validateWord(addr, 'addr');
+  const len = validateWord(length, 'length');
+  const p = validateFlags(prot, 'prot');
+  const fl = validateFlags(flags, 'flags');
+  const f = validateFd(fd);
+  const off = validateWord(offset, 'offset');
   const r = rt();
-  const a = r.call(SYS.mmap, addr ?? 0, length, prot, flags, fd, offset, undefined, 'mmap');
+  const a = r.call(SYS.mmap, hint, len, p, fl, f, off, undefined, 'mmap');
   const res = r.ch.res;
   return new Mapping(a, length, r.region(res[1]!), res[2]!);
 }
 
+/** munmap(addr, length), or munmap(mapping) for the whole of a Mapping (a length is then optional). */
 export function munmap(addr: number | Mapping, length?: number): number {
+  const byMapping = addr instanceof Mapping;
+  if (!byMapping && typeof addr !== 'number') throw new InvalidArgTypeError('addr', ['number', 'Mapping'], addr);
+  const a = byMapping ? addr.addr : validateWord(addr, 'addr');
+  const len = byMapping && length === undefined ? addr.length : validateWord(length, 'length');
   const r = rt();
-  const a = typeof addr === 'number' ? addr : addr.addr;
-  const len = length ?? (typeof addr === 'number' ? 0 : addr.length);
   const ret = r.call(SYS.munmap, a, len, 0, 0, 0, 0, undefined, 'munmap');
   const out = r.outBytes();
   const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
@@ -117,13 +162,17 @@ export function munmap(addr: number | Mapping, length?: number): number {
 }
 
 export function lseek(fd: number, offset: number, whence: number): number {
-  return rt().call(SYS.lseek, fd, offset, whence, 0, 0, 0, undefined, 'lseek');
+  const f = validateFd(fd);
+  const off = validateWord(offset, 'offset');
+  return rt().call(SYS.lseek, f, off, validateInt(whence, 'whence'), 0, 0, 0, undefined, 'lseek');
 }
 
 /** read(fd, count): the bytes read (shorter at end of file). */
 export function read(fd: number, count: number): Uint8Array {
+  const f = validateFd(fd);
+  const c = validateWord(count, 'count');
   const r = rt();
-  const n = r.call(SYS.read, fd, count, 0, 0, 0, 0, undefined, 'read');
+  const n = r.call(SYS.read, f, c, 0, 0, 0, 0, undefined, 'read');
   return r.outBytes().slice(0, n);
 }
 
@@ -143,13 +192,15 @@ export function readFile(path: string): string {
 }
 
 export function write(fd: number, data: Uint8Array | string): number {
-  const bytes = typeof data === 'string' ? enc.encode(data) : data;
-  return rt().call(SYS.write, fd, bytes.length, 0, 0, 0, 0, bytes, 'write');
+  const f = validateFd(fd);
+  const d = validateData(data, 'data');
+  const bytes = typeof d === 'string' ? enc.encode(d) : new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+  return rt().call(SYS.write, f, bytes.length, 0, 0, 0, 0, bytes, 'write');
 }
 
 export function readlink(path: string): string {
   const r = rt();
-  const n = r.call(SYS.readlink, 0, 0, 0, 0, 0, 0, enc.encode(path), 'readlink');
+  const n = r.call(SYS.readlink, 0, 0, 0, 0, 0, 0, enc.encode(validatePath(path)), 'readlink');
   return dec.decode(r.outBytes().subarray(0, n));
 }
 
@@ -159,16 +210,22 @@ export interface PollFd {
   revents: number;
 }
 
-/** poll(fds, timeoutMs): fills each entry's revents; returns how many have revents ≠ 0 (0 on timeout). */
+/**
+ * poll(fds, timeoutMs): fills each entry's revents; returns how many have revents ≠ 0 (0 on timeout). A negative,
+ * infinite or huge (≥ 2^31 ms) timeout waits until an fd is ready.
+ */
 export function poll(fds: PollFd[], timeoutMs: number): number {
-  const r = rt();
-  const buf = new Uint8Array(fds.length * 8);
+  const list = validateArray(fds, 'fds');
+  const timeout = validateTimeout(timeoutMs, 'timeout');
+  const buf = new Uint8Array(list.length * 8);
   const dv = new DataView(buf.buffer);
-  fds.forEach((p, i) => {
-    dv.setInt32(i * 8, p.fd, true);
-    dv.setInt16(i * 8 + 4, p.events, true);
+  list.forEach((p, i) => {
+    const pfd = validateObject(p, `fds[${i}]`);
+    dv.setInt32(i * 8, validateFd(pfd['fd'], `fds[${i}].fd`), true);
+    dv.setInt16(i * 8 + 4, validateShort(pfd['events'], `fds[${i}].events`), true);
   });
-  const n = r.call(SYS.poll, fds.length, timeoutMs, 0, 0, 0, 0, buf, 'poll');
+  const r = rt();
+  const n = r.call(SYS.poll, list.length, timeout, 0, 0, 0, 0, buf, 'poll');
   const out = r.outBytes();
   const odv = new DataView(out.buffer, out.byteOffset, out.byteLength);
   fds.forEach((p, i) => (p.revents = odv.getUint16(i * 8 + 6, true)));
@@ -177,14 +234,17 @@ export function poll(fds: PollFd[], timeoutMs: number): number {
 
 /** Convenience: poll one fd for `events`; returns revents (0 on timeout). */
 export function pollOne(fd: number, events = POLLIN, timeoutMs = -1): number {
-  const p = [{ fd, events, revents: 0 }];
+  const p = [{ fd: validateFd(fd), events: validateShort(events, 'events'), revents: 0 }];
   poll(p, timeoutMs);
   return p[0]!.revents;
 }
 
 export function socketpair(domain: number, type: number, protocol = 0): [number, number] {
+  const d = validateInt(domain, 'domain');
+  const ty = validateFlags(type, 'type');
+  const pr = validateInt(protocol, 'protocol');
   const r = rt();
-  r.call(SYS.socketpair, domain, type, protocol, 0, 0, 0, undefined, 'socketpair');
+  r.call(SYS.socketpair, d, ty, pr, 0, 0, 0, undefined, 'socketpair');
   return [r.ch.res[1]!, r.ch.res[2]!];
 }
 
@@ -200,8 +260,12 @@ export interface SendMsg {
 
 /** sendmsg with an optional SCM_RIGHTS fd array; returns bytes sent. */
 export function sendmsg(fd: number, msg: SendMsg, flags = 0): number {
-  const data = msg.data === undefined ? new Uint8Array(0) : typeof msg.data === 'string' ? enc.encode(msg.data) : msg.data;
-  const fds = msg.fds ?? [];
+  const f = validateFd(fd);
+  const m = validateObject(msg, 'msg');
+  const fl = validateFlags(flags, 'flags');
+  const raw = m['data'] === undefined ? new Uint8Array(0) : validateData(m['data'], 'msg.data');
+  const data = typeof raw === 'string' ? enc.encode(raw) : new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);
+  const fds = m['fds'] === undefined ? [] : validateArray(m['fds'], 'msg.fds').map((x, i) => validateFd(x, `msg.fds[${i}]`));
   // The channel carries at most DATA_SIZE bytes: what does not fit stays behind. The full length goes in ARGS, so
   // a stream socket sends what arrived (a short write) and a datagram socket refuses a message it cannot carry.
   const carried = Math.max(0, Math.min(data.length, DATA_SIZE - fds.length * 4));
@@ -209,7 +273,7 @@ export function sendmsg(fd: number, msg: SendMsg, flags = 0): number {
   const dv = new DataView(buf.buffer);
   fds.forEach((f, i) => dv.setInt32(i * 4, f, true));
   buf.set(data.subarray(0, carried), fds.length * 4);
-  return rt().call(SYS.sendmsg, fd, flags, fds.length, data.length, 0, 0, buf, 'sendmsg');
+  return rt().call(SYS.sendmsg, f, fl, fds.length, data.length, 0, 0, buf, 'sendmsg');
 }
 
 export interface RecvMsg {
@@ -221,8 +285,12 @@ export interface RecvMsg {
 
 /** recvmsg: up to maxLen bytes and up to maxFds passed fds (installed at this process's lowest free fds). */
 export function recvmsg(fd: number, maxLen = 4096, maxFds = 16, flags = 0): RecvMsg {
+  const f = validateFd(fd);
+  const len = validateWord(maxLen, 'maxLen');
+  const room = validateInt(maxFds, 'maxFds');
+  const fl = validateFlags(flags, 'flags');
   const r = rt();
-  const n = r.call(SYS.recvmsg, fd, flags, maxLen, maxFds, 0, 0, undefined, 'recvmsg');
+  const n = r.call(SYS.recvmsg, f, fl, len, room, 0, 0, undefined, 'recvmsg');
   const nfds = r.ch.res[1]!;
   const mflags = r.ch.res[2]!;
   const out = r.outBytes();
@@ -233,17 +301,28 @@ export function recvmsg(fd: number, maxLen = 4096, maxFds = 16, flags = 0): Recv
 }
 
 export function shutdown(fd: number, how: number): number {
-  return rt().call(SYS.shutdown, fd, how, 0, 0, 0, 0, undefined, 'shutdown');
+  const f = validateFd(fd);
+  return rt().call(SYS.shutdown, f, validateInt(how, 'how'), 0, 0, 0, 0, undefined, 'shutdown');
 }
 
 export function getrlimit(resource = RLIMIT_NOFILE): { cur: number; max: number } {
+  const res = validateInt(resource, 'resource');
   const r = rt();
-  const cur = r.call(SYS.getrlimit, resource, 0, 0, 0, 0, 0, undefined, 'getrlimit');
+  const cur = r.call(SYS.getrlimit, res, 0, 0, 0, 0, 0, undefined, 'getrlimit');
   return { cur, max: r.ch.res[1]! };
 }
 
+/** A limit (rlim_t): Infinity is RLIM_INFINITY, as is -1 (all bits set), as in C. */
+function rlim(value: unknown, name: string): number {
+  return value === Infinity ? -1 : validateWord(value, name);
+}
+
 export function setrlimit(resource: number, limit: { cur: number; max: number }): number {
-  return rt().call(SYS.setrlimit, resource, limit.cur, limit.max, 0, 0, 0, undefined, 'setrlimit');
+  const res = validateInt(resource, 'resource');
+  const l = validateObject(limit, 'limit');
+  const cur = rlim(l['cur'], 'limit.cur');
+  const max = rlim(l['max'], 'limit.max');
+  return rt().call(SYS.setrlimit, res, cur, max, 0, 0, 0, undefined, 'setrlimit');
 }
 
 /** A syscall that does nothing in the kernel: the transport's round-trip cost. */
@@ -258,8 +337,9 @@ export { ProcessExit };
  * control to the worker, which then ends. Never returns.
  */
 export function exit(code = 0): never {
+  const status = validateInt(code, 'code');
   const r = rt();
-  r.call(SYS.exit, code, 0, 0, 0, 0, 0, undefined, 'exit');
+  r.call(SYS.exit, status, 0, 0, 0, 0, 0, undefined, 'exit');
   r.exited = code;
   throw new ProcessExit(code);
 }
