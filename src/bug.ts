@@ -3,7 +3,13 @@
  * drivers): BUG() is an oops — a thrown KernelBug that the syscall entry records and answers with EIO; WARN() is
  * recorded in this thread's list and handed to a sink (stderr by default, the broker's Kernel.warn() once the
  * control plane installs it, or a test's capture) and execution goes on, as with the C macros.
+ *
+ * A test that provokes a warning on purpose says so with expectWarnings(pattern, label, fn): the warnings fn raises
+ * that match are handed back to it instead of being recorded, the sink learns they were expected (and does not
+ * print them one by one), and one line says how many expected warnings were not printed. Any other warning — in
+ * fn or anywhere else — is printed loudly and recorded as before, so the test that did not expect it still fails.
  */
+import { writeSync } from 'node:fs';
 
 /** A kernel BUG(): an invariant the code relies on does not hold. Never thrown for bad user input (that is an errno). */
 export class KernelBug extends Error {
@@ -27,11 +33,32 @@ export interface ThreadWarning {
   readonly message: string;
 }
 
-export type WarningSink = (message: string) => void;
+/** Where warnings go: `expected` is true for a warning an enclosing expectWarnings() matched. */
+export type WarningSink = (message: string, expected: boolean) => void;
 
-const defaultSink: WarningSink = (message) => {
-  process.stderr.write(`dmabuf-sim: WARNING: ${message}\n`);
+/**
+ * Writes one line to the process's stderr at once: a worker's process.stderr is an asynchronous pipe through the
+ * main thread whose last lines are lost when the worker is terminated (shutdown), and a warning must not be.
+ */
+export function printLine(line: string): void {
+  try {
+    writeSync(2, line.endsWith('\n') ? line : `${line}\n`);
+  } catch {
+    process.stderr.write(line.endsWith('\n') ? line : `${line}\n`); // fd 2 closed or non-blocking and full
+  }
+}
+
+const defaultSink: WarningSink = (message, expected) => {
+  if (!expected) printLine(`dmabuf-sim: WARNING: ${message}`);
 };
+
+interface Expectation {
+  readonly pattern: RegExp;
+  readonly matched: string[];
+}
+
+/** The expectWarnings() calls running on this thread's stack, innermost last. */
+const expectations: Expectation[] = [];
 
 let sink: WarningSink = defaultSink;
 const recorded: ThreadWarning[] = [];
@@ -47,11 +74,36 @@ export function setWarningSink(next: WarningSink | null): WarningSink {
   return prev;
 }
 
-/** WARN(): records `message` and carries on. Returns true, so `if (warn(...)) return` reads like the C idiom. */
+/**
+ * WARN(): records `message` and carries on. Returns true, so `if (warn(...)) return` reads like the C idiom. A
+ * warning an enclosing expectWarnings() expects goes to that call instead of this thread's record.
+ */
 export function warn(message: string): true {
-  if (recorded.length < MAX_RECORDED) recorded.push({ message });
-  sink(message);
+  const exp = expectations.findLast((e) => e.pattern.test(message));
+  if (exp) exp.matched.push(message);
+  else if (recorded.length < MAX_RECORDED) recorded.push({ message });
+  sink(message, exp !== undefined);
   return true;
+}
+
+/**
+ * Runs `fn`, which is expected to WARN: the warnings it raises that match `pattern` are returned (in order) instead
+ * of being recorded or printed, and one line — "N expected WARNINGs in <label>, not printed" — says they happened.
+ * Warnings that do not match are unexpected: printed and recorded as usual. Synchronous `fn` only (the
+ * expectation covers exactly the code between its start and its return); nests, innermost match first.
+ */
+export function expectWarnings<R>(pattern: RegExp, label: string, fn: () => R): { result: R; warnings: string[] } {
+  const exp: Expectation = { pattern, matched: [] };
+  expectations.push(exp);
+  let result: R;
+  try {
+    result = fn();
+  } finally {
+    expectations.splice(expectations.lastIndexOf(exp), 1);
+    const n = exp.matched.length;
+    if (n > 0) printLine(`dmabuf-sim: ${n} expected WARNING${n === 1 ? '' : 's'} in ${label} (${pattern}), not printed`);
+  }
+  return { result, warnings: exp.matched };
 }
 
 /** WARN_ON(cond): warns with `what` when cond holds; returns cond. */
