@@ -1,7 +1,7 @@
 /**
  * The one home of BUG() and WARN() for kernel code in any worker (the broker, fences, reservation objects,
  * drivers): BUG() is an oops — a thrown KernelBug that the syscall entry records and answers with EIO; WARN() is
- * recorded in this thread's list and handed to a sink (stderr by default, the broker's Kernel.warn() once the
+ * recorded in this thread's list and handed to a sink (stderr by default, the broker's Kernel.recordWarning() once the
  * control plane installs it, or a test's capture) and execution goes on, as with the C macros.
  *
  * A test that provokes a warning on purpose says so with expectWarnings(pattern, label, fn): the warnings fn raises
@@ -61,16 +61,20 @@ interface Expectation {
 const expectations: Expectation[] = [];
 
 let sink: WarningSink = defaultSink;
+/** Whether the sink prints to stderr: then expectWarnings() prints its count line too (a capturing sink stays quiet). */
+let sinkPrints = true;
 const recorded: ThreadWarning[] = [];
 const MAX_RECORDED = 1000;
 
 /**
  * Replaces where this thread's warnings go (null restores stderr). Returns the previous sink so a caller can
- * restore it. Warnings are recorded for takeWarnings() whatever the sink.
+ * restore it. Warnings are recorded for takeWarnings() whatever the sink. `prints` says the new sink prints
+ * unexpected warnings to stderr (the broker's does), so expectWarnings() adds its "N expected" line there too.
  */
-export function setWarningSink(next: WarningSink | null): WarningSink {
+export function setWarningSink(next: WarningSink | null, prints = false): WarningSink {
   const prev = sink;
   sink = next ?? defaultSink;
+  sinkPrints = sink === defaultSink || prints;
   return prev;
 }
 
@@ -88,7 +92,8 @@ export function warn(message: string): true {
 
 /**
  * Runs `fn`, which is expected to WARN: the warnings it raises that match `pattern` are returned (in order) instead
- * of being recorded or printed, and one line — "N expected WARNINGs in <label>, not printed" — says they happened.
+ * of being recorded or printed, and one line — "N expected WARNINGs in <label>, not printed" — says they happened
+ * (when the sink prints at all).
  * Warnings that do not match are unexpected: printed and recorded as usual. Synchronous `fn` only (the
  * expectation covers exactly the code between its start and its return); nests, innermost match first.
  */
@@ -101,7 +106,7 @@ export function expectWarnings<R>(pattern: RegExp, label: string, fn: () => R): 
   } finally {
     expectations.splice(expectations.lastIndexOf(exp), 1);
     const n = exp.matched.length;
-    if (n > 0) printLine(`dmabuf-sim: ${n} expected WARNING${n === 1 ? '' : 's'} in ${label} (${pattern}), not printed`);
+    if (n > 0 && sinkPrints) printLine(`dmabuf-sim: ${n} expected WARNING${n === 1 ? '' : 's'} in ${label} (${pattern}), not printed`);
   }
   return { result, warnings: exp.matched };
 }

@@ -4,16 +4,29 @@
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { expectWarnings, setWarningSink, takeWarnings, warn, warnOn } from '../src/bug.js';
 
-/** Runs `body` (an ES module's text) in a fresh node process; resolves to its stdout and stderr. */
-function node(body: string): Promise<{ stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, ['--input-type=module', '-e', body], { timeout: 30_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${err.message}\n${stderr}`));
-      else resolve({ stdout, stderr });
+/**
+ * Runs `body` (an ES module's text, written to a temporary .mjs file: workers would inherit --input-type) in a fresh
+ * node process, bounded in time; resolves to its stdout and stderr.
+ */
+async function node(body: string): Promise<{ stdout: string; stderr: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'dmabuf-sim-bug-'));
+  try {
+    const file = join(dir, 'script.mjs');
+    await writeFile(file, body);
+    return await new Promise((resolve, reject) => {
+      execFile(process.execPath, [file], { timeout: 30_000, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+        if (err) reject(new Error(`${err.message}\n${stderr}`));
+        else resolve({ stdout, stderr });
+      });
     });
-  });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 const bugUrl = new URL('../src/bug.js', import.meta.url).href;
@@ -79,5 +92,64 @@ test('stderr: an unexpected warning prints loudly, expected ones are one labelle
     'dmabuf-sim: 2 expected WARNINGs in demo case (/^expected:/), not printed',
     'dmabuf-sim: WARNING: later',
     '',
+  ]);
+});
+
+const kernelUrl = new URL('../src/kernel/kernel.js', import.meta.url).href;
+const machineUrl = new URL('../src/machine.js', import.meta.url).href;
+const testingUrl = new URL('../src/testing.js', import.meta.url).href;
+
+test('the broker\'s sink: unexpected warnings print with pid and call, expected ones are marked and counted', async (t) => {
+  const { stdout, stderr } = await node(`
+    import { expectWarnings, setWarningSink, warn } from ${JSON.stringify(bugUrl)};
+    import { Kernel } from ${JSON.stringify(kernelUrl)};
+    const k = new Kernel();
+    setWarningSink((m, expected) => k.recordWarning(m, expected), true); // what the control plane installs at boot
+    expectWarnings(/^dma_x: WARN_ON/, 'kunit(case)', () => {
+      warn('dma_x: WARN_ON(a)');
+      warn('dma_y: WARN_ON(b)');
+    });
+    console.log(JSON.stringify(k.warnings));
+  `);
+  t.deepEqual(JSON.parse(stdout), [
+    { pid: 0, call: 'control', message: 'dma_x: WARN_ON(a)', expected: true },
+    { pid: 0, call: 'control', message: 'dma_y: WARN_ON(b)', expected: false },
+  ]);
+  t.deepEqual(stderr.split('\n'), [
+    'dmabuf-sim: WARNING in pid 0 control: dma_y: WARN_ON(b)',
+    'dmabuf-sim: 1 expected WARNING in kunit(case) (/^dma_x: WARN_ON/), not printed',
+    '',
+  ]);
+});
+
+test('KUnit cases that WARN or BUG on purpose print one labelled line each, not WARNING lines or stacks', async (t) => {
+  const { stdout, stderr } = await node(`
+    import { Machine } from ${JSON.stringify(machineUrl)};
+    import { kunit } from ${JSON.stringify(testingUrl)};
+    const m = await Machine.boot();
+    const results = [];
+    for (const name of ['dma_buf_export_checks', 'dma_buf_dynamic_attach', 'dma_buf_release_with_attachment', 'dma_buf_vunmap_bug']) {
+      const r = await kunit(m, name);
+      results.push({ name, ok: r.ok, failures: r.failures });
+    }
+    const rep = await m.shutdown({ quiet: true });
+    console.log(JSON.stringify({ results, warnings: rep.warnings, oopses: rep.oopses }));
+  `);
+  const out = JSON.parse(stdout) as {
+    results: { name: string; ok: boolean; failures: string[] }[];
+    warnings: { message: string; expected: boolean }[];
+    oopses: { call: string; expected: boolean }[];
+  };
+  for (const r of out.results) t.deepEqual(r.failures, [], r.name);
+  t.is(out.warnings.length, 7 + 2 + 1, 'every warning is still in the report');
+  t.true(out.warnings.every((w) => w.expected), 'and each is marked expected');
+  t.deepEqual(out.oopses.map((o) => [o.call, o.expected]), [['kunit(dma_buf_vunmap_bug)', true]]);
+  t.deepEqual(stderr.trimEnd().split('\n'), [
+    'dmabuf-sim: 7 expected WARNINGs in kunit(dma_buf_export_checks) (/^dma_buf_export: WARN_ON/), not printed',
+    'dmabuf-sim: 2 expected WARNINGs in kunit(dma_buf_dynamic_attach) (/^dma_buf_(dynamic_attach|pin): WARN_ON/), not printed',
+    'dmabuf-sim: 1 expected WARNING in kunit(dma_buf_release_with_attachment) ' +
+      '(/^dma_buf_release: WARN_ON\\(!list_empty\\(&dmabuf->attachments\\)\\)/), not printed',
+    'dmabuf-sim: expected kernel oops in pid 0 kunit(dma_buf_vunmap_bug), stack not printed: ' +
+      'BUG: dma_buf_vunmap: dma-buf ino 6 unmapping a different mapping',
   ]);
 });

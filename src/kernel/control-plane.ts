@@ -103,7 +103,7 @@ export class KernelControl {
     // fence callbacks run promptly from a waitAsync watcher; fence/resv WARN()s go to the kernel's warnings.
     const fences = createFenceTable({ ...fenceTableSizes(cfg.fences ?? {}, 'fences.'), maxSpinners: cfg.maxSpinners });
     attachFenceTable(fences, { control, eventLoop: true });
-    setWarningSink((message) => k.recordWarning(message));
+    setWarningSink((message, expected) => k.recordWarning(message, expected), true);
     this.fences = fences;
     bootSubsystems(k, entry, cfg);
     this.k = k;
@@ -284,7 +284,7 @@ export class KernelControl {
     const t = pid === undefined ? null : (k.tasks.get(pid) ?? null);
     if (pid !== undefined && (!t || t.state !== 'running')) throw simError('ERR_DMABUF_SIM_PROCESS_ENDED', [`no running process ${pid}`]);
     try {
-      return runKunitCase(k, name, fn, t, (p, call, e) => this.entry!.recordOops(p, call, e));
+      return runKunitCase(k, name, fn, t, (p, call, e, expected) => this.entry!.recordOops(p, call, e, expected));
     } finally {
       this.loop!.kick();
     }

@@ -7,7 +7,7 @@
  * on the doorbell while idle). The hot phase yields to the event loop at least every SLICE_MS, so control calls
  * and poll timeouts are never starved by a busy process.
  */
-import { KernelBug } from '../bug.js';
+import { KernelBug, printLine } from '../bug.js';
 import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import {
@@ -128,6 +128,8 @@ export interface Oops {
   readonly pid: number;
   readonly call: string;
   readonly message: string;
+  /** True when a KUnit case provoked it on purpose and said so (KunitContext.expectBug); printed as one line. */
+  readonly expected: boolean;
 }
 
 export class SyscallEntry {
@@ -215,11 +217,15 @@ export class SyscallEntry {
     return E.EIO;
   }
 
-  /** Records an oops (a KernelBug or any other non-errno exception in kernel code) and prints it. */
-  recordOops(pid: number, call: string, e: unknown): void {
+  /**
+   * Records an oops (a KernelBug or any other non-errno exception in kernel code) and prints it with its stack —
+   * or, when a test provoked it on purpose (`expected`), as one line saying so.
+   */
+  recordOops(pid: number, call: string, e: unknown, expected = false): void {
     const message = e instanceof KernelBug ? (e.stack ?? e.message) : e instanceof Error ? `BUG: unexpected ${e.stack ?? e.message}` : `BUG: ${String(e)}`;
-    this.oopses.push({ pid, call, message });
-    process.stderr.write(`dmabuf-sim: kernel oops in pid ${pid} ${call}: ${message}\n`);
+    this.oopses.push({ pid, call, message, expected });
+    if (expected) printLine(`dmabuf-sim: expected kernel oops in pid ${pid} ${call}, stack not printed: ${e instanceof Error ? e.message : String(e)}`);
+    else printLine(`dmabuf-sim: kernel oops in pid ${pid} ${call}: ${message}`);
   }
 
   /** Publishes a reply: RES/ERRNO first, then the STATE store the process waits on. */

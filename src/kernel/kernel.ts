@@ -5,7 +5,7 @@
  * Locking: everything here runs on the broker thread, one syscall at a time, so kernel state needs no locks; the
  * objects that other threads touch directly (buffer pages, fence words) live in SharedArrayBuffers and say how.
  */
-import { BUG, warn } from '../bug.js';
+import { BUG, printLine, warn } from '../bug.js';
 import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { O_CLOEXEC } from '../uapi/posix.js';
@@ -27,6 +27,8 @@ export interface KernelWarning {
   readonly pid: number;
   readonly call: string;
   readonly message: string;
+  /** True when a test provoked it on purpose and said so (expectWarnings in src/bug.ts); such a one is not printed. */
+  readonly expected: boolean;
 }
 
 export interface KernelOptions {
@@ -80,10 +82,10 @@ export class Kernel {
    * module's sink here at boot, so each warning is recorded with the task and call it hit in (the shutdown report
    * lists them) and printed. Not to be called directly.
    */
-  recordWarning(message: string): void {
+  recordWarning(message: string, expected = false): void {
     const t = this.current;
-    this.warnings.push({ pid: t?.pid ?? 0, call: t?.currentCall ?? 'control', message });
-    process.stderr.write(`dmabuf-sim: WARNING in pid ${t?.pid ?? 0} ${t?.currentCall ?? 'control'}: ${message}\n`);
+    this.warnings.push({ pid: t?.pid ?? 0, call: t?.currentCall ?? 'control', message, expected });
+    if (!expected) printLine(`dmabuf-sim: WARNING in pid ${t?.pid ?? 0} ${t?.currentCall ?? 'control'}: ${message}`);
   }
 
   // ---- deferred work -----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
  * Naming: "kunit" is this (kernel-internal cases); "selftests" are the ported tools/testing/selftests programs
  * that run as processes (test/sync-selftests.test.ts); "st-*" are the ported drivers/dma-buf/st-*.c fence tests.
  */
+import { expectWarnings, KernelBug } from '../bug.js';
 import { KernelError } from '../errors.js';
 import { errnoCode } from '../uapi/errno.js';
 import type { Kernel } from './kernel.js';
@@ -28,6 +29,17 @@ export interface KunitContext {
   output(text: string): void;
   /** Runs after the body, even when it failed or BUG()ed, in reverse order of registration. */
   defer(cleanup: () => void): void;
+  /**
+   * Runs `fn`, which is meant to WARN: returns the warnings it raised that match `pattern`, in order. They are in
+   * the kernel's list marked expected and are not printed one by one (src/bug.ts expectWarnings); any other
+   * warning stays unexpected and prints loudly.
+   */
+  expectWarnings(pattern: RegExp, fn: () => void): string[];
+  /**
+   * Declares that this case ends in a BUG() whose message matches `pattern`: its oops is still recorded (and the
+   * case still fails), but marked expected and printed as one line without the stack.
+   */
+  expectBug(pattern: RegExp): void;
 }
 
 export type KunitCase = (k: Kernel, ctx: KunitContext) => void;
@@ -67,7 +79,7 @@ export function runKunitCase(
   name: string,
   fn: KunitCase,
   task: Task | null,
-  recordOops: (pid: number, call: string, e: unknown) => void,
+  recordOops: (pid: number, call: string, e: unknown, expected: boolean) => void,
 ): KunitResult {
   const failures: string[] = [];
   const log: string[] = [];
@@ -75,9 +87,11 @@ export function runKunitCase(
   let output = '';
   let oops: string | null = null;
   const call = `kunit(${name})`;
+  let bugPattern: RegExp | null = null;
   const recordBug = (e: unknown): void => {
-    oops ??= e instanceof Error ? e.message : String(e);
-    recordOops(task?.pid ?? 0, call, e);
+    const message = e instanceof Error ? e.message : String(e);
+    oops ??= message;
+    recordOops(task?.pid ?? 0, call, e, e instanceof KernelBug && bugPattern !== null && bugPattern.test(message));
   };
   const ctx: KunitContext = {
     task,
@@ -96,6 +110,8 @@ export function runKunitCase(
     log: (line) => void log.push(line),
     output: (text) => void (output += text),
     defer: (c) => void cleanups.push(c),
+    expectWarnings: (pattern, f) => expectWarnings(pattern, call, f).warnings,
+    expectBug: (pattern) => void (bugPattern = pattern),
   };
   const prev = k.current;
   k.current = task;
