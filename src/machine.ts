@@ -11,10 +11,11 @@ import type { DmaHeapInfo } from './kernel/dma-heap.js';
 import type { HeapConfig } from './kernel/subsystems.js';
 import { formatLeaks } from './kernel/leaks.js';
 import { fenceTableSizes } from './fence/table.js';
-import { SOCK_STREAM } from './uapi/posix.js';
+import { CLONE_PTHREAD, SOCK_STREAM } from './uapi/posix.js';
 import { simError } from './errors.js';
 import type { ProcessWorkerData } from '../workers/process.js';
 import { LOADED, type LoadReport } from './rpc/process-loaded.js';
+import type { SpawnRequest } from './kernel/fork.js';
 
 export interface BootOptions {
   /** Heaps under /dev/dma_heap: `{ system: {} }` by default. A `sizeBytes` makes a fixed carve-out pool. */
@@ -43,7 +44,7 @@ export interface SpawnOptions {
 export interface ExitStatus {
   readonly pid: number;
   readonly name: string;
-  /** Worker exit code: the process's exit status, 1 after an uncaught error. */
+  /** Worker exit code: the process's exit status, 1 after an uncaught error or a kill. */
   readonly code: number;
   /** The uncaught error that killed it, if any. */
   readonly error?: Error;
@@ -82,30 +83,88 @@ function moduleLoaded(worker: Worker, exited: Promise<ExitStatus>, module: strin
   });
 }
 
-/** A running simulated process. */
+/** What a forked child or a thread runs: its module's `main(...args)`. */
+export interface CloneOptions {
+  /** comm of the new task (default: the caller's). */
+  readonly name?: string;
+  /** Arguments of the module's `main` (JSON values). Default: none. */
+  readonly args?: readonly unknown[];
+}
+
+/** How a Proc asks its machine for a fork or a thread of itself. */
+type Cloner = (parent: Proc, flags: number, module: URL | string, opts: CloneOptions) => Promise<Proc>;
+
+/**
+ * A running simulated process — or one thread of it (Proc.thread): `pid` is the task's own id (gettid), `tgid` its
+ * process's (getpid).
+ */
 export class Proc {
   readonly exited: Promise<ExitStatus>;
   private readonly api: Comlink.Remote<ProcessApi>;
   private killed = false;
   private error: Error | undefined;
+  /** getpid() of this task: its own pid for a process, the first thread's for a thread. */
+  readonly tgid: number;
+  /** The other threads of this process, when this is its first thread: they end with it (exit_group). */
+  private readonly threads = new Set<Proc>();
+  private readonly cloner: Cloner | null;
+  private ended = false;
 
   constructor(
     readonly pid: number,
     readonly name: string,
     private readonly worker: Worker,
     reap: (pid: number, code: number) => Promise<void>,
+    opts: { readonly tgid?: number; readonly clone?: Cloner } = {},
   ) {
+    this.tgid = opts.tgid ?? pid;
+    this.cloner = opts.clone ?? null;
     this.api = wrap<ProcessApi>(worker);
     worker.on('error', (e) => {
       this.error ??= e;
     });
     this.exited = new Promise((resolve) => {
       worker.once('exit', (code) => {
-        void reap(pid, code).then(() =>
-          resolve({ pid, name, code, killed: this.killed, ...(this.error ? { error: this.error } : {}) }),
+        // exit_group: the process's first thread ending (exit, return from main, crash, kill) ends every thread.
+        this.ended = true;
+        for (const th of this.threads) void th.kill();
+        // A worker terminated before it came online reports 0: a kill is a failure whenever it lands.
+        const status = this.killed && code === 0 ? 1 : code;
+        void reap(pid, status).then(() =>
+          resolve({ pid, name, code: status, killed: this.killed, ...(this.error ? { error: this.error } : {}) }),
         );
       });
     });
+  }
+
+  /** Records `th` as a thread of this process (its first thread): killed when this one ends. */
+  adoptThread(th: Proc): void {
+    if (this.ended) {
+      void th.kill();
+      return;
+    }
+    this.threads.add(th);
+    void th.exited.then(() => this.threads.delete(th));
+  }
+
+  /**
+   * fork() in this process, from the main thread: a child process running `module`'s `main(...args)` with a copy of
+   * this process's fd table and mappings (see fork in dmabuf-sim/process). It is this process's child: its waitpid
+   * can wait for it; here, the returned Proc's `exited` settles once the child is torn down.
+   */
+  fork(module: URL | string, opts: CloneOptions = {}): Promise<Proc> {
+    if (!this.cloner) throw new Error(`process ${this.pid} (${this.name}) was not made by a Machine`);
+    return this.cloner(this, 0, module, opts);
+  }
+
+  /**
+   * A thread of this process, from the main thread (clone with CLONE_FILES and the rest of pthread_create's flags):
+   * a new worker running `module`'s `main(...args)` sharing this process's fd table, mappings and pid. It ends
+   * with the process's first thread; its own end closes nothing unless it was the table's last user.
+   */
+  thread(module: URL | string, opts: CloneOptions = {}): Promise<Proc> {
+    if (!this.cloner) throw new Error(`process ${this.pid} (${this.name}) was not made by a Machine`);
+    return this.cloner(this, CLONE_PTHREAD, module, opts);
   }
 
   /**
@@ -176,7 +235,13 @@ export class Machine {
     /** The machine's fence table (src/fence/table.ts): handed to every process and attachable by any worker. */
     private readonly fences: SharedArrayBuffer,
     private readonly recordStacks: boolean,
-  ) {}
+  ) {
+    // Tasks made by clone (a process's fork or thread, or Proc.fork/thread): the broker made the task and asks for its
+    // worker on its own port, before the clone's reply, so by the time any caller learns the pid its Proc exists.
+    broker.on('message', (m: unknown) => {
+      if ((m as Partial<SpawnRequest> | null)?.kind === 'dmabuf-sim:spawn') this.startCloned(m as SpawnRequest);
+    });
+  }
 
   /** The control proxy, or ERR_DMABUF_SIM_SHUT_DOWN naming `what` once shutdown() has begun. */
   private live(what: string): Comlink.Remote<KernelControl> {
@@ -229,7 +294,7 @@ export class Machine {
       workerData: data,
       transferList: [port2],
     });
-    const p = new Proc(info.pid, name, worker, (pid, code) => this.kernel.reap(pid, code));
+    const p = new Proc(info.pid, name, worker, (pid, code) => this.kernel.reap(pid, code), { clone: this.cloner });
     owners.set(p, this);
     this.procs.set(info.pid, p);
     void p.exited.then(() => this.procs.delete(info.pid));
@@ -240,6 +305,52 @@ export class Machine {
       throw e;
     }
     return p;
+  }
+
+  /** The live process or thread with this pid/tid — including children forked and threads made inside processes. */
+  process(pid: number): Proc | undefined {
+    return this.procs.get(pid);
+  }
+
+  private readonly cloner: Cloner = async (parent, flags, module, opts) => {
+    const kernel = this.live(flags ? 'thread' : 'fork');
+    const url = module instanceof URL ? module.href : new URL(module, `file://${process.cwd()}/`).href;
+    const pid = await kernel.clone(parent.pid, flags, { module: url, args: opts.args ?? [], ...(opts.name !== undefined ? { name: opts.name } : {}) });
+    const p = this.procs.get(pid);
+    if (!p) throw new Error(`BUG: no worker started for clone ${pid}`);
+    return p;
+  };
+
+  /**
+   * Starts the worker of a task clone made (fork.ts SpawnRequest). The main thread owns every process worker, so
+   * its exit is reaped here like a spawned one's, whatever became of its parent; a thread is also recorded with its
+   * process's first thread, and dies with it. Runs even during shutdown: the worker is then killed with the rest.
+   */
+  private startCloned(req: SpawnRequest): void {
+    const data: ProcessWorkerData = {
+      pid: req.tgid,
+      tid: req.tid,
+      name: req.name,
+      channel: req.channel,
+      control: this.control,
+      fences: this.fences,
+      port: req.port,
+      recordStacks: this.recordStacks,
+      module: req.module,
+      args: req.args,
+      cloned: true,
+    };
+    const worker = new Worker(new URL('../workers/process.js', import.meta.url), { workerData: data, transferList: [req.port] });
+    const p = new Proc(req.tid, req.name, worker, (pid, code) => this.kernel.reap(pid, code), { tgid: req.tgid, clone: this.cloner });
+    owners.set(p, this);
+    this.procs.set(req.tid, p);
+    void p.exited.then(() => this.procs.delete(req.tid));
+    if (req.thread) {
+      const leader = this.procs.get(req.tgid);
+      // No first thread any more: the process ended while its thread was being made.
+      if (leader) leader.adoptThread(p);
+      else void p.kill();
+    }
   }
 
   /** debugfs, read from the control plane (processes can open /sys/kernel/debug/... themselves). */

@@ -4,5 +4,7 @@ import { expose } from '../src/rpc/comlink.js';
 import { KernelControl } from '../src/kernel/control-plane.js';
 
 if (!parentPort) throw new Error('broker must run in a worker thread');
-const control = new KernelControl();
-expose(control, parentPort, (e, method) => control.errorAtEdge(e, method));
+const port = parentPort;
+// Worker starts for clone go to the main thread on the same port as comlink's replies (see src/kernel/fork.ts).
+const control = new KernelControl((msg, transfer) => port.postMessage(msg, transfer));
+expose(control, port, (e, method) => control.errorAtEdge(e, method));

@@ -12,6 +12,8 @@ import { LOADED, type LoadReport } from '../src/rpc/process-loaded.js';
 export interface ProcessWorkerData extends RuntimeInit {
   readonly module: string;
   readonly args: readonly unknown[] | null;
+  /** Made by clone (fork or thread): the module must export `main`, whose end is the task's end. */
+  readonly cloned?: boolean;
 }
 
 if (!parentPort) throw new Error('a process must run in a worker thread');
@@ -49,6 +51,8 @@ function report(r: LoadReport): void {
 
 const loaded = await load();
 if (!loaded) {
+  // A cloned task has no spawn() waiting to kill it: it ends with status 1, which its parent's waitpid sees.
+  if (data.cloned) process.exit(1);
   setInterval(() => {}, 1 << 30); // stay alive (and quiet) until spawn() kills us
   await new Promise(() => {});
 }

@@ -16,6 +16,7 @@ import { attachFenceTable, createFenceTable, dmaFenceFromHandle, liveFences, typ
 import { fenceTableSizes } from '../fence/table.js';
 import { ServeLoop, SyscallEntry, type Oops } from './entry.js';
 import { registerFsSyscalls } from './fs.js';
+import { cloneTask, notifyParent, registerForkSyscalls, type CloneSpec, type SpawnRequest } from './fork.js';
 import {
   dmaBufAttach,
   dmaBufBeginCpuAccessAsync,
@@ -86,6 +87,17 @@ export class KernelControl {
     return e;
   }
 
+  /**
+   * `post` sends a message to the main thread on the broker's own port (workers/broker.ts): the worker starts of
+   * tasks made by clone (fork.ts), ordered with the control plane's replies.
+   */
+  constructor(private readonly post: (msg: SpawnRequest, transfer: MessagePort[]) => void = () => {
+    throw new Error('this kernel has no main thread to start workers');
+  }) {}
+
+  private readonly spawnSink = (req: SpawnRequest): void => this.post(req, [req.port]);
+  private readonly shuttingDown = (): boolean => this.ctl !== null && Atomics.load(this.ctl, SHUTDOWN) !== 0;
+
   private get kernel(): Kernel {
     if (!this.k) throw new Error('kernel not booted');
     return this.k;
@@ -97,6 +109,7 @@ export class KernelControl {
     registerFsSyscalls(entry);
     registerMmSyscalls(entry);
     registerPollSyscall(entry);
+    registerForkSyscalls(entry, this.spawnSink, this.shuttingDown);
     registerCharDevices(k);
     const control = createControl(cfg.maxSpinners);
     // The machine's fence table, before any subsystem can make a fence. The broker is an event-loop thread: its
@@ -145,7 +158,18 @@ export class KernelControl {
     k.teardown(t, code);
     this.entry!.removeTask(t);
     k.tasks.delete(pid);
+    // Last: a parent's wait returns only once everything above is released.
+    notifyParent(t, t.exitCode ?? code);
     this.loop!.kick();
+  }
+
+  /**
+   * clone(2) on behalf of process `pid`, from the main thread (Proc.fork / Proc.thread): `flags` 0 forks, CLONE_PTHREAD
+   * makes a thread; the new task is `pid`'s child (its waitpid sees it) and its worker is started by the main thread
+   * from the SpawnRequest that precedes this call's reply. Returns the new task's id.
+   */
+  clone(pid: number, flags: number, spec: CloneSpec): number {
+    return this.asTask(pid, 'clone', (k, t) => cloneTask(k, this.entry!, this.spawnSink, t, flags, spec, this.shuttingDown));
   }
 
   /** Runs `fn` as if task `pid` made a syscall (fd installs from the control plane). */

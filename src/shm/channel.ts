@@ -76,6 +76,8 @@ export const SYS = {
    * sync_file fd (see registerSyncFileSyscalls in src/kernel/sync-file.ts).
    */
   sync_file_fence: 22,
+  clone: 23,
+  wait4: 24,
 } as const;
 export type SysName = keyof typeof SYS;
 export const SYS_NAMES: readonly SysName[] = (() => {

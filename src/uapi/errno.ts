@@ -9,6 +9,7 @@ export const errnos = {
   ENXIO: [6, 'no such device or address'],
   E2BIG: [7, 'argument list too long'],
   EBADF: [9, 'bad file descriptor'],
+  ECHILD: [10, 'no child processes'],
   EAGAIN: [11, 'resource temporarily unavailable'],
   ENOMEM: [12, 'cannot allocate memory'],
   EACCES: [13, 'permission denied'],

@@ -116,3 +116,13 @@ export const RLIMIT_NOFILE = 7;
 export const DEFAULT_NOFILE = 1024;
 /** fs.nr_open default: the highest RLIMIT_NOFILE setrlimit accepts (above: EPERM). */
 export const NR_OPEN = 1048576;
+
+// clone(2) flags (include/uapi/linux/sched.h) and wait options (include/uapi/linux/wait.h)
+export const CLONE_VM = 0x00000100;
+export const CLONE_FS = 0x00000200;
+export const CLONE_FILES = 0x00000400;
+export const CLONE_SIGHAND = 0x00000800;
+export const CLONE_THREAD = 0x00010000;
+/** The flags glibc's pthread_create passes that the model gives meaning to: share mm, fd table, thread group. */
+export const CLONE_PTHREAD = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
+export const WNOHANG = 0x00000001;

@@ -50,7 +50,10 @@ interface RegionMessage {
 }
 
 export interface RuntimeInit {
+  /** getpid(): the thread group's id. */
   readonly pid: number;
+  /** gettid(): this task's own id (a thread's differs from pid; absent = pid). */
+  readonly tid?: number;
   readonly name: string;
   readonly channel: SharedArrayBuffer;
   readonly control: SharedArrayBuffer;
@@ -65,6 +68,7 @@ export class Runtime {
   readonly ch: ChannelViews;
   readonly ctl: Int32Array;
   readonly pid: number;
+  readonly tid: number;
   readonly name: string;
   private readonly port: MessagePort;
   private seq = 0;
@@ -84,6 +88,7 @@ export class Runtime {
     this.ch = new ChannelViews(init.channel);
     this.ctl = new Int32Array(init.control);
     this.pid = init.pid;
+    this.tid = init.tid ?? init.pid;
     this.name = init.name;
     this.port = init.port;
     this.spin = new AdaptiveSpin(this.ctl);
