@@ -1,0 +1,61 @@
+/**
+ * The locking layer every worker can import (processes, drivers, the broker, the main thread): shared-memory
+ * Mutex / SpinLock, ww_mutex (WwClass, WwAcquireCtx, WwMutex), the lock validator (lockdep) with its reports, and
+ * the dma_fence signalling annotations. See domain.ts for the shared tables and why the graph lives in them.
+ */
+import { isMainThread } from 'node:worker_threads';
+import { LockDomain, type DomainOptions } from './domain.js';
+import { lockdepWorkerExit } from './mutex.js';
+
+export { LockDomain, type DomainOptions, type Suppression, type Liveness } from './domain.js';
+export {
+  LockClass,
+  LockMap,
+  LockdepError,
+  heldLocks,
+  heldCount,
+  lockAcquire,
+  lockRelease,
+  lockIsHeld,
+  lockdepReports,
+  lockdepSuppressedCount,
+  lockdepResetWorker,
+  enterAtomic,
+  exitAtomic,
+  setLockdepSink,
+  type LockdepMap,
+  type LockdepReport,
+  type ReportKind,
+  type WaitType,
+} from './lockdep.js';
+export { Mutex, SpinLock, lockdepWorkerExit, type LockHandle, type MutexOptions } from './mutex.js';
+export { WwClass, WwAcquireCtx, WwMutex } from './ww-mutex.js';
+export {
+  installFenceLockdep,
+  uninstallFenceLockdep,
+  dmaResvLockdep,
+  dmaFenceMap,
+  mightAlloc,
+  fsReclaimAcquire,
+  fsReclaimRelease,
+  reservationWwClass,
+  beginSignalling,
+  endSignalling,
+  fenceMightWait,
+} from './fence-lockdep.js';
+
+/**
+ * Attaches this worker to a domain another worker created (or creates one when `sab` is omitted), makes it the
+ * current domain and, in a worker thread, reports and releases any lock still held when the thread exits.
+ * Returns the view; pass `view.token` to whoever watches this worker's 'exit' so it can call ownerDied(token).
+ */
+export function attachLocking(sab?: SharedArrayBuffer, name?: string, opts: DomainOptions = {}): LockDomain {
+  const d = sab ? LockDomain.attach(sab, name) : LockDomain.create(opts, name);
+  LockDomain.setCurrent(d);
+  if (!isMainThread && !exitHooked.has(d)) {
+    exitHooked.add(d);
+    process.once('exit', () => lockdepWorkerExit(d));
+  }
+  return d;
+}
+const exitHooked = new WeakSet<LockDomain>();
