@@ -13,6 +13,8 @@ import { formatLeaks } from './kernel/leaks.js';
 import { fenceTableSizes } from './fence/table.js';
 import { CLONE_PTHREAD, SOCK_STREAM } from './uapi/posix.js';
 import { simError } from './errors.js';
+import { AliveTable } from './shm/alive.js';
+import { H_ALIVE, H_KERNEL_OWNER } from './fence/table.js';
 import type { ProcessWorkerData } from '../workers/process.js';
 import { LOADED, type LoadReport } from './rpc/process-loaded.js';
 import type { SpawnRequest } from './kernel/fork.js';
@@ -269,7 +271,11 @@ export class Machine {
       recordStacks: opts.recordStacks ?? false,
       fences,
     });
-    return new Machine(broker, kernel, control, await kernel.fenceTable(), opts.recordStacks ?? false);
+    const table = await kernel.fenceTable();
+    // The broker's liveness: processes waiting for a reply give up once its token leaves the alive table.
+    const kernelOwner = Atomics.load(new Int32Array(table), H_KERNEL_OWNER);
+    broker.once('exit', () => new AliveTable(new Int32Array(table), H_ALIVE).clear(kernelOwner));
+    return new Machine(broker, kernel, control, table, opts.recordStacks ?? false);
   }
 
   /** Starts a process running `module` (an ES module URL or path; compiled JavaScript). */
@@ -286,6 +292,7 @@ export class Machine {
       control: this.control,
       fences: this.fences,
       port: port2,
+      owner: info.owner,
       recordStacks: this.recordStacks,
       module: url,
       args: opts.args ?? null,
@@ -335,6 +342,7 @@ export class Machine {
       control: this.control,
       fences: this.fences,
       port: req.port,
+      ...(req.owner !== undefined ? { owner: req.owner } : {}),
       recordStacks: this.recordStacks,
       module: req.module,
       args: req.args,

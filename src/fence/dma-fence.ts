@@ -9,7 +9,7 @@
  * fences travel between workers as FenceHandles (index, gen) together with a reference the sender gives up.
  *
  * ## Signalling and waiting
- * Signalling is compareExchange(S_SIGNAL, 0 → 1) — the winner writes the timestamp, sets F_TIMESTAMP, notifies the
+ * Signalling is compareExchange(S_SIGNAL, 0 → 1) — the winner installs the timestamp, sets F_TIMESTAMP, notifies the
  * word and rings the doorbell of every worker bucket in S_WAITERS. A synchronous wait spins briefly (bounded,
  * shared spinner budget, src/shm/spin.ts) and then Atomics.waits on the fence's signal word. Event-loop threads
  * (the broker) use dmaFenceWaitAsync(), an Atomics.waitAsync that holds a ref'd handle so the worker stays alive.
@@ -74,7 +74,8 @@ import {
   S_SIGNAL,
   S_WAITERS,
 } from './table.js';
-import { warnOn } from '../bug.js';
+import { warn, warnOn } from '../bug.js';
+import { FAULT_FENCE_SIGNAL, faultArmed, faultPoint } from '../fault-inject.js';
 import { fenceRuntime, type FenceRuntime } from './runtime.js';
 
 export { FenceRuntime, fenceRuntime, fenceRuntimeAttached, setFenceRuntime, type FenceAttachOptions } from './runtime.js';
@@ -374,15 +375,19 @@ export function dmaFencePut(f: DmaFence | null | undefined): void {
 /**
  * The signal itself: claims S_SIGNAL, publishes the timestamp, wakes waiters, rings interested workers and runs
  * this worker's callbacks on the fence. Returns -EINVAL when the fence was signaled already.
+ *
+ * A signaller may die (a killed worker) anywhere after its compareExchange. Everything after it is therefore
+ * repairable by others: the timestamp is installed with a compareExchange from "unset" that a reader may win first
+ * (dmaFenceTimestamp), and the notify and doorbell ring it would have done are covered by every sleeper waking
+ * at least every FENCE_SLICE_MS to re-check S_SIGNAL. The fault seam below is where a test stops a signaller dead.
  */
 export function signalInner(f: DmaFence, timestampNs: number): number {
   const rt = f.rt;
   const i32 = rt.i32;
   const b = f.base;
   if (Atomics.compareExchange(i32, b + S_SIGNAL, 0, 1) !== 0) return -E.EINVAL;
-  rt.table.f64[f.base64 + S64_TIMESTAMP] = timestampNs;
-  // The timestamp store above is visible to whoever observes F_TIMESTAMP (seq-cst or).
-  Atomics.or(i32, b + S_FLAGS, F_SIGNALED | F_TIMESTAMP);
+  if (faultArmed !== 0) faultPoint(FAULT_FENCE_SIGNAL);
+  publishTimestamp(f, timestampNs);
   Atomics.notify(i32, b + S_SIGNAL);
   const mask = Atomics.load(i32, b + S_WAITERS);
   if (mask !== 0) rt.table.ring(mask);
@@ -484,18 +489,74 @@ export function dmaFenceSetError(f: DmaFence, error: number): void {
 }
 
 /**
- * dma_fence_timestamp: when the fence signaled (ns, machine clock). Spins until the signaller published it, as
- * the kernel does; an unsignaled fence warns and gives "now".
+ * Installs the signal timestamp (S64_TIMESTAMP holds ns + 1, 0 while unset) unless someone did already, then sets
+ * F_SIGNALED | F_TIMESTAMP. Returns the timestamp that won. Called by the signaller, and by a reader repairing a
+ * signal whose signaller stopped after its S_SIGNAL compareExchange: one compareExchange from 0 decides, so the two
+ * cannot conflict, and both then see the same value.
+ */
+function publishTimestamp(f: DmaFence, timestampNs: number): number {
+  const i64 = f.rt.table.i64;
+  const w = f.base64 + S64_TIMESTAMP;
+  const mine = encodeTimestamp(timestampNs);
+  const old = Atomics.compareExchange(i64, w, 0n, mine);
+  // seq-cst: whoever sees F_TIMESTAMP also sees the installed value.
+  Atomics.or(f.rt.i32, f.base + S_FLAGS, F_SIGNALED | F_TIMESTAMP);
+  return decodeTimestamp(old === 0n ? mine : old);
+}
+
+/** S64_TIMESTAMP's encoding: never 0 (= unset): t + 1 for t ≥ 0, t itself for the (odd) negative ktime. */
+function encodeTimestamp(ns: number): bigint {
+  const t = BigInt(Math.round(ns));
+  return t >= 0n ? t + 1n : t;
+}
+function decodeTimestamp(v: bigint): number {
+  return Number(v > 0n ? v - 1n : v);
+}
+
+/** How long dmaFenceTimestamp lets a signaller finish publishing before it repairs the signal itself (ms). */
+const TIMESTAMP_GRACE_MS = 1;
+
+/**
+ * dma_fence_timestamp: when the fence signaled (ns, machine clock); an unsignaled fence warns and gives "now".
+ *
+ * Bounded: the kernel spins while the signaller is between its test_and_set and its timestamp store, which on a
+ * real CPU lasts nanoseconds. Here the signaller is a worker that may be killed right there, so we spin for at most
+ * TIMESTAMP_GRACE_MS and then complete the signal ourselves: install "now" as the timestamp (a compareExchange the
+ * signaller, if it is alive after all, merely loses), set the flags, notify the word and ring the waiters, and
+ * report it as a kernel warning. "now" is after the real signal (S_SIGNAL was already 1), so it is a valid,
+ * slightly late timestamp.
  */
 export function dmaFenceTimestamp(f: DmaFence): number {
-  const i32 = f.rt.i32;
+  const rt = f.rt;
+  const i32 = rt.i32;
   if (warnOn(Atomics.load(i32, f.base + S_SIGNAL) === 0, `dma_fence_timestamp of unsignaled ${f}`)) {
     return ktimeGetNs();
   }
-  while ((Atomics.load(i32, f.base + S_FLAGS) & F_TIMESTAMP) === 0) {
-    /* cpu_relax: the signaller is between its compareExchange and its timestamp store */
+  const w = f.base64 + S64_TIMESTAMP;
+  let v = Atomics.load(rt.table.i64, w);
+  if (v !== 0n) return decodeTimestamp(v);
+  const deadline = performance.now() + TIMESTAMP_GRACE_MS;
+  for (let i = 0; v === 0n; i++) {
+    if ((i & 63) === 63 && performance.now() > deadline) break;
+    v = Atomics.load(rt.table.i64, w);
   }
-  return f.rt.table.f64[f.base64 + S64_TIMESTAMP]!;
+  if (v !== 0n) return decodeTimestamp(v);
+  const ts = repairSignal(f);
+  warn(`dma_fence_timestamp: ${f} was signaled but its signaller never published the timestamp (died mid-signal?); completed by the reader`);
+  return ts;
+}
+
+/**
+ * Completes a signal whose signaller stopped after claiming S_SIGNAL (see dmaFenceTimestamp): timestamp, flags,
+ * the notify and doorbell rings it owed. This worker's own callbacks on the fence run at its next pump.
+ */
+function repairSignal(f: DmaFence): number {
+  const rt = f.rt;
+  const ts = publishTimestamp(f, ktimeGetNs());
+  Atomics.notify(rt.i32, f.base + S_SIGNAL);
+  const mask = Atomics.load(rt.i32, f.base + S_WAITERS);
+  if (mask !== 0) rt.table.ring(mask);
+  return ts;
 }
 
 /**

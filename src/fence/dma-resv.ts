@@ -15,9 +15,19 @@
  *   exactly (dma_resv_iter_is_restarted) so callers written against it stay right.
  *
  * ## Lock word layout (Int32, Atomics)
- *   RL_STATE  0 unlocked, 1 locked, 2 locked and a waiter may sleep (Drepper's three-state mutex)
- *   RL_OWNER  thread id + 1 of the holder, 0 when unlocked (assertHeld, and the future deadlock watchdog)
+ *   RL_STATE  0 unlocked, else the holder's owner token (src/shm/alive.ts: its fence runtime's token, or an
+ *             untracked id for a thread with no fence table) | LOCK_WAITERS while a waiter may sleep — a robust
+ *             futex word: the lock names its owner, so a waiter can tell a dead holder from a slow one
+ *   RL_OWNER  unused (the owner is in RL_STATE, stored by the same compareExchange that takes the lock)
  *   RL_CTX    acquire-context stamp of the holder (0 = locked without a context)
+ *
+ * ## A holder that dies
+ * A worker killed while holding the lock leaves its token in RL_STATE. Waiters sleep in bounded slices and ask the
+ * alive table about the holder after each; the first to find it dead takes the lock over (a compareExchange from
+ * the dead holder's exact word) and dmaResvLock returns -EOWNERDEAD with the lock held, as
+ * pthread_mutex_lock does on a robust mutex, after a warning. What the lock protects stays consistent: the fence
+ * list can only be changed by its owner thread, which is not the dead one unless the object died with it. The
+ * broker's dma-bufs never hand their lockSab to a process, so no process can make the broker wait on this lock.
  */
 import { threadId } from 'node:worker_threads';
 import { E } from '../uapi/errno.js';
@@ -37,7 +47,9 @@ import {
   fenceRuntimeAttached,
   fenceRuntime,
 } from './dma-fence.js';
-import { BUG, warnOn } from '../bug.js';
+import { BUG, warn, warnOn } from '../bug.js';
+import { TOKEN_MASK } from '../shm/alive.js';
+import { robustLock, robustUnlock, untrackedOwner } from './table.js';
 
 export const DMA_RESV_USAGE_KERNEL = 0;
 export const DMA_RESV_USAGE_WRITE = 1;
@@ -132,7 +144,10 @@ export class DmaResv {
   }
 }
 
-const me = threadId + 1;
+/** This thread's owner id in lock words: its fence runtime's alive token, or an untracked id. */
+function ownerId(): number {
+  return fenceRuntimeAttached() ? fenceRuntime().owner : untrackedOwner();
+}
 
 function ownerOnly(obj: DmaResv, what: string): void {
   if (threadId !== obj.ownerThread) {
@@ -166,36 +181,34 @@ export function dmaResvFini(obj: DmaResv): void {
 // ---- the lock ----------------------------------------------------------------------------------------------------
 
 /**
- * dma_resv_lock(obj, ctx): takes the reservation lock, sleeping while another worker holds it. Returns 0, or
- * -EALREADY when `ctx` already holds it (ww_mutex). Locking it again without a context in the holding thread is
- * a self-deadlock: a BUG (thrown) rather than a hang. Deadlock avoidance between contexts (-EDEADLK) is the
- * ww_mutex seam, not implemented yet.
+ * dma_resv_lock(obj, ctx): takes the reservation lock, sleeping while another worker holds it. Returns 0;
+ * -EALREADY when `ctx` already holds it (ww_mutex); -EOWNERDEAD, with the lock held, when its previous holder died
+ * holding it (see "A holder that dies" above; a warning reports it). Locking it again without a context in the
+ * holding thread is a self-deadlock: a BUG (thrown) rather than a hang. Deadlock avoidance between contexts
+ * (-EDEADLK) is the ww_mutex seam, not implemented yet.
  *
- * Race-free sleep: a waiter stores 2 ("contended") with an exchange before sleeping, and Atomics.wait sleeps only
- * while the word is still 2; an unlock that finds 2 stores 0 and notifies, so no unlock can slip between a
- * waiter's exchange and its wait unnoticed.
+ * Bounded and race-free sleep: robustLock in table.ts (waiters bit set before sleeping, sleeps only while the
+ * word still holds that exact value, never longer than LOCK_SLICE_MS before re-checking the holder's liveness).
  */
 export function dmaResvLock(obj: DmaResv, ctx: WwAcquireCtx | null = null): number {
   const w = obj.lockWord;
-  if (Atomics.compareExchange(w, RL_STATE, 0, 1) !== 0) {
-    if (Atomics.load(w, RL_OWNER) === me) {
+  const me = ownerId();
+  let ownerDied = false;
+  const v = Atomics.compareExchange(w, RL_STATE, 0, me);
+  if (v !== 0) {
+    // Only this thread can store its own id, so this read cannot race with our own acquisition.
+    if ((v & TOKEN_MASK) === me) {
       if (ctx && Atomics.load(w, RL_CTX) === ctx.stamp) return -E.EALREADY;
       BUG('recursive dma_resv_lock in one thread (AA deadlock)');
     }
-    if (fenceRuntimeAttached()) fenceRuntime().spin.spinWhileEquals(w, RL_STATE, Atomics.load(w, RL_STATE) || 1);
-    let c = Atomics.compareExchange(w, RL_STATE, 0, 1);
-    if (c !== 0) {
-      c = Atomics.exchange(w, RL_STATE, 2);
-      while (c !== 0) {
-        Atomics.wait(w, RL_STATE, 2);
-        c = Atomics.exchange(w, RL_STATE, 2);
-      }
-    }
+    const rt = fenceRuntimeAttached() ? fenceRuntime() : null;
+    rt?.spin.spinWhileEquals(w, RL_STATE, v);
+    ownerDied = robustLock(w, RL_STATE, me, rt ? rt.table.alive : null);
+    if (ownerDied) warn(`dma_resv_lock: the holder (owner ${v & TOKEN_MASK}) died holding the lock; taken over (EOWNERDEAD)`);
   }
-  Atomics.store(w, RL_OWNER, me);
   Atomics.store(w, RL_CTX, ctx ? ctx.stamp : 0);
   obj.ctx = ctx;
-  return 0;
+  return ownerDied ? -E.EOWNERDEAD : 0;
 }
 
 /** dma_resv_lock_interruptible: as dmaResvLock (nothing interrupts a worker, so never -EINTR). */
@@ -211,8 +224,7 @@ export function dmaResvLockSlow(obj: DmaResv, ctx: WwAcquireCtx): void {
 /** dma_resv_trylock: true when the lock was taken. */
 export function dmaResvTrylock(obj: DmaResv): boolean {
   const w = obj.lockWord;
-  if (Atomics.compareExchange(w, RL_STATE, 0, 1) !== 0) return false;
-  Atomics.store(w, RL_OWNER, me);
+  if (Atomics.compareExchange(w, RL_STATE, 0, ownerId()) !== 0) return false;
   Atomics.store(w, RL_CTX, 0);
   obj.ctx = null;
   return true;
@@ -225,17 +237,13 @@ export function dmaResvTrylock(obj: DmaResv): boolean {
  */
 export function dmaResvUnlock(obj: DmaResv): void {
   const w = obj.lockWord;
-  if (Atomics.load(w, RL_STATE) === 0 || Atomics.load(w, RL_OWNER) !== me) {
+  if ((Atomics.load(w, RL_STATE) & TOKEN_MASK) !== ownerId()) {
     BUG('dma_resv_unlock of a lock this thread does not hold');
   }
   if (threadId === obj.ownerThread) dmaResvResetMaxFences(obj);
   obj.ctx = null;
-  Atomics.store(w, RL_OWNER, 0);
   Atomics.store(w, RL_CTX, 0);
-  if (Atomics.sub(w, RL_STATE, 1) !== 1) {
-    Atomics.store(w, RL_STATE, 0);
-    Atomics.notify(w, RL_STATE, 1);
-  }
+  robustUnlock(w, RL_STATE);
 }
 
 /** dma_resv_is_locked: locked by anyone. */
@@ -245,7 +253,8 @@ export function dmaResvIsLocked(obj: DmaResv): boolean {
 
 /** dma_resv_held: locked by this thread (lockdep_is_held). */
 export function dmaResvHeld(obj: DmaResv): boolean {
-  return Atomics.load(obj.lockWord, RL_STATE) !== 0 && Atomics.load(obj.lockWord, RL_OWNER) === me;
+  const v = Atomics.load(obj.lockWord, RL_STATE);
+  return v !== 0 && (v & TOKEN_MASK) === ownerId();
 }
 
 /** dma_resv_assert_held: warns (lockdep_assert_held) when this thread does not hold the lock. */

@@ -7,6 +7,7 @@
 import { E } from '../uapi/errno.js';
 import { ktimeGetNs } from '../shm/clock.js';
 import { AdaptiveSpin } from '../shm/spin.js';
+import { spinBlockOf } from '../shm/control-block.js';
 import { BUG, warn } from '../bug.js';
 import {
   DOORBELL_BUCKETS,
@@ -42,7 +43,20 @@ export interface FenceAttachOptions {
    * on this worker's doorbell, instead of only at this worker's waits and explicit pumps.
    */
   readonly eventLoop?: boolean;
+  /**
+   * This worker's owner token in the table's alive table, when someone registered it already (the broker does for
+   * every machine process, and clears it when the process dies). Without it the worker registers itself, and
+   * whoever started the worker should clear the token when it ends (FenceRuntime.owner, AliveTable.clear).
+   */
+  readonly owner?: number;
 }
+
+/**
+ * The longest a fence sleep lasts before its waiter re-checks the fence (ms). Every Atomics.wait /
+ * waitAsync on a fence word or doorbell is cut into slices this long, so a wake lost to a signaller that died
+ * between its S_SIGNAL compareExchange and its notify / doorbell ring costs at most one slice.
+ */
+export const FENCE_SLICE_MS = 50;
 
 /**
  * One worker's attachment to a fence table: views, the wrapper cache, this worker's doorbell bucket and its
@@ -63,6 +77,8 @@ export class FenceRuntime {
   readonly i32: Int32Array;
   /** This worker's creator id (≥ 1). */
   readonly attachId: number;
+  /** This worker's owner token in the table's alive table (src/shm/alive.ts). */
+  readonly owner: number;
   /** This worker's bit in S_WAITERS masks, and the Int32 index of its doorbell word. */
   readonly bit: number;
   readonly bell: number;
@@ -88,7 +104,13 @@ export class FenceRuntime {
     this.bit = 1 << bucket;
     this.bell = this.table.doorbellWord(bucket);
     this.seenBell = Atomics.load(this.i32, this.bell);
-    this.spin = new AdaptiveSpin(opts.control ? new Int32Array(opts.control) : this.table.spinControl);
+    this.owner = opts.owner ?? defaultOwner ?? this.table.alive.register();
+    this.table.owner = this.owner;
+    this.spin = new AdaptiveSpin(
+      opts.control ? spinBlockOf(opts.control) : this.table.spinControl,
+      this.owner,
+      this.table.alive,
+    );
     this.eventLoop = opts.eventLoop ?? false;
   }
 
@@ -443,7 +465,8 @@ export class FenceRuntime {
       }
       this.watch();
     };
-    const r = Atomics.waitAsync(this.i32, this.bell, this.seenBell);
+    // Sliced: a signaller that died before ringing us costs one slice, then the pump finds the S_SIGNAL word set.
+    const r = Atomics.waitAsync(this.i32, this.bell, this.seenBell, FENCE_SLICE_MS);
     if (!r.async) setImmediate(fire);
     else void r.value.then(fire);
   }
@@ -464,7 +487,8 @@ export class FenceRuntime {
       // Spin briefly (bounded, shared budget) on a leaf's signal word before sleeping; a doorbell is only rung
       // for multi-fence waits, which are rare enough not to be worth a spinner slot.
       if (plan.leaf && this.spin.spinWhileEquals(i32, plan.word, plan.value)) return;
-      Atomics.wait(i32, plan.word, plan.value, leftMs === Infinity ? undefined : leftMs);
+      // Bounded: the caller re-evaluates after every slice (a lost notify costs at most FENCE_SLICE_MS).
+      Atomics.wait(i32, plan.word, plan.value, Math.min(leftMs, FENCE_SLICE_MS));
     } finally {
       for (const r of plan.refs) this.putIndex(r.index);
     }
@@ -475,7 +499,7 @@ export class FenceRuntime {
     const plan = this.planSleep(blockers, owned);
     if (!plan) return;
     try {
-      await waitAsyncWord(this.i32, plan.word, plan.value, leftMs);
+      await waitAsyncWord(this.i32, plan.word, plan.value, Math.min(leftMs, FENCE_SLICE_MS));
     } finally {
       for (const r of plan.refs) this.putIndex(r.index);
     }
@@ -544,6 +568,17 @@ function waitAsyncWord(i32: Int32Array, index: number, value: number, ms: number
 }
 
 // ---- the current runtime ---------------------------------------------------------------------------------------
+
+let defaultOwner: number | null = null;
+
+/**
+ * The owner token attachFenceTable uses in this worker when its options name none: a machine process's runtime
+ * sets it to the token the broker registered for the process (so a fence runtime attached later by any library
+ * code is owned by the process, and dies with it) instead of registering a token nobody would clear.
+ */
+export function setDefaultFenceOwner(owner: number | null): void {
+  defaultOwner = owner;
+}
 
 let current: FenceRuntime | null = null;
 

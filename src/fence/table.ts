@@ -16,7 +16,9 @@
  *
  *   H_MAGIC, H_VERSION, H_NSLOTS, H_NAMES_CAP   immutable after creation
  *   H_NAMES_COUNT   names entries ever used (the part of the table below it has been written at least once)
- *   H_NAMES_LOCK    0 free / 1 held: serialises allocating and freeing names entries (readers never take it)
+ *   H_NAMES_LOCK    0 free, else the holder's owner token (| LOCK_WAITERS while someone may sleep on it): a
+ *                   robust lock serialising allocating and freeing names entries (readers never take it); see
+ *                   lockNames
  *   H_NAMES_FREE    head of the free names entries (NE_LINK chain; −1 = none), under H_NAMES_LOCK
  *   H_NAMES_LIVE    names entries in use (fixed ones included), for diagnostics
  *   H_LIVE          slots in use (fences + array extension slots); H_HIGH_WATER its maximum
@@ -24,10 +26,12 @@
  *   H_SERIAL        creation serial of the last fence (for leak reports)
  *   byte 48  i64 H_FREE_HEAD_B   free-list head: (tag << 32) | index, index 0xffffffff = empty (see allocSlot)
  *   byte 56  i64 H_CONTEXT_B     the fence context counter; starts at 1 (context 0 is the stub)
- *   words 16..31  H_SPIN         a spin budget block with the machine control block's word layout (SPINNERS,
- *                                MAX_SPINNERS), used when a worker attaches without the machine's control block
+ *   words 16..31  H_SPIN         a spin slot block (layout in src/shm/spin.ts), used when a worker attaches
+ *                                without the machine's control block
  *   words 32..63  H_DOORBELLS    32 callback doorbells, one per worker bucket (attach id mod 32)
  *   byte 256 f64 H_EPOCH_B       the machine clock's epoch (see clock.ts)
+ *   word 66      H_KERNEL_OWNER  the broker's owner token in the alive table (0 = none: a table without a machine)
+ *   words 128..  H_ALIVE         the "who is alive" table, ALIVE_WORDS words (layout in src/shm/alive.ts)
  *
  * ## Slot (Int32 words S_*, 64-bit words S64_* in units of 8 bytes from the slot start)
  *
@@ -47,7 +51,9 @@
  *   S_CREATOR     attach id of the worker that created the fence
  *   S_SERIAL      machine-wide creation serial
  *   S64_CONTEXT   u64 fence context          S64_SEQNO       u64 seqno
- *   S64_TIMESTAMP f64 signal time, ns (valid once F_TIMESTAMP is set)
+ *   S64_TIMESTAMP i64 signal time in ns + 1; 0 = not published yet. Installed with compareExchange(0 → t + 1)
+ *                 by the signaller — or by a reader that finds the fence signaled without it (the signaller died
+ *                 between its S_SIGNAL compareExchange and this store): one install wins, so they cannot conflict
  *   S64_DEADLINE  i64 earliest deadline requested, ns (valid when F_HAS_DEADLINE)
  *   S64_PREV      chains: handle of the previous link (0 = none), swapped with compareExchange by the walk's GC
  *   S64_FENCE     chains: handle of the link's fence     S64_PREV_SEQNO  chains: u64 prev_seqno
@@ -67,14 +73,16 @@
  */
 import { BUG } from '../bug.js';
 import { availableParallelism } from 'node:os';
-import { MAX_SPINNERS } from '../shm/control-block.js';
+import { threadId } from 'node:worker_threads';
+import { ALIVE_WORDS, AliveTable, TOKEN_MASK } from '../shm/alive.js';
+import { initSpinBlock, SPIN_BLOCK_WORDS } from '../shm/spin.js';
 import { machineEpochNow } from '../shm/clock.js';
 import { warn } from '../bug.js';
 
 // ---- header --------------------------------------------------------------------------------------------------
 
 export const FENCE_TABLE_MAGIC = 0x66656e63; // 'fenc'
-export const FENCE_TABLE_VERSION = 1;
+export const FENCE_TABLE_VERSION = 2;
 
 export const H_MAGIC = 0;
 export const H_VERSION = 1;
@@ -91,11 +99,18 @@ export const H_NAMES_LIVE = 11;
 export const H_FREE_HEAD_B = 48;
 export const H_CONTEXT_B = 56;
 export const H_SPIN = 16;
-export const H_SPIN_WORDS = 16;
+export const H_SPIN_WORDS = SPIN_BLOCK_WORDS;
 export const H_DOORBELLS = 32;
 export const DOORBELL_BUCKETS = 32;
 export const H_EPOCH_B = 256;
-export const HEADER_BYTES = 512;
+/** Word 66 (after the epoch): the broker's owner token. */
+export const H_KERNEL_OWNER = 66;
+export const H_ALIVE = 128;
+export const HEADER_BYTES = (((H_ALIVE + ALIVE_WORDS) * 4 + 63) & ~63) >>> 0;
+/** Lock words (H_NAMES_LOCK, dma_resv's RL_STATE): the owner token plus this bit while a waiter may sleep. */
+export const LOCK_WAITERS = 1 << 30;
+/** How long a lock waiter sleeps before it re-checks the owner's liveness (ms). */
+export const LOCK_SLICE_MS = 50;
 
 // ---- names ---------------------------------------------------------------------------------------------------
 
@@ -258,7 +273,7 @@ export function createFenceTable(opts: FenceTableOptions = {}): SharedArrayBuffe
   i32[H_VERSION] = FENCE_TABLE_VERSION;
   i32[H_NSLOTS] = nslots;
   i32[H_NAMES_CAP] = namesCap;
-  i32[H_SPIN + MAX_SPINNERS] = opts.maxSpinners ?? Math.max(1, availableParallelism() - 1);
+  initSpinBlock(new Int32Array(sab, H_SPIN * 4, H_SPIN_WORDS), opts.maxSpinners ?? Math.max(1, availableParallelism() - 1));
   f64[H_EPOCH_B / 8] = machineEpochNow();
   i64[H_CONTEXT_B / 8] = 1n;
   // Every slot starts free with generation 1 (so no handle is ever 0) and a dead refcount.
@@ -322,8 +337,15 @@ export class FenceTable {
   readonly namesCap: number;
   /** Int32 index of slot 0's first word. */
   readonly slot0: number;
-  /** A spin-budget block shaped like the machine control block (SPINNERS, MAX_SPINNERS words). */
+  /** The table's own spin slot block (src/shm/spin.ts), for workers attached without a machine control block. */
   readonly spinControl: Int32Array;
+  /** The "who is alive" table (src/shm/alive.ts). */
+  readonly alive: AliveTable;
+  /**
+   * This worker's owner token, stamped in lock words it takes (set by FenceRuntime at attach; an untracked id
+   * until then).
+   */
+  owner: number;
   /** This worker's cache of interned pairs: key → (id, gen), validated against NE_GEN on every use. */
   private readonly nameKeys = new Map<string, { readonly id: number; readonly gen: number }>();
   /** This worker's cache of entries' strings, by id, with the generation they were read at. */
@@ -344,6 +366,8 @@ export class FenceTable {
     this.namesCap = this.i32[H_NAMES_CAP]!;
     this.slot0 = slotsOffset(this.namesCap) / 4;
     this.spinControl = new Int32Array(sab, H_SPIN * 4, H_SPIN_WORDS);
+    this.alive = new AliveTable(this.i32, H_ALIVE);
+    this.owner = untrackedOwner();
   }
 
   /** The machine clock's epoch (ms on the timeOrigin scale). */
@@ -654,18 +678,18 @@ export class FenceTable {
   }
 
   /**
-   * Takes the names lock. Race-free sleep: we only Atomics.wait while the word still reads 1 (held); the holder
-   * stores 0 before it notifies, so an unlock between our failed compareExchange and the wait makes the wait
-   * return at once.
+   * Takes the names lock (a robust mutex, see robustLock). A holder that died under it left at worst one entry
+   * neither live nor on the free list (popped or counted, not yet published): lost for the table's life, never
+   * handed out twice — so the taker reports it and carries on.
    */
   private lockNames(): void {
-    const i32 = this.i32;
-    while (Atomics.compareExchange(i32, H_NAMES_LOCK, 0, 1) !== 0) Atomics.wait(i32, H_NAMES_LOCK, 1);
+    if (robustLock(this.i32, H_NAMES_LOCK, this.owner, this.alive)) {
+      warn('fence names table lock: its owner died holding it; taken over (EOWNERDEAD), at most one names entry lost');
+    }
   }
 
   private unlockNames(): void {
-    Atomics.store(this.i32, H_NAMES_LOCK, 0);
-    Atomics.notify(this.i32, H_NAMES_LOCK, 1);
+    robustUnlock(this.i32, H_NAMES_LOCK);
   }
 
   /**
@@ -721,6 +745,59 @@ export class FenceTable {
     }
     return out;
   }
+}
+
+/** An owner id for a thread that has no alive-table token (never presumed dead). */
+export function untrackedOwner(): number {
+  return (1 << 29) | ((threadId + 1) & ((1 << 29) - 1));
+}
+
+/**
+ * A robust mutex on word `w` of `i32`, the way a robust futex works: the word holds the holder's owner token
+ * (src/shm/alive.ts) | LOCK_WAITERS, 0 when free. Takes it for `owner`; returns true when the previous holder was
+ * found dead and the lock was taken over from it (EOWNERDEAD: the caller reports it and repairs what the lock
+ * protects), false on a normal acquisition.
+ *
+ * Bounded and recoverable: a waiter sets LOCK_WAITERS and sleeps only while the word still holds exactly that
+ * value (so an unlock — a store of 0 then a notify — between its compareExchange and its sleep makes the sleep
+ * return at once), and never longer than LOCK_SLICE_MS: after each slice it re-reads the word and asks the alive
+ * table about the holder, so a dead holder (or a lost notify) costs at most one slice. The takeover is a
+ * compareExchange from the dead holder's exact value, so two waiters cannot both take over, and a holder that
+ * unlocks meanwhile makes it fail harmlessly.
+ */
+export function robustLock(i32: Int32Array, w: number, owner: number, alive: AliveTable | null): boolean {
+  const mine = owner & TOKEN_MASK;
+  let v = Atomics.compareExchange(i32, w, 0, mine);
+  if (v === 0) return false;
+  for (;;) {
+    if (v === 0) {
+      // Free: take it, keeping the waiters bit (other sleepers may exist; the unlock then wakes one).
+      v = Atomics.compareExchange(i32, w, 0, mine | LOCK_WAITERS);
+      if (v === 0) return false;
+      continue;
+    }
+    const holder = v & TOKEN_MASK;
+    if (alive && !alive.isAlive(holder)) {
+      if (Atomics.compareExchange(i32, w, v, mine | LOCK_WAITERS) === v) return true;
+      v = Atomics.load(i32, w);
+      continue;
+    }
+    if ((v & LOCK_WAITERS) === 0) {
+      const seen = Atomics.compareExchange(i32, w, v, v | LOCK_WAITERS);
+      if (seen !== v) {
+        v = seen;
+        continue;
+      }
+      v |= LOCK_WAITERS;
+    }
+    Atomics.wait(i32, w, v, LOCK_SLICE_MS);
+    v = Atomics.load(i32, w);
+  }
+}
+
+/** Releases a robust lock taken with robustLock; wakes one sleeper when the waiters bit was set. */
+export function robustUnlock(i32: Int32Array, w: number): void {
+  if (Atomics.exchange(i32, w, 0) & LOCK_WAITERS) Atomics.notify(i32, w, 1);
 }
 
 /** Leak report lines for live fences (empty string when there are none). */

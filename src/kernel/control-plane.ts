@@ -9,7 +9,10 @@ import { KernelError, simError, SyscallError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { AF_UNIX, O_CLOEXEC, O_LARGEFILE, O_RDWR, SOCK_TYPE_MASK } from '../uapi/posix.js';
 import { createChannel } from '../shm/channel.js';
-import { createControl, SHUTDOWN } from '../shm/control-block.js';
+import { createControl, SHUTDOWN, spinBlockOf } from '../shm/control-block.js';
+import { releaseSpinSlots } from '../shm/spin.js';
+import { H_KERNEL_OWNER } from '../fence/table.js';
+import type { FenceRuntime } from '../fence/runtime.js';
 import { afUnixOf, socketpairFlags } from './af-unix.js';
 import { registerCharDevices } from './chrdev.js';
 import { attachFenceTable, createFenceTable, dmaFenceFromHandle, liveFences, type FenceHandle, type FenceTableOptions } from '../fence/index.js';
@@ -53,6 +56,8 @@ export interface BootConfig extends SubsystemConfig {
 export interface ProcessInfo {
   readonly pid: number;
   readonly channel: SharedArrayBuffer;
+  /** The process's owner token in the fence table's alive table (its spin slots and locks carry it). */
+  readonly owner: number;
 }
 
 export interface KernelStats {
@@ -74,6 +79,9 @@ export class KernelControl {
   private loop: ServeLoop | null = null;
   private ctl: Int32Array | null = null;
   private fences: SharedArrayBuffer | null = null;
+  private fenceRt: FenceRuntime | null = null;
+  /** pid → the owner token registered for the process in the alive table, cleared in reap. */
+  private readonly owners = new Map<number, number>();
 
   /**
    * What a method's exception becomes for its caller on the main thread (the broker's expose() calls this): a
@@ -95,7 +103,12 @@ export class KernelControl {
     throw new Error('this kernel has no main thread to start workers');
   }) {}
 
-  private readonly spawnSink = (req: SpawnRequest): void => this.post(req, [req.port]);
+  private readonly spawnSink = (req: SpawnRequest): void => {
+    // A cloned task owns spin slots and locks like a spawned one: its token is cleared when reap(tid) runs.
+    const owner = this.fenceRt!.table.alive.register();
+    this.owners.set(req.tid, owner);
+    this.post({ ...req, owner }, [req.port]);
+  };
   private readonly shuttingDown = (): boolean => this.ctl !== null && Atomics.load(this.ctl, SHUTDOWN) !== 0;
 
   private get kernel(): Kernel {
@@ -115,7 +128,11 @@ export class KernelControl {
     // The machine's fence table, before any subsystem can make a fence. The broker is an event-loop thread: its
     // fence callbacks run promptly from a waitAsync watcher; fence/resv WARN()s go to the kernel's warnings.
     const fences = createFenceTable({ ...fenceTableSizes(cfg.fences ?? {}, 'fences.'), maxSpinners: cfg.maxSpinners });
-    attachFenceTable(fences, { control, eventLoop: true });
+    const frt = attachFenceTable(fences, { control, eventLoop: true });
+    // Processes learn from this word whether the kernel still lives (the main thread clears the token when the
+    // broker worker exits): a call waiting for a reply then fails instead of waiting forever.
+    Atomics.store(frt.i32, H_KERNEL_OWNER, frt.owner);
+    this.fenceRt = frt;
     setWarningSink((message, expected) => k.recordWarning(message, expected), true);
     this.fences = fences;
     bootSubsystems(k, entry, cfg);
@@ -147,12 +164,22 @@ export class KernelControl {
     // As a 64-bit parent's open("/dev/null", O_RDWR) leaves them: O_RDWR | O_LARGEFILE.
     for (let fd = 0; fd < 3; fd++) k.installFd(t, k.openPath(t, '/dev/null', O_RDWR | O_LARGEFILE), false);
     this.entry!.addTask(t);
-    return { pid, channel };
+    const owner = this.fenceRt!.table.alive.register();
+    this.owners.set(pid, owner);
+    return { pid, channel, owner };
   }
 
   /** Reaps a process whose worker ended (exit, uncaught error, terminate): the same teardown as exit(). */
   reap(pid: number, code: number): void {
     const k = this.kernel;
+    const owner = this.owners.get(pid);
+    if (owner !== undefined) {
+      // The worker is gone: the spin slots it held (killed mid-spin) come back, and waiters on locks it held
+      // see it dead from now on (robust locks, src/fence/table.ts). Nothing here waits on the process.
+      this.owners.delete(pid);
+      releaseSpinSlots(spinBlockOf(this.ctl!.buffer as SharedArrayBuffer), owner);
+      this.fenceRt!.table.alive.clear(owner);
+    }
     const t = k.tasks.get(pid);
     if (!t) return;
     k.teardown(t, code);

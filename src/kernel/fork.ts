@@ -47,6 +47,8 @@ export interface SpawnRequest {
   readonly port: MessagePort;
   readonly module: string;
   readonly args: readonly unknown[];
+  /** The task's owner token in the alive table (stamped by the control plane's sink; see src/shm/alive.ts). */
+  readonly owner?: number;
 }
 
 /** Sends a SpawnRequest to the main thread (transferring its port). */

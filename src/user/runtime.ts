@@ -23,12 +23,20 @@ import {
   ST_REQUEST,
   SYS_NAMES,
 } from '../shm/channel.js';
-import { ringDoorbell, SHUTDOWN } from '../shm/control-block.js';
+import { ringDoorbell, SHUTDOWN, spinBlockOf } from '../shm/control-block.js';
 import { AdaptiveSpin } from '../shm/spin.js';
+import { AliveTable } from '../shm/alive.js';
+import { H_ALIVE, H_KERNEL_OWNER, untrackedOwner } from '../fence/table.js';
+import { setDefaultFenceOwner } from '../fence/runtime.js';
 
 const enc = new TextEncoder();
 /** How long a reply's port message may lag behind the reply before it counts as lost (a kernel bug). */
 const PORT_DRAIN_MS = 5000;
+/**
+ * The longest one sleep for a reply lasts before the process re-checks the channel and the kernel's liveness
+ * (ms): a lost notify costs at most this, and a dead broker is noticed within it instead of never.
+ */
+export const REPLY_SLICE_MS = 100;
 
 /**
  * Thrown by exit() to unwind the process's JavaScript stack (the worker entry catches it), and by any syscall
@@ -62,6 +70,11 @@ export interface RuntimeInit {
   readonly port: MessagePort;
   /** Send the caller's stack with every syscall, for leak reports (Machine.boot({ recordStacks: true })). */
   readonly recordStacks?: boolean;
+  /**
+   * This process's owner token in the fence table's alive table (src/shm/alive.ts), registered by the broker
+   * and cleared when the process dies: it owns the spin slots and locks the process takes.
+   */
+  readonly owner?: number;
 }
 
 export class Runtime {
@@ -81,6 +94,12 @@ export class Runtime {
   private readonly recordStacks: boolean;
   /** The exit status once exit() went through: the process is gone and may make no further syscall. */
   exited: number | null = null;
+  /** This process's owner token (spin slots, locks); see RuntimeInit.owner. */
+  readonly owner: number;
+  private readonly alive: AliveTable | null;
+  private readonly fenceWords: Int32Array | null;
+  /** Set once the kernel (broker) was found dead: every later call fails at once. */
+  private kernelGone = false;
 
   constructor(init: RuntimeInit) {
     this.recordStacks = init.recordStacks ?? false;
@@ -91,7 +110,10 @@ export class Runtime {
     this.tid = init.tid ?? init.pid;
     this.name = init.name;
     this.port = init.port;
-    this.spin = new AdaptiveSpin(this.ctl);
+    this.fenceWords = this.fences ? new Int32Array(this.fences) : null;
+    this.alive = this.fenceWords ? new AliveTable(this.fenceWords, H_ALIVE) : null;
+    this.owner = init.owner ?? untrackedOwner();
+    this.spin = new AdaptiveSpin(spinBlockOf(init.control), this.owner, this.alive);
   }
 
   /**
@@ -102,7 +124,7 @@ export class Runtime {
     const ch = this.ch;
     const i32 = ch.i32;
     if (this.exited !== null) throw new ProcessExit(this.exited);
-    if (Atomics.load(this.ctl, SHUTDOWN)) throw new SyscallError(E.ESHUTDOWN, name ?? SYS_NAMES[op] ?? 'syscall');
+    if (Atomics.load(this.ctl, SHUTDOWN) || this.kernelGone) throw new SyscallError(E.ESHUTDOWN, name ?? SYS_NAMES[op] ?? 'syscall');
     const args = ch.args;
     args[0] = a0;
     args[1] = a1;
@@ -122,7 +144,10 @@ export class Runtime {
     // Publishes everything above (seq-cst store), then wakes the broker if it sleeps.
     Atomics.store(i32, STATE, ST_REQUEST);
     ringDoorbell(this.ctl);
-    this.waitReply();
+    if (!this.waitReply()) {
+      this.kernelGone = true;
+      throw new SyscallError(E.ESHUTDOWN, name ?? SYS_NAMES[op] ?? 'syscall');
+    }
     Atomics.store(i32, STATE, ST_IDLE);
     if (i32[RFLAGS]! & RF_PORT_MSG) this.drainPort(seq);
     const err = i32[ERRNO]!;
@@ -144,14 +169,30 @@ export class Runtime {
   }
 
   /**
-   * Waits for STATE to become REPLY. Race-free: the broker stores REPLY and then notifies; Atomics.wait only
-   * sleeps while the word still holds REQUEST, so a reply stored before we sleep makes the wait return at once.
+   * Waits for STATE to become REPLY; false when the kernel died first (the call can never be answered).
+   * Race-free: the broker stores REPLY and then notifies; Atomics.wait only sleeps while the word still holds
+   * REQUEST, so a reply stored before we sleep makes the wait return at once. Bounded: each sleep lasts at most
+   * REPLY_SLICE_MS, after which we re-check the word and ask the alive table whether the broker still lives (its
+   * token is in the fence table header; the main thread clears it when the broker worker exits). A call parked in
+   * the broker for long (poll, recvmsg) just sleeps slice after slice.
    */
-  private waitReply(): void {
+  private waitReply(): boolean {
     const i32 = this.ch.i32;
-    if (Atomics.load(i32, STATE) === ST_REPLY) return;
-    if (this.spin.spinWhileEquals(i32, STATE, ST_REQUEST)) return;
-    while (Atomics.load(i32, STATE) === ST_REQUEST) Atomics.wait(i32, STATE, ST_REQUEST);
+    if (Atomics.load(i32, STATE) === ST_REPLY) return true;
+    if (this.spin.spinWhileEquals(i32, STATE, ST_REQUEST)) return true;
+    while (Atomics.load(i32, STATE) === ST_REQUEST) {
+      if (Atomics.wait(i32, STATE, ST_REQUEST, REPLY_SLICE_MS) === 'timed-out' && !this.kernelAlive()) {
+        return Atomics.load(i32, STATE) !== ST_REQUEST;
+      }
+    }
+    return true;
+  }
+
+  /** False once the broker's owner token left the alive table (the broker worker exited). */
+  private kernelAlive(): boolean {
+    if (!this.alive || !this.fenceWords) return true;
+    const k = Atomics.load(this.fenceWords, H_KERNEL_OWNER);
+    return k === 0 || this.alive.isAlive(k);
   }
 
   /** Reply bytes of the last call. */
@@ -166,6 +207,7 @@ export class Runtime {
    */
   private drainPort(seq: number): void {
     const deadline = performance.now() + PORT_DRAIN_MS;
+    let napMs = 0.02;
     for (let spins = 0; ; spins++) {
       const m = receiveMessageOnPort(this.port);
       if (m) {
@@ -176,7 +218,10 @@ export class Runtime {
       }
       if (spins > 1000) {
         if (performance.now() > deadline) throw new Error(`dmabuf-sim: the kernel's SharedArrayBuffer handle for reply ${seq} never arrived`);
-        Atomics.wait(this.ch.i32, STATE, -1, 0.05);
+        // A real nap: STATE holds IDLE (stored by call() before draining) and only this thread changes it now, so
+        // the wait sleeps its whole timeout — nothing notifies a port message. Backs off up to 1 ms.
+        Atomics.wait(this.ch.i32, STATE, ST_IDLE, napMs);
+        napMs = Math.min(1, napMs * 2);
       }
     }
   }
@@ -192,6 +237,7 @@ let current: Runtime | null = null;
 
 export function initRuntime(init: RuntimeInit): Runtime {
   current = new Runtime(init);
+  if (init.owner !== undefined) setDefaultFenceOwner(init.owner);
   return current;
 }
 
