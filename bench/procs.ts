@@ -98,3 +98,25 @@ export function fillBandwidth(size: number, reps: number): { mmapFresh: number; 
   sys.close(fd);
   return { mmapFresh, sabFresh, mmapWarm: mw[1]!, sabWarm: sw[1]! };
 }
+
+/** No-op syscalls in a tight loop until killed (bounded at 60 s); reports in word 0 of `started` after the first. */
+export function nopUntilKilled(started: SharedArrayBuffer): number {
+  sys.nop();
+  const w = new Int32Array(started);
+  Atomics.store(w, 0, 1);
+  Atomics.notify(w, 0);
+  const end = performance.now() + 60_000;
+  let n = 0;
+  while (performance.now() < end) {
+    for (let i = 0; i < 256; i++) sys.nop();
+    n += 256;
+  }
+  return n;
+}
+
+/** n no-op syscalls; returns calls per second. */
+export function nopRate(n: number): number {
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) sys.nop();
+  return (n / (performance.now() - t0)) * 1000;
+}

@@ -10,7 +10,7 @@ import { E } from '../uapi/errno.js';
 import { AF_UNIX, O_CLOEXEC, O_LARGEFILE, O_RDWR, SOCK_TYPE_MASK } from '../uapi/posix.js';
 import { createChannel } from '../shm/channel.js';
 import { createControl, SHUTDOWN, spinBlockOf } from '../shm/control-block.js';
-import { releaseSpinSlots } from '../shm/spin.js';
+import { releaseSpinSlots, SB_MAX, spinSlotsInUse } from '../shm/spin.js';
 import { H_KERNEL_OWNER } from '../fence/table.js';
 import type { FenceRuntime } from '../fence/runtime.js';
 import { afUnixOf, socketpairFlags } from './af-unix.js';
@@ -352,6 +352,15 @@ export class KernelControl {
     const objects: Record<string, number> = {};
     for (const l of k.tracker.report()) objects[l.kind] = (objects[l.kind] ?? 0) + 1;
     return { objects, processes: k.tasks.size };
+  }
+
+  /**
+   * The machine's spin slots (src/shm/spin.ts): how many may be used at once and how many are taken now. With no
+   * process running, a taken slot is a leak (a process killed mid-spin whose slot was not given back).
+   */
+  spinSlots(): { max: number; inUse: number } {
+    const block = spinBlockOf(this.ctl!.buffer as SharedArrayBuffer);
+    return { max: Atomics.load(block, SB_MAX), inUse: spinSlotsInUse(block) };
   }
 
   /** Everything still alive (with origins); with no processes left, anything here is a leak. */
