@@ -5,6 +5,7 @@
  */
 import { Machine } from '../src/index.js';
 import { emit, medianOf, round } from './util.js';
+import { spinSlots } from '../src/testing.js';
 
 const procs = new URL('./procs.js', import.meta.url);
 
@@ -27,7 +28,7 @@ export async function benchFaults(): Promise<void> {
   const used = await Machine.boot();
   try {
     await killSpinners(used, Number(process.env.KILLS ?? 60));
-    const slots = await used.kernel.spinSlots();
+    const slots = await spinSlots(used);
     const a = await fresh.spawn(procs, { name: 'fresh' });
     const b = await used.spawn(procs, { name: 'after-kills' });
     await a.call('nopRate', 20000);

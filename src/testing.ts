@@ -68,3 +68,17 @@ export async function beginShutdown(m: Machine): Promise<void> {
 export async function fenceTable(m: Machine): Promise<SharedArrayBuffer> {
   return controlOf(m, 'fenceTable').fenceTable();
 }
+
+/**
+ * The machine's spin slots (src/shm/spin.ts): how many processes may spin for a reply at once, and how many slots
+ * are taken now. With no process running, a taken slot is a leak (a process killed mid-spin whose slot never came
+ * back).
+ */
+export async function spinSlots(m: Machine): Promise<{ max: number; inUse: number }> {
+  return controlOf(m, 'spinSlots').spinSlots();
+}
+
+/** Syscalls parked in the kernel right now (blocked in poll, recvmsg, SYNC START…): wait on this, not on a delay. */
+export async function parkedCalls(m: Machine): Promise<number> {
+  return controlOf(m, 'parkedCalls').parkedCalls();
+}

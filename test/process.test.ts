@@ -4,10 +4,10 @@
  * blocked calls with ESHUTDOWN and reports no leaks.
  */
 import test, { type ExecutionContext } from 'ava';
-import { uapi, type ExitStatus } from '../src/index.js';
+import { uapi, type ExitStatus, type Machine } from '../src/index.js';
 import { GATE_FD, GATE_FD2, GATE_GO } from './fixtures/lifecycle.js';
 import { beginShutdown } from '../src/testing.js';
-import { bootFor, delay, shutdownNoLeaks, spawnSock, withMachine } from './helpers/sim.js';
+import { bootFor, shutdownNoLeaks, spawnSock, waitParked, withMachine } from './helpers/sim.js';
 
 const { ESHUTDOWN } = uapi.E;
 const { O_RDWR, POLLIN, SOCK_DGRAM } = uapi;
@@ -20,7 +20,11 @@ type Mode = 'exit' | 'throw' | 'block';
  * P runs lifecycle's main; Q watches. Pair 1 is P's announce socket (P sends "ready" and its fd 0 over it, then
  * dies with an empty receive queue); pair 2 carries an fd Q sent P that P never receives.
  */
-async function death(t: ExecutionContext, mode: Mode, end: (p: { exited: Promise<ExitStatus>; kill(): Promise<ExitStatus> }) => Promise<ExitStatus>): Promise<void> {
+async function death(
+  t: ExecutionContext,
+  mode: Mode,
+  end: (p: { exited: Promise<ExitStatus>; kill(): Promise<ExitStatus> }, m: Machine) => Promise<ExitStatus>,
+): Promise<void> {
   await withMachine(t, async (m) => {
     const Q = await spawnSock(m, 'watcher');
     const gate = new SharedArrayBuffer(12);
@@ -41,7 +45,7 @@ async function death(t: ExecutionContext, mode: Mode, end: (p: { exited: Promise
     const ready = await Q.recv(q1);
     t.is(ready.data, `ready ${mode}`);
     t.is(ready.fds.length, 1);
-    const status = await end(P);
+    const status = await end(P, m);
     t.is(status.pid, P.pid);
 
     // Q's view of P's death: the announce socket had nothing queued, so plain EOF; the other one had Q's fd
@@ -82,8 +86,8 @@ test.serial('an error thrown in main runs the same teardown', async (t) => {
 });
 
 test.serial('kill() while blocked in recvmsg runs the same teardown', async (t) => {
-  await death(t, 'block', async (p) => {
-    await delay(30); // let it park in recvmsg
+  await death(t, 'block', async (p, m) => {
+    await waitParked(m, 1); // parked in recvmsg
     const st = await p.kill();
     t.true(st.killed);
     return st;
@@ -128,7 +132,7 @@ test.serial('shutdown wakes processes blocked in recvmsg and poll with ESHUTDOWN
   const sawPoll = new SharedArrayBuffer(4);
   // Their results arrive through the SABs; the calls themselves settle either way once shutdown kills them.
   const calls = [A.proc.call('recvAndReport', a, sawRecv), B.proc.call('pollAndReport', b, POLLIN, sawPoll)];
-  await delay(30);
+  await waitParked(m, 2);
   t.is(Atomics.load(new Int32Array(sawRecv), 0), 0, 'still blocked');
   t.is(Atomics.load(new Int32Array(sawPoll), 0), 0, 'still blocked');
   // Machine.shutdown() is beginShutdown() then killing every process. Its first half is what fails the parked
@@ -154,7 +158,7 @@ test.serial('shutdown with a parked recvmsg and a parked full sendmsg holding fd
   const send = A.proc.call('send', a, 'blocked', [n, a]);
   const [, f] = await m.socketpair(A.proc, B.proc);
   const recv = B.proc.call('recvAndReport', f, new SharedArrayBuffer(4));
-  await delay(30);
+  await waitParked(m, 2);
   t.is((await m.stats()).objects['scm_rights'], 2, 'n and c in flight on the datagram pair');
   await shutdownNoLeaks(t, m); // parked calls, queues and in-flight fds all released
   // Neither call hangs: each either saw ESHUTDOWN before its process was killed, or rejects saying it was killed.

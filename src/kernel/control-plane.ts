@@ -358,6 +358,11 @@ export class KernelControl {
    * The machine's spin slots (src/shm/spin.ts): how many may be used at once and how many are taken now. With no
    * process running, a taken slot is a leak (a process killed mid-spin whose slot was not given back).
    */
+  /** Syscalls parked in the kernel now (see SyscallEntry.parkedCount). */
+  parkedCalls(): number {
+    return this.entry!.parkedCount();
+  }
+
   spinSlots(): { max: number; inUse: number } {
     const block = spinBlockOf(this.ctl!.buffer as SharedArrayBuffer);
     return { max: Atomics.load(block, SB_MAX), inUse: spinSlotsInUse(block) };

@@ -289,6 +289,13 @@ export class SyscallEntry {
   }
 
   /** Ends every parked call with `err` (shutdown). */
+  /** Calls parked now (observable state for tests: "it is blocked" without sleeping blind). */
+  parkedCount(): number {
+    let n = 0;
+    for (const t of this.scan) if (t.parked) n++;
+    return n;
+  }
+
   abortParked(err: number): void {
     for (const t of this.scan) {
       if (!t.parked) continue;

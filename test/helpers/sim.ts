@@ -2,6 +2,7 @@
 import type { ExecutionContext } from 'ava';
 import { Machine, type BootOptions, type Proc, type ShutdownReport, type SpawnOptions } from '../../src/index.js';
 import type { Msg, R } from '../fixtures/sock.js';
+import { parkedCalls } from '../../src/testing.js';
 
 export const sockFixture = new URL('../fixtures/sock.js', import.meta.url);
 /** test/fixtures/sync: sock's C library plus the sync_file / sw_sync raw helpers. */
@@ -84,6 +85,20 @@ export async function passFd(m: Machine, from: Proc, fd: number, to: Proc): Prom
   const [a, b] = await m.socketpair(from, to);
   await from.call('sendFd', a, fd);
   return to.call<number>('recvFd', b);
+}
+
+/**
+ * Resolves once at least `n` syscalls are parked in `m`'s kernel (blocked in poll, recvmsg…) — the observable
+ * state "it is blocked", instead of a blind delay. Rejects after `ms`.
+ */
+export async function waitParked(m: Machine, n: number, ms = 10_000): Promise<void> {
+  const end = performance.now() + ms;
+  for (;;) {
+    const got = await parkedCalls(m);
+    if (got >= n) return;
+    if (performance.now() > end) throw new Error(`expected ${n} parked syscall(s), still ${got} after ${ms} ms`);
+    await delay(2);
+  }
 }
 
 /** Resolves after `ms` milliseconds. */
