@@ -128,11 +128,12 @@ export class Proc {
     this.exited = new Promise((resolve) => {
       worker.once('exit', (code) => {
         // exit_group: the process's first thread ending (exit, return from main, crash, kill) ends every thread.
+        // The process is gone once all its threads are: `exited` of the first thread settles after theirs.
         this.ended = true;
-        for (const th of this.threads) void th.kill();
+        const threads = [...this.threads].map((th) => th.kill());
         // A worker terminated before it came online reports 0: a kill is a failure whenever it lands.
         const status = this.killed && code === 0 ? 1 : code;
-        void reap(pid, status).then(() =>
+        void Promise.all([reap(pid, status), ...threads]).then(() =>
           resolve({ pid, name, code: status, killed: this.killed, ...(this.error ? { error: this.error } : {}) }),
         );
       });
@@ -189,9 +190,12 @@ export class Proc {
     if (st.code !== 0) throw simError('ERR_DMABUF_SIM_PROCESS_ENDED', [`process ${st.pid} (${st.name}) exited with status ${st.code}`]);
   }
 
-  /** Kills the process (worker.terminate): the kernel tears it down as for exit. */
+  /**
+   * Kills the process (worker.terminate): the kernel tears it down as for exit. Killing a process's first thread kills
+   * every thread of it, and the returned status comes once they are all gone; killing another thread kills just it.
+   */
   async kill(): Promise<ExitStatus> {
-    this.killed = true;
+    if (!this.ended) this.killed = true;
     await this.worker.terminate();
     return this.exited;
   }
