@@ -14,8 +14,13 @@ import {
   F_GETFL,
   F_SETFD,
   F_SETFL,
+  NAME_MAX,
   O_APPEND,
   O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_EXCL,
+  PATH_MAX,
   O_LARGEFILE,
   O_NONBLOCK,
   NR_OPEN,
@@ -26,11 +31,82 @@ import {
   SEEK_SET,
 } from '../uapi/posix.js';
 import { SYS } from '../shm/channel.js';
-import type { SyscallEntry } from './entry.js';
+import type { SyscallEntry, SyscallRequest } from './entry.js';
 import { FMODE_READ, FMODE_WRITE, type File } from './file.js';
 import type { Kernel } from './kernel.js';
+import { DEBUGFS_ROOT } from './chrdev.js';
 import { TASK_SIZE } from './mm.js';
 import { UserPtr } from './uaccess.js';
+
+/**
+ * The path argument as the kernel copies it in (getname → strncpy_from_user): the bytes up to the first NUL. No NUL
+ * within PATH_MAX bytes → ENAMETOOLONG; an empty path → ENOENT.
+ */
+function getname(req: SyscallRequest): string {
+  const input = req.input;
+  const nul = input.indexOf(0);
+  const bytes = nul < 0 ? input : input.subarray(0, nul);
+  if (bytes.length >= PATH_MAX) throw new KernelError(E.ENAMETOOLONG);
+  if (bytes.length === 0) throw new KernelError(E.ENOENT);
+  return Buffer.from(bytes).toString('utf8');
+}
+
+/** Directories where the filesystem's lookup refuses a component longer than NAME_MAX (simple_lookup, ext4). */
+function lookupChecksNameMax(dir: string): boolean {
+  return dir !== '/sys' && dir !== '/sys/kernel';
+}
+
+/** Whether `dir` is a directory of the model's namespace: an ancestor of a device node or of a debugfs file. */
+function isDirectory(k: Kernel, dir: string): boolean {
+  if (dir === '/') return true;
+  const below = `${dir}/`;
+  if (k.listPaths(below).length > 0) return true;
+  if (DEBUGFS_ROOT.startsWith(below)) return true;
+  if (below.startsWith(DEBUGFS_ROOT)) {
+    const sub = below.slice(DEBUGFS_ROOT.length);
+    for (const key of k.debugfs.keys()) if (key.startsWith(sub)) return true;
+  }
+  return false;
+}
+
+/**
+ * The parts of path_openat the model's flat namespace (exact device paths and prefix handlers, kernel.openPath)
+ * cannot express: walks `path` component by component, resolving "." and "..", and answers what the walk and
+ * do_open would — walking on through a device (a non-directory) or a trailing slash after one → ENOTDIR (EISDIR
+ * with O_CREAT: a trailing slash names a directory); a component longer than NAME_MAX where the filesystem checks
+ * it → ENAMETOOLONG; O_CREAT|O_EXCL on an existing node → EEXIST; O_DIRECTORY on a device → ENOTDIR.
+ * Returns the resolved path for openPath. Existence of what the prefix handlers serve (debugfs files, /proc) is
+ * left to them, so EEXIST covers the device nodes.
+ */
+function walkPath(k: Kernel, path: string, flags: number): string {
+  if (!path.startsWith('/')) return path; // no cwd in the model: openPath answers ENOENT
+  const parts = path.split('/');
+  const trailingSlash = path.length > 1 && path.endsWith('/');
+  const isDevice = (p: string): boolean => k.listPaths(p).includes(p);
+  let cur: string[] = [];
+  for (const c of parts) {
+    if (c === '' || c === '.') continue;
+    const dir = `/${cur.join('/')}`;
+    // procfs resolves its own names (and checks no length): the /proc prefix handler takes the rest as it is.
+    if (dir === '/proc') return path;
+    if (!isDirectory(k, dir)) throw new KernelError(isDevice(dir) ? E.ENOTDIR : E.ENOENT);
+    if (c === '..') {
+      cur = cur.slice(0, -1);
+      continue;
+    }
+    if (Buffer.byteLength(c) > NAME_MAX && lookupChecksNameMax(dir)) throw new KernelError(E.ENAMETOOLONG);
+    cur.push(c);
+  }
+  const resolved = `/${cur.join('/')}`;
+  if (isDevice(resolved)) {
+    if (flags & O_CREAT) {
+      if (trailingSlash) throw new KernelError(E.EISDIR);
+      if (flags & O_EXCL) throw new KernelError(E.EEXIST);
+    }
+    if (trailingSlash || flags & O_DIRECTORY) throw new KernelError(E.ENOTDIR);
+  }
+  return resolved;
+}
 
 /** Flags F_SETFL may change (the rest of f_flags is fixed at open). */
 const SETFL_MASK = O_APPEND | O_NONBLOCK;
@@ -70,14 +146,19 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   entry.register(SYS.nop, () => 0);
   entry.register(SYS.getpid, (_k, req) => req.task.tgid);
 
+  // open(const char *path, int flags, umode_t mode), in do_sys_openat2's order: the flags (build_open_flags),
+  // the path (getname), a free fd (EMFILE), then the walk and do_open.
   entry.register(SYS.open, (k, req) => {
-    const path = req.inputString();
     const flags = req.int(0);
+    // build_open_flags: O_DIRECTORY|O_CREAT is refused since Linux 6.4 (it used to create regular files).
+    if ((flags & (O_DIRECTORY | O_CREAT)) === (O_DIRECTORY | O_CREAT)) throw new KernelError(E.EINVAL);
+    const path = getname(req);
     const t = req.task;
     if (t.lowestFreeFd() < 0) throw new KernelError(E.EMFILE);
+    const resolved = walkPath(k, path, flags);
     // build_open_flags: force_o_largefile() is true on 64-bit, so every open() file has O_LARGEFILE in f_flags
     // (files made by the kernel itself — sockets, dma-bufs, sync_files — do not).
-    const f = k.openPath(t, path, flags | O_LARGEFILE);
+    const f = k.openPath(t, resolved, flags | O_LARGEFILE);
     return k.installFd(t, f, (flags & O_CLOEXEC) !== 0);
   });
 
@@ -189,7 +270,7 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   // Errors as the VFS gives them: a path that exists but is not a symlink (a device, /proc/self/fd, an fdinfo
   // file) → EINVAL; a path that does not exist, including /proc/self/fd/N for a closed N → ENOENT.
   entry.register(SYS.readlink, (k, req) => {
-    const path = req.inputString();
+    const path = getname(req);
     if (!path.startsWith('/proc/')) throw new KernelError(k.listPaths(path).includes(path) ? E.EINVAL : E.ENOENT);
     const { task, rest } = k.procTask(req.task, path);
     const fdinfo = /^fdinfo\/(\d+)$/.exec(rest);

@@ -133,7 +133,8 @@ function sysMmap(k: Kernel, req: SyscallRequest): number {
   // sys_mmap: an unaligned offset; ksys_mmap_pgoff: the fd (anonymous maps take none); do_mmap: len, the
   // address space, the offset range, the map type, then access and the file's mmap op. Unknown PROT_* bits are
   // not an error for mmap (mprotect checks them).
-  if (offset % PAGE_SIZE !== 0) throw new KernelError(E.EINVAL);
+  // The signed view keeps the low bits exact (-1 is 2^64 − 1, which an f64 rounds to 2^64).
+  if (req.long(5) % PAGE_SIZE !== 0) throw new KernelError(E.EINVAL);
   if (flags & MAP_ANONYMOUS) throw new KernelError(E.EINVAL, 'anonymous mappings are not modelled');
   const f = k.fileOf(t, req.fd(4));
   if (len === 0) throw new KernelError(E.EINVAL);
@@ -178,7 +179,7 @@ function sysMunmap(k: Kernel, req: SyscallRequest): number {
   const t = req.task;
   const addr = req.ulong(0);
   const len = req.ulong(1);
-  if (addr % PAGE_SIZE !== 0 || addr > TASK_SIZE || len > TASK_SIZE - addr) throw new KernelError(E.EINVAL);
+  if (req.long(0) % PAGE_SIZE !== 0 || addr > TASK_SIZE || len > TASK_SIZE - addr) throw new KernelError(E.EINVAL);
   const end = addr + PAGE_ALIGN(len);
   if (end === addr) throw new KernelError(E.EINVAL);
   const dropped = munmapRange(k, t, addr, end);

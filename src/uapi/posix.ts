@@ -126,3 +126,6 @@ export const CLONE_THREAD = 0x00010000;
 /** The flags glibc's pthread_create passes that the model gives meaning to: share mm, fd table, thread group. */
 export const CLONE_PTHREAD = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD;
 export const WNOHANG = 0x00000001;
+/** linux/limits.h: a path's bytes including its NUL, and one component's bytes. */
+export const PATH_MAX = 4096;
+export const NAME_MAX = 255;
