@@ -1,8 +1,8 @@
 /**
  * The one home of BUG() and WARN() for kernel code in any worker (the broker, fences, reservation objects,
  * drivers): BUG() is an oops — a thrown KernelBug that the syscall entry records and answers with EIO; WARN() is
- * recorded in this thread's list and handed to a sink (stderr by default, the broker's Kernel.recordWarning() once the
- * control plane installs it, or a test's capture) and execution goes on, as with the C macros.
+ * recorded in this thread's list and handed to a sink (stderr by default, the broker's Kernel.recordWarning()
+ * once the control plane installs it, or a test's capture) and execution goes on, as with the C macros.
  *
  * A test that provokes a warning on purpose says so with expectWarnings(pattern, label, fn): the warnings fn raises
  * that match are handed back to it instead of being recorded, the sink learns they were expected (and does not

@@ -4,6 +4,6 @@ export type { KernelStats, ShutdownReport } from './kernel/control-plane.js';
 export type { KernelWarning } from './kernel/kernel.js';
 export type { DmaBufSnapshot } from './kernel/dma-buf.js';
 export type { DmaHeapInfo } from './kernel/dma-heap.js';
-export { formatLeaks, type LeakReport } from './kernel/leaks.js';
+export { formatHeld, formatLeaks, type HeldFd, type HeldMapping, type HeldReport, type LeakReport } from './kernel/leaks.js';
 export { SyscallError } from './errors.js';
 export * as uapi from './uapi/index.js';

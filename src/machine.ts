@@ -116,7 +116,7 @@ export class Proc {
     readonly pid: number,
     readonly name: string,
     private readonly worker: Worker,
-    reap: (pid: number, code: number) => Promise<void>,
+    reap: (pid: number, code: number, killed: boolean) => Promise<void>,
     opts: { readonly tgid?: number; readonly clone?: Cloner } = {},
   ) {
     this.tgid = opts.tgid ?? pid;
@@ -133,7 +133,7 @@ export class Proc {
         const threads = [...this.threads].map((th) => th.kill());
         // A worker terminated before it came online reports 0: a kill is a failure whenever it lands.
         const status = this.killed && code === 0 ? 1 : code;
-        void Promise.all([reap(pid, status), ...threads]).then(() =>
+        void Promise.all([reap(pid, status, this.killed), ...threads]).then(() =>
           resolve({ pid, name, code: status, killed: this.killed, ...(this.error ? { error: this.error } : {}) }),
         );
       });
@@ -305,7 +305,7 @@ export class Machine {
       workerData: data,
       transferList: [port2],
     });
-    const p = new Proc(info.pid, name, worker, (pid, code) => this.kernel.reap(pid, code), { clone: this.cloner });
+    const p = new Proc(info.pid, name, worker, (pid, code, killed) => this.kernel.reap(pid, code, killed), { clone: this.cloner });
     owners.set(p, this);
     this.procs.set(info.pid, p);
     void p.exited.then(() => this.procs.delete(info.pid));
@@ -353,7 +353,7 @@ export class Machine {
       cloned: true,
     };
     const worker = new Worker(new URL('../workers/process.js', import.meta.url), { workerData: data, transferList: [req.port] });
-    const p = new Proc(req.tid, req.name, worker, (pid, code) => this.kernel.reap(pid, code), { tgid: req.tgid, clone: this.cloner });
+    const p = new Proc(req.tid, req.name, worker, (pid, code, killed) => this.kernel.reap(pid, code, killed), { tgid: req.tgid, clone: this.cloner });
     owners.set(p, this);
     this.procs.set(req.tid, p);
     void p.exited.then(() => this.procs.delete(req.tid));

@@ -32,7 +32,7 @@ test('findFree agrees with a linear scan over a seeded random run of installs, c
     const got = files.findFree(start, limit);
     if (got !== want) t.fail(`seed ${seed} step ${step}: findFree(${start}, ${limit}) = ${got}, expected ${want}`);
     if (op < 6 && got >= 0) {
-      files.install(got, { file: FILE, cloexec: false });
+      files.install(got, { file: FILE, cloexec: false, origin: null });
       open.add(got);
     } else if (op < 9 && open.size > 0) {
       const fd = [...open][rng.below(open.size)]!;
@@ -41,7 +41,7 @@ test('findFree agrees with a linear scan over a seeded random run of installs, c
     } else {
       const fd = rng.below(4000);
       if (!open.has(fd)) {
-        files.install(fd, { file: FILE, cloexec: false });
+        files.install(fd, { file: FILE, cloexec: false, origin: null });
         open.add(fd);
       }
     }
@@ -52,7 +52,7 @@ test('findFree agrees with a linear scan over a seeded random run of installs, c
 
 test('a full table: 70,000 fds fill whole summary words; the lowest hole is found after each close', (t) => {
   const files = new FilesStruct();
-  for (let fd = 0; fd < 70_000; fd++) files.install(fd, { file: FILE, cloexec: false });
+  for (let fd = 0; fd < 70_000; fd++) files.install(fd, { file: FILE, cloexec: false, origin: null });
   t.is(files.findFree(0, Infinity), 70_000);
   t.is(files.findFree(0, 70_000), -1, 'EMFILE exactly at the limit');
   const holes: number[] = [];

@@ -4,12 +4,14 @@
  * errors for misuse (a missing module or export at spawn, another machine's process, anything after shutdown).
  */
 import test from 'ava';
-import { Machine, SyscallError } from '../src/index.js';
+import { formatHeld, Machine, SyscallError } from '../src/index.js';
+import type { Outcome } from './fixtures/dmabuf.js';
 import { kunit } from '../src/testing.js';
 import { withMachine } from './helpers/sim.js';
 
 const basic = new URL('./fixtures/basic.js', import.meta.url);
 const noMain = new URL('./fixtures/no-main.js', import.meta.url);
+const dmabuf = new URL('./fixtures/dmabuf.js', import.meta.url);
 
 test('the kernel control object is not public; test hooks are the dmabuf-sim/testing export', async (t) => {
   await withMachine(t, async (m) => {
@@ -87,4 +89,32 @@ test('every method after shutdown() says the machine is shut down', async (t) =>
   t.like(await t.throwsAsync(m.stats()), { code });
   t.like(await t.throwsAsync(m.shutdown()), { code });
   t.like(await t.throwsAsync(kunit(m, 'dma_buf_vmap')), { code });
+});
+
+test('shutdown() reports what each process still held when it ended (fds, mappings, their calls and stacks)', async (t) => {
+  const m = await Machine.boot({ recordStacks: true });
+  const cam = await m.spawn(dmabuf, { name: 'camera' });
+  const fd = await cam.call<number>('alloc', 'system', 8192);
+  const addr = ((await cam.call<Outcome>('map', fd, 8192)) as { ok: number }).ok;
+  const q = await m.spawn(basic, { name: 'quitter' });
+  const nul = await q.call<number>('leakNull');
+  await t.throwsAsync(q.call('exitNow', 7));
+  await q.exited;
+  const idle = await m.spawn(basic, { name: 'idle' }); // holds only fds 0–2: not listed
+  t.truthy(idle);
+  const report = await m.shutdown({ quiet: true });
+  t.deepEqual(report.leaks, [], 'exit and kill released everything: nothing leaked');
+  t.deepEqual(report.held.map((h) => [h.comm, h.killed, h.exitCode, h.fds.map((f) => f.fd), h.mappings.map((x) => x.address)]), [
+    ['camera', true, 1, [fd], [addr]],
+    ['quitter', false, 7, [nul], []],
+  ]);
+  const camera = report.held[0]!;
+  t.regex(camera.fds[0]!.what, /^dmabuf \/dmabuf:/);
+  t.like(camera.fds[0]!.createdBy, { pid: cam.pid, comm: 'camera', call: 'ioctl(DMA_HEAP_IOCTL_ALLOC)' });
+  t.regex(camera.fds[0]!.createdBy.stack ?? '', /^at alloc .*fixtures[/\\]dmabuf\.[jt]s/);
+  t.like(camera.mappings[0]!, { length: 8192, createdBy: { pid: cam.pid, call: 'mmap' } });
+  t.regex(camera.mappings[0]!.what, /^dmabuf /);
+  const text = formatHeld(report.held);
+  t.regex(text, /pid \d+ \(camera\) was killed holding 1 fd\(s\) and 1 mapping\(s\):\n  fd 4: dmabuf /);
+  t.regex(text, /mapping 0x[0-9a-f]+ \+8192: dmabuf .*\n    created by pid \d+ \(camera\) in mmap, syscall #\d+\n(        at .*\n)*        at map /);
 });

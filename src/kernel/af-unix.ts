@@ -231,7 +231,7 @@ type Deliver = (r: RecvResult) => number;
 
 /**
  * The af_unix subsystem: every live socket (for the collector), the in-flight totals, the file operations, and the
- * socket syscalls. One instance per kernel, registered as k.subsystems 'af_unix'.
+ * socket syscalls. One instance per kernel (afUnixOf).
  */
 export class AfUnix {
   /** Open sockets (released ones leave; the collector scans these). */

@@ -36,7 +36,7 @@ import {
 import { dmaResvAddFence, dmaResvLock, dmaResvReserveFences, dmaResvUnlock, type DmaResvUsage } from '../fence/dma-resv.js';
 import { dmaHeapList, type DmaHeapInfo } from './dma-heap.js';
 import { Kernel, type KernelWarning } from './kernel.js';
-import type { LeakReport } from './leaks.js';
+import type { HeldReport, LeakReport } from './leaks.js';
 import { registerMmSyscalls } from './mm.js';
 import { registerPollSyscall } from './select.js';
 import { findKunitCase, runKunitCase, type KunitResult } from './kunit.js';
@@ -67,7 +67,15 @@ export interface KernelStats {
 }
 
 export interface ShutdownReport {
+  /** Kernel objects still alive once every process has ended: each a leak, with where it was created. */
   readonly leaks: LeakReport[];
+  /**
+   * What each process still held (fds, mappings) when it exited or was killed, by pid — released by its exit, as
+   * in C, so not leaks. Processes that held nothing beyond fds 0–2 are not listed; at most 1000 are (the first to
+   * end), `heldDropped` counts the rest. formatHeld() prints it.
+   */
+  readonly held: HeldReport[];
+  readonly heldDropped: number;
   readonly oopses: Oops[];
   /** Every WARN() the kernel hit (execution went on). */
   readonly warnings: KernelWarning[];
@@ -162,15 +170,19 @@ export class KernelControl {
     if (nofile !== undefined) t.nofileCur = nofile;
     k.tasks.set(pid, t);
     // As a 64-bit parent's open("/dev/null", O_RDWR) leaves them: O_RDWR | O_LARGEFILE.
-    for (let fd = 0; fd < 3; fd++) k.installFd(t, k.openPath(t, '/dev/null', O_RDWR | O_LARGEFILE), false);
+    // Their origin is null: what a process starts with is not listed as held when it ends.
+    for (let fd = 0; fd < 3; fd++) k.installFd(t, k.openPath(t, '/dev/null', O_RDWR | O_LARGEFILE), false, 0, null);
     this.entry!.addTask(t);
     const owner = this.fenceRt!.table.alive.register();
     this.owners.set(pid, owner);
     return { pid, channel, owner };
   }
 
-  /** Reaps a process whose worker ended (exit, uncaught error, terminate): the same teardown as exit(). */
-  reap(pid: number, code: number): void {
+  /**
+   * Reaps a process whose worker ended (exit, uncaught error, terminate): the same teardown as exit(). `killed`:
+   * the main thread terminated it (Proc.kill, shutdown), as the shutdown report's held list says.
+   */
+  reap(pid: number, code: number, killed = false): void {
     const k = this.kernel;
     const owner = this.owners.get(pid);
     if (owner !== undefined) {
@@ -182,7 +194,7 @@ export class KernelControl {
     }
     const t = k.tasks.get(pid);
     if (!t) return;
-    k.teardown(t, code);
+    k.teardown(t, code, killed);
     this.entry!.removeTask(t);
     k.tasks.delete(pid);
     // Last: a parent's wait returns only once everything above is released.
@@ -223,19 +235,19 @@ export class KernelControl {
   socketpair(pidA: number, pidB: number, type: number): [number, number] {
     const flags = socketpairFlags(type);
     const cloexec = (flags & O_CLOEXEC) !== 0;
-    const [fa, fb] = this.asTask(pidA, 'socketpair', (k) => afUnixOf(k).createPair(AF_UNIX, type & SOCK_TYPE_MASK, 0, flags));
+    const [fa, fb] = this.asTask(pidA, 'Machine.socketpair', (k) => afUnixOf(k).createPair(AF_UNIX, type & SOCK_TYPE_MASK, 0, flags));
     let fdA: number;
     try {
-      fdA = this.asTask(pidA, 'socketpair', (k, t) => k.installFd(t, fa, cloexec));
+      fdA = this.asTask(pidA, 'Machine.socketpair', (k, t) => k.installFd(t, fa, cloexec));
     } catch (e) {
       this.kernel.fput(fa);
       this.kernel.fput(fb);
       throw e;
     }
     try {
-      return [fdA, this.asTask(pidB, 'socketpair', (k, t) => k.installFd(t, fb, cloexec))];
+      return [fdA, this.asTask(pidB, 'Machine.socketpair', (k, t) => k.installFd(t, fb, cloexec))];
     } catch (e) {
-      this.asTask(pidA, 'socketpair', (k, t) => k.closeFd(t, fdA));
+      this.asTask(pidA, 'Machine.socketpair', (k, t) => k.closeFd(t, fdA));
       this.kernel.fput(fb);
       throw e;
     }
@@ -391,7 +403,14 @@ export class KernelControl {
 
   /** Last half: the report; the loop stops (the worker is terminated next). */
   finishShutdown(): ShutdownReport {
-    const report = { leaks: this.leaks(), oopses: [...this.entry!.oopses], warnings: [...this.kernel.warnings] };
+    const k = this.kernel;
+    const report = {
+      leaks: this.leaks(),
+      held: [...k.held].sort((a, b) => a.pid - b.pid),
+      heldDropped: k.heldDropped,
+      oopses: [...this.entry!.oopses],
+      warnings: [...k.warnings],
+    };
     this.loop!.stop();
     return report;
   }

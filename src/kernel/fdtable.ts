@@ -9,10 +9,16 @@
  * with room and one scan inside that word — a few word reads at 200k open fds instead of one read per open fd.
  */
 import type { File } from './file.js';
+import type { Origin } from './leaks.js';
 
 export interface FdEntry {
   readonly file: File;
   cloexec: boolean;
+  /**
+   * The call that installed this fd (open, dup, recvmsg, a control-plane socketpair...), shown when the process
+   * ends still holding it; null for what the process started with (fds 0–2 on /dev/null).
+   */
+  readonly origin: Origin | null;
 }
 
 const BITS = 32;
@@ -151,7 +157,7 @@ export class FilesStruct {
     n.grow(this.maxFds - 1);
     for (const [fd, e] of this) {
       get(e.file);
-      n.install(fd, { file: e.file, cloexec: e.cloexec });
+      n.install(fd, { file: e.file, cloexec: e.cloexec, origin: e.origin });
     }
     n.nextFd = this.nextFd;
     return n;

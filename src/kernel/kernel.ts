@@ -10,7 +10,7 @@ import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { O_CLOEXEC } from '../uapi/posix.js';
 import { File, type FileOperations } from './file.js';
-import { ObjectTracker, type Origin } from './leaks.js';
+import { ObjectTracker, type HeldReport, type Origin } from './leaks.js';
 import { ShmRegion } from './mm.js';
 import { Task } from './task.js';
 
@@ -50,6 +50,12 @@ export class Kernel {
   readonly exitHooks: ((t: Task) => void)[] = [];
   /** The origin stamped on objects created outside any syscall (control plane, kernel threads). */
   private readonly kernelOrigin: Origin = { pid: 0, comm: 'kernel', call: 'control', seq: 0 };
+  /**
+   * What each ended process still held (see HeldReport), in teardown order; at most MAX_HELD processes are kept
+   * (heldDropped counts the rest), so a machine that runs millions of processes stays bounded.
+   */
+  readonly held: HeldReport[] = [];
+  heldDropped = 0;
   /** Every WARN() so far, in order (see warn()). */
   readonly warnings: KernelWarning[] = [];
   /** The task whose syscall is being served (null on the control plane). */
@@ -155,10 +161,10 @@ export class Kernel {
    * fd_install at the lowest free number ≥ minFd. Consumes the caller's reference on success; on EMFILE the
    * reference is NOT consumed (the caller decides: dma_buf_fd's callers put it, recvmsg closes it).
    */
-  installFd(t: Task, f: File, cloexec: boolean, minFd = 0): number {
+  installFd(t: Task, f: File, cloexec: boolean, minFd = 0, origin: Origin | null = this.origin()): number {
     const fd = t.lowestFreeFd(minFd);
     if (fd < 0) throw new KernelError(E.EMFILE);
-    t.files.install(fd, { file: f, cloexec });
+    t.files.install(fd, { file: f, cloexec, origin });
     return fd;
   }
 
@@ -168,7 +174,7 @@ export class Kernel {
    */
   replaceFd(t: Task, fd: number, f: File, cloexec: boolean): void {
     const old = t.files.remove(fd);
-    t.files.install(fd, { file: f, cloexec });
+    t.files.install(fd, { file: f, cloexec, origin: this.origin() });
     if (old) this.fput(old.file);
   }
 
@@ -222,7 +228,7 @@ export class Kernel {
    * error and worker termination alike; idempotent. The task's wait record is completed by the control plane's
    * reap, once its worker is gone too.
    */
-  teardown(t: Task, code: number): void {
+  teardown(t: Task, code: number, killed = false): void {
     if (t.state === 'dead') return;
     t.state = 'dead';
     t.exitCode = code;
@@ -232,6 +238,7 @@ export class Kernel {
     try {
       t.parked?.cancel();
       t.parked = null;
+      this.recordHeld(t, code, killed);
       if (--t.mm.users === 0) for (const vma of t.mm.vmas.splice(0)) this.fput(vma.file);
       t.regionRefs.clear();
       if (--t.files.users === 0) t.files.closeAll((e) => this.fput(e.file));
@@ -247,4 +254,25 @@ export class Kernel {
       t.port?.close();
     }
   }
+
+  /**
+   * Notes what `t` still holds as it ends, before teardown releases it: its fds (but those it started with) if it
+   * is the fd table's last user, its mappings if it is the address space's last user. Nothing is noted for a
+   * process that held nothing more.
+   */
+  private recordHeld(t: Task, code: number, killed: boolean): void {
+    const describe = (f: File): string => `${f.ops.kind} ${f.ops.dname(f)}`;
+    const fds =
+      t.files.users === 1
+        ? [...t.files].flatMap(([fd, e]) => (e.origin ? [{ fd, what: describe(e.file), createdBy: e.origin }] : []))
+        : [];
+    const mappings =
+      t.mm.users === 1 ? t.mm.vmas.map((v) => ({ address: v.start, length: v.length, what: describe(v.file), createdBy: v.origin })) : [];
+    if (fds.length === 0 && mappings.length === 0) return;
+    if (this.held.length >= MAX_HELD) this.heldDropped++;
+    else this.held.push({ pid: t.pid, comm: t.comm, exitCode: code, killed, fds, mappings });
+  }
 }
+
+/** Most ended processes whose holdings a shutdown report lists. */
+const MAX_HELD = 1000;

@@ -68,3 +68,56 @@ export function formatLeaks(leaks: readonly LeakReport[]): string {
   }
   return s;
 }
+
+// ---- what processes held when they ended ---------------------------------------------------------------------
+
+/** An fd a process still had open when it ended. */
+export interface HeldFd {
+  readonly fd: number;
+  /** The file: its kind and the path readlink(/proc/<pid>/fd/N) shows, e.g. "dmabuf /dmabuf:frame". */
+  readonly what: string;
+  readonly createdBy: Origin;
+}
+
+/** A mapping a process still had when it ended. */
+export interface HeldMapping {
+  readonly address: number;
+  readonly length: number;
+  readonly what: string;
+  readonly createdBy: Origin;
+}
+
+/**
+ * What one process still held when it ended (exit, crash or kill) — released by its exit, as in C, so not a
+ * leak; listed so a test can see what a process left to exit to close. fds 0–2 it started with are not listed.
+ * The last task using an fd table or address space reports it (a thread sharing them reports nothing).
+ */
+export interface HeldReport {
+  readonly pid: number;
+  readonly comm: string;
+  /** The worker's exit code (the exit status; 1 after an uncaught error or a kill). */
+  readonly exitCode: number;
+  /** Killed (Proc.kill(), or by shutdown()) rather than exiting. */
+  readonly killed: boolean;
+  readonly fds: HeldFd[];
+  readonly mappings: HeldMapping[];
+}
+
+export function formatHeld(held: readonly HeldReport[]): string {
+  if (held.length === 0) return 'no process held anything when it ended\n';
+  let s = '';
+  const origin = (o: Origin): string => {
+    let r = `created by pid ${o.pid} (${o.comm}) in ${o.call}, syscall #${o.seq}\n`;
+    if (o.stack) r += o.stack.split('\n').map((line) => `        ${line}`).join('\n') + '\n';
+    return r;
+  };
+  for (const h of held) {
+    const how = h.killed ? 'was killed' : `exited (status ${h.exitCode})`;
+    s += `pid ${h.pid} (${h.comm}) ${how} holding ${h.fds.length} fd(s) and ${h.mappings.length} mapping(s):\n`;
+    for (const f of h.fds) s += `  fd ${f.fd}: ${f.what}\n    ${origin(f.createdBy)}`;
+    for (const m of h.mappings) {
+      s += `  mapping 0x${m.address.toString(16)} +${m.length}: ${m.what}\n    ${origin(m.createdBy)}`;
+    }
+  }
+  return s;
+}

@@ -36,6 +36,7 @@ import { SYS } from '../shm/channel.js';
 import type { SyscallEntry, SyscallRequest } from './entry.js';
 import { FMODE_READ, FMODE_WRITE } from './file.js';
 import type { Kernel } from './kernel.js';
+import type { Origin } from './leaks.js';
 import type { Task } from './task.js';
 
 export class ShmRegion {
@@ -65,6 +66,8 @@ export class Vma {
     public pgoff: number,
     readonly prot: number,
     readonly flags: number,
+    /** The mmap that made it (a split keeps it): shown when the process ends still holding it. */
+    readonly origin: Origin,
   ) {}
 
   get length(): number {
@@ -155,7 +158,7 @@ function sysMmap(k: Kernel, req: SyscallRequest): number {
   if (!(f.fmode & FMODE_READ)) throw new KernelError(E.EACCES);
   if (!f.ops.mmap) throw new KernelError(E.ENODEV);
   const start = t.nextMmapAddr;
-  const vma = new Vma(start, start + size, f, offset / PAGE_SIZE, prot >>> 0, flags);
+  const vma = new Vma(start, start + size, f, offset / PAGE_SIZE, prot >>> 0, flags, k.origin());
   f.ops.mmap(f, vma);
   if (!vma.region) BUG(`${f.ops.kind} mmap set no region`);
   t.nextMmapAddr = start + size + PAGE_SIZE; // guard page between mappings
@@ -218,7 +221,7 @@ export function munmapRange(k: Kernel, t: Task, start: number, end: number): num
 }
 
 function slice(v: Vma, start: number, end: number): Vma {
-  const n = new Vma(start, end, v.file, v.pgoff + (start - v.start) / PAGE_SIZE, v.prot, v.flags);
+  const n = new Vma(start, end, v.file, v.pgoff + (start - v.start) / PAGE_SIZE, v.prot, v.flags, v.origin);
   n.region = v.region;
   n.regionOffset = v.regionOffset + (start - v.start);
   return n;
