@@ -75,7 +75,7 @@ export function copyProcess(k: Kernel, parent: Task, flags: number, comm: string
     const mm = new MmStruct();
     mm.nextMmapAddr = parent.mm.nextMmapAddr;
     for (const v of parent.mm.vmas) {
-      const n = new Vma(v.start, v.end, k.fget(v.file), v.pgoff, v.prot, v.flags);
+      const n = new Vma(v.start, v.end, k.fget(v.file), v.pgoff, v.prot, v.flags, v.origin);
       n.region = v.region;
       n.regionOffset = v.regionOffset;
       mm.vmas.push(n);
