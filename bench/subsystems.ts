@@ -3,6 +3,7 @@ import { benchFdPassing } from './fdpass.js';
 import { benchFdTable } from './fdtable.js';
 import { benchFenceWake } from './fence.js';
 import { benchSync } from './sync.js';
+import { benchLocking } from './locking.js';
 import { emit } from './util.js';
 
 export async function benchSubsystems(): Promise<void> {
@@ -10,4 +11,5 @@ export async function benchSubsystems(): Promise<void> {
   emit({ ...(await benchFenceWake()), baseline: 'raw Atomics.store+notify → Atomics.wait between two workers', goal: 'ratio_p50 <= 1.5' });
   await benchSync();
   await benchFdTable();
+  benchLocking();
 }

@@ -48,12 +48,15 @@ export interface LockdepMap {
   readonly id: number;
   readonly lockClass: LockClass;
   readonly domain: LockDomain;
+  /** The class's index in `domain`, cached by the validator (-1 or absent until first use). */
+  classCache?: number;
 }
 
 /** A plain annotation map (the kernel's struct lockdep_map without a lock): dma_fence_map, fs_reclaim. */
 export class LockMap implements LockdepMap {
   readonly id: number;
   readonly lockClass: LockClass;
+  classCache = -1;
   constructor(
     readonly domain: LockDomain,
     cls: LockClass | string,
@@ -104,8 +107,9 @@ interface HeldLock {
 interface WorkerState {
   held: HeldLock[];
   depth: number;
-  /** Chains this worker validated: a hit costs no shared traffic. */
-  chains: Set<number>;
+  /** Chains this worker validated (chainLookupAdd): a hit costs no shared traffic. */
+  chainTab: Int32Array;
+  chainCount: number;
   /** Class name → class index in the domain. */
   classIdx: Map<string, number>;
   className: string[];
@@ -136,7 +140,7 @@ function underGraphLock<T>(d: LockDomain, s: WorkerState, fn: () => T): T {
 function state(d: LockDomain): WorkerState {
   let s = d.validatorState as WorkerState | null;
   if (!s) {
-    s = { held: [], depth: 0, chains: new Set(), classIdx: new Map(), className: [], seen: new Set(), suppress: d.suppressions(), atomic: 0, visit: new Int32Array(0), visitGen: 0, graphHeld: false };
+    s = { held: [], depth: 0, chainTab: new Int32Array(2 * 256), chainCount: 0, classIdx: new Map(), className: [], seen: new Set(), suppress: d.suppressions(), atomic: 0, visit: new Int32Array(0), visitGen: 0, graphHeld: false };
     d.validatorState = s;
   }
   return s;
@@ -215,9 +219,40 @@ function mix2(k: number, id: number): number {
   h ^= h >>> 13;
   return Math.imul(h ^ 0x27d4eb2f, 0x165667b1);
 }
-/** 53-bit chain key from the two 32-bit halves. */
-function chainKey(k1: number, k2: number): number {
-  return (k1 >>> 0) * 2097152 + (k2 >>> 11);
+/**
+ * The chain cache: an open-addressing table of (k1, k2) pairs in an Int32Array — integer compares only, no heap
+ * numbers on the hot path. Returns true when the chain was there; adds it otherwise. (0, 0) marks a free slot,
+ * so a key whose halves are both 0 is stored as (0, 1) — a collision lockdep's 64-bit key also tolerates.
+ */
+function chainLookupAdd(s: WorkerState, k1: number, k2: number): boolean {
+  if (k1 === 0 && k2 === 0) k2 = 1;
+  let tab = s.chainTab;
+  let mask = (tab.length >> 1) - 1;
+  for (let i = k1 & mask; ; i = (i + 1) & mask) {
+    const a = tab[2 * i]!;
+    const b = tab[2 * i + 1]!;
+    if (a === k1 && b === k2) return true;
+    if (a === 0 && b === 0) break;
+  }
+  if (++s.chainCount * 2 > tab.length >> 1) {
+    const old = tab;
+    tab = s.chainTab = new Int32Array(old.length * 2);
+    mask = (tab.length >> 1) - 1;
+    for (let j = 0; j < old.length; j += 2) {
+      const a = old[j]!;
+      const b = old[j + 1]!;
+      if (a === 0 && b === 0) continue;
+      let i = a & mask;
+      while (tab[2 * i] !== 0 || tab[2 * i + 1] !== 0) i = (i + 1) & mask;
+      tab[2 * i] = a;
+      tab[2 * i + 1] = b;
+    }
+  }
+  let i = k1 & mask;
+  while (tab[2 * i] !== 0 || tab[2 * i + 1] !== 0) i = (i + 1) & mask;
+  tab[2 * i] = k1;
+  tab[2 * i + 1] = k2;
+  return false;
 }
 
 // ---- acquire / release -------------------------------------------------------------------------------------------
@@ -229,10 +264,16 @@ function chainKey(k1: number, k2: number): number {
  * throw mode — then nothing was recorded as held. A no-op while the domain's validator is off.
  */
 export function lockAcquire(map: LockdepMap, sub = 0, trylock = false, read = 0, nest: LockdepMap | null = null): boolean {
+  if (Atomics.load(map.domain.i32, ENABLED) !== 1) return true;
+  return acquireOn(map, sub, trylock, read, nest);
+}
+
+/** lockAcquire without the ENABLED check (the caller made it). */
+export function acquireOn(map: LockdepMap, sub: number, trylock: boolean, read: number, nest: LockdepMap | null): boolean {
   const d = map.domain;
-  if (Atomics.load(d.i32, ENABLED) !== 1) return true;
-  const s = state(d);
-  const cls = classIndex(d, s, map.lockClass.name);
+  const s = (d.validatorState as WorkerState | null) ?? state(d);
+  let cls = map.classCache ?? -1;
+  if (cls < 0) cls = map.classCache = classIndex(d, s, map.lockClass.name);
   const node = cls * MAX_SUBCLASSES + sub;
   const depth = s.depth;
   const top = depth > 0 ? s.held[depth - 1]! : null;
@@ -256,11 +297,9 @@ export function lockAcquire(map: LockdepMap, sub = 0, trylock = false, read = 0,
   const k2 = mix2(p2, id);
   let site: string | null = null;
   if (!trylock) {
-    const key = chainKey(k1, k2);
-    if (!s.chains.has(key)) {
+    if (!chainLookupAdd(s, k1, k2)) {
       site = callerSite();
       const verdict = validate(d, s, map, node, read, nest, site);
-      s.chains.add(key);
       if (verdict) {
         ok = false;
         if (verdict !== true && d.throwOnReport) throw new LockdepError(verdict);
@@ -314,9 +353,14 @@ function isHeldIn(s: WorkerState, map: LockdepMap): boolean {
  * hold is reported ("bad unlock balance") and returns false.
  */
 export function lockRelease(map: LockdepMap): boolean {
+  if (Atomics.load(map.domain.i32, ENABLED) !== 1) return true;
+  return releaseOn(map);
+}
+
+/** lockRelease without the ENABLED check (the caller made it). */
+export function releaseOn(map: LockdepMap): boolean {
   const d = map.domain;
-  if (Atomics.load(d.i32, ENABLED) !== 1) return true;
-  const s = state(d);
+  const s = (d.validatorState as WorkerState | null) ?? state(d);
   const depth = s.depth;
   if (depth > 0) {
     const top = s.held[depth - 1]!;

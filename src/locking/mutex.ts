@@ -21,8 +21,8 @@
  * Mutex.from(handle) there is the same lock (same word, same instance id, same class).
  */
 import { E } from '../uapi/errno.js';
-import { LockDomain, SLICE_MS, TOKEN_MASK, WAITERS } from './domain.js';
-import { LockClass, LockdepError, lockAcquire, lockRelease, reportMisuse, reportRaw, heldCount, heldMaps, type LockdepMap, type WaitType } from './lockdep.js';
+import { ENABLED, LockDomain, SLICE_MS, TOKEN_MASK, WAITERS } from './domain.js';
+import { LockClass, LockdepError, acquireOn, releaseOn, lockAcquire, lockRelease, reportMisuse, reportRaw, heldCount, heldMaps, type LockdepMap, type WaitType } from './lockdep.js';
 
 export const L_STATE = 0;
 export const L_ID = 1;
@@ -98,6 +98,7 @@ export abstract class SharedLock implements LockdepMap {
   readonly id: number;
   readonly lockClass: LockClass;
   readonly domain: LockDomain;
+  classCache = -1;
 
   protected constructor(cls: string | LockClass, waitType: WaitType, domain: LockDomain | undefined, word: SharedArrayBuffer | null) {
     this.domain = domain ?? LockDomain.current();
@@ -130,14 +131,43 @@ export abstract class SharedLock implements LockdepMap {
     return Atomics.load(this.word, L_STATE) & TOKEN_MASK;
   }
 
+  /**
+   * The uncontended path of mutex_lock: the validator (a chain-cache hit after warm-up; one plain read of the
+   * domain's ENABLED word when off — a flag, so a racy read only delays a switch), then one compareExchange.
+   */
+  protected lockFast(): number {
+    const d = this.domain;
+    if (d.i32[ENABLED] !== 0) acquireOn(this, 0, false, 0, null);
+    if (Atomics.compareExchange(this.word, L_STATE, 0, d.token) === 0) return 0;
+    return this.acquireContended(0, Infinity);
+  }
+
+  /**
+   * The uncontended path of unlock: one compareExchange from exactly our token (no waiters) to 0. Anything else
+   * (waiters to wake, misuse to report) takes release().
+   */
+  protected unlockFast(what: string): boolean {
+    const d = this.domain;
+    if (Atomics.compareExchange(this.word, L_STATE, d.token, 0) !== d.token) return this.release(what);
+    if (d.i32[ENABLED] !== 0) releaseOn(this);
+    return true;
+  }
+
   /** Validates (lockdep) and takes the word; shared by lock, lockNested, lockNest, lockTimeout. */
   protected acquire(sub: number, nest: LockdepMap | null, timeoutMs: number): number {
     checkSubclass(sub);
     const d = this.domain;
+    lockAcquire(this, sub, false, 0, nest);
+    if (Atomics.compareExchange(this.word, L_STATE, 0, d.token) === 0) return 0;
+    return this.acquireContended(sub, timeoutMs);
+  }
+
+  /** The word is taken: AA on this very lock, or sleep for it (bounded slices) until `timeoutMs`. */
+  private acquireContended(sub: number, timeoutMs: number): number {
+    void sub;
+    const d = this.domain;
     const w = this.word;
     const me = d.token;
-    lockAcquire(this, sub, false, 0, nest);
-    if (Atomics.compareExchange(w, L_STATE, 0, me) === 0) return 0;
     if ((Atomics.load(w, L_STATE) & TOKEN_MASK) === me) {
       // This very lock again in its holder: blocking would hang forever. The validator reported the class-level
       // AA above (when on); this is the instance-level certainty.
@@ -237,7 +267,7 @@ export class Mutex extends SharedLock {
 
   /** mutex_lock. */
   lock(): number {
-    return this.acquire(0, null, Infinity);
+    return this.lockFast();
   }
 
   /** mutex_lock_nested(lock, subclass): a different node of the same class, so no AA (0..7). */
@@ -263,7 +293,7 @@ export class Mutex extends SharedLock {
 
   /** mutex_unlock. Misuse (double unlock, a non-owner) is reported and returns false. */
   unlock(): boolean {
-    return this.release('mutex_unlock');
+    return this.unlockFast('mutex_unlock');
   }
 
   get handle(): LockHandle {
@@ -316,7 +346,7 @@ export function fromHandle(target: SharedLock, h: LockHandle): void {
   const domain = LockDomain.attach(h.domain);
   const word = new Int32Array(h.word, 0, LOCK_WORDS);
   const waitType: WaitType = h.kind === 'spinlock' ? 'spin' : 'sleep';
-  Object.assign(target, { domain, word, id: Atomics.load(word, L_ID), lockClass: new LockClass(h.className, waitType) });
+  Object.assign(target, { domain, word, id: Atomics.load(word, L_ID), lockClass: new LockClass(h.className, waitType), classCache: -1 });
 }
 
 /**
