@@ -306,6 +306,8 @@ export function createFenceTable(opts: FenceTableOptions = {}): SharedArrayBuffe
   i32[b + S_FLAGS] = (KIND_PLAIN << KIND_SHIFT) | F_SIGNALED | F_TIMESTAMP | F_ENABLE_SIGNAL | F_STUB;
   i32[b + S_NAME_ID] = NAME_ID_STUB;
   i32[b + S_REFCOUNT] = 1;
+  // Signaled at the epoch: ktime 0, published in S64_TIMESTAMP's encoding (t + 1; 0 would read as "not published").
+  i64[(b >> 1) + S64_TIMESTAMP] = 1n;
   i32[H_LIVE] = 1;
   i32[H_HIGH_WATER] = 1;
   // Published last: an attach that sees the magic sees everything above.
