@@ -7,8 +7,11 @@
 import test, { type ExecutionContext } from 'ava';
 import { Machine, type Proc } from '../src/index.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
-import { delay } from './helpers/sim.js';
-import { spinSlots } from '../src/testing.js';
+import { delay, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
+import { dmaBufAddFence, DMA_RESV_USAGE_WRITE, spinSlots } from '../src/testing.js';
+import { DMA_BUF_SYNC_READ } from '../src/uapi/dma-buf.js';
+import { E } from '../src/uapi/errno.js';
+import type { FenceHandle } from '../src/fence/dma-fence.js';
 
 const fixture = new URL('./fixtures/faults.js', import.meta.url);
 const seed = chooseSeed();
@@ -113,5 +116,161 @@ test.serial('60 processes killed mid-syscall while spinning leak no spin slot: a
   } finally {
     await shutdownBounded(t, fresh, 'fresh machine');
     await shutdownBounded(t, used, 'machine after kills');
+  }
+});
+
+
+/** A victim process: a SockProc of the faults fixture. */
+async function victim(m: Machine, name: string): Promise<SockProc> {
+  return spawnSock(m, name, {}, fixture);
+}
+
+type Case = 'parked' | 'spinning' | 'signal' | 'resv' | 'fdpass';
+const CASES: readonly Case[] = ['parked', 'spinning', 'signal', 'resv', 'fdpass'];
+
+/**
+ * One kill at an interesting point, on machine `m`, with `survivor` (a process that lives through every case) as
+ * the peer where one is needed. Each case ends with every process it started dead, and checks what the other
+ * processes see.
+ */
+async function killCase(t: ExecutionContext, m: Machine, c: Case, prng: Prng, survivor: SockProc): Promise<void> {
+  switch (c) {
+    case 'parked': {
+      // Mid-syscall, parked in the kernel: recvmsg on a socket nobody writes to.
+      const P = await victim(m, 'parked');
+      const [p, s] = await m.socketpair(P.proc, survivor.proc);
+      const before = await parkedCallsOf(m);
+      const started = new SharedArrayBuffer(4);
+      const call = P.proc.call('recvUntilKilled', p, started).catch(() => -1);
+      await reached(started, 'parked victim');
+      await waitParked(m, before + 1);
+      await delay(prng.below(5));
+      await P.proc.kill();
+      await call;
+      t.like(await survivor.recv(s), { n: 0 }, 'parked: the peer sees EOF');
+      await survivor.ok('close', s);
+      return;
+    }
+    case 'spinning': {
+      // Mid-syscall, spinning for the reply in a machine spin slot (most of a no-op loop's time).
+      const n = 1 + prng.below(3);
+      const ps = await Promise.all(Array.from({ length: n }, (_, i) => m.spawn(fixture, { name: `spinning${i}` })));
+      const started = ps.map(() => new SharedArrayBuffer(4));
+      const loops = ps.map((p, i) => p.call('nopUntilKilled', started[i]).catch(() => 0));
+      await Promise.all(started.map((x) => reached(x, 'spinning victim')));
+      for (const p of ps) {
+        await delay(prng.below(4));
+        await p.kill();
+      }
+      await Promise.all(loops);
+      return;
+    }
+    case 'signal': {
+      // Mid-signal: the signaller stops between its S_SIGNAL compareExchange and its timestamp store (the fault
+      // seam) and is killed there, while another process sleeps on the fence and a buffer's sync_file holds it.
+      const P = await victim(m, 'signaller');
+      const Q = await victim(m, 'buffer-owner');
+      const W = await victim(m, 'fence-waiter');
+      const h = await P.proc.call<FenceHandle>('makeFence');
+      const buf = await Q.fx<number>('heapBuffer', 4096, 1);
+      await dmaBufAddFence(m, Q.proc, buf, h, DMA_RESV_USAGE_WRITE);
+      const syncFd = await Q.ok<number>('dmaBufExportSyncFile', buf, DMA_BUF_SYNC_READ);
+      const waiting = new SharedArrayBuffer(4);
+      const wait = W.proc.call<number>('waitFence', h, 60_000, waiting);
+      await reached(waiting, 'fence waiter');
+      await delay(5 + prng.below(10)); // (only makes it likelier that the waiter is asleep, not just spinning)
+      const stopped = new SharedArrayBuffer(4);
+      const signal = P.proc.call('signalFenceStopped', stopped).catch(() => 0);
+      await reached(stopped, 'the signal fault point');
+      await P.proc.kill();
+      await signal;
+      t.true((await within(wait, 5000, 'signal: a waiter asleep on the fence')) > 0, 'signal: the waiter sees it signaled');
+      const info = await within(Q.ok<{ status: number; fences: { timestampNs: bigint | number }[] }>('syncFileInfo', syncFd), 5000, 'signal: SYNC_IOC_FILE_INFO');
+      t.is(info.status, 1, 'signal: the sync_file reads signaled');
+      await within(m.debugfs.read('sync/info'), 5000, 'signal: sync/info');
+      await within(m.debugfs.read('dma_buf/bufinfo'), 5000, 'signal: bufinfo');
+      await W.proc.kill();
+      await Q.proc.kill();
+      return;
+    }
+    case 'resv': {
+      // Holding the reservation lock: the next locker takes it over and is told (EOWNERDEAD).
+      const H = await victim(m, 'resv-holder');
+      const L = await victim(m, 'resv-locker');
+      const lockSab = new SharedArrayBuffer(16);
+      const held = new SharedArrayBuffer(4);
+      const hold = H.proc.call('holdResvLock', lockSab, held).catch(() => 0);
+      await reached(held, 'resv holder');
+      const lock = L.proc.call<number>('lockResv', lockSab);
+      await delay(prng.below(20));
+      await H.proc.kill();
+      await hold;
+      t.is(await within(lock, 5000, 'resv: the next locker'), -E.EOWNERDEAD, 'resv: the lock is taken over, EOWNERDEAD');
+      t.is(await within(L.proc.call<number>('lockResv', lockSab), 5000, 'resv: locking again'), 0, 'resv: and is an ordinary lock again');
+      await L.proc.kill();
+      return;
+    }
+    case 'fdpass': {
+      // Mid-fd-pass: sendmsg with SCM_RIGHTS done, recvmsg not yet. Seeded: the sender or the receiver dies.
+      const P = await victim(m, 'fd-sender');
+      const Q = await victim(m, 'fd-receiver');
+      const [p, q] = await m.socketpair(P.proc, Q.proc);
+      const buf = await P.fx<number>('heapBuffer', 8192, 7);
+      const sent = new SharedArrayBuffer(4);
+      const pass = P.proc.call('passFdAndWait', p, buf, sent).catch(() => 0);
+      await reached(sent, 'fd sender');
+      if (prng.below(2) === 0) {
+        await P.proc.kill();
+        const msg = await Q.recv(q);
+        t.is(msg.fds.length, 1, 'fdpass: the fd in flight outlives its sender');
+        t.deepEqual(await Q.r('mapFd', msg.fds[0]!, 8192), { ok: 8192 });
+        t.deepEqual(await Q.r('checkMapped', msg.fds[0]!, 7), { ok: -1 }, 'fdpass: with the sender\'s bytes');
+        await Q.proc.kill();
+      } else {
+        await Q.proc.kill();
+        await P.proc.kill();
+      }
+      await pass;
+      return;
+    }
+  }
+}
+
+async function parkedCallsOf(m: Machine): Promise<number> {
+  const { parkedCalls } = await import('../src/testing.js');
+  return parkedCalls(m);
+}
+
+// Before the fixes: 'signal' hangs the broker in dma_fence_timestamp (and the sleeping waiter forever), 'resv'
+// leaves the next locker asleep forever, 'spinning' leaks the machine's spin slot (see the test above).
+test.serial('seeded kill loop: a process killed mid-syscall, while spinning, mid-signal, holding the resv lock or mid-fd-pass wedges, slows and leaks nothing', async (t) => {
+  const prng = logSeed(t);
+  const fresh = await Machine.boot();
+  const m = await Machine.boot();
+  try {
+    const survivor = await victim(m, 'survivor');
+    const order: Case[] = [];
+    for (let round = 0; round < 2; round++) {
+      const cs = [...CASES];
+      for (let i = cs.length - 1; i > 0; i--) {
+        const j = prng.below(i + 1);
+        [cs[i], cs[j]] = [cs[j]!, cs[i]!];
+      }
+      order.push(...cs);
+    }
+    t.log(`order: ${order.join(', ')}`);
+    for (const c of order) {
+      await within(killCase(t, m, c, prng, survivor), 30_000, `kill case ${c}`);
+      t.is(await within(survivor.ok<number>('getpid'), 5000, `after ${c}: the survivor is served`), survivor.pid);
+    }
+    t.deepEqual(await spinSlots(m), await spinSlots(fresh), 'every spin slot is free again');
+    const a = await fresh.spawn(fixture, { name: 'fresh-machine' });
+    const [ra, rb] = await pairedRates(a, survivor.proc);
+    const ratio = rb / ra;
+    t.log(`no-op syscalls/s: fresh machine ${ra.toFixed(0)}, survivor after the kills ${rb.toFixed(0)}, ratio ${ratio.toFixed(2)}`);
+    t.true(ratio >= 0.5, `the survivor runs at ${ratio.toFixed(2)}× a fresh machine's speed (seed ${seed})`);
+  } finally {
+    await shutdownBounded(t, fresh, 'fresh machine');
+    await shutdownBounded(t, m, 'machine after the kill loop');
   }
 });
