@@ -15,6 +15,9 @@ import { CLONE_PTHREAD, SOCK_STREAM } from './uapi/posix.js';
 import { simError } from './errors.js';
 import { AliveTable } from './shm/alive.js';
 import { H_ALIVE, H_KERNEL_OWNER } from './fence/table.js';
+import { ARGS_OFFSET, SHUTDOWN as CH_SHUTDOWN, SHUTDOWN_KERNEL_GONE, STATE } from './shm/channel.js';
+
+const CHANNEL_HEADER_WORDS = ARGS_OFFSET / 4;
 import type { ProcessWorkerData } from '../workers/process.js';
 import { LOADED, type LoadReport } from './rpc/process-loaded.js';
 import type { SpawnRequest } from './kernel/fork.js';
@@ -228,6 +231,8 @@ export function pidIn(m: Machine, p: Proc): number {
  */
 export class Machine {
   private readonly procs = new Map<number, Proc>();
+  /** Every live process's syscall channel (marked when the broker dies). */
+  private readonly channels = new Set<SharedArrayBuffer>();
   private down = false;
 
   static {
@@ -241,7 +246,17 @@ export class Machine {
     /** The machine's fence table (src/fence/table.ts): handed to every process and attachable by any worker. */
     private readonly fences: SharedArrayBuffer,
     private readonly recordStacks: boolean,
+    private readonly maxSpinners: number,
   ) {
+    // The broker's death, told to each process in its own channel (SHUTDOWN_KERNEL_GONE): a process waiting for a
+    // reply then gives up. Per channel, so no process can make another's calls give up.
+    broker.once('exit', () => {
+      for (const ch of this.channels) {
+        const i32 = new Int32Array(ch, 0, CHANNEL_HEADER_WORDS);
+        Atomics.store(i32, CH_SHUTDOWN, SHUTDOWN_KERNEL_GONE);
+        Atomics.notify(i32, STATE);
+      }
+    });
     // Tasks made by clone (a process's fork or thread, or Proc.fork/thread): the broker made the task and asks for its
     // worker on its own port, before the clone's reply, so by the time any caller learns the pid its Proc exists.
     broker.on('message', (m: unknown) => {
@@ -276,10 +291,10 @@ export class Machine {
       fences,
     });
     const table = await kernel.fenceTable();
-    // The broker's liveness: processes waiting for a reply give up once its token leaves the alive table.
+    // The broker's token in the alive table goes with it (locks it held are recovered, not waited for).
     const kernelOwner = Atomics.load(new Int32Array(table), H_KERNEL_OWNER);
     broker.once('exit', () => new AliveTable(new Int32Array(table), H_ALIVE).clear(kernelOwner));
-    return new Machine(broker, kernel, control, table, opts.recordStacks ?? false);
+    return new Machine(broker, kernel, control, table, opts.recordStacks ?? false, maxSpinners);
   }
 
   /** Starts a process running `module` (an ES module URL or path; compiled JavaScript). */
@@ -294,6 +309,7 @@ export class Machine {
       name,
       channel: info.channel,
       control: this.control,
+      maxSpinners: this.maxSpinners,
       fences: this.fences,
       port: port2,
       owner: info.owner,
@@ -308,7 +324,11 @@ export class Machine {
     const p = new Proc(info.pid, name, worker, (pid, code, killed) => this.kernel.reap(pid, code, killed), { clone: this.cloner });
     owners.set(p, this);
     this.procs.set(info.pid, p);
-    void p.exited.then(() => this.procs.delete(info.pid));
+    this.channels.add(info.channel);
+    void p.exited.then(() => {
+      this.procs.delete(info.pid);
+      this.channels.delete(info.channel);
+    });
     try {
       await moduleLoaded(worker, p.exited, url);
     } catch (e) {
@@ -344,6 +364,7 @@ export class Machine {
       name: req.name,
       channel: req.channel,
       control: this.control,
+      maxSpinners: this.maxSpinners,
       fences: this.fences,
       port: req.port,
       ...(req.owner !== undefined ? { owner: req.owner } : {}),
@@ -356,7 +377,11 @@ export class Machine {
     const p = new Proc(req.tid, req.name, worker, (pid, code, killed) => this.kernel.reap(pid, code, killed), { tgid: req.tgid, clone: this.cloner });
     owners.set(p, this);
     this.procs.set(req.tid, p);
-    void p.exited.then(() => this.procs.delete(req.tid));
+    this.channels.add(req.channel);
+    void p.exited.then(() => {
+      this.procs.delete(req.tid);
+      this.channels.delete(req.channel);
+    });
     if (req.thread) {
       const leader = this.procs.get(req.tgid);
       // No first thread any more: the process ended while its thread was being made.

@@ -49,6 +49,8 @@ export interface FenceAttachOptions {
    * whoever started the worker should clear the token when it ends (FenceRuntime.owner, AliveTable.clear).
    */
   readonly owner?: number;
+  /** With `control`: the machine's spin limit, by value (the control block's own word is process-writable). */
+  readonly maxSpinners?: number;
 }
 
 /**
@@ -110,6 +112,7 @@ export class FenceRuntime {
       opts.control ? spinBlockOf(opts.control) : this.table.spinControl,
       this.owner,
       this.table.alive,
+      opts.control ? (opts.maxSpinners ?? null) : null,
     );
     this.eventLoop = opts.eventLoop ?? false;
   }

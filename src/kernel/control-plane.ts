@@ -8,8 +8,8 @@ import { KernelBug } from '../bug.js';
 import { KernelError, simError, SyscallError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { AF_UNIX, O_CLOEXEC, O_LARGEFILE, O_RDWR, SOCK_TYPE_MASK } from '../uapi/posix.js';
-import { createChannel } from '../shm/channel.js';
-import { createControl, SHUTDOWN, spinBlockOf } from '../shm/control-block.js';
+import { createChannel, SHUTDOWN, SHUTDOWN_BEGUN } from '../shm/channel.js';
+import { createControl, spinBlockOf } from '../shm/control-block.js';
 import { releaseSpinSlots, SB_MAX, spinSlotsInUse } from '../shm/spin.js';
 import { H_KERNEL_OWNER } from '../fence/table.js';
 import type { FenceRuntime } from '../fence/runtime.js';
@@ -117,7 +117,9 @@ export class KernelControl {
     this.owners.set(req.tid, owner);
     this.post({ ...req, owner }, [req.port]);
   };
-  private readonly shuttingDown = (): boolean => this.ctl !== null && Atomics.load(this.ctl, SHUTDOWN) !== 0;
+  /** Set by beginShutdown: the kernel's own state, not a shared word a process could set. */
+  private shutdownBegun = false;
+  private readonly shuttingDown = (): boolean => this.shutdownBegun;
 
   private get kernel(): Kernel {
     if (!this.k) throw new Error('kernel not booted');
@@ -136,7 +138,7 @@ export class KernelControl {
     // The machine's fence table, before any subsystem can make a fence. The broker is an event-loop thread: its
     // fence callbacks run promptly from a waitAsync watcher; fence/resv WARN()s go to the kernel's warnings.
     const fences = createFenceTable({ ...fenceTableSizes(cfg.fences ?? {}, 'fences.'), maxSpinners: cfg.maxSpinners });
-    const frt = attachFenceTable(fences, { control, eventLoop: true });
+    const frt = attachFenceTable(fences, { control, maxSpinners: cfg.maxSpinners, eventLoop: true });
     // Processes learn from this word whether the kernel still lives (the main thread clears the token when the
     // broker worker exits): a call waiting for a reply then fails instead of waiting forever.
     Atomics.store(frt.i32, H_KERNEL_OWNER, frt.owner);
@@ -167,6 +169,7 @@ export class KernelControl {
     const pid = k.allocPid();
     const channel = createChannel();
     const t = new Task(pid, name, channel, port);
+    if (this.shutdownBegun) Atomics.store(t.channel.i32, SHUTDOWN, SHUTDOWN_BEGUN);
     if (nofile !== undefined) t.nofileCur = nofile;
     k.tasks.set(pid, t);
     // As a 64-bit parent's open("/dev/null", O_RDWR) leaves them: O_RDWR | O_LARGEFILE.
@@ -397,7 +400,9 @@ export class KernelControl {
 
   /** First half of shutdown: parked calls fail with ESHUTDOWN, new calls fail at once. */
   beginShutdown(): void {
-    Atomics.store(this.ctl!, SHUTDOWN, 1);
+    // Each process's own word: a process can set its own (and stop only itself), never another's.
+    this.shutdownBegun = true;
+    for (const t of this.kernel.tasks.values()) Atomics.store(t.channel.i32, SHUTDOWN, SHUTDOWN_BEGUN);
     this.entry!.abortParked(E.ESHUTDOWN);
   }
 

@@ -13,6 +13,8 @@ import { E } from '../uapi/errno.js';
 import {
   ERRNO,
   IN_LEN,
+  DATA_SIZE,
+  STACK_SIZE,
   OP,
   OUT_LEN,
   RFLAGS,
@@ -24,7 +26,7 @@ import {
   ST_REQUEST,
   SYS_NAMES,
 } from '../shm/channel.js';
-import { BROKER_IDLE, DOORBELL } from '../shm/control-block.js';
+import { DOORBELL } from '../shm/control-block.js';
 import type { Kernel } from './kernel.js';
 import type { ShmRegion } from './mm.js';
 import type { Task } from './task.js';
@@ -32,18 +34,35 @@ import { Blocked, type SyscallOutcome } from './wait.js';
 
 /** One request being served: typed access to the caller's channel. */
 export class SyscallRequest {
+  /**
+   * The request's ARGS and IN_LEN as they were when it was dispatched. The process can write its channel at any
+   * moment, also while its call runs or is parked; the kernel reads them once (copy_from_user), so a check made on
+   * an argument still holds when the handler uses it.
+   */
+  private readonly argv: Float64Array;
+  readonly inLen: number;
+
   constructor(
     readonly task: Task,
     readonly op: number,
     readonly seq: number,
-  ) {}
+  ) {
+    const ch = task.channel;
+    this.argv = ch.args.slice();
+    this.inLen = Atomics.load(ch.i32, IN_LEN);
+  }
+
+  /** IN_LEN within DATA: anything else is a bad user pointer, EFAULT before any handler runs. */
+  get inLenValid(): boolean {
+    return this.inLen >= 0 && this.inLen <= DATA_SIZE;
+  }
 
   /**
    * The raw ARGS words. Handlers read arguments through the typed accessors below instead: the process writes
    * ARGS itself and may write any f64 (NaN, 3.5, 1e300), which no C caller can pass.
    */
   get args(): Float64Array {
-    return this.task.channel.args;
+    return this.argv;
   }
 
   // ---- arguments, as the C ABI hands them over -------------------------------------------------------------------
@@ -58,7 +77,7 @@ export class SyscallRequest {
 
   /** ARGS[i] as a 64-bit register value (see above); throws `err` when it is none. */
   private reg(i: number, err: number): number {
-    const v = this.task.channel.args[i]!;
+    const v = this.argv[i]!;
     if (!Number.isInteger(v) || v < -(2 ** 63) || v >= 2 ** 64) throw new KernelError(err, `argument ${i} is not an integer register value`);
     return v;
   }
@@ -91,7 +110,7 @@ export class SyscallRequest {
   /** The request's input bytes (a view into the channel: copy what must outlive the call). */
   get input(): Uint8Array {
     const ch = this.task.channel;
-    return ch.data.subarray(0, Atomics.load(ch.i32, IN_LEN));
+    return ch.data.subarray(0, this.inLen);
   }
   inputString(): string {
     return Buffer.from(this.input).toString('utf8');
@@ -193,6 +212,7 @@ export class SyscallEntry {
     try {
       const h = this.handlers[op];
       if (!h) throw new KernelError(E.ENOSYS);
+      if (!req.inLenValid) throw new KernelError(E.EFAULT, `IN_LEN ${req.inLen} outside the channel's DATA`);
       const r = h(k, req);
       if (r instanceof Blocked) this.park(t, r);
       else this.finish(t, r, 0);
@@ -310,7 +330,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** The caller's stack the process put in its channel (recordStacks machines only). */
 function readStack(t: Task): string | undefined {
-  const n = t.channel.i32[STACK_LEN]!;
+  // A process-written length: clamped to the STACK area.
+  const n = Math.min(t.channel.i32[STACK_LEN]!, STACK_SIZE);
   return n > 0 ? Buffer.from(t.channel.stack.subarray(0, n)).toString('utf8') : undefined;
 }
 
@@ -384,9 +405,7 @@ export class ServeLoop {
       return;
     }
     this.sleeping = true;
-    Atomics.store(this.ctl, BROKER_IDLE, 1);
     void w.value.then(() => {
-      Atomics.store(this.ctl, BROKER_IDLE, 0);
       this.pump();
     });
   };

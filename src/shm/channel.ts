@@ -10,11 +10,21 @@
  *   16  i32 IN_LEN      bytes of DATA the request carries (paths, ioctl structs, message bytes)
  *   20  i32 OUT_LEN     bytes of DATA the reply carries back (copy_to_user)
  *   24  i32 RFLAGS      reply flags: RF_PORT_MSG = SharedArrayBuffer handles were posted on the process's port
+ *   28  i32 STACK_LEN   see STACK below
+ *   32  i32 SHUTDOWN    0, then SHUTDOWN_BEGUN once the machine shuts down (written by the kernel in every
+ *                       channel), or SHUTDOWN_KERNEL_GONE once the broker worker exited (written by the main
+ *                       thread): the process's calls fail with ESHUTDOWN. Per channel, so a process can only stop
+ *                       itself.
  *   64  f64 ARGS[8]     numeric arguments (f64 so 53-bit offsets and sizes are exact)
  *   128 f64 RES[8]      numeric results; RES[0] is the syscall's return value
  *   256 u8  DATA[64 KiB]
  *   256+64K u8 STACK[4 KiB] the caller's JavaScript stack (UTF-8), written only when the machine records stacks;
  *               STACK_LEN (i32 word 7) is its length, 0 when absent
+ *
+ * Trust: the process may write every word at any time (it is the process's memory too). The kernel copies ARGS and
+ * reads OP, IN_LEN, SEQ and STACK_LEN once per request and checks them (an unknown OP is ENOSYS, an IN_LEN outside
+ * DATA is EFAULT, a STACK_LEN beyond STACK is clamped), so whatever a process writes here fails its own call at
+ * worst — never another process's call, never the broker.
  *
  * Ordering: the process writes OP/ARGS/DATA with plain stores, then `Atomics.store(STATE, REQUEST)`; the broker
  * reads STATE with `Atomics.load` before reading anything else. Atomics are sequentially consistent, so the plain
@@ -30,6 +40,10 @@ export const IN_LEN = 4;
 export const OUT_LEN = 5;
 export const RFLAGS = 6;
 export const STACK_LEN = 7;
+export const SHUTDOWN = 8;
+/** SHUTDOWN values: the kernel is shutting down (calls fail with ESHUTDOWN); the broker worker is gone. */
+export const SHUTDOWN_BEGUN = 1;
+export const SHUTDOWN_KERNEL_GONE = 2;
 
 export const ST_IDLE = 0;
 export const ST_REQUEST = 1;

@@ -1,20 +1,22 @@
 /**
- * The machine's control block: one small SharedArrayBuffer every process and the broker map.
+ * The machine's control block: one small SharedArrayBuffer every process and the broker map — only words a process
+ * must write to reach the kernel, none the kernel trusts (every process can write every word: see the trust
+ * boundary in docs/ARCHITECTURE.md; a process scribbling over them can slow the machine down, nothing more).
  *
  * Word layout (Int32, all accessed with Atomics):
- *   0 DOORBELL      incremented by a process after it posts a request; the broker sleeps on it when idle
- *   1, 2            unused (were a bare spinner counter, which a kill mid-spin leaked: see SPIN_BLOCK)
- *   3 BROKER_IDLE   1 while the broker sleeps on DOORBELL (diagnostic: processes always notify)
- *   4 SHUTDOWN      1 once the machine shuts down: blocked callers give up with ESHUTDOWN
+ *   0 DOORBELL      incremented by a process after it posts a request; the broker sleeps on it when idle (any
+ *                   value will do: the broker only waits for it to change, then scans the channels)
+ *   1 .. 15         unused (were a bare spinner counter, the spin limit, a broker-idle flag and the SHUTDOWN word:
+ *                   the limit is now handed to each worker by value, and "the machine is shutting down" is a word
+ *                   in each process's own channel, written by the kernel)
  *   16..31 SPIN_BLOCK the machine's spin slots (layout in src/shm/spin.ts): SB_MAX = vCPUs − 1 (the broker
- *                   needs the other one), then one word per slot holding the owner token of the process spinning
- *                   in it; the broker gives a dead process's slots back in reap (releaseSpinSlots)
+ *                   needs the other one; processes use the limit they were handed, never this word), then one word
+ *                   per slot holding the owner token of the process spinning in it; the broker gives a dead
+ *                   process's slots back in reap (releaseSpinSlots)
  */
 import { initSpinBlock, SPIN_BLOCK_WORDS } from './spin.js';
 
 export const DOORBELL = 0;
-export const BROKER_IDLE = 3;
-export const SHUTDOWN = 4;
 export const SPIN_BLOCK = 16;
 export const CONTROL_WORDS = SPIN_BLOCK + SPIN_BLOCK_WORDS;
 

@@ -70,6 +70,11 @@ export class AdaptiveSpin {
     private readonly block: Int32Array,
     readonly owner: number,
     private readonly alive: AliveTable | null = null,
+    /**
+     * How many slots may be used at once, when the block's SB_MAX word cannot be trusted (the machine's block:
+     * every process can write it): handed to the worker by value.
+     */
+    private readonly limit: number | null = null,
   ) {
     if (owner === 0) throw new Error('BUG: AdaptiveSpin needs a non-zero owner token');
   }
@@ -77,7 +82,9 @@ export class AdaptiveSpin {
   /** Takes a free slot (compareExchange 0 → owner); returns its word index, or −1 when none is free. */
   private take(): number {
     const block = this.block;
-    const end = SB_FIRST_SLOT + Atomics.load(block, SB_MAX);
+    // Never past the block, whatever a shared word says.
+    const max = this.limit ?? Atomics.load(block, SB_MAX);
+    const end = SB_FIRST_SLOT + Math.max(0, Math.min(SB_SLOTS, max | 0));
     for (let i = SB_FIRST_SLOT; i < end; i++) {
       if (Atomics.compareExchange(block, i, 0, this.owner) === 0) return i;
     }

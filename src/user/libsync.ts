@@ -72,7 +72,7 @@ function processFenceRuntime(): FenceRuntime | null {
     const sab = r.fences;
     // Sharing the machine control block puts fence-wait spinners under the same vCPUs − 1 budget as syscall
     // spinners (a waiter never spins while that would starve the broker or the process it waits for).
-    fenceRt = sab ? attachFenceTable(sab, { control: r.ctl.buffer as SharedArrayBuffer }) : null;
+    fenceRt = sab ? attachFenceTable(sab, r.fenceAttachOptions()) : null;
   }
   return fenceRt;
 }

@@ -16,6 +16,8 @@ import {
   RFLAGS,
   RF_PORT_MSG,
   SEQ,
+  SHUTDOWN,
+  SHUTDOWN_KERNEL_GONE,
   STACK_LEN,
   STATE,
   ST_IDLE,
@@ -23,10 +25,10 @@ import {
   ST_REQUEST,
   SYS_NAMES,
 } from '../shm/channel.js';
-import { ringDoorbell, SHUTDOWN, spinBlockOf } from '../shm/control-block.js';
+import { ringDoorbell, spinBlockOf } from '../shm/control-block.js';
 import { AdaptiveSpin } from '../shm/spin.js';
 import { AliveTable } from '../shm/alive.js';
-import { H_ALIVE, H_KERNEL_OWNER, untrackedOwner } from '../fence/table.js';
+import { H_ALIVE, untrackedOwner } from '../fence/table.js';
 import { setDefaultFenceOwner } from '../fence/runtime.js';
 
 const enc = new TextEncoder();
@@ -64,7 +66,10 @@ export interface RuntimeInit {
   readonly tid?: number;
   readonly name: string;
   readonly channel: SharedArrayBuffer;
+  /** The machine control block (doorbell, spin slots): every word of it is process-writable. */
   readonly control: SharedArrayBuffer;
+  /** How many workers may spin for a reply at once (vCPUs − 1): a value, not a shared word a process could change. */
+  readonly maxSpinners: number;
   /** The machine's fence table (attach with attachFenceTable from src/fence/index.ts to use kernel fences). */
   readonly fences?: SharedArrayBuffer;
   readonly port: MessagePort;
@@ -80,6 +85,7 @@ export interface RuntimeInit {
 export class Runtime {
   readonly ch: ChannelViews;
   readonly ctl: Int32Array;
+  readonly maxSpinners: number;
   readonly pid: number;
   readonly tid: number;
   readonly name: string;
@@ -113,7 +119,8 @@ export class Runtime {
     this.fenceWords = this.fences ? new Int32Array(this.fences) : null;
     this.alive = this.fenceWords ? new AliveTable(this.fenceWords, H_ALIVE) : null;
     this.owner = init.owner ?? untrackedOwner();
-    this.spin = new AdaptiveSpin(spinBlockOf(init.control), this.owner, this.alive);
+    this.maxSpinners = init.maxSpinners;
+    this.spin = new AdaptiveSpin(spinBlockOf(init.control), this.owner, this.alive, init.maxSpinners);
   }
 
   /**
@@ -124,7 +131,7 @@ export class Runtime {
     const ch = this.ch;
     const i32 = ch.i32;
     if (this.exited !== null) throw new ProcessExit(this.exited);
-    if (Atomics.load(this.ctl, SHUTDOWN) || this.kernelGone) throw new SyscallError(E.ESHUTDOWN, name ?? SYS_NAMES[op] ?? 'syscall');
+    if (Atomics.load(i32, SHUTDOWN) || this.kernelGone) throw new SyscallError(E.ESHUTDOWN, name ?? SYS_NAMES[op] ?? 'syscall');
     const args = ch.args;
     args[0] = a0;
     args[1] = a1;
@@ -188,11 +195,21 @@ export class Runtime {
     return true;
   }
 
-  /** False once the broker's owner token left the alive table (the broker worker exited). */
+  /**
+   * False once the main thread marked this channel SHUTDOWN_KERNEL_GONE (the broker worker exited). A word of this
+   * process's own channel, not the fence table's alive entry: that one every process can write, and a process
+   * must not be able to make another's calls give up.
+   */
   private kernelAlive(): boolean {
-    if (!this.alive || !this.fenceWords) return true;
-    const k = Atomics.load(this.fenceWords, H_KERNEL_OWNER);
-    return k === 0 || this.alive.isAlive(k);
+    return Atomics.load(this.ch.i32, SHUTDOWN) !== SHUTDOWN_KERNEL_GONE;
+  }
+
+  /**
+   * How this process attaches to the machine's fence table (attachFenceTable(rt().fences, rt().fenceAttachOptions())):
+   * fence waiters then share the syscall spinners' slots, under the limit this process was handed.
+   */
+  fenceAttachOptions(): { control: SharedArrayBuffer; maxSpinners: number } {
+    return { control: this.ctl.buffer as SharedArrayBuffer, maxSpinners: this.maxSpinners };
   }
 
   /** Reply bytes of the last call. */

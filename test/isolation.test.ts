@@ -1,0 +1,69 @@
+/**
+ * Isolation between processes: a process can write every word of the shared memory it is handed, and that must
+ * never make another process's call fail, nor crash or wedge the broker (docs/ARCHITECTURE.md, trust boundary).
+ */
+import test from 'ava';
+import { Machine } from '../src/index.js';
+import { shutdownNoLeaks } from './helpers/sim.js';
+
+const fixture = new URL('./fixtures/hostile.js', import.meta.url);
+
+test('a hostile process writing every control-block and channel word it holds cannot fail another process\'s calls', async (t) => {
+  const m = await Machine.boot();
+  try {
+    const victim = await m.spawn(fixture, { name: 'victim' });
+    const hostile = await m.spawn(fixture, { name: 'hostile' });
+    t.is(await victim.call<number>('ordinaryCalls', 10), 10);
+    for (const v of [1, -1, 0x7fffffff, -0x80000000, 0]) {
+      await hostile.call('scribbleControl', v);
+      t.is(await victim.call<number>('ordinaryCalls', 50), 50, `control block words all set to ${v}`);
+    }
+    // Malformed requests on its own channel: each is answered with an errno (ENOSYS for an unknown op, EFAULT for
+    // an IN_LEN outside DATA, EINVAL/EBADF for non-register arguments), none is an oops, none goes unanswered.
+    const errnos = await hostile.call<number[]>('evilRequests');
+    t.true(errnos.every((e) => e >= 0), 'every malformed request got a reply (an errno, or 0 for one that is a nop)');
+    t.deepEqual(await hostile.call<number[]>('badInLen'), new Array<number>(9).fill(14), 'IN_LEN outside DATA: EFAULT');
+    t.is(await victim.call<number>('ordinaryCalls', 50), 50);
+    // Its whole channel, the kernel's shutdown word in it included, set to garbage and left so.
+    for (const b of [0xff, 0x01, 0x80]) {
+      await hostile.call('scribbleChannel', b);
+      t.is(await victim.call<number>('ordinaryCalls', 50), 50, `hostile channel bytes all 0x${b.toString(16)}`);
+    }
+    await hostile.call('scribbleControl', 0);
+    t.regex(await m.debugfs.read('dma_buf/bufinfo'), /Dma-buf Objects:/, 'the broker still serves the control plane');
+    await hostile.kill();
+    t.is(await victim.call<number>('ordinaryCalls', 10), 10);
+  } finally {
+    const r = await shutdownNoLeaks(t, m);
+    t.deepEqual(r.oopses, []);
+  }
+});
+
+test('a forged "kernel died" in the shared fence table does not make another process\'s long call give up', async (t) => {
+  const m = await Machine.boot();
+  try {
+    const victim = await m.spawn(fixture, { name: 'victim' });
+    const hostile = await m.spawn(fixture, { name: 'hostile' });
+    const [a] = await m.socketpair(victim, hostile);
+    t.true((await hostile.call<number>('forgeKernelDeath')) > 0);
+    // Longer than a reply-wait slice: the victim re-checks whether the kernel lives while its poll is parked.
+    t.is(await victim.call('pollIdle', a, 350), 0, 'the poll timed out normally');
+    t.is(await victim.call<number>('ordinaryCalls', 10), 10);
+  } finally {
+    await shutdownNoLeaks(t, m);
+  }
+});
+
+test('when the broker worker dies, a process waiting for a reply gives up with ESHUTDOWN', async (t) => {
+  const m = await Machine.boot();
+  const victim = await m.spawn(fixture, { name: 'victim' });
+  const other = await m.spawn(fixture, { name: 'other' });
+  const [a] = await m.socketpair(victim, other);
+  const waiting = victim.call('pollIdle', a, -1);
+  await new Promise((r) => setTimeout(r, 50));
+  await (m as unknown as { broker: { terminate(): Promise<number> } }).broker.terminate();
+  t.is(await waiting, 'ESHUTDOWN');
+  // Not kill(): its promise settles after the kernel's reap, and there is no kernel any more.
+  type Raw = { worker: { terminate(): Promise<number> } };
+  await Promise.all([victim, other].map((p) => (p as unknown as Raw).worker.terminate()));
+});
