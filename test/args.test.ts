@@ -112,6 +112,10 @@ test('every exported function of the C library, libsync and libdmabufheap checks
       ['dmaBufSetName', [0, 5], 'ERR_INVALID_ARG_TYPE'],
       ['dmaBufExportSyncFile', [0, 1.5], 'ERR_OUT_OF_RANGE'],
       ['dmaBufImportSyncFile', [0, 1, NaN], 'ERR_OUT_OF_RANGE'],
+      ['fork', [42], 'ERR_INVALID_ARG_TYPE'],
+      ['thread', ['./x.js', null], 'ERR_INVALID_ARG_TYPE'],
+      ['waitpid', [1.5], 'ERR_OUT_OF_RANGE'],
+      ['waitpid', [-1, NaN], 'ERR_OUT_OF_RANGE'],
     ];
     for (const [fn, args, code] of bad) {
       const r = await p.call<Js<unknown>>('js', fn, ...args);
@@ -185,7 +189,7 @@ test('the kernel re-checks raw channel arguments: a value no register holds is E
   await withMachine(t, async (m) => {
     const p = await m.spawn(fixture);
     const outcomes = await p.call<RawOutcome[]>('rawBadArgs');
-    t.true(outcomes.length > 300);
+    t.true(outcomes.length > 350);
     const wrong = outcomes.filter((o) => o.result !== 'EINVAL' && o.result !== 'EBADF');
     t.deepEqual(wrong, [], 'every bad value in an argument the call reads is refused');
     const byFd = outcomes.filter((o) => o.result === 'EBADF').map((o) => `${o.op}:${o.arg}`);

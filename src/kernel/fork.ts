@@ -160,9 +160,10 @@ export function cloneTask(k: Kernel, entry: SyscallEntry, spawn: SpawnSink, pare
  * or a process group (pid < -1) the model does not have. Blocks in the broker (parked) otherwise.
  */
 function sysWait4(_k: Kernel, req: SyscallRequest): number | Blocked {
-  const pid = req.args[0]!;
-  const options = req.args[1]!;
-  if (!Number.isInteger(pid) || !Number.isInteger(options) || options & ~WNOHANG) throw new KernelError(E.EINVAL);
+  // wait4(pid_t upid, int *stat_addr, int options, struct rusage *ru).
+  const pid = req.int(0);
+  const options = req.int(1);
+  if (options & ~WNOHANG) throw new KernelError(E.EINVAL);
   if (pid < -1) throw new KernelError(E.ECHILD);
   const g = req.task.group;
   const reap = (): number | undefined => {
@@ -192,7 +193,8 @@ function sysWait4(_k: Kernel, req: SyscallRequest): number | Blocked {
 /** Registers clone and wait4. `spawn` reaches the main thread; `shuttingDown` reads the control block. */
 export function registerForkSyscalls(entry: SyscallEntry, spawn: SpawnSink, shuttingDown: () => boolean): void {
   entry.register(SYS.clone, (k, req) => {
-    const flags = req.args[0]!;
+    // clone(unsigned long clone_flags, ...).
+    const flags = req.ulong(0);
     if (flags !== 0 && flags !== CLONE_PTHREAD) {
       // copy_process's order: CLONE_THREAD needs CLONE_SIGHAND, CLONE_SIGHAND needs CLONE_VM → EINVAL.
       throw new KernelError(E.EINVAL);

@@ -7,6 +7,7 @@
 import { CLONE_PTHREAD } from '../uapi/posix.js';
 import { DATA_SIZE, SYS } from '../shm/channel.js';
 import { rt } from './runtime.js';
+import { InvalidArgTypeError, OutOfRangeError, validateArray, validateInteger, validateObject, validateString } from './validate.js';
 
 const enc = new TextEncoder();
 
@@ -24,41 +25,21 @@ export interface WaitResult {
   readonly status: number;
 }
 
-function typeError(name: string, expected: string, value: unknown): TypeError {
-  const got = value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value;
-  const e = new TypeError(`The "${name}" argument must be ${expected}. Received ${got}`) as TypeError & { code: string };
-  e.code = 'ERR_INVALID_ARG_TYPE';
-  return e;
-}
-
-function rangeError(name: string, expected: string, value: unknown): RangeError {
-  const e = new RangeError(`The value of "${name}" is out of range. It must be ${expected}. Received ${String(value)}`) as RangeError & { code: string };
-  e.code = 'ERR_OUT_OF_RANGE';
-  return e;
-}
-
-function int(name: string, v: unknown, min: number, max: number): number {
-  if (typeof v !== 'number') throw typeError(name, 'of type number', v);
-  if (!Number.isInteger(v) || v < min || v > max) throw rangeError(name, `an integer >= ${min} and <= ${max}`, v);
-  return v;
-}
-
 /** The spec the kernel receives: an absolute module URL (paths resolve against the working directory, as spawn's). */
 function spec(module: unknown, opts: unknown): Uint8Array {
-  if (!(typeof module === 'string' || module instanceof URL)) throw typeError('module', 'of type string or an instance of URL', module);
-  if (opts === null || typeof opts !== 'object') throw typeError('options', 'of type object', opts);
-  const o = opts as CloneOptions;
-  if (o.name !== undefined && typeof o.name !== 'string') throw typeError('options.name', 'of type string', o.name);
-  if (o.args !== undefined && !Array.isArray(o.args)) throw typeError('options.args', 'an instance of Array', o.args);
+  if (!(typeof module === 'string' || module instanceof URL)) throw new InvalidArgTypeError('module', ['string', 'URL'], module);
+  const o = validateObject(opts, 'options') as CloneOptions;
+  if (o.name !== undefined) validateString(o.name, 'options.name');
+  if (o.args !== undefined) validateArray(o.args, 'options.args');
   const url = module instanceof URL ? module.href : new URL(module, `file://${process.cwd()}/`).href;
   let json: string;
   try {
     json = JSON.stringify({ module: url, args: o.args ?? [], ...(o.name !== undefined ? { name: o.name } : {}) });
   } catch {
-    throw typeError('options.args', 'JSON values', o.args);
+    throw new InvalidArgTypeError('options.args', ['Array of JSON values'], o.args);
   }
   const bytes = enc.encode(json);
-  if (bytes.length > DATA_SIZE) throw rangeError('options.args', `at most ${DATA_SIZE} bytes as JSON`, bytes.length);
+  if (bytes.length > DATA_SIZE) throw new OutOfRangeError('options.args', `at most ${DATA_SIZE} bytes as JSON`, bytes.length);
   return bytes;
 }
 
@@ -91,8 +72,8 @@ export function thread(module: string | URL, opts: CloneOptions = {}): number {
  * Blocks in the kernel (the call is parked; other processes run on).
  */
 export function waitpid(pid: number, options = 0): WaitResult {
-  int('pid', pid, -1, 2 ** 31 - 1);
-  int('options', options, 0, 2 ** 31 - 1);
+  validateInteger(pid, 'pid', -(2 ** 31), 2 ** 31 - 1);
+  validateInteger(options, 'options', -(2 ** 31), 2 ** 31 - 1);
   const r = rt();
   const got = r.call(SYS.wait4, pid, options, 0, 0, 0, 0, undefined, 'wait4');
   return { pid: got, status: got > 0 ? r.ch.res[1]! : 0 };
