@@ -142,3 +142,17 @@ test.serial('killing a parent: its threads die with it, its forked child runs on
   await q.kill();
   await shutdownNoLeaks(t, m);
 });
+
+test.serial('shutdown ends forked children and threads made inside processes; nothing leaks', async (t) => {
+  const m = await bootFor(t);
+  const p = await m.spawn(fixture, { name: 'parent' });
+  const [s0] = await p.call<[number, number]>('socketpair');
+  const ids = await p.call<{ child: number; thread: number }>('forkAndThreadBlocked', s0);
+  const grandchild = await m.process(ids.child)!.fork(fixture, { args: ['recvExit', s0] });
+  const procs = [m.process(ids.child), m.process(ids.thread), grandchild];
+  t.true(procs.every((x) => x !== undefined), 'every task made inside a process has a Proc');
+  t.is((await m.stats()).processes, 4);
+  await shutdownNoLeaks(t, m);
+  const st = await Promise.all(procs.map((x) => x!.exited));
+  t.true(st.every((s) => s.killed), 'all killed by shutdown');
+});
