@@ -84,36 +84,3 @@ export function simError<C extends SimErrorCode>(
   const fn = SIM_ERRORS[code] as (...a: readonly unknown[]) => string;
   return new SimError(code, fn(...args), options);
 }
-
-/** Node's ERR_INVALID_ARG_TYPE, for options the main-thread API validates (Machine.boot, spawn). */
-export class InvalidArgTypeError extends TypeError {
-  readonly code = 'ERR_INVALID_ARG_TYPE';
-  constructor(name: string, expected: string, actual: unknown) {
-    super(`The "${name}" ${name.includes('.') ? 'property' : 'argument'} must be ${expected}. Received ${describe(actual)}`);
-  }
-}
-
-/** Node's ERR_OUT_OF_RANGE: a number outside what the option can take. */
-export class OutOfRangeError extends RangeError {
-  readonly code = 'ERR_OUT_OF_RANGE';
-  constructor(name: string, range: string, actual: unknown) {
-    super(`The value of "${name}" is out of range. It must be ${range}. Received ${describe(actual)}`);
-  }
-}
-
-/** Node's ERR_INVALID_ARG_VALUE: the right type, but a value the option cannot take (an unknown key...). */
-export class InvalidArgValueError extends TypeError {
-  readonly code = 'ERR_INVALID_ARG_VALUE';
-  constructor(name: string, reason: string, actual: unknown) {
-    super(`The ${name.includes('.') ? 'property' : 'argument'} '${name}' ${reason}. Received ${describe(actual)}`);
-  }
-}
-
-function describe(v: unknown): string {
-  if (v === null || v === undefined) return String(v);
-  if (typeof v === 'string') return `type string (${JSON.stringify(v.length > 25 ? `${v.slice(0, 25)}...` : v)})`;
-  if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return `type ${typeof v} (${String(v)})`;
-  if (typeof v === 'function') return `function ${v.name || '(anonymous)'}`;
-  const ctor = (v as { constructor?: { name?: string } }).constructor?.name;
-  return ctor ? `an instance of ${ctor}` : 'an object';
-}

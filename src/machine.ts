@@ -13,6 +13,7 @@ import { formatLeaks } from './kernel/leaks.js';
 import { fenceTableSizes } from './fence/table.js';
 import { CLONE_PTHREAD, SOCK_STREAM } from './uapi/posix.js';
 import { simError } from './errors.js';
+import { checkBootOptions, checkSpawnArgs } from './options.js';
 import { AliveTable } from './shm/alive.js';
 import { H_ALIVE, H_KERNEL_OWNER } from './fence/table.js';
 import { ARGS_OFFSET, SHUTDOWN as CH_SHUTDOWN, SHUTDOWN_KERNEL_GONE, STATE } from './shm/channel.js';
@@ -277,7 +278,8 @@ export class Machine {
 
   static async boot(opts: BootOptions = {}): Promise<Machine> {
     // Checked here, before a worker starts, so the error is thrown in the caller's thread with its class and code.
-    const fences = fenceTableSizes(opts.fences ?? {}, 'fences.');
+    checkBootOptions(opts);
+    const fences = fenceTableSizes(opts.fences ?? {}, 'options.fences.');
     const broker = new Worker(new URL('../workers/broker.js', import.meta.url));
     broker.on('error', (e) => {
       process.stderr.write(`dmabuf-sim: broker died: ${e.stack ?? e.message}\n`);
@@ -300,6 +302,7 @@ export class Machine {
   /** Starts a process running `module` (an ES module URL or path; compiled JavaScript). */
   async spawn(module: URL | string, opts: SpawnOptions = {}): Promise<Proc> {
     this.live('spawn');
+    checkSpawnArgs(module, opts);
     const url = module instanceof URL ? module.href : new URL(module, `file://${process.cwd()}/`).href;
     const name = opts.name ?? url.slice(url.lastIndexOf('/') + 1).replace(/\.[cm]?js$/, '');
     const { port1, port2 } = new MessageChannel();

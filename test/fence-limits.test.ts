@@ -129,13 +129,13 @@ test.serial('processes with more distinct names than the table holds make sw_syn
 
 test('Machine.boot validates the fence table sizes and names the field', async (t) => {
   for (const [fences, cls, code, re] of [
-    [{ slots: 3.5 }, RangeError, 'ERR_OUT_OF_RANGE', /"fences\.slots" is out of range.*Received 3\.5/],
-    [{ slots: 1 }, RangeError, 'ERR_OUT_OF_RANGE', /"fences\.slots"/],
-    [{ slots: 2 ** 23 }, RangeError, 'ERR_OUT_OF_RANGE', /"fences\.slots"/],
-    [{ slots: NaN }, RangeError, 'ERR_OUT_OF_RANGE', /"fences\.slots"/],
-    [{ names: 3 }, RangeError, 'ERR_OUT_OF_RANGE', /"fences\.names" is out of range. It must be an integer >= 4/],
-    [{ names: 1 << 20 }, RangeError, 'ERR_OUT_OF_RANGE', /"fences\.names"/],
-    [{ names: '64' }, TypeError, 'ERR_INVALID_ARG_TYPE', /"fences\.names" option must be of type number/],
+    [{ slots: 3.5 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.fences\.slots" is out of range.*Received 3\.5/],
+    [{ slots: 1 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.fences\.slots"/],
+    [{ slots: 2 ** 23 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.fences\.slots"/],
+    [{ slots: NaN }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.fences\.slots"/],
+    [{ names: 3 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.fences\.names" is out of range. It must be an integer >= 4/],
+    [{ names: 1 << 20 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.fences\.names"/],
+    [{ names: '64' }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.fences\.names" property must be of type number/],
   ] as const) {
     const e = await t.throwsAsync(Machine.boot({ fences: fences as { slots?: number; names?: number } }), { instanceOf: cls });
     t.is((e as Error & { code?: string }).code, code);

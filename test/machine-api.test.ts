@@ -118,3 +118,43 @@ test('shutdown() reports what each process still held when it ended (fds, mappin
   t.regex(text, /pid \d+ \(camera\) was killed holding 1 fd\(s\) and 1 mapping\(s\):\n  fd 4: dmabuf /);
   t.regex(text, /mapping 0x[0-9a-f]+ \+8192: dmabuf .*\n    created by pid \d+ \(camera\) in mmap, syscall #\d+\n(        at .*\n)*        at map /);
 });
+
+test('Machine.boot options are validated, naming the field, before anything starts', async (t) => {
+  const cases: [unknown, ErrorConstructor, string, RegExp][] = [
+    [42, TypeError, 'ERR_INVALID_ARG_TYPE', /^The "options" argument must be of type object/],
+    [{ heap: {} }, TypeError, 'ERR_INVALID_ARG_VALUE', /^The property 'options\.heap' is not an option \(known: heaps, maxSpinners, recordStacks, fences\)/],
+    [{ heaps: [] }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.heaps" property must be/],
+    [{ heaps: { 'a/b': {} } }, TypeError, 'ERR_INVALID_ARG_VALUE', /'options\.heaps\.a\/b' must be named by 1 to 64 characters/],
+    [{ heaps: { reserved: { sizeBytes: '1M' } } }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.heaps\.reserved\.sizeBytes" property must be of type number/],
+    [{ heaps: { reserved: { sizeBytes: 100 } } }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.heaps\.reserved\.sizeBytes" is out of range. It must be an integer >= 4096/],
+    [{ heaps: { reserved: { size: 1 << 20 } } }, TypeError, 'ERR_INVALID_ARG_VALUE', /'options\.heaps\.reserved\.size' is not an option/],
+    [{ maxSpinners: 1.5 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.maxSpinners"/],
+    [{ maxSpinners: -1 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.maxSpinners"/],
+    [{ recordStacks: 'yes' }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.recordStacks" property must be of type boolean/],
+    [{ fences: { slot: 64 } }, TypeError, 'ERR_INVALID_ARG_VALUE', /'options\.fences\.slot' is not an option/],
+  ];
+  for (const [opts, cls, code, re] of cases) {
+    const e = await t.throwsAsync(Machine.boot(opts as never), { instanceOf: cls }, JSON.stringify(opts));
+    t.is((e as Error & { code?: string }).code, code, JSON.stringify(opts));
+    t.regex(e?.message ?? '', re);
+  }
+});
+
+test('spawn options are validated, naming the field', async (t) => {
+  await withMachine(t, async (m) => {
+    const cases: [unknown, unknown, ErrorConstructor, string, RegExp][] = [
+      [42, {}, TypeError, 'ERR_INVALID_ARG_TYPE', /"module" argument must be of type string or an instance of URL/],
+      [basic, { nmae: 'x' }, TypeError, 'ERR_INVALID_ARG_VALUE', /'options\.nmae' is not an option/],
+      [basic, { name: '' }, TypeError, 'ERR_INVALID_ARG_VALUE', /'options\.name' must be a non-empty string/],
+      [basic, { args: 'main' }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.args" property must be an instance of Array/],
+      [basic, { nofile: 2 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.nofile" is out of range. It must be an integer >= 3/],
+      [basic, { nofile: NaN }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.nofile"/],
+    ];
+    for (const [mod, opts, cls, code, re] of cases) {
+      const e = await t.throwsAsync(m.spawn(mod as never, opts as never), { instanceOf: cls });
+      t.is((e as Error & { code?: string }).code, code);
+      t.regex(e?.message ?? '', re);
+    }
+    t.is((await m.stats()).processes, 0, 'nothing was created');
+  });
+});

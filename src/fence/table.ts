@@ -78,6 +78,7 @@ import { ALIVE_WORDS, AliveTable, TOKEN_MASK } from '../shm/alive.js';
 import { initSpinBlock, SPIN_BLOCK_WORDS } from '../shm/spin.js';
 import { machineEpochNow } from '../shm/clock.js';
 import { warn } from '../bug.js';
+import { validateInteger } from '../validate.js';
 
 // ---- header --------------------------------------------------------------------------------------------------
 
@@ -234,21 +235,12 @@ export interface FenceInfo {
 }
 
 /**
- * Checks one table size the way Node checks its arguments: a non-number is a TypeError (ERR_INVALID_ARG_TYPE), a
- * number that is not an integer in [min, max] a RangeError (ERR_OUT_OF_RANGE); both name `field`. Returns the value.
+ * Checks one table size the way Node checks its arguments (src/validate.ts): a non-number is a TypeError
+ * (ERR_INVALID_ARG_TYPE), a number that is not an integer in [min, max] a RangeError (ERR_OUT_OF_RANGE); both
+ * name `field`. Returns the value.
  */
 export function checkTableSize(field: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number') {
-    const got = value === null ? 'null' : typeof value;
-    throw Object.assign(new TypeError(`The "${field}" option must be of type number. Received ${got}`), { code: 'ERR_INVALID_ARG_TYPE' });
-  }
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw Object.assign(
-      new RangeError(`The value of "${field}" is out of range. It must be an integer >= ${min} and <= ${max}. Received ${value}`),
-      { code: 'ERR_OUT_OF_RANGE' },
-    );
-  }
-  return value;
+  return validateInteger(value, field, min, max);
 }
 
 /**

@@ -170,7 +170,11 @@ export class KernelControl {
     const channel = createChannel();
     const t = new Task(pid, name, channel, port);
     if (this.shutdownBegun) Atomics.store(t.channel.i32, SHUTDOWN, SHUTDOWN_BEGUN);
-    if (nofile !== undefined) t.nofileCur = nofile;
+    if (nofile !== undefined) {
+      // A parent that raised its own limits first: the hard limit goes up with the soft one when it must.
+      if (nofile > t.nofileMax) t.nofileMax = nofile;
+      t.nofileCur = nofile;
+    }
     k.tasks.set(pid, t);
     // As a 64-bit parent's open("/dev/null", O_RDWR) leaves them: O_RDWR | O_LARGEFILE.
     // Their origin is null: what a process starts with is not listed as held when it ends.

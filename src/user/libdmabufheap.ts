@@ -15,7 +15,7 @@ import {
 import { DMA_HEAP_IOCTL_ALLOC, dma_heap_allocation_data } from '../uapi/dma-heap.js';
 import { O_CLOEXEC, O_RDONLY, O_RDWR } from '../uapi/posix.js';
 import { ioctl, open } from './syscalls.js';
-import { validateFd, validateFlags, validateString, validateU64 } from './validate.js';
+import { validateFd, validateFlags, validateString, validateU64 } from '../validate.js';
 
 /** Where the heaps' device nodes live. */
 export const DMA_HEAP_DEVPATH = '/dev/dma_heap';

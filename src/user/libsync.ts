@@ -41,7 +41,7 @@ import {
 } from '../fence/index.js';
 import { rt } from './runtime.js';
 import { close, fcntl, ioctl, open, poll } from './syscalls.js';
-import { validateFd, validateFlags, validateInt, validateOneOf, validateString, validateTimeout, validateU64 } from './validate.js';
+import { validateFd, validateFlags, validateInt, validateOneOf, validateString, validateTimeout, validateU64 } from '../validate.js';
 
 /** Writes `name` as a char[32] field: at most 31 bytes (strncpy(…, sizeof − 1) then a NUL), the rest zero. */
 function putName(bytes: Uint8Array, off: number, name: string): void {

@@ -22,7 +22,7 @@ import {
   validateTimeout,
   validateWord,
   InvalidArgTypeError,
-} from './validate.js';
+} from '../validate.js';
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();

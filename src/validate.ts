@@ -1,5 +1,7 @@
 /**
- * Argument checks for the process's C library, in the manner of Node's own fs: a JavaScript value no C caller
+ * Argument checks in the manner of Node's own fs, for every JavaScript caller of the project: the process's C
+ * library, libsync and libdmabufheap (src/user/), and the main thread's options (Machine.boot, spawn) and table
+ * sizes (src/fence/table.ts). For the C library: a JavaScript value no C caller
  * could pass (3.5, NaN, a string, undefined where an int goes) is refused in the process with a TypeError
  * (code ERR_INVALID_ARG_TYPE / ERR_INVALID_ARG_VALUE) or a RangeError (code ERR_OUT_OF_RANGE) that names the
  * argument in Node's wording, before anything reaches the kernel. Every value a C caller *can* pass gets through

@@ -1,0 +1,60 @@
+/**
+ * Validation of the main thread's options (Machine.boot, Machine.spawn), in Node's manner (src/validate.ts): a
+ * wrong type is a TypeError with code ERR_INVALID_ARG_TYPE, a number out of range a RangeError with code
+ * ERR_OUT_OF_RANGE, an unknown key or a bad name a TypeError with code ERR_INVALID_ARG_VALUE — each naming the
+ * field ("options.heaps.reserved.sizeBytes"). Checked in the caller's thread before any worker starts, so nothing
+ * is left half-booted and the error keeps its class.
+ */
+import { SB_SLOTS } from './shm/spin.js';
+import { NR_OPEN, PAGE_SIZE } from './uapi/posix.js';
+import { InvalidArgTypeError, InvalidArgValueError, validateArray, validateInteger, validateObject, validateString } from './validate.js';
+
+/** Refuses keys of `obj` outside `known` (a misspelt option would otherwise be ignored without a word). */
+function knownKeys(obj: Record<string, unknown>, name: string, known: readonly string[]): void {
+  for (const key of Object.keys(obj)) {
+    if (!known.includes(key)) throw new InvalidArgValueError(`${name}.${key}`, obj[key], `is not an option (known: ${known.join(', ')})`);
+  }
+}
+
+function optionalBoolean(value: unknown, name: string): void {
+  if (value !== undefined && typeof value !== 'boolean') throw new InvalidArgTypeError(name, ['boolean'], value);
+}
+
+/** A name that becomes one path component (a heap under /dev/dma_heap/): non-empty, no '/', no NUL. */
+const HEAP_NAME = /^[^/\0]{1,64}$/;
+
+/** Largest carve-out pool: accounting only (each buffer has its own backing), bounded to keep sums exact. */
+const MAX_POOL_BYTES = 2 ** 48;
+
+/** Machine.boot's options: throws (see the file comment) on the first bad field. */
+export function checkBootOptions(opts: unknown): void {
+  const o = validateObject(opts, 'options');
+  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences']);
+  if (o['heaps'] !== undefined) {
+    const heaps = validateObject(o['heaps'], 'options.heaps');
+    for (const [name, cfg] of Object.entries(heaps)) {
+      const field = `options.heaps.${name}`;
+      if (!HEAP_NAME.test(name)) throw new InvalidArgValueError(field, name, 'must be named by 1 to 64 characters, no "/" or NUL (it becomes /dev/dma_heap/<name>)');
+      const c = validateObject(cfg, field);
+      knownKeys(c, field, ['sizeBytes']);
+      if (c['sizeBytes'] !== undefined) validateInteger(c['sizeBytes'], `${field}.sizeBytes`, PAGE_SIZE, MAX_POOL_BYTES);
+    }
+  }
+  if (o['maxSpinners'] !== undefined) validateInteger(o['maxSpinners'], 'options.maxSpinners', 0, SB_SLOTS);
+  optionalBoolean(o['recordStacks'], 'options.recordStacks');
+  if (o['fences'] !== undefined) knownKeys(validateObject(o['fences'], 'options.fences'), 'options.fences', ['slots', 'names']);
+}
+
+/** Machine.spawn's module and options: throws (see the file comment) on the first bad one. */
+export function checkSpawnArgs(module: unknown, opts: unknown): void {
+  if (!(module instanceof URL) && typeof module !== 'string') throw new InvalidArgTypeError('module', ['string', 'URL'], module);
+  const o = validateObject(opts, 'options');
+  knownKeys(o, 'options', ['name', 'args', 'nofile']);
+  if (o['name'] !== undefined) {
+    const name = validateString(o['name'], 'options.name');
+    if (name.length === 0 || name.includes('\0')) throw new InvalidArgValueError('options.name', name, 'must be a non-empty string without null bytes');
+  }
+  if (o['args'] !== undefined) validateArray(o['args'], 'options.args');
+  // fds 0–2 are open from the start, so a limit below 3 could not even hold them; NR_OPEN is the kernel's ceiling.
+  if (o['nofile'] !== undefined) validateInteger(o['nofile'], 'options.nofile', 3, NR_OPEN);
+}
