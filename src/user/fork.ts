@@ -7,7 +7,7 @@
 import { CLONE_PTHREAD } from '../uapi/posix.js';
 import { DATA_SIZE, SYS } from '../shm/channel.js';
 import { rt } from './runtime.js';
-import { InvalidArgTypeError, OutOfRangeError, validateArray, validateInteger, validateObject, validateString } from './validate.js';
+import { InvalidArgTypeError, OutOfRangeError, validateArray, validateInteger, validateObject, validateString } from '../validate.js';
 
 const enc = new TextEncoder();
 
