@@ -126,8 +126,8 @@ async function victim(m: Machine, name: string): Promise<SockProc> {
   return spawnSock(m, name, {}, fixture);
 }
 
-type Case = 'parked' | 'spinning' | 'signal' | 'resv' | 'fdpass';
-const CASES: readonly Case[] = ['parked', 'spinning', 'signal', 'resv', 'fdpass'];
+type Case = 'parked' | 'spinning' | 'signal' | 'resv' | 'fdpass' | 'fence-wait';
+const CASES: readonly Case[] = ['parked', 'spinning', 'signal', 'resv', 'fdpass', 'fence-wait'];
 
 /**
  * One kill at an interesting point, on machine `m`, with `survivor` (a process that lives through every case) as
@@ -212,6 +212,17 @@ async function killCase(t: ExecutionContext, m: Machine, c: Case, prng: Prng, su
       await L.proc.kill();
       return;
     }
+    case 'fence-wait': {
+      // Mid-wait on fence words (syncWait's fast path on a merged sync_file: an array, two leaves to sleep on).
+      const P = await victim(m, 'fence-waiter');
+      const started = new SharedArrayBuffer(4);
+      const wait = P.proc.call('mergedWaitUntilKilled', started).catch(() => 0);
+      await reached(started, 'merged waiter');
+      await delay(prng.below(10));
+      await P.proc.kill();
+      await wait;
+      return;
+    }
     case 'fdpass': {
       // Mid-fd-pass: sendmsg with SCM_RIGHTS done, recvmsg not yet. Seeded: the sender or the receiver dies.
       const P = await victim(m, 'fd-sender');
@@ -244,7 +255,8 @@ async function parkedCallsOf(m: Machine): Promise<number> {
 }
 
 // Before the fixes: 'signal' hangs the broker in dma_fence_timestamp (and the sleeping waiter forever), 'resv'
-// leaves the next locker asleep forever, 'spinning' leaks the machine's spin slot (see the test above).
+// leaves the next locker asleep forever, 'spinning' leaks the machine's spin slot (see the test above),
+// 'fence-wait' leaks the references the sleeper took on the leaves it slept on.
 test.serial('seeded kill loop: a process killed mid-syscall, while spinning, mid-signal, holding the resv lock or mid-fd-pass wedges, slows and leaks nothing', async (t) => {
   const prng = logSeed(t);
   const fresh = await Machine.boot();

@@ -70,8 +70,6 @@ interface SleepPlan {
   readonly value: number;
   /** A single fence's signal word (spinning pays off), rather than the worker's doorbell. */
   readonly leaf: boolean;
-  /** References taken for the sleep, to put afterwards. */
-  readonly refs: readonly DmaFence[];
 }
 
 export class FenceRuntime {
@@ -477,77 +475,57 @@ export class FenceRuntime {
   // ---- sleeping ----------------------------------------------------------------------------------------------
 
   /**
-   * Sleeps until one of `blockers` may have signaled, or `leftMs` passed (spurious returns are fine: callers
-   * re-evaluate). `owned` is a blocker the caller holds a reference on; every other blocker is referenced for the
-   * sleep, so its slot cannot be recycled under us (the wake would be lost).
+   * Sleeps until one of `blockers` may have signaled, or `leftMs` passed, or one slice (FENCE_SLICE_MS) ended
+   * (spurious returns are fine: callers re-evaluate). `owned` is a blocker the caller holds a reference on; the
+   * others are kept alive by the fence the caller waits on (a composite holds its components).
    */
   sleepOn(blockers: readonly DmaFence[], leftMs: number, owned: DmaFence | null): void {
-    const plan = this.planSleep(blockers, owned);
+    void owned;
+    const plan = this.planSleep(blockers);
     if (!plan) return;
-    try {
-      const i32 = this.i32;
-      if (Atomics.load(i32, plan.word) !== plan.value) return;
-      // Spin briefly (bounded, shared budget) on a leaf's signal word before sleeping; a doorbell is only rung
-      // for multi-fence waits, which are rare enough not to be worth a spinner slot.
-      if (plan.leaf && this.spin.spinWhileEquals(i32, plan.word, plan.value)) return;
-      // Bounded: the caller re-evaluates after every slice (a lost notify costs at most FENCE_SLICE_MS).
-      Atomics.wait(i32, plan.word, plan.value, Math.min(leftMs, FENCE_SLICE_MS));
-    } finally {
-      for (const r of plan.refs) this.putIndex(r.index);
-    }
+    const i32 = this.i32;
+    if (Atomics.load(i32, plan.word) !== plan.value) return;
+    // Spin briefly (bounded, shared budget) on a leaf's signal word before sleeping; a doorbell is only rung
+    // for multi-fence waits, which are rare enough not to be worth a spinner slot.
+    if (plan.leaf && this.spin.spinWhileEquals(i32, plan.word, plan.value)) return;
+    // Bounded: the caller re-evaluates after every slice (a lost notify costs at most FENCE_SLICE_MS).
+    Atomics.wait(i32, plan.word, plan.value, Math.min(leftMs, FENCE_SLICE_MS));
   }
 
   /** Async twin of sleepOn for event-loop workers (Atomics.waitAsync, worker kept alive while pending). */
   async sleepOnAsync(blockers: readonly DmaFence[], leftMs: number, owned: DmaFence | null): Promise<void> {
-    const plan = this.planSleep(blockers, owned);
+    void owned;
+    const plan = this.planSleep(blockers);
     if (!plan) return;
-    try {
-      await waitAsyncWord(this.i32, plan.word, plan.value, Math.min(leftMs, FENCE_SLICE_MS));
-    } finally {
-      for (const r of plan.refs) this.putIndex(r.index);
-    }
+    await waitAsyncWord(this.i32, plan.word, plan.value, Math.min(leftMs, FENCE_SLICE_MS));
   }
 
   /**
    * Where a sleep on `blockers` waits (shared by sleepOn and sleepOnAsync): one leaf → its signal word, which
    * must still hold 0; several → this worker's doorbell, which must still hold the value read before interest
-   * was registered. Every blocker but `owned` is referenced for the sleep (dropped by the caller from `refs`), so
-   * no slot is recycled under the sleeper and the wake cannot be lost. null: no sleep needed (a blocker was
-   * released or signaled meanwhile — re-evaluate).
+   * was registered. null: no sleep needed (a blocker was released or signaled meanwhile — re-evaluate).
    *
-   * Race-free: a signaller stores S_SIGNAL (compareExchange 0 → 1) before it notifies the leaf word, so a wait
-   * on the leaf returns at once if the signal came first. For the doorbell, we read it before setting our
+   * No references are taken for the sleep: a worker killed while it sleeps must leave nothing behind (it can
+   * never put them). The price is one race, bounded by the slice: a blocker released and its slot reused between
+   * the caller's evaluation and the sleep leaves us on a stranger's word for at most FENCE_SLICE_MS. The
+   * generation checks below catch every release that happened before we sleep.
+   *
+   * Race-free otherwise: a signaller stores S_SIGNAL (compareExchange 0 → 1) before it notifies the leaf word, so
+   * a wait on the leaf returns at once if the signal came first. For the doorbell, we read it before setting our
    * interest bits; a signaller stores S_SIGNAL and then loads S_WAITERS: if it missed our bit, interested() (after
    * setting it) sees its S_SIGNAL; otherwise it rings the doorbell after our read, so the wait returns or wakes.
    */
-  private planSleep(blockers: readonly DmaFence[], owned: DmaFence | null): SleepPlan | null {
+  private planSleep(blockers: readonly DmaFence[]): SleepPlan | null {
+    const i32 = this.i32;
     if (blockers.length === 1) {
       const leaf = blockers[0]!;
-      if (leaf === owned) return { word: leaf.base + S_SIGNAL, value: 0, leaf: true, refs: [] };
-      if (!this.tryGet(leaf.index, leaf.gen)) return null;
-      return { word: leaf.base + S_SIGNAL, value: 0, leaf: true, refs: [leaf] };
+      if (Atomics.load(i32, leaf.base + S_GEN) !== leaf.gen) return null;
+      return { word: leaf.base + S_SIGNAL, value: 0, leaf: true };
     }
-    const refs = this.refAll(blockers);
-    if (!refs) return null;
-    const seen = Atomics.load(this.i32, this.bell);
-    if (this.interested(refs)) {
-      for (const r of refs) this.putIndex(r.index);
-      return null;
-    }
-    return { word: this.bell, value: seen, leaf: false, refs };
-  }
-
-  private refAll(blockers: readonly DmaFence[]): DmaFence[] | null {
-    const refs: DmaFence[] = [];
-    for (const b of blockers) {
-      const r = this.tryGet(b.index, b.gen);
-      if (!r) {
-        for (const x of refs) this.putIndex(x.index);
-        return null;
-      }
-      refs.push(r);
-    }
-    return refs;
+    const seen = Atomics.load(i32, this.bell);
+    if (this.interested(blockers)) return null;
+    for (const b of blockers) if (Atomics.load(i32, b.base + S_GEN) !== b.gen) return null;
+    return { word: this.bell, value: seen, leaf: false };
   }
 
   /** Sets our bit on every leaf; true if one is signaled already (then there is nothing to sleep for). */

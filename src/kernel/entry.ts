@@ -339,6 +339,8 @@ function readStack(t: Task): string | undefined {
 const SPIN_MS = 0.1;
 /** Longest stretch of serving before the event loop gets a turn. */
 const SLICE_MS = 2;
+/** Longest idle sleep on the doorbell before the broker scans the channels again anyway (ms). */
+const IDLE_SLICE_MS = 100;
 
 /**
  * The serve loop. `pump` runs the hot phase; when idle it arms Atomics.waitAsync on the doorbell.
@@ -399,7 +401,9 @@ export class ServeLoop {
       setImmediate(this.pump);
       return;
     }
-    const w = Atomics.waitAsync(this.ctl, DOORBELL, seen);
+    // Sliced (IDLE_SLICE_MS): a doorbell lost to a process killed between its STATE store and its ring costs one
+    // slice, not the rest of the machine's life; an idle broker wakes a few times a second for it.
+    const w = Atomics.waitAsync(this.ctl, DOORBELL, seen, IDLE_SLICE_MS);
     if (!w.async) {
       setImmediate(this.pump);
       return;
