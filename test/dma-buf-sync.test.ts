@@ -132,7 +132,9 @@ test.serial('poll: one callback slot per direction, watching one fence; busy slo
   const f1 = await gpu.add(owner, fd, U_WRITE, 'gfx', 1);
   const w1 = q1.call<{ revents: number }>('pollWait', fd1, IN, -1);
   const w2 = q2.call<{ revents: number }>('pollWait', fd2, IN, -1);
-  t.false(await settlesWithin(Promise.race([w1, w2]), 100), 'both pollers sleep');
+  // Wait until both polls are parked in the kernel (observable state, not a delay: a loaded machine may take long).
+  await waitFor(t, 'both pollers to park', async () => (await testing.parkedCalls(m)) === 2);
+  t.false(await settlesWithin(Promise.race([w1, w2]), 20), 'both pollers sleep');
   t.like((await m.dmabufs())[0], { fileCount: 4, pollActive: { in: IN, out: 0 } }, '3 fds + ONE slot reference');
 
   // A later fence of the same timeline, already signaled, replaces f1 in the reservation object: nothing there is
