@@ -5,5 +5,5 @@ export type { KernelWarning } from './kernel/kernel.js';
 export type { DmaBufSnapshot } from './kernel/dma-buf.js';
 export type { DmaHeapInfo } from './kernel/dma-heap.js';
 export { formatHeld, formatLeaks, type HeldFd, type HeldMapping, type HeldReport, type LeakReport } from './kernel/leaks.js';
-export { SyscallError } from './errors.js';
+export { SIM_ERRORS, SimError, SyscallError, type SimErrorCode } from './errors.js';
 export * as uapi from './uapi/index.js';
