@@ -54,8 +54,12 @@ const defaultSink: WarningSink = (message, expected) => {
 
 interface Expectation {
   readonly pattern: RegExp;
+  readonly label: string;
   readonly matched: string[];
 }
+
+/** An expectation opened with beginExpectWarnings(), to be closed with endExpectWarnings(). */
+export type WarningExpectation = Readonly<Expectation>;
 
 /** The expectWarnings() calls running on this thread's stack, innermost last. */
 const expectations: Expectation[] = [];
@@ -98,17 +102,35 @@ export function warn(message: string): true {
  * expectation covers exactly the code between its start and its return); nests, innermost match first.
  */
 export function expectWarnings<R>(pattern: RegExp, label: string, fn: () => R): { result: R; warnings: string[] } {
-  const exp: Expectation = { pattern, matched: [] };
-  expectations.push(exp);
+  const exp = beginExpectWarnings(pattern, label);
   let result: R;
   try {
     result = fn();
   } finally {
-    expectations.splice(expectations.lastIndexOf(exp), 1);
-    const n = exp.matched.length;
-    if (n > 0 && sinkPrints) printLine(`dmabuf-sim: ${n} expected WARNING${n === 1 ? '' : 's'} in ${label} (${pattern}), not printed`);
+    endExpectWarnings(exp);
   }
-  return { result, warnings: exp.matched };
+  return { result, warnings: [...exp.matched] };
+}
+
+/**
+ * expectWarnings() for a window that spans the event loop (the broker, expecting what a test's syscalls provoke:
+ * testing.ts expectKernelWarnings): every warning on this thread that matches, until the matching
+ * endExpectWarnings(), is expected. Prefer expectWarnings() where the code is synchronous.
+ */
+export function beginExpectWarnings(pattern: RegExp, label: string): WarningExpectation {
+  const exp: Expectation = { pattern, label, matched: [] };
+  expectations.push(exp);
+  return exp;
+}
+
+/** Closes an expectation (idempotent): prints its "N expected WARNINGs" line, returns what it matched. */
+export function endExpectWarnings(exp: WarningExpectation): string[] {
+  const i = expectations.lastIndexOf(exp as Expectation);
+  if (i < 0) return [...exp.matched];
+  expectations.splice(i, 1);
+  const n = exp.matched.length;
+  if (n > 0 && sinkPrints) printLine(`dmabuf-sim: ${n} expected WARNING${n === 1 ? '' : 's'} in ${exp.label} (${exp.pattern}), not printed`);
+  return [...exp.matched];
 }
 
 /** WARN_ON(cond): warns with `what` when cond holds; returns cond. */

@@ -43,6 +43,18 @@ export async function dmaBufMapAsync(m: Machine, proc: Proc, fd: number, devName
   return controlOf(m, 'dmaBufMapAsync').testDmaBufMapAsync(pidIn(m, proc), fd, devName);
 }
 
+/**
+ * Tells the kernel that warnings matching `pattern` are expected from now until the returned handle's end(): a
+ * test whose syscalls provoke a kernel WARN on purpose says so (src/bug.ts). They stay in the shutdown report,
+ * marked `expected`, and print as one "N expected WARNINGs in <label>" line instead of one WARNING line each.
+ * Machine-wide while open. end() resolves to the warnings it matched.
+ */
+export async function expectKernelWarnings(m: Machine, pattern: RegExp, label: string): Promise<{ end(): Promise<string[]> }> {
+  const control = controlOf(m, 'expectKernelWarnings');
+  const id = await control.expectWarningsBegin(pattern, label);
+  return { end: () => control.expectWarningsEnd(id) };
+}
+
 /** Runs the in-kernel KUnit case `name` (src/kernel/kunit.ts), as `proc` when given. A BUG in it is an oops. */
 export async function kunit(m: Machine, name: string, proc?: Proc): Promise<KunitResult> {
   return controlOf(m, 'kunit').kunitRun(name, proc === undefined ? undefined : pidIn(m, proc));

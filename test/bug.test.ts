@@ -7,7 +7,10 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expectWarnings, setWarningSink, takeWarnings, warn, warnOn } from '../src/bug.js';
+import { beginExpectWarnings, endExpectWarnings, expectWarnings, setWarningSink, takeWarnings, warn, warnOn } from '../src/bug.js';
+import { attachFenceTable, dmaFenceArrayCreate, dmaFenceContextAlloc, dmaFenceInit, dmaFencePut, dmaFenceSignal, fenceHandle } from '../src/fence/index.js';
+import { Machine } from '../src/machine.js';
+import { dmaBufAddFence, DMA_RESV_USAGE_WRITE, expectKernelWarnings, fenceTable } from '../src/testing.js';
 
 /**
  * Runs `body` (an ES module's text, written to a temporary .mjs file: workers would inherit --input-type) in a fresh
@@ -152,4 +155,46 @@ test('KUnit cases that WARN or BUG on purpose print one labelled line each, not 
     'dmabuf-sim: expected kernel oops in pid 0 kunit(dma_buf_vunmap_bug), stack not printed: ' +
       'BUG: dma_buf_vunmap: dma-buf ino 6 unmapping a different mapping',
   ]);
+});
+
+test.serial('an expectation across awaits (begin/end) covers what happens in between, and ends once', async (t) => {
+  const prev = setWarningSink(() => {});
+  try {
+    takeWarnings();
+    const exp = beginExpectWarnings(/^late:/, 'async window');
+    await new Promise((r) => setTimeout(r, 1));
+    warn('late: one');
+    t.deepEqual(endExpectWarnings(exp), ['late: one']);
+    t.deepEqual(endExpectWarnings(exp), ['late: one'], 'a second end changes nothing');
+    warn('late: two');
+    t.deepEqual(takeWarnings().map((w) => w.message), ['late: two']);
+  } finally {
+    setWarningSink(prev);
+  }
+});
+
+test.serial('expectKernelWarnings: a kernel WARN a test provokes through the control plane is marked expected', async (t) => {
+  const m = await Machine.boot();
+  try {
+    // A container fence added to a buffer's reservation: dma_resv_add_fence WARNs in the broker (arrays must be
+    // unwrapped first), and carries on.
+    attachFenceTable(await fenceTable(m));
+    const ops = { driverName: 'test', timelineName: 'expect' };
+    const ctx = dmaFenceContextAlloc(1);
+    const arr = dmaFenceArrayCreate(2, [dmaFenceInit(ops, ctx, 1), dmaFenceInit(ops, ctx, 2)], dmaFenceContextAlloc(1), 1, false);
+    const p = await m.spawn(new URL('./fixtures/dmabuf-sync.js', import.meta.url), { name: 'owner' });
+    const fd = await p.call<number>('alloc', 'system', 4096);
+    const expecting = await expectKernelWarnings(m, /^dma_resv_add_fence of a container/, 'the container test');
+    await dmaBufAddFence(m, p, fd, fenceHandle(arr), DMA_RESV_USAGE_WRITE);
+    const matched = await expecting.end();
+    t.is(matched.length, 1);
+    t.regex(matched[0]!, /^dma_resv_add_fence of a container/);
+    dmaFenceSignal(arr);
+    dmaFencePut(arr);
+    await p.call('close', fd);
+  } finally {
+    const rep = await m.shutdown();
+    t.deepEqual(rep.leaks, []);
+    t.deepEqual(rep.warnings.map((w) => [w.message.slice(0, 33), w.expected]), [['dma_resv_add_fence of a container', true]]);
+  }
 });

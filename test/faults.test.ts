@@ -8,7 +8,7 @@ import test, { type ExecutionContext } from 'ava';
 import { Machine, type Proc } from '../src/index.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
 import { delay, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
-import { dmaBufAddFence, DMA_RESV_USAGE_WRITE, spinSlots } from '../src/testing.js';
+import { dmaBufAddFence, DMA_RESV_USAGE_WRITE, expectKernelWarnings, spinSlots } from '../src/testing.js';
 import { DMA_BUF_SYNC_READ } from '../src/uapi/dma-buf.js';
 import { E } from '../src/uapi/errno.js';
 import type { FenceHandle } from '../src/fence/dma-fence.js';
@@ -183,6 +183,7 @@ async function killCase(t: ExecutionContext, m: Machine, c: Case, prng: Prng, su
       const stopped = new SharedArrayBuffer(4);
       const signal = P.proc.call('signalFenceStopped', stopped).catch(() => 0);
       await reached(stopped, 'the signal fault point');
+      const repair = await expectKernelWarnings(m, /never published the timestamp/, 'the kill loop\'s mid-signal case');
       await P.proc.kill();
       await signal;
       // The broker reads the timestamp the dead signaller never published (it repairs the signal, with a warning).
@@ -191,6 +192,7 @@ async function killCase(t: ExecutionContext, m: Machine, c: Case, prng: Prng, su
       t.true((await within(wait, 5000, 'signal: a waiter asleep on the fence')) > 0, 'signal: the waiter sees it signaled');
       await within(m.debugfs.read('sync/info'), 5000, 'signal: sync/info');
       await within(m.debugfs.read('dma_buf/bufinfo'), 5000, 'signal: bufinfo');
+      await repair.end();
       await W.proc.kill();
       await Q.proc.kill();
       return;

@@ -42,7 +42,7 @@ import { registerPollSyscall } from './select.js';
 import { findKunitCase, runKunitCase, type KunitResult } from './kunit.js';
 import { DMA_TO_DEVICE, type DmaDataDirection } from './dma-direction.js';
 import { Task } from './task.js';
-import { setWarningSink } from '../bug.js';
+import { beginExpectWarnings, endExpectWarnings, setWarningSink, type WarningExpectation } from '../bug.js';
 import { bootSubsystems, type SubsystemConfig } from './subsystems.js';
 
 export interface BootConfig extends SubsystemConfig {
@@ -341,6 +341,26 @@ export class KernelControl {
   /** Every live dma-buf, newest first, as plain data. */
   dmabufs(): DmaBufSnapshot[] {
     return dmaBufList(this.kernel).map(dmaBufSnapshot);
+  }
+
+  private readonly warningExpectations = new Map<number, WarningExpectation>();
+  private nextExpectationId = 1;
+
+  /**
+   * TEST HOOK: from now until expectWarningsEnd(id), kernel warnings matching `pattern` (any process, any call)
+   * are expected — marked so in the report and counted in one line instead of printed (src/bug.ts).
+   */
+  expectWarningsBegin(pattern: RegExp, label: string): number {
+    const id = this.nextExpectationId++;
+    this.warningExpectations.set(id, beginExpectWarnings(pattern, label));
+    return id;
+  }
+
+  /** TEST HOOK: ends expectation `id`; returns the warnings it matched (none for an unknown id). */
+  expectWarningsEnd(id: number): string[] {
+    const exp = this.warningExpectations.get(id);
+    this.warningExpectations.delete(id);
+    return exp ? endExpectWarnings(exp) : [];
   }
 
   /**
