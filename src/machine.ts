@@ -15,6 +15,7 @@ import { CLONE_PTHREAD, SOCK_STREAM } from './uapi/posix.js';
 import { simError } from './errors.js';
 import { checkBootOptions, checkSpawnArgs } from './options.js';
 import { AliveTable } from './shm/alive.js';
+import { LockDomain, lockdepReports, type LockdepReport } from './locking/index.js';
 import { H_ALIVE, H_KERNEL_OWNER } from './fence/table.js';
 import { ARGS_OFFSET, SHUTDOWN as CH_SHUTDOWN, SHUTDOWN_KERNEL_GONE, STATE } from './shm/channel.js';
 
@@ -36,6 +37,11 @@ export interface BootOptions {
    * RangeError naming the field.
    */
   readonly fences?: { readonly slots?: number; readonly names?: number };
+  /**
+   * Lock validation (src/locking): a lock domain every process attaches (its Mutex / WwMutex / fence waits are
+   * checked; owner liveness from the machine's alive table). Off by default; off costs nothing.
+   */
+  readonly lockdep?: boolean;
 }
 
 export interface SpawnOptions {
@@ -235,6 +241,14 @@ export class Machine {
   /** Every live process's syscall channel (marked when the broker dies). */
   private readonly channels = new Set<SharedArrayBuffer>();
   private down = false;
+  /** The machine's lock domain when booted with `lockdep: true` (src/locking/domain.ts). */
+  private lockDomain: LockDomain | null = null;
+
+  /** Lock validation: the domain processes attach (null when off) and every report so far. */
+  readonly lockdep = {
+    domain: (): LockDomain | null => this.lockDomain,
+    reports: (): LockdepReport[] => (this.lockDomain ? lockdepReports(this.lockDomain) : []),
+  };
 
   static {
     controlOfMachine = (m, what) => m.live(what);
@@ -296,7 +310,13 @@ export class Machine {
     // The broker's token in the alive table goes with it (locks it held are recovered, not waited for).
     const kernelOwner = Atomics.load(new Int32Array(table), H_KERNEL_OWNER);
     broker.once('exit', () => new AliveTable(new Int32Array(table), H_ALIVE).clear(kernelOwner));
-    return new Machine(broker, kernel, control, table, opts.recordStacks ?? false, maxSpinners);
+    const m = new Machine(broker, kernel, control, table, opts.recordStacks ?? false, maxSpinners);
+    if (opts.lockdep) {
+      // The main thread uses the machine's domain for the locks it makes and hands to processes.
+      m.lockDomain = LockDomain.create({ liveness: 'machine' }, 'main');
+      LockDomain.setCurrent(m.lockDomain);
+    }
+    return m;
   }
 
   /** Starts a process running `module` (an ES module URL or path; compiled JavaScript). */
@@ -319,6 +339,7 @@ export class Machine {
       recordStacks: this.recordStacks,
       module: url,
       args: opts.args ?? null,
+      ...(this.lockDomain ? { locks: this.lockDomain.sab } : {}),
     };
     const worker = new Worker(new URL('../workers/process.js', import.meta.url), {
       workerData: data,
@@ -375,6 +396,7 @@ export class Machine {
       module: req.module,
       args: req.args,
       cloned: true,
+      ...(this.lockDomain ? { locks: this.lockDomain.sab } : {}),
     };
     const worker = new Worker(new URL('../workers/process.js', import.meta.url), { workerData: data, transferList: [req.port] });
     const p = new Proc(req.tid, req.name, worker, (pid, code, killed) => this.kernel.reap(pid, code, killed), { tgid: req.tgid, clone: this.cloner });

@@ -29,7 +29,7 @@ const MAX_POOL_BYTES = 2 ** 48;
 /** Machine.boot's options: throws (see the file comment) on the first bad field. */
 export function checkBootOptions(opts: unknown): void {
   const o = validateObject(opts, 'options');
-  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences']);
+  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences', 'lockdep']);
   if (o['heaps'] !== undefined) {
     const heaps = validateObject(o['heaps'], 'options.heaps');
     for (const [name, cfg] of Object.entries(heaps)) {
@@ -42,6 +42,7 @@ export function checkBootOptions(opts: unknown): void {
   }
   if (o['maxSpinners'] !== undefined) validateInteger(o['maxSpinners'], 'options.maxSpinners', 0, SB_SLOTS);
   optionalBoolean(o['recordStacks'], 'options.recordStacks');
+  optionalBoolean(o['lockdep'], 'options.lockdep');
   if (o['fences'] !== undefined) knownKeys(validateObject(o['fences'], 'options.fences'), 'options.fences', ['slots', 'names']);
 }
 

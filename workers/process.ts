@@ -8,17 +8,29 @@ import { initRuntime, type RuntimeInit } from '../src/user/runtime.js';
 import { exit, ProcessExit } from '../src/user/syscalls.js';
 import { simError } from '../src/errors.js';
 import { LOADED, type LoadReport } from '../src/rpc/process-loaded.js';
+import { attachLocking, installFenceLockdep } from '../src/locking/index.js';
+import { AliveTable } from '../src/shm/alive.js';
+import { H_ALIVE } from '../src/fence/table.js';
 
 export interface ProcessWorkerData extends RuntimeInit {
   readonly module: string;
   readonly args: readonly unknown[] | null;
   /** Made by clone (fork or thread): the module must export `main`, whose end is the task's end. */
   readonly cloned?: boolean;
+  /** The machine's lock domain (Machine.boot({ lockdep: true })): attached after the fence table. */
+  readonly locks?: SharedArrayBuffer;
 }
 
 if (!parentPort) throw new Error('a process must run in a worker thread');
 const data = workerData as ProcessWorkerData;
 initRuntime(data);
+if (data.locks) {
+  // Lock words carry the process's machine owner token, so reap (which clears it) makes its locks recoverable.
+  const liveness = data.fences ? new AliveTable(new Int32Array(data.fences), H_ALIVE) : null;
+  const name = `${data.name} (pid ${data.tid ?? data.pid})`;
+  attachLocking(data.locks, name, {}, liveness && data.owner !== undefined ? { owner: data.owner, liveness } : {});
+  installFenceLockdep();
+}
 
 type Fn = (...args: unknown[]) => unknown;
 

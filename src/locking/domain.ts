@@ -33,6 +33,11 @@
  * | 20                      | PRIMED        | 1 once dma_resv_lockdep() primed this domain                         |
  * | 21                      | SUPPR_OFF     | arena offset of the suppression rules (JSON), 0 = none               |
  * | 22                      | SUPPR_LEN     | their length in bytes                                                |
+ * | 23                      | LIVENESS_SRC  | 0: owner tokens from the alive table below; 1: from the machine's    |
+ * |                         |               | (each worker's fence runtime token, src/shm/alive.ts)                |
+ * | 24..26                  | DOMAIN_ID     | who made it (creator's thread id, a per-thread counter, its clock):   |
+ * |                         |               | two SharedArrayBuffer objects of one domain (each postMessage makes a |
+ * |                         |               | new one) are recognised as the same domain by it                      |
  * | HEADER_WORDS ..         | alive[i]      | CAP_ALIVE words: 0 = free/dead, else the owner token registered there|
  * | ctxBase + 4i + 0..3     | ctx slot i    | stamp (0 = free), wounded, acquired, owner token                     |
  * | classBase + 2i + 0..1   | class i       | arena offset and byte length of the class name                       |
@@ -43,9 +48,14 @@
  * | arenaByte ..            | arena (bytes) | UTF-8 strings: class names, where each edge was first seen, reports  |
  *
  * Owner tokens are `(gen << ALIVE_INDEX_BITS) | i` (> 0, < 2^29): bit 29 marks an untracked owner (never presumed
- * dead), bit 30 is a lock word's waiters bit — the same conventions as the machine's alive table (src/shm/alive.ts
- * on h/faults), so the liveness source can be switched without touching a lock word (see `Liveness`).
+ * dead), bit 30 is a lock word's waiters bit — the same conventions as the machine's alive table (src/shm/alive.ts).
+ * A domain takes its tokens from one table only (LIVENESS_SRC), so two workers never share a token: a domain made
+ * by a Machine uses the machine's table (processes' tokens are cleared by reap when they die, so their locks are
+ * recovered with no help from the test), a standalone one its own (then whoever created a worker calls
+ * ownerDied(token) when it ends). A thread with no token in the machine's table is an untracked owner.
  */
+import { fenceRuntime, fenceRuntimeAttached } from '../fence/runtime.js';
+import { untrackedOwner } from '../fence/table.js';
 import { threadId } from 'node:worker_threads';
 
 export const DOMAIN_MAGIC = 0x4c4b4450;
@@ -72,6 +82,10 @@ export const MODE = 19;
 export const PRIMED = 20;
 export const SUPPR_OFF = 21;
 export const SUPPR_LEN = 22;
+export const LIVENESS_SRC = 23;
+export const DOMAIN_ID0 = 24;
+export const DOMAIN_ID1 = 25;
+export const DOMAIN_ID2 = 26;
 export const HEADER_WORDS = 32;
 
 export const MODE_CONTINUE = 0;
@@ -122,6 +136,8 @@ export interface DomainOptions {
   readonly maxWorkers?: number;
   /** Reports matching one of these are counted, not stored or printed. */
   readonly suppress?: readonly Suppression[];
+  /** Where owner tokens and liveness come from: this domain's table (default) or the machine's alive table. */
+  readonly liveness?: 'domain' | 'machine';
 }
 
 /** A suppression rule: every given field must match (kind equal; every name in `locks` among the report's locks). */
@@ -164,6 +180,7 @@ export class LockDomain {
   private constructor(
     readonly sab: SharedArrayBuffer,
     name: string | undefined,
+    who: AttachOwner,
   ) {
     const i32 = new Int32Array(sab);
     if (i32[MAGIC] !== DOMAIN_MAGIC) throw new TypeError('not a lock domain SharedArrayBuffer');
@@ -176,10 +193,16 @@ export class LockDomain {
     this.edgeBase = this.headBase + i32[CAP_CLASSES]! * MAX_SUBCLASSES;
     this.reportBase = this.edgeBase + i32[CAP_EDGES]! * EDGE_WORDS;
     this.arenaByte = (this.reportBase + i32[CAP_REPORTS]! * REPORT_WORDS) * 4;
-    this.token = this.register();
     this.workerNo = Atomics.add(i32, WORKER_SEQ, 1) + 1;
     this.workerName = name ?? `worker ${this.workerNo}`;
-    this.liveness = { isAlive: (t) => this.isAliveLocal(t) };
+    if (i32[LIVENESS_SRC] === 1) {
+      const rt = fenceRuntimeAttached() ? fenceRuntime() : null;
+      this.token = who.owner ?? (rt ? rt.owner : untrackedOwner());
+      this.liveness = who.liveness ?? (rt ? rt.table.alive : { isAlive: () => true });
+    } else {
+      this.token = this.register();
+      this.liveness = { isAlive: (t) => this.isAliveLocal(t) };
+    }
   }
 
   /** Creates a new domain (all tables empty) and attaches the calling worker to it. */
@@ -209,6 +232,10 @@ export class LockDomain {
     i32[CAP_ALIVE] = caps.alive;
     i32[ENABLED] = opts.lockdep === false ? 0 : 1;
     i32[MODE] = opts.onReport === 'throw' ? MODE_THROW : MODE_CONTINUE;
+    i32[LIVENESS_SRC] = opts.liveness === 'machine' ? 1 : 0;
+    i32[DOMAIN_ID0] = threadId;
+    i32[DOMAIN_ID1] = ++created;
+    i32[DOMAIN_ID2] = Math.floor(performance.timeOrigin) | 0;
     i32[ARENA_USED] = 8; // offset 0 means "none"
     Atomics.store(i32, MAGIC, DOMAIN_MAGIC);
     const d = LockDomain.attach(sab, workerName);
@@ -227,12 +254,19 @@ export class LockDomain {
    * Attaches this worker to `sab` (idempotent per worker: the same view is returned). Registers an owner token;
    * whoever created this worker should call ownerDied(token) when it ends, so waiters on its locks recover them.
    */
-  static attach(sab: SharedArrayBuffer, workerName?: string): LockDomain {
+  static attach(sab: SharedArrayBuffer, workerName?: string, who: AttachOwner = {}): LockDomain {
     let d = views.get(sab);
     if (!d) {
-      d = new LockDomain(sab, workerName);
+      const i32 = new Int32Array(sab, 0, HEADER_WORDS);
+      const id = `${i32[DOMAIN_ID0]}.${i32[DOMAIN_ID1]}.${i32[DOMAIN_ID2]}`;
+      d = byId.get(id)?.deref();
+      if (!d) {
+        d = new LockDomain(sab, workerName, who);
+        byId.set(id, new WeakRef(d));
+      }
       views.set(sab, d);
-    } else if (workerName !== undefined) {
+    }
+    if (workerName !== undefined) {
       d.workerName = workerName;
     }
     return d;
@@ -275,9 +309,12 @@ export class LockDomain {
     return this.liveness.isAlive(token);
   }
 
-  /** Marks `token`'s worker dead: its lock words become recoverable by waiters. Called by the worker's creator. */
+  /**
+   * Marks `token`'s worker dead: its lock words become recoverable by waiters. Called by the worker's creator
+   * (a machine's domain needs no call: reap clears the process's token in the machine's table).
+   */
   ownerDied(token: number): void {
-    if (token <= 0 || token >= TOKEN_UNTRACKED) return;
+    if (token <= 0 || token >= TOKEN_UNTRACKED || this.i32[LIVENESS_SRC] === 1) return;
     const i = token & ((1 << ALIVE_INDEX_BITS) - 1);
     if (i >= this.i32[CAP_ALIVE]!) return;
     Atomics.compareExchange(this.i32, HEADER_WORDS + i, token, 0);
@@ -379,7 +416,20 @@ export class LockDomain {
 }
 
 const views = new WeakMap<SharedArrayBuffer, LockDomain>();
+/** Views by DOMAIN_ID: a domain's buffer arrives as a new object with every message. */
+const byId = new Map<string, WeakRef<LockDomain>>();
+let created = 0;
 let current: LockDomain | null = null;
+
+/**
+ * For a domain whose tokens come from the machine (LIVENESS_SRC 1): this worker's token in the machine's alive
+ * table and that table (a machine process passes its RuntimeInit.owner). Default: the worker's fence runtime's,
+ * else an untracked owner.
+ */
+export interface AttachOwner {
+  readonly owner?: number;
+  readonly liveness?: Liveness;
+}
 
 /** Something that can be passed to another worker and names its domain. */
 export interface DomainHandle {

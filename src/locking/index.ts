@@ -4,10 +4,10 @@
  * the dma_fence signalling annotations. See domain.ts for the shared tables and why the graph lives in them.
  */
 import { isMainThread } from 'node:worker_threads';
-import { LockDomain, type DomainOptions } from './domain.js';
+import { LockDomain, type AttachOwner, type DomainOptions } from './domain.js';
 import { lockdepWorkerExit } from './mutex.js';
 
-export { LockDomain, type DomainOptions, type Suppression, type Liveness } from './domain.js';
+export { LockDomain, type AttachOwner, type DomainOptions, type Suppression, type Liveness } from './domain.js';
 export {
   LockClass,
   LockMap,
@@ -49,8 +49,8 @@ export {
  * current domain and, in a worker thread, reports and releases any lock still held when the thread exits.
  * Returns the view; pass `view.token` to whoever watches this worker's 'exit' so it can call ownerDied(token).
  */
-export function attachLocking(sab?: SharedArrayBuffer, name?: string, opts: DomainOptions = {}): LockDomain {
-  const d = sab ? LockDomain.attach(sab, name) : LockDomain.create(opts, name);
+export function attachLocking(sab?: SharedArrayBuffer, name?: string, opts: DomainOptions = {}, who: AttachOwner = {}): LockDomain {
+  const d = sab ? LockDomain.attach(sab, name, who) : LockDomain.create(opts, name);
   LockDomain.setCurrent(d);
   if (!isMainThread && !exitHooked.has(d)) {
     exitHooked.add(d);
