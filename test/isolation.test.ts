@@ -67,3 +67,20 @@ test('when the broker worker dies, a process waiting for a reply gives up with E
   type Raw = { worker: { terminate(): Promise<number> } };
   await Promise.all([victim, other].map((p) => (p as unknown as Raw).worker.terminate()));
 });
+
+test('fence words a process corrupted (a link cycle, a huge count, an index outside the table) are a reported BUG in the broker, never a hang or a crash', async (t) => {
+  const m = await Machine.boot();
+  const victim = await m.spawn(fixture, { name: 'victim' });
+  const hostile = await m.spawn(fixture, { name: 'hostile' });
+  for (const how of ['cycle', 'count', 'link'] as const) {
+    const fd = await hostile.call<number>('corruptArray', how);
+    t.is(await hostile.call('fileInfo', fd), 'EIO', `${how}: SYNC_IOC_FILE_INFO on the corrupted array fails with an oops`);
+    t.is(await victim.call<number>('ordinaryCalls', 20), 20, `${how}: other processes are served`);
+    t.regex(await m.debugfs.read('sync/info'), /fence active/, `${how}: sync/info still reads`);
+  }
+  await hostile.kill();
+  t.is(await victim.call<number>('ordinaryCalls', 20), 20);
+  const r = await m.shutdown({ quiet: true });
+  t.true(r.oopses.length >= 3, 'each corrupted read is a reported BUG');
+  t.true(r.oopses.every((o) => /corrupted fence word/.test(o.message)), r.oopses.map((o) => o.message.split('\n')[0]).join('\n'));
+});

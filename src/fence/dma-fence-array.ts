@@ -19,6 +19,10 @@ import {
   F_SIGNAL_ON_ANY,
   KIND_ARRAY,
   KIND_EXT,
+  KIND_MASK,
+  KIND_NAMES,
+  KIND_SHIFT,
+  S_FLAGS,
   NAME_ID_ARRAY,
   PENDING_ERROR,
   S64_EXT_FIRST,
@@ -39,7 +43,7 @@ import {
   isSignaledCollect,
   registerFenceKind,
 } from './dma-fence.js';
-import { warnOn } from '../bug.js';
+import { BUG, warnOn } from '../bug.js';
 
 /** struct dma_fence_array, as one worker sees it. Components are borrowed views (the array holds the references). */
 export class DmaFenceArray extends DmaFence {
@@ -56,10 +60,11 @@ export class DmaFenceArray extends DmaFence {
   fence(i: number): DmaFence {
     const rt = this.rt;
     const t = rt.table;
-    let ext = Atomics.load(rt.i32, this.base + S_LINK);
+    // Links and handles are shared words: every index is checked before use (slotIndex), the walk is bounded.
+    let ext = extSlot(rt, Atomics.load(rt.i32, this.base + S_LINK));
     let k = i;
-    while (k >= EXT_HANDLES) {
-      ext = Atomics.load(rt.i32, t.base(ext) + S_LINK);
+    for (let steps = 0; k >= EXT_HANDLES; steps = rt.walkStep(steps, 'dma_fence_array extensions')) {
+      ext = extSlot(rt, Atomics.load(rt.i32, t.base(ext) + S_LINK));
       k -= EXT_HANDLES;
     }
     return rt.fromI64(t.i64[t.base64(ext) + S64_EXT_FIRST + k]!)!;
@@ -70,8 +75,11 @@ export class DmaFenceArray extends DmaFence {
     const rt = this.rt;
     const t = rt.table;
     const out: DmaFence[] = [];
+    let steps = 0;
     for (let ext = Atomics.load(rt.i32, this.base + S_LINK); ext >= 0; ext = Atomics.load(rt.i32, t.base(ext) + S_LINK)) {
-      const n = Atomics.load(rt.i32, t.base(ext) + S_EXT_COUNT);
+      extSlot(rt, ext);
+      steps = rt.walkStep(steps, 'dma_fence_array extensions');
+      const n = extCount(rt, ext);
       const b64 = t.base64(ext) + S64_EXT_FIRST;
       for (let k = 0; k < n; k++) out.push(rt.fromI64(t.i64[b64 + k]!)!);
     }
@@ -196,12 +204,27 @@ function arraySignaled(f: DmaFence, blockers: DmaFence[] | null): CompositeDone 
   return { error, timestampNs: last };
 }
 
+/** `ext`, read from a shared link word, checked to be an extension slot of the table (a BUG otherwise). */
+function extSlot(rt: FenceRuntime, ext: number): number {
+  rt.slotIndex(ext, 'dma_fence_array extension');
+  const kind = (Atomics.load(rt.i32, rt.table.base(ext) + S_FLAGS) >> KIND_SHIFT) & KIND_MASK;
+  if (kind !== KIND_EXT) BUG(`dma_fence_array extension ${ext} is a ${KIND_NAMES[kind] ?? kind} slot (a corrupted fence word?)`);
+  return ext;
+}
+
+/** An extension slot's handle count, a shared word: a BUG unless it fits the slot. */
+function extCount(rt: FenceRuntime, ext: number): number {
+  const n = Atomics.load(rt.i32, rt.table.base(ext) + S_EXT_COUNT);
+  if (!(n >= 0 && n <= EXT_HANDLES)) BUG(`dma_fence_array extension ${ext} claims ${n} handles (a corrupted fence word?)`);
+  return n;
+}
+
 function arrayRelease(rt: FenceRuntime, index: number, puts: number[]): void {
   const t = rt.table;
   let ext = Atomics.load(rt.i32, t.base(index) + S_LINK);
-  while (ext >= 0) {
-    const eb = t.base(ext);
-    const n = Atomics.load(rt.i32, eb + S_EXT_COUNT);
+  for (let steps = 0; ext >= 0; steps = rt.walkStep(steps, 'dma_fence_array release')) {
+    const eb = t.base(extSlot(rt, ext));
+    const n = extCount(rt, ext);
     for (let k = 0; k < n; k++) puts.push(Number(t.i64[(eb >> 1) + S64_EXT_FIRST + k]! & 0xffffffffn));
     const next = Atomics.load(rt.i32, eb + S_LINK);
     t.freeSlot(ext);

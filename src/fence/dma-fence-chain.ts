@@ -80,7 +80,8 @@ function chainWalkFrom(chain: DmaFenceChain): DmaFence | null {
   const i64 = rt.table.i64;
   const w = chain.base64 + S64_PREV;
   let prev: DmaFence | null;
-  while ((prev = chainGetPrev(chain))) {
+  // Bounded: prev words are shared, and a cycle written into them must end in a BUG, not a hang.
+  for (let steps = 0; (prev = chainGetPrev(chain)); steps = rt.walkStep(steps, 'dma_fence_chain walk')) {
     const prevChain = toDmaFenceChain(prev);
     let replacement: DmaFence | null;
     if (prevChain) {
@@ -123,7 +124,7 @@ export function dmaFenceChainWalk(fence: DmaFence): DmaFence | null {
 export function* dmaFenceChainForEach(head: DmaFence): Generator<DmaFence, void, undefined> {
   let iter: DmaFence | null = dmaFenceGet(head);
   try {
-    while (iter) {
+    for (let steps = 0; iter; steps = head.rt.walkStep(steps, 'dma_fence_chain_for_each')) {
       yield iter;
       iter = dmaFenceChainWalk(iter);
     }
@@ -184,7 +185,7 @@ function chainSignaled(f: DmaFence, blockers: DmaFence[] | null): CompositeDone 
   const head = f as DmaFenceChain;
   if (!isSignaledCollect(head.fence, blockers)) return null;
   let iter = chainWalkFrom(head);
-  while (iter) {
+  for (let steps = 0; iter; steps = head.rt.walkStep(steps, 'dma_fence_chain signaled')) {
     const c = toDmaFenceChain(iter);
     if (!isSignaledCollect(c ? c.fence : iter, blockers)) {
       dmaFencePut(iter);

@@ -117,14 +117,39 @@ export class FenceRuntime {
 
   // ---- views -------------------------------------------------------------------------------------------------
 
-  /** The (cached) view of slot `index`, generation `gen`. No validation: callers know the fence is alive. */
+  /**
+   * The (cached) view of slot `index`, generation `gen`. Callers know the fence is alive; the index may still come
+   * from a shared word any process can write (a handle in a chain or array), so a miss checks it is a slot of
+   * this table: a BUG (reported, never an out-of-bounds access) otherwise.
+   */
   wrap(index: number, gen: number): DmaFence {
     const w = this.wrappers[index];
     if (w !== undefined && w.gen === gen) return w;
+    this.slotIndex(index, 'fence handle');
     const kind = (Atomics.load(this.i32, this.table.base(index) + S_FLAGS) >> KIND_SHIFT) & KIND_MASK;
     const f = kind === KIND_PLAIN || kind === 0 ? new DmaFence(this, index, gen) : kindOps(kind).wrap(this, index, gen);
     this.wrappers[index] = f;
     return f;
+  }
+
+  /**
+   * `index`, read from a shared word (a handle, a link), checked to name a slot of this table. A BUG otherwise:
+   * the word was corrupted (by a process writing the table), and nothing may index with it.
+   */
+  slotIndex(index: number, what: string): number {
+    if (!(index >= 0 && index < this.table.nslots) || !Number.isInteger(index)) {
+      BUG(`${what}: slot index ${index} outside the fence table (a corrupted fence word?)`);
+    }
+    return index;
+  }
+
+  /**
+   * A step counter for walks along links in shared words (array extensions, chain links): a walk longer than
+   * the table has slots went round a cycle someone wrote, and is a BUG instead of a hang.
+   */
+  walkStep(steps: number, what: string): number {
+    if (steps > this.table.nslots) BUG(`${what}: a walk of more than ${this.table.nslots} links (a cycle in corrupted fence words?)`);
+    return steps + 1;
   }
 
   /** The fence an i64 handle word names (borrowed: the holder of the word owns the reference), or null. */

@@ -148,6 +148,7 @@ export class KernelControl {
     bootSubsystems(k, entry, cfg);
     this.k = k;
     this.entry = entry;
+    k.oopsSink = (pid, call, e) => entry.recordOops(pid, call, e);
     this.ctl = new Int32Array(control);
     this.loop = new ServeLoop(entry, this.ctl);
     this.loop.start();

@@ -221,6 +221,19 @@ export class Kernel {
 
   // ---- processes -----------------------------------------------------------------------------------------------
 
+  /** Where a BUG hit outside a syscall is reported (the syscall entry's oops list; set at boot). */
+  oopsSink: ((pid: number, call: string, e: unknown) => void) | null = null;
+
+  /** fput for teardown: an exception in the release is reported as an oops instead of ending the teardown. */
+  private exitPut(t: Task, f: File): void {
+    try {
+      this.fput(f);
+    } catch (e) {
+      if (!this.oopsSink) throw e;
+      this.oopsSink(t.pid, 'exit', e);
+    }
+  }
+
   /**
    * do_exit: releases everything the task holds — a parked syscall is abandoned, its use of the address space
    * dropped (exit_mm: the last user's drop puts every mapping), then its use of the fd table (exit_files: the last
@@ -239,9 +252,11 @@ export class Kernel {
       t.parked?.cancel();
       t.parked = null;
       this.recordHeld(t, code, killed);
-      if (--t.mm.users === 0) for (const vma of t.mm.vmas.splice(0)) this.fput(vma.file);
+      // Each put on its own: a BUG in one release (a fence word a process corrupted) is reported and the rest of
+      // the teardown still runs.
+      if (--t.mm.users === 0) for (const vma of t.mm.vmas.splice(0)) this.exitPut(t, vma.file);
       t.regionRefs.clear();
-      if (--t.files.users === 0) t.files.closeAll((e) => this.fput(e.file));
+      if (--t.files.users === 0) t.files.closeAll((e) => this.exitPut(t, e.file));
       t.group.tasks.delete(t);
       if (t.group.tasks.size === 0) {
         // The last task of the group: its unwaited children are reparented to "init", which waits for nobody.
