@@ -2,6 +2,7 @@
  * Machine: the main thread's handle on a simulated system — boots the broker (kernel) worker, spawns processes
  * as workers, and reads kernel state (debugfs, stats, leaks) over the comlink control plane.
  */
+import { BUG } from './bug.js';
 import { availableParallelism } from 'node:os';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { Comlink, wrap } from './rpc/comlink.js';
@@ -372,7 +373,7 @@ export class Machine {
     const url = module instanceof URL ? module.href : new URL(module, `file://${process.cwd()}/`).href;
     const pid = await kernel.clone(parent.pid, flags, { module: url, args: opts.args ?? [], ...(opts.name !== undefined ? { name: opts.name } : {}) });
     const p = this.procs.get(pid);
-    if (!p) throw new Error(`BUG: no worker started for clone ${pid}`);
+    if (!p) BUG(`no worker started for clone ${pid}`);
     return p;
   };
 

@@ -8,6 +8,7 @@
  * it, lowered by a close below it). Finding the lowest free fd ≥ start is then one scan of the summary for a word
  * with room and one scan inside that word — a few word reads at 200k open fds instead of one read per open fd.
  */
+import { BUG } from '../bug.js';
 import type { File } from './file.js';
 import type { Origin } from './leaks.js';
 
@@ -115,7 +116,7 @@ export class FilesStruct {
    * sets the bit and the summary. The entry takes over the caller's file reference.
    */
   install(fd: number, entry: FdEntry): void {
-    if (this.entries[fd]) throw new Error(`BUG: fd ${fd} installed twice`);
+    if (this.entries[fd]) BUG(`fd ${fd} installed twice`);
     this.grow(fd);
     this.entries[fd] = entry;
     this.open++;

@@ -18,6 +18,7 @@
  * The block lives in the machine control block (SPIN_BLOCK in control-block.ts) and, for workers that attach a
  * fence table without a machine, in the fence table header (H_SPIN in src/fence/table.ts).
  */
+import { BUG } from '../bug.js';
 import { isTrackedToken, type AliveTable } from './alive.js';
 
 export const SB_MAX = 0;
@@ -76,7 +77,7 @@ export class AdaptiveSpin {
      */
     private readonly limit: number | null = null,
   ) {
-    if (owner === 0) throw new Error('BUG: AdaptiveSpin needs a non-zero owner token');
+    if (owner === 0) BUG('AdaptiveSpin needs a non-zero owner token');
   }
 
   /** Takes a free slot (compareExchange 0 → owner); returns its word index, or −1 when none is free. */
