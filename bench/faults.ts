@@ -27,7 +27,7 @@ export async function benchFaults(): Promise<void> {
   const fresh = await Machine.boot();
   const used = await Machine.boot();
   try {
-    await killSpinners(used, Number(process.env.KILLS ?? 60));
+    await killSpinners(used, 60);
     const slots = await spinSlots(used);
     const a = await fresh.spawn(procs, { name: 'fresh' });
     const b = await used.spawn(procs, { name: 'after-kills' });

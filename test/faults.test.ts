@@ -12,6 +12,8 @@ import { dmaBufAddFence, DMA_RESV_USAGE_WRITE, expectKernelWarnings, spinSlots }
 import { DMA_BUF_SYNC_READ } from '../src/uapi/dma-buf.js';
 import { E } from '../src/uapi/errno.js';
 import type { FenceHandle } from '../src/fence/dma-fence.js';
+import { createFenceTable, FenceTable, H_NAMES_LOCK, LOCK_WAITERS } from '../src/fence/table.js';
+import { expectWarnings } from '../src/bug.js';
 
 const fixture = new URL('./fixtures/faults.js', import.meta.url);
 const seed = chooseSeed();
@@ -294,4 +296,18 @@ test.serial('seeded kill loop: a process killed mid-syscall, while spinning, mid
     t.is(warnings.length, signals, `one warning per repaired signal: ${warnings.join(' | ')}`);
     for (const w of warnings) t.regex(w, /dma_fence_timestamp: .* never published the timestamp .* completed by the reader/);
   }
+});
+
+// Before the fix the names lock was a bare 0/1 word: a worker killed under it left it held for good, and every
+// later intern of a new name spun forever (here: until ava's timeout).
+test('the fence names lock of a worker killed holding it is taken over with a warning, not waited on forever', (t) => {
+  const table = new FenceTable(createFenceTable({ slots: 16, names: 8 }));
+  const dead = table.alive.register();
+  Atomics.store(table.i32, H_NAMES_LOCK, dead | LOCK_WAITERS); // a worker took the lock (and someone waited)…
+  table.alive.clear(dead); // …and was killed holding it: whoever reaps it clears its token
+  table.owner = table.alive.register();
+  const { result: id, warnings } = expectWarnings(/EOWNERDEAD/, 'names lock takeover', () => table.internNames('faults', 'dead-holder'));
+  t.deepEqual(table.names(id), ['faults', 'dead-holder'], 'the intern completed');
+  t.is(warnings.length, 1, 'the takeover is reported');
+  t.is(Atomics.load(table.i32, H_NAMES_LOCK), 0, 'and the lock is free again');
 });
