@@ -100,6 +100,7 @@ const cases: Case[] = [
   { name: 'fence: nested begin, wait inside (no false AA)', expect: 'SUCCESS', locks: {}, steps: [[0, 'begin'], [0, 'begin'], [0, 'mightWait'], [0, 'end'], [0, 'end']] },
   { name: 'fence: wait inside a fence callback (atomic)', expect: 'wait-context', locks: {}, steps: [[0, 'atomicBegin'], [0, 'mightWait'], [0, 'atomicEnd']] },
   { name: 'fence: sleeping lock inside a fence callback', expect: 'wait-context', locks: { A: M('A') }, steps: [[0, 'atomicBegin'], [0, 'lock', 'A'], [0, 'unlock', 'A'], [0, 'atomicEnd']] },
+  { name: 'fence: a real fence callback taking a sleeping lock', expect: 'wait-context', fences: true, locks: { A: M('A') }, steps: [[0, 'fenceCreate', 'F'], [0, 'fenceCallbackLocks', 'F', 'A'], [0, 'fenceSignal', 'F']], values: { 1: 0, 2: 0 } },
   { name: 'fence: signalling from atomic context is no section', expect: 'SUCCESS', locks: { A: M('A') }, steps: [[0, 'lock', 'A'], [0, 'mightWait'], [0, 'unlock', 'A'], [1, 'atomicBegin'], [1, 'begin'], [1, 'end'], [1, 'atomicEnd'], [1, 'begin'], [1, 'end']] },
 ];
 

@@ -384,7 +384,13 @@ export class FenceRuntime {
       cb.fence = null;
       const fn = cb.func;
       try {
-        fn?.(f, cb);
+        // A dma_fence_cb runs under the fence's spinlock in the kernel: atomic context for the lock validator.
+        callbackHooks?.enter();
+        try {
+          fn?.(f, cb);
+        } finally {
+          callbackHooks?.exit();
+        }
       } catch (e) {
         if (!failed) error = e;
         failed = true;
@@ -604,3 +610,14 @@ export function fenceRuntimeAttached(): boolean {
   return current !== null;
 }
 
+/** What runs around every fence callback in this worker (src/locking/fence-lockdep.ts: atomic context). */
+export interface FenceCallbackHooks {
+  enter(): void;
+  exit(): void;
+}
+let callbackHooks: FenceCallbackHooks | null = null;
+
+/** Installs (or with null removes) this worker's callback hooks. */
+export function setFenceCallbackHooks(h: FenceCallbackHooks | null): void {
+  callbackHooks = h;
+}

@@ -13,6 +13,8 @@
  *   read hold back (a plain read, not a trylock).
  * - dma_fence_signal wraps itself in a section (the fence library does that); signalling from atomic context is
  *   not a section.
+ * - Fence callbacks run in atomic context (under fence->lock in the kernel): the runtime's callback hooks enter
+ *   and leave it around each one.
  * - dma_resv_lockdep primes: mmap_lock (read) → reservation_ww_class_acquire → reservation_ww_class_mutex →
  *   fs_reclaim → i_mmap_rwsem, and fs_reclaim → mmu_notifier_invalidate_range_start → dma_fence_map.
  *
@@ -24,8 +26,9 @@
  * have fixed instance ids so every worker's dma_fence_map is the same lock.
  */
 import { setFenceLockdepHooks } from '../fence/dma-fence.js';
+import { setFenceCallbackHooks } from '../fence/runtime.js';
 import { LockDomain, PRIMED } from './domain.js';
-import { LockClass, LockMap, inAtomic, lockAcquire, lockIsHeld, lockRelease, mightSleep } from './lockdep.js';
+import { LockClass, LockMap, enterAtomic, exitAtomic, inAtomic, lockAcquire, lockIsHeld, lockRelease, mightSleep } from './lockdep.js';
 import { WwAcquireCtx, WwClass, WwMutex } from './ww-mutex.js';
 
 /** Fixed instance ids of the pseudo-locks (lock ids handed out by the domain start at 1, far below). */
@@ -153,9 +156,13 @@ export function installFenceLockdep(d: LockDomain = LockDomain.current()): void 
     },
     mightWait: () => fenceMightWait(d),
   });
+  // Fence callbacks run in atomic context (the kernel runs them under fence->lock): a sleeping lock or a fence
+  // wait inside one is reported ('wait-context'), and a signal from inside one is no signalling section.
+  setFenceCallbackHooks({ enter: () => enterAtomic(d), exit: () => exitAtomic(d) });
 }
 
 /** Removes this worker's fence hooks. */
 export function uninstallFenceLockdep(): void {
   setFenceLockdepHooks(null);
+  setFenceCallbackHooks(null);
 }
