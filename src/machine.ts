@@ -43,6 +43,11 @@ export interface BootOptions {
    * checked; owner liveness from the machine's alive table). Off by default; off costs nothing.
    */
   readonly lockdep?: boolean;
+  /**
+   * kernel.threads-max: the most tasks (processes and threads) alive at once beyond which fork and thread fail
+   * with EAGAIN (default 256, 1..4096). Every task is a worker thread of the host; spawn() is not limited.
+   */
+  readonly threadsMax?: number;
 }
 
 export interface SpawnOptions {
@@ -306,6 +311,7 @@ export class Machine {
       maxSpinners,
       recordStacks: opts.recordStacks ?? false,
       fences,
+      ...(opts.threadsMax !== undefined ? { threadsMax: opts.threadsMax } : {}),
     });
     const table = await kernel.fenceTable();
     // The broker's token in the alive table goes with it (locks it held are recovered, not waited for).

@@ -7,6 +7,7 @@
  */
 import { SB_SLOTS } from './shm/spin.js';
 import { NR_OPEN, PAGE_SIZE } from './uapi/posix.js';
+import { THREADS_MAX_LIMIT } from './kernel/kernel.js';
 import { InvalidArgTypeError, InvalidArgValueError, validateArray, validateInteger, validateObject, validateString } from './validate.js';
 
 /** Refuses keys of `obj` outside `known` (a misspelt option would otherwise be ignored without a word). */
@@ -29,7 +30,7 @@ const MAX_POOL_BYTES = 2 ** 48;
 /** Machine.boot's options: throws (see the file comment) on the first bad field. */
 export function checkBootOptions(opts: unknown): void {
   const o = validateObject(opts, 'options');
-  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences', 'lockdep']);
+  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences', 'lockdep', 'threadsMax']);
   if (o['heaps'] !== undefined) {
     const heaps = validateObject(o['heaps'], 'options.heaps');
     for (const [name, cfg] of Object.entries(heaps)) {
@@ -43,6 +44,7 @@ export function checkBootOptions(opts: unknown): void {
   if (o['maxSpinners'] !== undefined) validateInteger(o['maxSpinners'], 'options.maxSpinners', 0, SB_SLOTS);
   optionalBoolean(o['recordStacks'], 'options.recordStacks');
   optionalBoolean(o['lockdep'], 'options.lockdep');
+  if (o['threadsMax'] !== undefined) validateInteger(o['threadsMax'], 'options.threadsMax', 1, THREADS_MAX_LIMIT);
   if (o['fences'] !== undefined) knownKeys(validateObject(o['fences'], 'options.fences'), 'options.fences', ['slots', 'names']);
 }
 

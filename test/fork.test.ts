@@ -5,6 +5,7 @@
  */
 import test from 'ava';
 import type { FdView } from './fixtures/fork.js';
+import { Machine } from '../src/index.js';
 import { bootFor, shutdownNoLeaks } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/fork.js', import.meta.url);
@@ -155,4 +156,17 @@ test.serial('shutdown ends forked children and threads made inside processes; no
   await shutdownNoLeaks(t, m);
   const st = await Promise.all(procs.map((x) => x!.exited));
   t.true(st.every((s) => s.killed), 'all killed by shutdown');
+});
+
+test.serial('threads-max: fork and thread beyond Machine.boot({ threadsMax }) tasks fail with EAGAIN; a bad value throws', async (t) => {
+  await t.throwsAsync(Machine.boot({ threadsMax: 0 }), { code: 'ERR_OUT_OF_RANGE', message: /options\.threadsMax/ });
+  await t.throwsAsync(Machine.boot({ threadsMax: 1.5 }), { code: 'ERR_OUT_OF_RANGE' });
+  const m = await Machine.boot({ threadsMax: 4 });
+  t.teardown(() => m.shutdown({ quiet: true }).catch(() => {}));
+  const p = await m.spawn(fixture, { name: 'forker' });
+  const [s0] = await p.call<[number, number]>('socketpair');
+  const r = await p.call<{ made: number; error: string }>('forkUntilError', s0, 10);
+  t.deepEqual(r, { made: 3, error: 'EAGAIN' }, 'the process and 3 children make 4 tasks');
+  t.is((await m.stats()).processes, 4);
+  await shutdownNoLeaks(t, m);
 });

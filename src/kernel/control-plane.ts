@@ -35,7 +35,7 @@ import {
 } from './dma-buf.js';
 import { dmaResvAddFence, dmaResvLock, dmaResvReserveFences, dmaResvUnlock, type DmaResvUsage } from '../fence/dma-resv.js';
 import { dmaHeapList, type DmaHeapInfo } from './dma-heap.js';
-import { Kernel, type KernelWarning } from './kernel.js';
+import { Kernel, THREADS_MAX_LIMIT, type KernelWarning } from './kernel.js';
 import type { HeldReport, LeakReport } from './leaks.js';
 import { registerMmSyscalls } from './mm.js';
 import { registerPollSyscall } from './select.js';
@@ -51,6 +51,8 @@ export interface BootConfig extends SubsystemConfig {
   readonly recordStacks?: boolean;
   /** Fence table sizes (validated again here: the broker trusts no caller). */
   readonly fences?: FenceTableOptions;
+  /** kernel.threads-max (validated again here). */
+  readonly threadsMax?: number;
 }
 
 export interface ProcessInfo {
@@ -128,6 +130,10 @@ export class KernelControl {
 
   boot(cfg: BootConfig): SharedArrayBuffer {
     const k = new Kernel({ recordStacks: cfg.recordStacks ?? false });
+    if (cfg.threadsMax !== undefined) {
+      if (!Number.isInteger(cfg.threadsMax) || cfg.threadsMax < 1 || cfg.threadsMax > THREADS_MAX_LIMIT) throw new RangeError(`threadsMax ${cfg.threadsMax}`);
+      k.threadsMax = cfg.threadsMax;
+    }
     const entry = new SyscallEntry(k);
     registerFsSyscalls(entry);
     registerMmSyscalls(entry);

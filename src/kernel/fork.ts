@@ -61,9 +61,12 @@ export type SpawnSink = (req: SpawnRequest) => void;
  * same MAP_SHARED memory), and its rlimits; a thread shares the table, the address space and the thread group.
  * Either way the child is the caller's group's child until waited for. Only these two flag sets exist here
  * (other combinations → EINVAL, as the kernel refuses CLONE_THREAD without CLONE_SIGHAND and CLONE_SIGHAND
- * without CLONE_VM; partial sharing is not modelled). The caller adds the task to the serve loop.
+ * without CLONE_VM; partial sharing is not modelled). EAGAIN when the machine already has threads-max tasks
+ * (Machine.boot's threadsMax). The caller adds the task to the serve loop.
  */
 export function copyProcess(k: Kernel, parent: Task, flags: number, comm: string, channel: SharedArrayBuffer, port: MessagePort): Task {
+  // kernel.threads-max: every task is a worker thread of the host, so runaway forks end with EAGAIN, as Linux's.
+  if (k.tasks.size >= k.threadsMax) throw new KernelError(E.EAGAIN, `threads-max (${k.threadsMax}) tasks alive`);
   const pid = k.allocPid();
   let t: Task;
   if (flags === CLONE_PTHREAD) {

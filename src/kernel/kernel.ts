@@ -14,6 +14,11 @@ import { ObjectTracker, type HeldReport, type Origin } from './leaks.js';
 import { ShmRegion } from './mm.js';
 import { Task } from './task.js';
 
+/** Default kernel.threads-max: each task is a host worker thread (megabytes each), so far below Linux's. */
+export const DEFAULT_THREADS_MAX = 256;
+/** The highest threads-max a machine may be booted with. */
+export const THREADS_MAX_LIMIT = 4096;
+
 /** Opens a path the namespace resolves to: returns a new File with one reference. */
 export type Opener = (k: Kernel, t: Task, path: string, flags: number) => File;
 
@@ -38,6 +43,8 @@ export interface KernelOptions {
 
 export class Kernel {
   readonly tasks = new Map<number, Task>();
+  /** kernel.threads-max: the most tasks alive at once that clone may make (Machine.boot's threadsMax). */
+  threadsMax = DEFAULT_THREADS_MAX;
   private nextPid = 1;
   /** get_next_ino(): inode numbers for sockets, device files, anon files. */
   private nextIno = 1;
