@@ -122,7 +122,7 @@ test('shutdown() reports what each process still held when it ended (fds, mappin
 test('Machine.boot options are validated, naming the field, before anything starts', async (t) => {
   const cases: [unknown, ErrorConstructor, string, RegExp][] = [
     [42, TypeError, 'ERR_INVALID_ARG_TYPE', /^The "options" argument must be of type object/],
-    [{ heap: {} }, TypeError, 'ERR_INVALID_ARG_VALUE', /^The property 'options\.heap' is not an option \(known: heaps, maxSpinners, recordStacks, fences, lockdep\)/],
+    [{ heap: {} }, TypeError, 'ERR_INVALID_ARG_VALUE', /^The property 'options\.heap' is not an option \(known: heaps, maxSpinners, recordStacks, fences, lockdep, threadsMax\)/],
     [{ heaps: [] }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.heaps" property must be/],
     [{ heaps: { 'a/b': {} } }, TypeError, 'ERR_INVALID_ARG_VALUE', /'options\.heaps\.a\/b' must be named by 1 to 64 characters/],
     [{ heaps: { reserved: { sizeBytes: '1M' } } }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.heaps\.reserved\.sizeBytes" property must be of type number/],
