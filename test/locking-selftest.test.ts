@@ -57,6 +57,11 @@ const cases: Case[] = [
   { name: 'trylock: no dependency into it', expect: 'SUCCESS', locks: { A: M('A'), B: M('B') }, steps: [[0, 'lock', 'A'], [0, 'trylock', 'B'], [0, 'unlock', 'B'], [0, 'unlock', 'A'], [1, 'lock', 'B'], [1, 'lock', 'A'], [1, 'unlock', 'A'], [1, 'unlock', 'B']] },
   { name: 'trylock: dependencies out of it', expect: 'circular', locks: { A: M('A'), B: M('B') }, steps: [[0, 'trylock', 'A'], [0, 'lock', 'B'], [0, 'unlock', 'B'], [0, 'unlock', 'A'], [1, 'lock', 'B'], [1, 'lock', 'A']] },
   { name: 'edges only from the nearest non-trylock: A-B-C, then A-C ok', expect: 'SUCCESS', locks: { A: M('A'), B: M('B'), C: M('C') }, steps: [[0, 'lock', 'A'], [0, 'lock', 'B'], [0, 'lock', 'C'], [0, 'unlock', 'C'], [0, 'unlock', 'B'], [0, 'unlock', 'A'], [1, 'lock', 'A'], [1, 'lock', 'C'], [1, 'unlock', 'C'], [1, 'unlock', 'A']] },
+  // ---- read modes (rwlock read = recursive read 2, rwsem read = read 1) ----
+  { name: 'rlock A-A (recursive read twice)', expect: 'SUCCESS', locks: { A1: M('A'), A2: M('A') }, steps: [[0, 'acquireRead', 'A1', 2], [0, 'acquireRead', 'A2', 2], [0, 'release', 'A2'], [0, 'release', 'A1']] },
+  { name: 'rsem A-A (read twice)', expect: 'recursive', locks: { A1: M('A'), A2: M('A') }, steps: [[0, 'acquireRead', 'A1', 1], [0, 'acquireRead', 'A2', 1]] },
+  { name: 'rlock(A)-B vs B-rlock(A): no deadlock', expect: 'SUCCESS', locks: { A: M('A'), B: M('B') }, steps: [[0, 'acquireRead', 'A', 2], [0, 'lock', 'B'], [0, 'unlock', 'B'], [0, 'release', 'A'], [1, 'lock', 'B'], [1, 'acquireRead', 'A', 2], [1, 'release', 'A'], [1, 'unlock', 'B']] },
+  { name: 'rlock(A)-B vs B-wlock(A): deadlock', expect: 'circular', locks: { A: M('A'), B: M('B') }, steps: [[0, 'acquireRead', 'A', 2], [0, 'lock', 'B'], [0, 'unlock', 'B'], [0, 'release', 'A'], [1, 'lock', 'B'], [1, 'acquireRead', 'A', 0]] },
   // ---- subclasses and nest locks (ours: the kernel file has none) ----
   { name: 'subclass: A then A/1', expect: 'SUCCESS', locks: { A1: M('A'), A2: M('A') }, steps: [[0, 'lock', 'A1'], [0, 'lockNested', 'A2', 1], [0, 'unlock', 'A2'], [0, 'unlock', 'A1']] },
   { name: 'subclass: A/0-A/1 vs A/1-A/0', expect: 'circular', locks: { A1: M('A'), A2: M('A') }, steps: [[0, 'lock', 'A1'], [0, 'lockNested', 'A2', 1], [0, 'unlock', 'A2'], [0, 'unlock', 'A1'], [1, 'lockNested', 'A2', 1], [1, 'lock', 'A1']] },
