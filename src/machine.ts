@@ -14,7 +14,8 @@ import { formatLeaks } from './kernel/leaks.js';
 import { fenceTableSizes } from './fence/table.js';
 import { CLONE_PTHREAD, SOCK_STREAM } from './uapi/posix.js';
 import { simError } from './errors.js';
-import { checkBootOptions, checkSpawnArgs } from './options.js';
+import { checkBootOptions, checkCloneArgs, checkSpawnArgs } from './options.js';
+import { InvalidArgTypeError, validateFlags, validateInt, validateString } from './validate.js';
 import { AliveTable } from './shm/alive.js';
 import { LockDomain, lockdepReports, type LockdepReport } from './locking/index.js';
 import { H_ALIVE, H_KERNEL_OWNER } from './fence/table.js';
@@ -172,6 +173,7 @@ export class Proc {
    * can wait for it; here, the returned Proc's `exited` settles once the child is torn down.
    */
   fork(module: URL | string, opts: CloneOptions = {}): Promise<Proc> {
+    checkCloneArgs(module, opts);
     if (!this.cloner) throw new Error(`process ${this.pid} (${this.name}) was not made by a Machine`);
     return this.cloner(this, 0, module, opts);
   }
@@ -182,6 +184,7 @@ export class Proc {
    * with the process's first thread; its own end closes nothing unless it was the table's last user.
    */
   thread(module: URL | string, opts: CloneOptions = {}): Promise<Proc> {
+    checkCloneArgs(module, opts);
     if (!this.cloner) throw new Error(`process ${this.pid} (${this.name}) was not made by a Machine`);
     return this.cloner(this, CLONE_PTHREAD, module, opts);
   }
@@ -231,8 +234,12 @@ export function controlOf(m: Machine, what: string): Comlink.Remote<KernelContro
   return controlOfMachine(m, what);
 }
 
-/** INTERNAL: the pid of `p`, checked to be a process of `m` (dmabuf-sim/testing only). */
-export function pidIn(m: Machine, p: Proc): number {
+/**
+ * INTERNAL: the pid of `p`, checked to be a Proc (ERR_INVALID_ARG_TYPE naming `name` otherwise) and a process of
+ * `m` (dmabuf-sim/testing and the Machine's own methods).
+ */
+export function pidIn(m: Machine, p: Proc, name = 'proc'): number {
+  if (!(p instanceof Proc)) throw new InvalidArgTypeError(name, ['Proc'], p);
   if (owners.get(p) !== m) throw simError('ERR_DMABUF_SIM_FOREIGN_PROCESS', [p.pid, p.name]);
   return p.pid;
 }
@@ -292,8 +299,8 @@ export class Machine {
   }
 
   /** `p`'s pid, after checking this machine spawned it (ERR_DMABUF_SIM_FOREIGN_PROCESS otherwise). */
-  private own(p: Proc): number {
-    return pidIn(this, p);
+  private own(p: Proc, name: string): number {
+    return pidIn(this, p, name);
   }
 
   static async boot(opts: BootOptions = {}): Promise<Machine> {
@@ -371,7 +378,7 @@ export class Machine {
 
   /** The live process or thread with this pid/tid — including children forked and threads made inside processes. */
   process(pid: number): Proc | undefined {
-    return this.procs.get(pid);
+    return this.procs.get(validateInt(pid, 'pid'));
   }
 
   private readonly cloner: Cloner = async (parent, flags, module, opts) => {
@@ -424,7 +431,7 @@ export class Machine {
 
   /** debugfs, read from the control plane (processes can open /sys/kernel/debug/... themselves). */
   readonly debugfs = {
-    read: async (path: string): Promise<string> => this.live('debugfs.read').debugfsRead(path),
+    read: async (path: string): Promise<string> => this.live('debugfs.read').debugfsRead(validateString(path, 'path')),
   };
 
   /**
@@ -434,7 +441,8 @@ export class Machine {
    */
   async socketpair(a: Proc, b: Proc, type: number = SOCK_STREAM): Promise<[number, number]> {
     const k = this.live('socketpair');
-    return k.socketpair(this.own(a), this.own(b), type);
+    // The type is a C int of flag bits: either view of its 32 bits reaches the kernel, which answers as Linux.
+    return k.socketpair(this.own(a, 'a'), this.own(b, 'b'), validateFlags(type, 'type'));
   }
 
   /** The heaps under /dev/dma_heap, sorted by name, with their usage (a listing of the directory). */

@@ -61,3 +61,18 @@ export function checkSpawnArgs(module: unknown, opts: unknown): void {
   // fds 0–2 are open from the start, so a limit below 3 could not even hold them; NR_OPEN is the kernel's ceiling.
   if (o['nofile'] !== undefined) validateInteger(o['nofile'], 'options.nofile', 3, NR_OPEN);
 }
+
+/**
+ * Proc.fork / Proc.thread's module and options (name, args), from the main thread: the same checks as spawn's, so
+ * a bad value throws in the caller's thread instead of starting a worker on "file:///<cwd>/undefined".
+ */
+export function checkCloneArgs(module: unknown, opts: unknown): void {
+  if (!(module instanceof URL) && typeof module !== 'string') throw new InvalidArgTypeError('module', ['string', 'URL'], module);
+  const o = validateObject(opts, 'options');
+  knownKeys(o, 'options', ['name', 'args']);
+  if (o['name'] !== undefined) {
+    const name = validateString(o['name'], 'options.name');
+    if (name.length === 0 || name.includes('\0')) throw new InvalidArgValueError('options.name', name, 'must be a non-empty string without null bytes');
+  }
+  if (o['args'] !== undefined) validateArray(o['args'], 'options.args');
+}

@@ -11,6 +11,7 @@ import type { DmaResvUsage } from './fence/dma-resv.js';
 import type { DmaDataDirection } from './kernel/dma-direction.js';
 import type { KunitResult } from './kernel/kunit.js';
 import type { LeakReport } from './kernel/leaks.js';
+import { validateFd, validateInt, validateInteger, validateObject, validateString } from './validate.js';
 
 export { DMA_RESV_USAGE_BOOKKEEP, DMA_RESV_USAGE_KERNEL, DMA_RESV_USAGE_READ, DMA_RESV_USAGE_WRITE, type DmaResvUsage } from './fence/dma-resv.js';
 export { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDataDirection } from './kernel/dma-direction.js';
@@ -24,7 +25,11 @@ export type { KunitResult } from './kernel/kunit.js';
  * ioctl adds. Errors as dma_buf_get (EBADF; EINVAL for an fd that is not a dma-buf), EINVAL for a bad usage.
  */
 export async function dmaBufAddFence(m: Machine, proc: Proc, fd: number, fence: FenceHandle, usage: DmaResvUsage): Promise<void> {
-  return controlOf(m, 'dmaBufAddFence').testDmaBufAddFence(pidIn(m, proc), fd, fence, usage);
+  const pid = pidIn(m, proc);
+  const f = validateFd(fd);
+  const h = validateObject(fence, 'fence');
+  const handle = { index: validateInteger(h['index'], 'fence.index', 0, 2 ** 31 - 1), gen: validateInt(h['gen'], 'fence.gen') };
+  return controlOf(m, 'dmaBufAddFence').testDmaBufAddFence(pid, f, handle, validateInt(usage, 'usage') as DmaResvUsage);
 }
 
 /**
@@ -32,7 +37,8 @@ export async function dmaBufAddFence(m: Machine, proc: Proc, fd: number, fence: 
  * the implicit fences `dir` needs have signaled (the broker keeps serving meanwhile), then ends the access.
  */
 export async function dmaBufCpuAccessAsync(m: Machine, proc: Proc, fd: number, dir: DmaDataDirection): Promise<void> {
-  return controlOf(m, 'dmaBufCpuAccessAsync').testDmaBufCpuAccessAsync(pidIn(m, proc), fd, dir);
+  const pid = pidIn(m, proc);
+  return controlOf(m, 'dmaBufCpuAccessAsync').testDmaBufCpuAccessAsync(pid, validateFd(fd), validateInt(dir, 'dir') as DmaDataDirection);
 }
 
 /**
@@ -40,7 +46,8 @@ export async function dmaBufCpuAccessAsync(m: Machine, proc: Proc, fd: number, d
  * event-loop way (waits for KERNEL fences only), then unmapping and detaching. Resolves with the mapped length.
  */
 export async function dmaBufMapAsync(m: Machine, proc: Proc, fd: number, devName: string): Promise<number> {
-  return controlOf(m, 'dmaBufMapAsync').testDmaBufMapAsync(pidIn(m, proc), fd, devName);
+  const pid = pidIn(m, proc);
+  return controlOf(m, 'dmaBufMapAsync').testDmaBufMapAsync(pid, validateFd(fd), validateString(devName, 'devName'));
 }
 
 /**
@@ -57,6 +64,7 @@ export async function expectKernelWarnings(m: Machine, pattern: RegExp, label: s
 
 /** Runs the in-kernel KUnit case `name` (src/kernel/kunit.ts), as `proc` when given. A BUG in it is an oops. */
 export async function kunit(m: Machine, name: string, proc?: Proc): Promise<KunitResult> {
+  validateString(name, 'name');
   return controlOf(m, 'kunit').kunitRun(name, proc === undefined ? undefined : pidIn(m, proc));
 }
 

@@ -1,0 +1,91 @@
+/**
+ * A hostile user of the machine (issue 6): JavaScript values no caller should pass to the main thread's API and the
+ * dmabuf-sim/testing hooks, and kills at the worst moments of fork, threads and waitpid. Each case failed before its
+ * fix; see the comment on each.
+ */
+import test from 'ava';
+import { Machine, type Proc } from '../src/index.js';
+import { dmaBufAddFence, dmaBufCpuAccessAsync, dmaBufMapAsync, kunit } from '../src/testing.js';
+import { shutdownNoLeaks, sockFixture } from './helpers/sim.js';
+
+/** The JavaScript values a hostile caller tries, by label (Symbol and bigint made fresh at each use). */
+const EVIL: readonly [string, () => unknown][] = [
+  ['undefined', () => undefined],
+  ['null', () => null],
+  ['NaN', () => NaN],
+  ['3.5', () => 3.5],
+  ["'1'", () => '1'],
+  ['{}', () => ({})],
+  ['[]', () => []],
+  ['true', () => true],
+  ['1n', () => 1n],
+  ['Symbol', () => Symbol('s')],
+];
+
+/** Node's argument-error codes: a wrong type or a value out of range, and nothing else. */
+const ARG_CODES = ['ERR_INVALID_ARG_TYPE', 'ERR_OUT_OF_RANGE', 'ERR_INVALID_ARG_VALUE'];
+
+test('the Machine API and dmabuf-sim/testing refuse JavaScript values no caller passes, with Node\'s argument errors', async (t) => {
+  // Before: socketpair(a, b, 3.5 | '1' | true) made a socketpair; Proc.fork/thread(undefined | 42 | {}) started a
+  // worker on "file:///<cwd>/undefined" and took any options; a non-Proc gave "process undefined (undefined)
+  // belongs to another machine" or a bare TypeError without a code; m.process('1') was silently undefined; a fence
+  // handle of the wrong shape was "stale fence handle undefined.undefined"; fd '1' reached the kernel as EBADF.
+  const m = await Machine.boot();
+  try {
+    const a = await m.spawn(sockFixture, { name: 'a' });
+    const b = await m.spawn(sockFixture, { name: 'b' });
+    const before = await m.stats();
+    const fds = await a.call<number[]>('openFds');
+    const cases: [string, unknown[], number, (...x: unknown[]) => unknown][] = [
+      ['socketpair', [a, b, 1], 0, (x, y, z) => m.socketpair(x as Proc, y as Proc, z as number)],
+      ['socketpair', [a, b, 1], 1, (x, y, z) => m.socketpair(x as Proc, y as Proc, z as number)],
+      ['socketpair', [a, b, 1], 2, (x, y, z) => m.socketpair(x as Proc, y as Proc, z as number)],
+      ['process', [a.pid], 0, (x) => m.process(x as number)],
+      ['debugfs.read', ['dma_buf/bufinfo'], 0, (x) => m.debugfs.read(x as string)],
+      ['fork', [sockFixture, {}], 0, (x, y) => a.fork(x as URL, y as object)],
+      ['fork', [sockFixture, {}], 1, (x, y) => a.fork(x as URL, y as object)],
+      ['thread', [sockFixture, {}], 0, (x, y) => a.thread(x as URL, y as object)],
+      ['thread', [sockFixture, {}], 1, (x, y) => a.thread(x as URL, y as object)],
+      ['dmaBufAddFence', [a, 0, { index: 1, gen: 1 }, 1], 0, (p, fd, f, u) => dmaBufAddFence(m, p as Proc, fd as number, f as never, u as never)],
+      ['dmaBufAddFence', [a, 0, { index: 1, gen: 1 }, 1], 1, (p, fd, f, u) => dmaBufAddFence(m, p as Proc, fd as number, f as never, u as never)],
+      ['dmaBufAddFence', [a, 0, { index: 1, gen: 1 }, 1], 2, (p, fd, f, u) => dmaBufAddFence(m, p as Proc, fd as number, f as never, u as never)],
+      ['dmaBufAddFence', [a, 0, { index: 1, gen: 1 }, 1], 3, (p, fd, f, u) => dmaBufAddFence(m, p as Proc, fd as number, f as never, u as never)],
+      ['dmaBufCpuAccessAsync', [a, 0, 0], 0, (p, fd, d) => dmaBufCpuAccessAsync(m, p as Proc, fd as number, d as never)],
+      ['dmaBufCpuAccessAsync', [a, 0, 0], 1, (p, fd, d) => dmaBufCpuAccessAsync(m, p as Proc, fd as number, d as never)],
+      ['dmaBufCpuAccessAsync', [a, 0, 0], 2, (p, fd, d) => dmaBufCpuAccessAsync(m, p as Proc, fd as number, d as never)],
+      ['dmaBufMapAsync', [a, 0, 'dev'], 0, (p, fd, d) => dmaBufMapAsync(m, p as Proc, fd as number, d as string)],
+      ['dmaBufMapAsync', [a, 0, 'dev'], 1, (p, fd, d) => dmaBufMapAsync(m, p as Proc, fd as number, d as string)],
+      ['kunit', ['dma_buf_fd_get_put', a], 0, (n, p) => kunit(m, n as string, p as Proc)],
+      ['kunit', ['dma_buf_fd_get_put', a], 1, (n, p) => kunit(m, n as string, p as Proc)],
+    ];
+    // An optional argument may be undefined (its default); a string argument may be '1'; options may be {}.
+    const allowed = (fn: string, i: number, label: string): boolean =>
+      (label === '{}' && (fn === 'fork' || fn === 'thread') && i === 1) ||
+      (label === 'undefined' && ((fn === 'socketpair' && i === 2) || ((fn === 'fork' || fn === 'thread') && i === 1) || (fn === 'kunit' && i === 1))) ||
+      (label === "'1'" && ((fn === 'debugfs.read' && i === 0) || (fn === 'dmaBufMapAsync' && i === 2) || (fn === 'kunit' && i === 0) || ((fn === 'fork' || fn === 'thread') && i === 0)));
+    const wrong: string[] = [];
+    for (const [fn, base, i, call] of cases) {
+      for (const [label, make] of EVIL) {
+        if (allowed(fn, i, label)) continue;
+        const args = base.slice();
+        args[i] = make();
+        let outcome: string;
+        try {
+          const v = await call(...args);
+          outcome = `returned ${typeof v === 'object' && v !== null ? 'an object' : String(v)}`;
+        } catch (e) {
+          const code = (e as { code?: unknown }).code;
+          if (typeof code === 'string' && ARG_CODES.includes(code) && (e instanceof TypeError || e instanceof RangeError)) continue;
+          outcome = `${(e as Error).name} ${String(code)}: ${(e as Error).message}`;
+        }
+        wrong.push(`${fn} argument ${i} = ${label}: ${outcome}`);
+      }
+    }
+    t.deepEqual(wrong, [], 'every one is a TypeError or RangeError with a Node code');
+    t.deepEqual(await a.call<number[]>('openFds'), fds, 'no fd was made');
+    t.deepEqual(await b.call<number[]>('openFds'), fds);
+    t.deepEqual(await m.stats(), before, 'no process, file or socket was made');
+  } finally {
+    await shutdownNoLeaks(t, m);
+  }
+});
