@@ -84,3 +84,21 @@ test('fence words a process corrupted (a link cycle, a huge count, an index outs
   t.true(r.oopses.length >= 3, 'each corrupted read is a reported BUG');
   t.true(r.oopses.every((o) => /corrupted fence word/.test(o.message)), r.oopses.map((o) => o.message.split('\n')[0]).join('\n'));
 });
+
+test('a process holding the fence names lock forever makes the kernel fail a fence creation (ENOMEM), never stall', async (t) => {
+  const m = await Machine.boot();
+  try {
+    const victim = await m.spawn(fixture, { name: 'victim' });
+    const other = await m.spawn(fixture, { name: 'other' });
+    const hostile = await m.spawn(fixture, { name: 'hostile' });
+    // An owner that is never presumed dead (untracked), in the lock word, never released.
+    await hostile.call('holdNamesLock', (1 << 29) | 12345);
+    // A new name needs the lock: the broker gives up after a bounded wait instead of stalling every process.
+    t.is(await victim.call('makeSwSyncFence'), 'ENOMEM');
+    t.is(await other.call<number>('ordinaryCalls', 20), 20, 'the broker kept serving');
+    await hostile.call('holdNamesLock', 0);
+    t.is(await victim.call('makeSwSyncFence'), 'ok');
+  } finally {
+    await shutdownNoLeaks(t, m);
+  }
+});

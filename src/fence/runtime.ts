@@ -29,6 +29,8 @@ import {
 import { DmaFence, DmaFenceCb, evaluateSlow, kindOps, signalInner, type DmaFenceOps } from './dma-fence.js';
 
 const noop = (): void => {};
+/** How long the broker waits for the names lock before the call fails (ENOMEM) instead of stalling the kernel. */
+export const BROKER_NAMES_LOCK_MS = 100;
 
 interface PendingCallbacks {
   readonly fence: DmaFence;
@@ -113,6 +115,8 @@ export class FenceRuntime {
       opts.control ? (opts.maxSpinners ?? null) : null,
     );
     this.eventLoop = opts.eventLoop ?? false;
+    // An event-loop worker (the broker) never stalls long behind a lock word any process can write.
+    if (this.eventLoop) this.table.namesLockTimeoutMs = BROKER_NAMES_LOCK_MS;
   }
 
   // ---- views -------------------------------------------------------------------------------------------------

@@ -340,6 +340,12 @@ export class FenceTable {
    * until then).
    */
   owner: number;
+  /**
+   * How long this worker may wait for the names lock, or null for as long as it takes (bounded slices). The
+   * broker sets one (FenceRuntime, eventLoop): every process can write the lock word, so the kernel must not
+   * stall behind a process that holds it, or writes a live-looking owner into it, and never lets go.
+   */
+  namesLockTimeoutMs: number | null = null;
   /** This worker's cache of interned pairs: key → (id, gen), validated against NE_GEN on every use. */
   private readonly nameKeys = new Map<string, { readonly id: number; readonly gen: number }>();
   /** This worker's cache of entries' strings, by id, with the generation they were read at. */
@@ -558,7 +564,14 @@ export class FenceTable {
     const i32 = this.i32;
     const want = this.truncated(driver, timeline);
     let id = -1;
-    this.lockNames();
+    try {
+      this.lockNames();
+    } catch (e) {
+      if (!(e instanceof LockTimeout)) throw e;
+      const msg = `dmabuf-sim: fence names table: its lock is ${e.message} (a process holding or scribbling on it); giving up rather than stall`;
+      process.stderr.write(`${msg}\n`);
+      throw new FenceTableFullError(msg);
+    }
     try {
       const n = Math.min(Atomics.load(i32, H_NAMES_COUNT), this.namesCap);
       for (let i = NAME_ID_FIRST_DYNAMIC; i < n && id < 0; i++) {
@@ -641,7 +654,14 @@ export class FenceTable {
       }
     }
     Atomics.add(i32, w + NE_GEN, 1);
-    this.lockNames();
+    try {
+      this.lockNames();
+    } catch (e) {
+      if (!(e instanceof LockTimeout)) throw e;
+      // Left at refcount 0, on no list: lost for the table's life, never handed out twice.
+      warn(`fence names table: could not take its lock to free entry ${id} (${e.message}); the entry is lost`);
+      return;
+    }
     try {
       i32[w + NE_LINK] = i32[H_NAMES_FREE]!;
       i32[H_NAMES_FREE] = id;
@@ -677,7 +697,7 @@ export class FenceTable {
    * handed out twice — so the taker reports it and carries on.
    */
   private lockNames(): void {
-    if (robustLock(this.i32, H_NAMES_LOCK, this.owner, this.alive)) {
+    if (robustLock(this.i32, H_NAMES_LOCK, this.owner, this.alive, this.namesLockTimeoutMs ?? Infinity)) {
       warn('fence names table lock: its owner died holding it; taken over (EOWNERDEAD), at most one names entry lost');
     }
   }
@@ -757,10 +777,12 @@ export function untrackedOwner(): number {
  * return at once), and never longer than LOCK_SLICE_MS: after each slice it re-reads the word and asks the alive
  * table about the holder, so a dead holder (or a lost notify) costs at most one slice. The takeover is a
  * compareExchange from the dead holder's exact value, so two waiters cannot both take over, and a holder that
- * unlocks meanwhile makes it fail harmlessly.
+ * unlocks meanwhile makes it fail harmlessly. With `timeoutMs`, throws LockTimeout once that long has passed
+ * without the lock (the slices shrink to end on the deadline).
  */
-export function robustLock(i32: Int32Array, w: number, owner: number, alive: AliveTable | null): boolean {
+export function robustLock(i32: Int32Array, w: number, owner: number, alive: AliveTable | null, timeoutMs = Infinity): boolean {
   const mine = owner & TOKEN_MASK;
+  const deadline = timeoutMs === Infinity ? Infinity : performance.now() + timeoutMs;
   let v = Atomics.compareExchange(i32, w, 0, mine);
   if (v === 0) return false;
   for (;;) {
@@ -784,8 +806,20 @@ export function robustLock(i32: Int32Array, w: number, owner: number, alive: Ali
       }
       v |= LOCK_WAITERS;
     }
-    Atomics.wait(i32, w, v, LOCK_SLICE_MS);
+    if (performance.now() >= deadline) throw new LockTimeout(`held by owner ${holder} for over ${timeoutMs} ms`);
+    Atomics.wait(i32, w, v, Math.min(LOCK_SLICE_MS, Math.max(1, deadline - performance.now())));
     v = Atomics.load(i32, w);
+  }
+}
+
+/**
+ * robustLock with a timeout gave up: the holder is alive (or looks alive) and kept the lock. Only callers that must
+ * not wait on another worker's lock for long (the broker, on a lock a process can write) pass a timeout.
+ */
+export class LockTimeout extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LockTimeout';
   }
 }
 
