@@ -128,11 +128,11 @@ function mockExport(
 
 // ---- implicit fences (st-dma-resv style, on dma-bufs) ----------------------------------------------------------
 
-const selftestFenceOps = { driverName: 'selftest', timelineName: 'mock' };
+const kunitFenceOps = { driverName: 'kunit', timelineName: 'mock' };
 
 /** A new unsignaled fence on its own context; signalled (if needed) and put at the end of the test. */
 function mockFence(ctx: KunitContext, seqno = 1): DmaFence {
-  const f = dmaFenceInit(selftestFenceOps, dmaFenceContextAlloc(1), seqno);
+  const f = dmaFenceInit(kunitFenceOps, dmaFenceContextAlloc(1), seqno);
   ctx.defer(() => {
     dmaFenceSignal(f);
     dmaFencePut(f);
@@ -505,7 +505,7 @@ function resvLifetime(k: Kernel, ctx: KunitContext): void {
   ctx.expect(f.refcount === 3, `both resvs hold a reference (refcount ${f.refcount})`);
   const show = dmaBufDebugShow(k);
   ctx.expect(show.includes('\tmock_exporter\t'), 'bufinfo lists the buffers');
-  ctx.expect(show.split('\twrite fence:selftest mock seq 1 unsignalled\n').length === 2, 'the WRITE fence is printed once');
+  ctx.expect(show.split('\twrite fence:kunit mock seq 1 unsignalled\n').length === 2, 'the WRITE fence is printed once');
   ctx.expect(!show.includes('bookkeep'), 'BOOKKEEP is never printed');
   dmaBufPut(k, a);
   ctx.expect(f.refcount === 2, 'release finalised the own resv: its reference put');

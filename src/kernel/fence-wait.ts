@@ -13,7 +13,7 @@
  *   2. **Event-loop context** (control plane, in-broker drivers reacting to events): the async kernel APIs
  *      (dmaResvWaitAsync, dmaBufBeginCpuAccessAsync, dmaBufMapAttachmentAsync) resolve when the fences signaled.
  *      The caller must hold its references across the await and must not hold a dma_resv lock across it.
- *   3. **Atomic context** (everything synchronous, e.g. selftests and the plain kernel APIs): the synchronous
+ *   3. **Atomic context** (everything synchronous, e.g. KUnit cases and the plain kernel APIs): the synchronous
  *      dma-buf APIs never sleep; where the C function would wait for an unsignaled fence they fail with EAGAIN
  *      (DMA_BUF_IOCTL_SYNC is documented to fail with -EAGAIN and be restarted) and say which API to use instead.
  *
