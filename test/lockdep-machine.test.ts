@@ -57,3 +57,21 @@ test('lockdep off by default: no domain', async (t) => {
     await m.shutdown();
   }
 });
+
+test('sync_wait is an annotated wait: lock(A) + sync_wait(timeout 0) vs A inside a signalling section', async (t) => {
+  setLockdepSink(() => {});
+  const m = await Machine.boot({ lockdep: true });
+  try {
+    const a = new Mutex('proc_wait_lock');
+    const p1 = await m.spawn(fixture, { name: 'waiter' });
+    const p2 = await m.spawn(fixture, { name: 'signaller' });
+    t.is(await p1.call('lockThenSyncWait', a.handle), 0);
+    t.deepEqual(m.lockdep.reports(), []);
+    t.is(await p2.call('lockInSignallingSection', a.handle), 0);
+    const reps = m.lockdep.reports();
+    t.is(reps.length, 1);
+    t.is(reps[0]!.key, 'circular:dma_fence_map -> proc_wait_lock');
+  } finally {
+    await m.shutdown();
+  }
+});

@@ -38,6 +38,7 @@ import {
   attachFenceTable,
   dmaFenceFromHandle,
   dmaFenceWaitTimeout,
+  dmaFenceMightWait,
 } from '../fence/index.js';
 import { rt } from './runtime.js';
 import { close, fcntl, ioctl, open, poll } from './syscalls.js';
@@ -110,6 +111,9 @@ export function syncWait(fd: number, timeoutMs: number): number {
   validateFd(fd);
   const timeout = validateTimeout(timeoutMs, 'timeout');
   if (fd < 0) throw new SyscallError(E.EINVAL, 'sync_wait');
+  // Lock validation (issue 8): every sync_wait is an annotated fence wait, whatever path it takes and whatever
+  // the timeout (0 too) — a no-op unless the process attached a lock domain (Machine.boot({ lockdep: true })).
+  dmaFenceMightWait();
   if (waitMode === 'fence') {
     const frt = processFenceRuntime();
     if (frt) {
