@@ -71,13 +71,12 @@
  *   u8[64] driver, u8[64] timeline: a length byte then up to NAME_MAX UTF-8 bytes; written while the entry is
  *                 free and owned by the allocator (under the names lock), published by the NE_REF store of 1.
  */
-import { BUG } from '../bug.js';
+import { BUG, warn } from '../bug.js';
 import { availableParallelism } from 'node:os';
 import { threadId } from 'node:worker_threads';
 import { ALIVE_WORDS, AliveTable, TOKEN_MASK } from '../shm/alive.js';
 import { initSpinBlock, SPIN_BLOCK_WORDS } from '../shm/spin.js';
 import { machineEpochNow } from '../shm/clock.js';
-import { warn } from '../bug.js';
 import { validateInteger } from '../validate.js';
 
 // ---- header --------------------------------------------------------------------------------------------------
@@ -441,6 +440,8 @@ export class FenceTable {
       const idx = Atomics.load(i32, lo);
       const tag = Atomics.load(i32, lo + 1);
       if (idx === -1) this.full();
+      // The head and the links are shared words (every process holds the table): never index with a bad one.
+      if (!(idx > STUB_INDEX && idx < this.nslots)) BUG(`fence table free list: head ${idx} is not a slot (a corrupted fence word?)`);
       const next = Atomics.load(i32, this.base(idx) + S_LINK);
       const h = (BigInt(tag) << 32n) | BigInt(idx >>> 0);
       const nh = (BigInt((tag + 1) | 0) << 32n) | BigInt(next >>> 0);
