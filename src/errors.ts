@@ -53,8 +53,8 @@ export const SIM_ERRORS = {
   ERR_DMABUF_SIM_MODULE_LOAD: (module: string, why: string) => `cannot load process module ${module}: ${why}`,
   /** spawn() with `args` of a module with no `main`, or Proc.call() of a name the module does not export. */
   ERR_DMABUF_SIM_NO_EXPORT: (module: string, name: string) => `process module ${module} has no exported function '${name}'`,
-  /** A Proc handed to a machine that did not spawn it (socketpair of processes from two machines...). */
-  ERR_DMABUF_SIM_FOREIGN_PROCESS: (pid: number, name: string) => `process ${pid} (${name}) belongs to another machine`,
+  /** A Proc handed to a machine that did not spawn it (socketpair of processes from two machines...), or none did. */
+  ERR_DMABUF_SIM_FOREIGN_PROCESS: (pid: number, name: string) => `process ${pid} (${name}) is not a process of this machine`,
   /** A process that has ended (exit, crash, kill) asked to do something, or ended before answering. */
   ERR_DMABUF_SIM_PROCESS_ENDED: (message: string) => message,
   /** debugfs.read() of a file the kernel does not have. */

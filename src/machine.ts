@@ -174,7 +174,7 @@ export class Proc {
    */
   fork(module: URL | string, opts: CloneOptions = {}): Promise<Proc> {
     checkCloneArgs(module, opts);
-    if (!this.cloner) throw new Error(`process ${this.pid} (${this.name}) was not made by a Machine`);
+    if (!this.cloner) throw simError('ERR_DMABUF_SIM_FOREIGN_PROCESS', [this.pid, this.name]);
     return this.cloner(this, 0, module, opts);
   }
 
@@ -185,7 +185,7 @@ export class Proc {
    */
   thread(module: URL | string, opts: CloneOptions = {}): Promise<Proc> {
     checkCloneArgs(module, opts);
-    if (!this.cloner) throw new Error(`process ${this.pid} (${this.name}) was not made by a Machine`);
+    if (!this.cloner) throw simError('ERR_DMABUF_SIM_FOREIGN_PROCESS', [this.pid, this.name]);
     return this.cloner(this, CLONE_PTHREAD, module, opts);
   }
 
