@@ -264,3 +264,31 @@ test('suppressions and throw mode', (t) => {
   t.false(a.isLocked(), 'thrown before taking the lock');
   b.unlock();
 });
+
+test('a real ABBA between two workers is reported before it hangs (throw mode): nobody blocks forever', async (t) => {
+  setLockdepSink(() => {});
+  const workers = [0, 1].map(() => new Worker(fixture));
+  try {
+    const d = LockDomain.create({ onReport: 'throw' }, 'test main');
+    const locks = { A: makeLock(d, M('A')), B: makeLock(d, M('B')) };
+    for (let i = 0; i < 2; i++) t.true((await call(workers[i]!, { type: 'attach', domain: d.sab, name: `w${i}`, locks })).ok);
+    t.true((await call(workers[0]!, { type: 'step', step: ['lock', 'A'] })).ok);
+    t.true((await call(workers[1]!, { type: 'step', step: ['lock', 'B'] })).ok);
+    // Both now go for the other's lock at once: whichever validates second closes the cycle and throws before it
+    // sleeps, so it can back off; the other then gets its lock. Either order gives the same verdict.
+    const [r0, r1] = await Promise.all([call(workers[0]!, { type: 'step', step: ['lock', 'B'] }), call(workers[1]!, { type: 'step', step: ['lock', 'A'] })].map((p, i) =>
+      p.then(async (r) => {
+        if (!r.ok) t.true((await call(workers[i]!, { type: 'step', step: ['unlock', i === 0 ? 'A' : 'B'] })).ok);
+        return r;
+      }),
+    ));
+    const failed = [r0!, r1!].filter((r) => !r.ok) as (Reply & { code?: string })[];
+    t.is(failed.length, 1, 'exactly one acquirer is refused');
+    t.is(failed[0]!.code, 'ELOCKDEP');
+    const reps = lockdepReports(d);
+    t.is(reps.length, 1);
+    t.is(reps[0]!.key, 'circular:A -> B');
+  } finally {
+    await Promise.all(workers.map((w) => w.terminate()));
+  }
+});
