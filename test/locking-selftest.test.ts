@@ -262,6 +262,10 @@ test('suppressions and throw mode', (t) => {
   const e = t.throws(() => a.lock(), { code: 'ELOCKDEP' }) as Error & { report: LockdepReport };
   t.is(e.report.kind, 'circular');
   t.false(a.isLocked(), 'thrown before taking the lock');
+  // The same inversion again throws again (reported once: the stored report is not repeated).
+  t.throws(() => a.lock(), { code: 'ELOCKDEP' });
+  t.false(a.isLocked());
+  t.is(lockdepReports(d).length, 1);
   b.unlock();
 });
 

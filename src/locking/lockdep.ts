@@ -114,7 +114,9 @@ interface WorkerState {
   classIdx: Map<string, number>;
   className: string[];
   /** Report keys already recorded (by anyone) as this worker learned. */
-  seen: Set<string>;
+  seen: Map<string, LockdepReport | null>;
+  /** Throw mode: chains whose validation threw; validated again on every attempt so each one throws. */
+  bad: Set<string> | null;
   suppress: Suppression[];
   /** Spin locks held plus atomic sections entered (fence callbacks). */
   atomic: number;
@@ -140,7 +142,7 @@ function underGraphLock<T>(d: LockDomain, s: WorkerState, fn: () => T): T {
 function state(d: LockDomain): WorkerState {
   let s = d.validatorState as WorkerState | null;
   if (!s) {
-    s = { held: [], depth: 0, chainTab: new Int32Array(2 * 256), chainCount: 0, classIdx: new Map(), className: [], seen: new Set(), suppress: d.suppressions(), atomic: 0, visit: new Int32Array(0), visitGen: 0, graphHeld: false };
+    s = { held: [], depth: 0, chainTab: new Int32Array(2 * 256), chainCount: 0, classIdx: new Map(), className: [], seen: new Map(), bad: null, suppress: d.suppressions(), atomic: 0, visit: new Int32Array(0), visitGen: 0, graphHeld: false };
     d.validatorState = s;
   }
   return s;
@@ -297,12 +299,16 @@ export function acquireOn(map: LockdepMap, sub: number, trylock: boolean, read: 
   const k2 = mix2(p2, id);
   let site: string | null = null;
   if (!trylock) {
-    if (!chainLookupAdd(s, k1, k2)) {
+    const hit = chainLookupAdd(s, k1, k2);
+    if (!hit || (s.bad !== null && s.bad.has(`${k1}:${k2}`))) {
       site = callerSite();
       const verdict = validate(d, s, map, node, read, nest, site);
       if (verdict) {
         ok = false;
-        if (verdict !== true && d.throwOnReport) throw new LockdepError(verdict);
+        if (verdict !== true && d.throwOnReport) {
+          (s.bad ??= new Set()).add(`${k1}:${k2}`);
+          throw new LockdepError(verdict);
+        }
       }
     }
   }
@@ -720,7 +726,7 @@ function circularReport(d: LockDomain, s: WorkerState, map: LockdepMap, node: nu
     indent(site),
   );
   void map;
-  return record(d, s, { kind: 'circular', key: `circular:${canonicalRotation(names)}`, locks: names, workers, text: lines.join('\n') }) ?? true;
+  return verdictOf(d, s, { kind: 'circular', key: `circular:${canonicalRotation(names)}`, locks: names, workers, text: lines.join('\n') });
 }
 
 function recursiveReport(d: LockDomain, s: WorkerState, map: LockdepMap, node: number, prev: HeldLock, site: string): LockdepReport | true {
@@ -754,7 +760,7 @@ function recursiveReport(d: LockDomain, s: WorkerState, map: LockdepMap, node: n
     indent(site),
   ].join('\n');
   void map;
-  return record(d, s, { kind: 'recursive', key: `recursive:${name}`, locks: [name], workers: [w], text }) ?? true;
+  return verdictOf(d, s, { kind: 'recursive', key: `recursive:${name}`, locks: [name], workers: [w], text });
 }
 
 function waitContextReport(d: LockDomain, s: WorkerState, map: LockdepMap, sub: number): boolean {
@@ -861,7 +867,7 @@ function suppressed(s: WorkerState, r: LockdepReport): boolean {
 function record(d: LockDomain, s: WorkerState, r: LockdepReport, reserved = false): LockdepReport | null {
   if (s.seen.has(r.key)) return null;
   if (suppressed(s, r)) {
-    s.seen.add(r.key);
+    s.seen.set(r.key, null);
     Atomics.add(d.i32, N_SUPPRESSED, 1);
     return null;
   }
@@ -888,13 +894,21 @@ function record(d: LockDomain, s: WorkerState, r: LockdepReport, reserved = fals
     return 'new';
   });
   if (stored !== 'new') {
-    s.seen.add(r.key);
+    s.seen.set(r.key, stored === 'repeat' ? r : null);
     if (stored === 'repeat') Atomics.add(i32, N_SUPPRESSED, 1);
     return null;
   }
-  s.seen.add(r.key);
+  s.seen.set(r.key, r);
   sink(r);
   return r;
+}
+
+/**
+ * The verdict of a validation report: the report (new, or a repeat of a recorded one — throw mode throws for
+ * both), or true when a suppression rule or a full table swallowed it.
+ */
+function verdictOf(d: LockDomain, s: WorkerState, r: LockdepReport): LockdepReport | true {
+  return record(d, s, r) ?? s.seen.get(r.key) ?? true;
 }
 
 /** Every report recorded in `d` so far, oldest first (any worker may ask). */
