@@ -472,6 +472,7 @@ export class Machine {
   async shutdown(opts: { quiet?: boolean } = {}): Promise<ShutdownReport> {
     this.live('shutdown');
     this.down = true;
+    if (this.lockDomain && LockDomain.current() === this.lockDomain) LockDomain.setCurrent(null);
     await this.kernel.beginShutdown();
     await Promise.all([...this.procs.values()].map((p) => p.kill()));
     const report = await this.kernel.finishShutdown();

@@ -302,7 +302,7 @@ export function acquireOn(map: LockdepMap, sub: number, trylock: boolean, read: 
     const hit = chainLookupAdd(s, k1, k2);
     if (!hit || (s.bad !== null && s.bad.has(`${k1}:${k2}`))) {
       site = callerSite();
-      const verdict = validate(d, s, map, node, read, nest, site);
+      const verdict = validate(d, s, node, read, nest, site);
       if (verdict) {
         ok = false;
         if (verdict !== true && d.throwOnReport) {
@@ -502,11 +502,11 @@ function depBits(prevRead: number, nextRead: number): number {
 }
 
 /**
- * check_deadlock + check_prevs_add for the acquisition of `map` (node, read, nest) on top of this worker's held
- * stack, under GRAPH_LOCK. Returns null (fine), the new report, or true (a report that was a repeat or
- * suppressed: still a bad verdict, nothing to throw).
+ * check_deadlock + check_prevs_add for an acquisition of `node` (read mode, nest lock) on top of this worker's
+ * held stack, the graph part under GRAPH_LOCK. Returns null (fine), the report (new, or a repeat of a recorded
+ * one), or true (swallowed by a suppression or a full table: still a bad verdict, nothing to throw).
  */
-function validate(d: LockDomain, s: WorkerState, map: LockdepMap, node: number, read: number, nest: LockdepMap | null, site: string): LockdepReport | true | null {
+function validate(d: LockDomain, s: WorkerState, node: number, read: number, nest: LockdepMap | null, site: string): LockdepReport | true | null {
   // check_deadlock: same class already held?
   let nestHeld: HeldLock | null = null;
   for (let i = 0; i < s.depth; i++) {
@@ -515,13 +515,13 @@ function validate(d: LockDomain, s: WorkerState, map: LockdepMap, node: number, 
     if (prev.node !== node) continue;
     if (read === 2 && prev.read !== 0) continue;
     if (nestHeld !== null) return null; // the nest lock serializes it: no AA, no new dependency
-    return recursiveReport(d, s, map, node, prev, site);
+    return recursiveReport(d, s, node, prev, site);
   }
   if (s.depth === 0) return null;
   return underGraphLock(d, s, () => {
     for (let i = s.depth - 1; i >= 0; i--) {
       const prev = s.held[i]!;
-      const r = checkPrevAdd(d, s, prev, map, node, read, site);
+      const r = checkPrevAdd(d, s, prev, node, read, site);
       if (r !== null) return r;
       if (!prev.trylock) break;
     }
@@ -530,7 +530,7 @@ function validate(d: LockDomain, s: WorkerState, map: LockdepMap, node: number, 
 }
 
 /** check_prev_add under GRAPH_LOCK: prev → next, unless present; a path next ⇝ prev first is a cycle. */
-function checkPrevAdd(d: LockDomain, s: WorkerState, prev: HeldLock, map: LockdepMap, node: number, read: number, site: string): LockdepReport | true | null {
+function checkPrevAdd(d: LockDomain, s: WorkerState, prev: HeldLock, node: number, read: number, site: string): LockdepReport | true | null {
   const i32 = d.i32;
   const deps = depBits(prev.read, read);
   if (prev.node === node) return null;
@@ -540,7 +540,7 @@ function checkPrevAdd(d: LockDomain, s: WorkerState, prev: HeldLock, map: Lockde
     e = i32[b + E_NEXT]!;
   }
   const path = findPath(d, s, node, read === 2, prev.node, prev.read);
-  if (path) return circularReport(d, s, map, node, prev, path, site);
+  if (path) return circularReport(d, s, node, prev, path, site);
   // Record the edge: reserve a record, fill it, then link it with one store (a dead updater leaves no half edge).
   const n = Atomics.load(i32, N_EDGES);
   if (n >= i32[CAP_EDGES]!) return limitHitReport(d, s, 'MAX_LOCKDEP_ENTRIES', nodeName(s, node));
@@ -670,7 +670,7 @@ function canonicalRotation(names: string[]): string {
   return bestKey;
 }
 
-function circularReport(d: LockDomain, s: WorkerState, map: LockdepMap, node: number, prev: HeldLock, path: number[], site: string): LockdepReport | true {
+function circularReport(d: LockDomain, s: WorkerState, node: number, prev: HeldLock, path: number[], site: string): LockdepReport | true {
   loadClassNames(d, s);
   const i32 = d.i32;
   const w = workerLabel(d);
@@ -725,11 +725,10 @@ function circularReport(d: LockDomain, s: WorkerState, map: LockdepMap, node: nu
     'stack backtrace:',
     indent(site),
   );
-  void map;
   return verdictOf(d, s, { kind: 'circular', key: `circular:${canonicalRotation(names)}`, locks: names, workers, text: lines.join('\n') });
 }
 
-function recursiveReport(d: LockDomain, s: WorkerState, map: LockdepMap, node: number, prev: HeldLock, site: string): LockdepReport | true {
+function recursiveReport(d: LockDomain, s: WorkerState, node: number, prev: HeldLock, site: string): LockdepReport | true {
   loadClassNames(d, s);
   const w = workerLabel(d);
   const name = nodeName(s, node);
@@ -759,7 +758,6 @@ function recursiveReport(d: LockDomain, s: WorkerState, map: LockdepMap, node: n
     'stack backtrace:',
     indent(site),
   ].join('\n');
-  void map;
   return verdictOf(d, s, { kind: 'recursive', key: `recursive:${name}`, locks: [name], workers: [w], text });
 }
 

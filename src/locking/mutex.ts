@@ -139,7 +139,7 @@ export abstract class SharedLock implements LockdepMap {
     const d = this.domain;
     if (d.i32[ENABLED] !== 0) acquireOn(this, 0, false, 0, null);
     if (Atomics.compareExchange(this.word, L_STATE, 0, d.token) === 0) return 0;
-    return this.acquireContended(0, Infinity);
+    return this.acquireContended(Infinity);
   }
 
   /**
@@ -159,12 +159,11 @@ export abstract class SharedLock implements LockdepMap {
     const d = this.domain;
     lockAcquire(this, sub, false, 0, nest);
     if (Atomics.compareExchange(this.word, L_STATE, 0, d.token) === 0) return 0;
-    return this.acquireContended(sub, timeoutMs);
+    return this.acquireContended(timeoutMs);
   }
 
   /** The word is taken: AA on this very lock, or sleep for it (bounded slices) until `timeoutMs`. */
-  private acquireContended(sub: number, timeoutMs: number): number {
-    void sub;
+  private acquireContended(timeoutMs: number): number {
     const d = this.domain;
     const w = this.word;
     const me = d.token;
