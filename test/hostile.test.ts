@@ -8,6 +8,23 @@ import { Machine, type Proc } from '../src/index.js';
 import { dmaBufAddFence, dmaBufCpuAccessAsync, dmaBufMapAsync, kunit } from '../src/testing.js';
 import { shutdownNoLeaks, sockFixture } from './helpers/sim.js';
 
+/** Whether `p` settles within `ms` (resolves as soon as it does; `p`'s rejection is left to its other awaiters). */
+async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((r) => (timer = setTimeout(() => r(false), ms)));
+  const done = p.then(
+    () => true,
+    () => true,
+  );
+  try {
+    return await Promise.race([done, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const fixture = new URL('./fixtures/hostile.js', import.meta.url);
+
 /** The JavaScript values a hostile caller tries, by label (Symbol and bigint made fresh at each use). */
 const EVIL: readonly [string, () => unknown][] = [
   ['undefined', () => undefined],
@@ -87,5 +104,30 @@ test('the Machine API and dmabuf-sim/testing refuse JavaScript values no caller 
     t.deepEqual(await m.stats(), before, 'no process, file or socket was made');
   } finally {
     await shutdownNoLeaks(t, m);
+  }
+});
+
+test('a process that forges a holder in the fence table\'s names lock cannot wedge the broker', async (t) => {
+  // Before: the broker, interning a new timeline's names for another process's SW_SYNC_IOC_CREATE_FENCE, waited in
+  // robustLock for a holder that is alive and never unlocks: its loop blocked, every process's calls and
+  // shutdown() hung. The forged holder here is the hostile process's own live token, then an untracked owner.
+  const m = await Machine.boot();
+  try {
+    const hostile = await m.spawn(fixture, { name: 'hostile' });
+    const other = await m.spawn(fixture, { name: 'other' });
+    for (const [i, forged] of [(1 << 29) | 12345, 0x3fffffff].entries()) {
+      t.is(await hostile.call<number>('forgeNamesLock', forged), 0, 'the lock was free');
+      // A process with a name never interned before: its timeline's names take the slow path, under the lock.
+      const victim = await m.spawn(fixture, { name: `victim${i}` });
+      const made = victim.call<number | string>('newTimelineFence', 'f');
+      t.true(await settlesWithin(made, 10_000), 'the call is answered (an errno or a fence) within 10 s');
+      t.true(await settlesWithin(other.call<number>('ordinaryCalls', 10), 5_000), 'and the broker serves others');
+      const r = await made;
+      t.true(typeof r === 'string' || r >= 3, String(r));
+      await hostile.call<number>('forgeNamesLock', 0);
+      t.true(typeof (await victim.call<number | string>('newTimelineFence', 'g')) === 'number', 'the lock freed: fences again');
+    }
+  } finally {
+    t.true(await settlesWithin(shutdownNoLeaks(t, m), 15_000), 'shutdown finished');
   }
 });
