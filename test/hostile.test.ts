@@ -5,7 +5,8 @@
  */
 import test from 'ava';
 import { Machine, type Proc } from '../src/index.js';
-import { dmaBufAddFence, dmaBufCpuAccessAsync, dmaBufMapAsync, kunit } from '../src/testing.js';
+import { dmaBufAddFence, dmaBufCpuAccessAsync, dmaBufMapAsync, kunit, spinSlots } from '../src/testing.js';
+import { chooseSeed, Prng } from '../src/shm/prng.js';
 import { shutdownNoLeaks, sockFixture } from './helpers/sim.js';
 
 /** Whether `p` settles within `ms` (resolves as soon as it does; `p`'s rejection is left to its other awaiters). */
@@ -129,5 +130,67 @@ test('a process that forges a holder in the fence table\'s names lock cannot wed
     }
   } finally {
     t.true(await settlesWithin(shutdownNoLeaks(t, m), 15_000), 'shutdown finished');
+  }
+});
+
+test('seeded kill loop over fork, threads and waitpid: mid-clone, a thread or child mid-syscall, the parent parked in waitpid', async (t) => {
+  t.timeout(60_000);
+  const seed = chooseSeed();
+  t.log(`seed ${seed} (replay with DMABUF_SIM_SEED=${seed})`);
+  const rng = new Prng(seed);
+  const m = await Machine.boot();
+  try {
+    const survivor = await m.spawn(fixture, { name: 'survivor' });
+    t.is(await survivor.call<number>('ordinaryCalls', 5), 5);
+    const baseline = await m.stats();
+    const n = 6;
+    for (let round = 0; round < 10; round++) {
+      const storm = await m.spawn(fixture, { name: 'storm' });
+      const stage = new SharedArrayBuffer(4);
+      const st = new Int32Array(stage);
+      const running = storm.call<number>('forkStorm', n, stage).catch((e: Error) => e.message);
+      // Kill when `at` clones are made (n + 1: the parent is parked in waitpid), after 0–2 ms more.
+      const at = rng.below(n + 2);
+      const end = Date.now() + 10_000;
+      while (Atomics.load(st, 0) < at && Date.now() < end) await new Promise((r) => setTimeout(r, 1));
+      t.true(Atomics.load(st, 0) >= at, `round ${round}: stage ${at} reached`);
+      await new Promise((r) => setTimeout(r, rng.below(3)));
+      const made = Array.from({ length: n }, (_, i) => m.process(storm.pid + 1 + i)).filter((p): p is Proc => p !== undefined);
+      const victims = [storm, ...made];
+      const target = victims[rng.below(victims.length)]!;
+      const what = target === storm ? 'the parent' : target.tgid === storm.pid ? 'a thread' : 'a child';
+      t.true(await settlesWithin(target.kill(), 10_000), `round ${round}: killing ${what} at stage ${at} finished`);
+      // The rest of the round's tasks (children blocked reading, orphans) are killed too: all of it must come back.
+      const rest = [storm, ...Array.from({ length: n }, (_, i) => m.process(storm.pid + 1 + i))].filter((p): p is Proc => p !== undefined);
+      t.true(await settlesWithin(Promise.all(rest.map((p) => p.kill())), 10_000), `round ${round}: the rest ended`);
+      t.true(await settlesWithin(running, 10_000), `round ${round}: the storm's call settled`);
+      t.true(await settlesWithin(survivor.call<number>('ordinaryCalls', 20), 5_000), `round ${round}: the survivor is served`);
+      t.deepEqual(await m.stats(), baseline, `round ${round} (${what} killed at stage ${at}): nothing of it is left in the kernel`);
+    }
+    t.deepEqual(await spinSlots(m), { max: (await spinSlots(m)).max, inUse: 0 }, 'no spin slot leaked');
+  } finally {
+    t.true(await settlesWithin(shutdownNoLeaks(t, m), 15_000), 'shutdown finished');
+  }
+});
+
+test('a process that fills the alive table (in the fence table it is handed) does not stop spawn, fork or threads', async (t) => {
+  // Before: every later spawn rejected ("the alive table is full") leaving its half-made task and three /dev/null
+  // files in the kernel for good, and another process's fork was a kernel oops (EIO) that leaked the new task with
+  // copies of its parent's fds and mappings. The same happens to a machine with more than 1024 live tasks.
+  const m = await Machine.boot();
+  try {
+    const hostile = await m.spawn(fixture, { name: 'hostile' });
+    const other = await m.spawn(fixture, { name: 'other' });
+    t.true((await hostile.call<number>('fillAliveTable', 0x1234567)) > 1000);
+    const victim = await m.spawn(fixture, { name: 'victim' });
+    t.is(await victim.call<number>('ordinaryCalls', 5), 5);
+    t.deepEqual(await other.call('forkAndWait', 7), [7, 8]);
+    t.deepEqual(await m.stats(), { objects: { file: 9 }, processes: 3 }, 'nothing half-made is left');
+    await victim.kill();
+    await hostile.kill();
+    t.deepEqual(await other.call('forkAndWait', 3), [3, 4]);
+  } finally {
+    const r = await shutdownNoLeaks(t, m);
+    t.deepEqual(r.oopses, []);
   }
 });

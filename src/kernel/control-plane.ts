@@ -11,6 +11,7 @@ import { AF_UNIX, O_CLOEXEC, O_LARGEFILE, O_RDWR, SOCK_TYPE_MASK } from '../uapi
 import { createChannel, SHUTDOWN, SHUTDOWN_BEGUN } from '../shm/channel.js';
 import { createControl, spinBlockOf } from '../shm/control-block.js';
 import { releaseSpinSlots, SB_MAX, spinSlotsInUse } from '../shm/spin.js';
+import { TOKEN_UNTRACKED } from '../shm/alive.js';
 import { H_KERNEL_OWNER } from '../fence/table.js';
 import type { FenceRuntime } from '../fence/runtime.js';
 import { afUnixOf, socketpairFlags } from './af-unix.js';
@@ -92,6 +93,22 @@ export class KernelControl {
   private fenceRt: FenceRuntime | null = null;
   /** pid → the owner token registered for the process in the alive table, cleared in reap. */
   private readonly owners = new Map<number, number>();
+  /** Untracked owner tokens handed out when the alive table had no free entry (see newOwner). */
+  private untrackedOwners = 0;
+
+  /**
+   * The owner token of a new task. The alive table is in the fence table every process can write, so it may be
+   * full — of forged entries, or of more than ALIVE_ENTRIES live tasks. Then the task gets an untracked token
+   * (bit 28 set, apart from untrackedOwner()'s thread ids): never presumed dead, so a lock it dies holding is not
+   * taken over, but its spin slots still come back in reap — rather than a spawn or clone that fails half-made.
+   */
+  private newOwner(): number {
+    try {
+      return this.fenceRt!.table.alive.register();
+    } catch {
+      return TOKEN_UNTRACKED | (1 << 28) | (this.untrackedOwners++ & ((1 << 28) - 1));
+    }
+  }
 
   /**
    * What a method's exception becomes for its caller on the main thread (the broker's expose() calls this): a
@@ -115,7 +132,7 @@ export class KernelControl {
 
   private readonly spawnSink = (req: SpawnRequest): void => {
     // A cloned task owns spin slots and locks like a spawned one: its token is cleared when reap(tid) runs.
-    const owner = this.fenceRt!.table.alive.register();
+    const owner = this.newOwner();
     this.owners.set(req.tid, owner);
     this.post({ ...req, owner }, [req.port]);
   };
@@ -187,7 +204,7 @@ export class KernelControl {
     // Their origin is null: what a process starts with is not listed as held when it ends.
     for (let fd = 0; fd < 3; fd++) k.installFd(t, k.openPath(t, '/dev/null', O_RDWR | O_LARGEFILE), false, 0, null);
     this.entry!.addTask(t);
-    const owner = this.fenceRt!.table.alive.register();
+    const owner = this.newOwner();
     this.owners.set(pid, owner);
     return { pid, channel, owner };
   }
