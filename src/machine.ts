@@ -371,6 +371,8 @@ export class Machine {
       await moduleLoaded(worker, p.exited, url);
     } catch (e) {
       await p.kill();
+      // shutdown() began meanwhile and killed it: that, not its module, is why it ended.
+      if (this.down) throw simError('ERR_DMABUF_SIM_SHUT_DOWN', ['spawn'], { cause: e });
       throw e;
     }
     return p;

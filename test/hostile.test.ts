@@ -194,3 +194,15 @@ test('a process that fills the alive table (in the fence table it is handed) doe
     t.deepEqual(r.oopses, []);
   }
 });
+
+test('a spawn that shutdown() overtakes says the machine is shut down, not that its module failed to load', async (t) => {
+  // Before: ERR_DMABUF_SIM_MODULE_LOAD "the process ended while loading it", blaming a module that was fine.
+  const m = await Machine.boot();
+  const spawning = m.spawn(fixture, { name: 'late' }).then(
+    () => 'spawned',
+    (e: { code?: string }) => e.code,
+  );
+  const report = await m.shutdown();
+  t.true(['ERR_DMABUF_SIM_SHUT_DOWN', 'spawned'].includes((await spawning) ?? ''), String(await spawning));
+  t.deepEqual(report.leaks, []);
+});
