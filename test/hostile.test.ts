@@ -206,3 +206,16 @@ test('a spawn that shutdown() overtakes says the machine is shut down, not that 
   t.true(['ERR_DMABUF_SIM_SHUT_DOWN', 'spawned'].includes((await spawning) ?? ''), String(await spawning));
   t.deepEqual(report.leaks, []);
 });
+
+test('an exit status is its low 8 bits, as wait4 reports it (exit(256) is 0, exit(-1) is 255)', async (t) => {
+  // Before: waitpid returned the whole int a child passed to exit() or returned from main (256, -1, -2).
+  const m = await Machine.boot();
+  try {
+    const parent = await m.spawn(fixture, { name: 'parent' });
+    t.deepEqual(await parent.call('forkAndWait', 255), [255, 0]);
+    t.deepEqual(await parent.call('forkAndWait', -2), [254, 255]);
+    t.deepEqual(await parent.call('forkAndWait', 7), [7, 8]);
+  } finally {
+    await shutdownNoLeaks(t, m);
+  }
+});

@@ -72,7 +72,8 @@ const mod = loaded!;
 
 /** Ends the worker after exit(): the kernel already tore the process down. */
 function leave(code: number): void {
-  setImmediate(() => process.exit(code));
+  // The worker's exit code is the status the kernel recorded: its low 8 bits (exit(256) is 0, exit(-1) is 255).
+  setImmediate(() => process.exit(code & 0xff));
 }
 
 const api = {

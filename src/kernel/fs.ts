@@ -309,7 +309,8 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
   });
 
   entry.register(SYS.exit, (k, req) => {
-    k.teardown(req.task, req.int(0));
+    // sys_exit_group: do_group_exit((error_code & 0xff) << 8) — only the low 8 bits are the status wait4 reports.
+    k.teardown(req.task, req.int(0) & 0xff);
     return 0;
   });
 }
