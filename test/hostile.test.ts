@@ -219,3 +219,18 @@ test('an exit status is its low 8 bits, as wait4 reports it (exit(256) is 0, exi
     await shutdownNoLeaks(t, m);
   }
 });
+
+test('write(2) of more than the channel carries is a short write (a stream, /dev/null) or EMSGSIZE (a datagram), never E2BIG', async (t) => {
+  // Before: E2BIG, an errno write(2) never returns on Linux.
+  const m = await Machine.boot();
+  try {
+    const p = await m.spawn(fixture, { name: 'writer' });
+    const r = await p.call<{ stream: number | string; got: number; devnull: number | string; seqpacket: number | string }>('bigWrites', 100_000);
+    t.true(typeof r.stream === 'number' && r.stream > 0 && r.stream <= 100_000, `stream: ${r.stream}`);
+    t.is(r.got as number | string, r.stream, 'the peer read what write returned');
+    t.true(typeof r.devnull === 'number' && r.devnull > 0 && r.devnull <= 100_000, `/dev/null: ${r.devnull}`);
+    t.is(r.seqpacket, 'EMSGSIZE');
+  } finally {
+    await shutdownNoLeaks(t, m);
+  }
+});

@@ -251,7 +251,7 @@ export class AfUnix {
       dname: (f) => `socket:[${f.ino}]`,
       poll: (f, pt) => self.poll(self.sockOfFile(f), pt),
       read: (f, count, ctx) => self.fileRead(f, count, ctx.task),
-      write: (f, data, ctx) => self.fileWrite(f, data, ctx.task),
+      write: (f, data, ctx, len) => self.fileWrite(f, data, len, ctx.task),
       ioctl: (f, cmd, arg) => self.ioctl(self.sockOfFile(f), cmd, arg),
       // unix_show_fdinfo: the fds queued on this socket.
       showFdinfo: (f) => `scm_fds: ${self.sockOfFile(f).nrFds}\n`,
@@ -815,9 +815,9 @@ export class AfUnix {
   }
 
   /** sock_write_iter: sendmsg without fds (MSG_EOR for seqpacket, which unix ignores). */
-  private fileWrite(f: File, data: Uint8Array, t: Task): SyscallOutcome {
+  private fileWrite(f: File, data: Uint8Array, len: number, t: Task): SyscallOutcome {
     const sk = this.sockOfFile(f);
-    return this.sendmsg(t, f, sk, data, data.length, [], sk.type === SOCK_SEQPACKET ? MSG_EOR : 0);
+    return this.sendmsg(t, f, sk, data, len, [], sk.type === SOCK_SEQPACKET ? MSG_EOR : 0);
   }
 
   // ---- garbage collector ------------------------------------------------------------------------------------------

@@ -59,7 +59,11 @@ export interface FileOperations {
   poll?(f: File, pt: PollTable | null): number;
   llseek?(f: File, offset: number, whence: number): number;
   read?(f: File, count: number, ctx: CallContext): Uint8Array | SyscallOutcome;
-  write?(f: File, data: Uint8Array, ctx: CallContext): SyscallOutcome;
+  /**
+   * write(2): `data` is what the syscall channel carried (at most 64 KiB), `len` the count the caller asked for
+   * (≥ data.length): a stream may write what arrived (a short write), a datagram larger than `data` is EMSGSIZE.
+   */
+  write?(f: File, data: Uint8Array, ctx: CallContext, len: number): SyscallOutcome;
   /** Extra fdinfo lines after the generic pos/flags/mnt_id/ino block (show_fdinfo). */
   showFdinfo?(f: File): string;
   /** Last reference dropped. */

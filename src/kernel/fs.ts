@@ -263,7 +263,10 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
     const f = k.fileOf(req.task, req.fd(0));
     if (!(f.fmode & FMODE_WRITE)) throw new KernelError(E.EBADF);
     if (!f.ops.write) throw new KernelError(E.EINVAL);
-    return f.ops.write(f, req.input.slice(), { task: req.task });
+    // write(fd, buf, count): the channel carries at most DATA_SIZE bytes of buf; count may claim more.
+    const count = req.ulong(1);
+    const data = req.input.slice(0, Math.min(count, req.input.length));
+    return f.ops.write(f, data, { task: req.task }, Math.max(count, data.length));
   });
 
   // readlink(path): /proc/<pid|self>/fd/N gives the open file's d_path.

@@ -195,7 +195,9 @@ export function write(fd: number, data: Uint8Array | string): number {
   const f = validateFd(fd);
   const d = validateData(data, 'data');
   const bytes = typeof d === 'string' ? enc.encode(d) : new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
-  return rt().call(SYS.write, f, bytes.length, 0, 0, 0, 0, bytes, 'write');
+  // The channel carries at most DATA_SIZE bytes; the count says how many were asked for, as with sendmsg: a stream
+  // writes what arrived (a short write, as write(2) may), a datagram that does not fit is EMSGSIZE.
+  return rt().call(SYS.write, f, bytes.length, 0, 0, 0, 0, bytes.subarray(0, DATA_SIZE), 'write');
 }
 
 export function readlink(path: string): string {
