@@ -7,7 +7,7 @@ import test from 'ava';
 import { Machine, type Proc } from '../src/index.js';
 import { dmaBufAddFence, dmaBufCpuAccessAsync, dmaBufMapAsync, kunit, spinSlots } from '../src/testing.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
-import { shutdownNoLeaks, sockFixture } from './helpers/sim.js';
+import { shutdownNoLeaks, sockFixture, waitParked } from './helpers/sim.js';
 
 /** Whether `p` settles within `ms` (resolves as soon as it does; `p`'s rejection is left to its other awaiters). */
 async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
@@ -230,6 +230,21 @@ test('write(2) of more than the channel carries is a short write (a stream, /dev
     t.is(r.got as number | string, r.stream, 'the peer read what write returned');
     t.true(typeof r.devnull === 'number' && r.devnull > 0 && r.devnull <= 100_000, `/dev/null: ${r.devnull}`);
     t.is(r.seqpacket, 'EMSGSIZE');
+  } finally {
+    await shutdownNoLeaks(t, m);
+  }
+});
+
+test('a thread blocked in recvmsg keeps its socket when another thread closes the fd in their shared table', async (t) => {
+  // Before: the parked call held no reference (fdget's), so the close released the socket under it: the peer's
+  // send failed with EPIPE and the blocked thread never got the message. In Linux the blocked recvmsg holds the
+  // file (fdget takes a reference when the table is shared), so the message reaches it.
+  const m = await Machine.boot();
+  try {
+    const p = await m.spawn(fixture, { name: 'threads' });
+    const [a, b, tid] = await p.call<number[]>('threadBlockedOnSocket');
+    await waitParked(m, 1);
+    t.is(await p.call('closeUnderThreadAndSend', a, b, tid), 5, 'the thread read "hello"');
   } finally {
     await shutdownNoLeaks(t, m);
   }

@@ -199,6 +199,7 @@ export class SyscallEntry {
     t.syscalls++;
     t.currentCall = SYS_NAMES[op] ?? `sys${op}`;
     const k = this.k;
+    k.callFiles.length = 0;
     k.current = t;
     k.currentStack = k.options.recordStacks ? readStack(t) : undefined;
     if (t.state === 'dead') {
@@ -266,6 +267,10 @@ export class SyscallEntry {
     const k = this.k;
     let done = false;
     let timer: NodeJS.Timeout | undefined;
+    // fdget's references, held while parked: a thread sharing the table may close the fd meanwhile (the file
+    // stays until this call ends, as in Linux). Each file once, whatever number of lookups found it.
+    const held = [...new Set(k.callFiles)].map((f) => k.fget(f));
+    k.callFiles.length = 0;
     const end = (): void => {
       if (done) return;
       done = true;
@@ -273,6 +278,7 @@ export class SyscallEntry {
       if (timer) clearTimeout(timer);
       b.cleanup?.();
       t.parked = null;
+      for (const f of held) k.fput(f);
     };
     const settle = (fn: () => number | undefined): void => {
       if (done) return;

@@ -157,10 +157,21 @@ export class Kernel {
     f.ops.release?.(f);
   }
 
-  /** fdget: the file behind a task's fd, or EBADF. Does not take a reference (the syscall holds the table). */
+  /**
+   * Files the syscall being served looked up with fileOf, in order (emptied at each dispatch). A call that parks
+   * takes a reference on each for as long as it stays parked (SyscallEntry.park), as fdget does when the fd table
+   * is shared: another thread's close of the fd then cannot release the file under the sleeping call.
+   */
+  readonly callFiles: File[] = [];
+
+  /**
+   * fdget: the file behind a task's fd, or EBADF. Takes no reference while the call runs (the broker serves one
+   * call at a time, so nobody closes it meanwhile); it is recorded in callFiles for a call that parks.
+   */
   fileOf(t: Task, fd: number): File {
     const e = t.getFd(fd);
     if (!e) throw new KernelError(E.EBADF);
+    this.callFiles.push(e.file);
     return e.file;
   }
 
