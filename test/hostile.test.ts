@@ -4,7 +4,7 @@
  * fix; see the comment on each.
  */
 import test from 'ava';
-import { Machine, type Proc } from '../src/index.js';
+import { Machine, type Proc, uapi } from '../src/index.js';
 import { dmaBufAddFence, dmaBufCpuAccessAsync, dmaBufMapAsync, kunit, spinSlots } from '../src/testing.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
 import { shutdownNoLeaks, sockFixture, waitParked } from './helpers/sim.js';
@@ -245,6 +245,20 @@ test('a thread blocked in recvmsg keeps its socket when another thread closes th
     const [a, b, tid] = await p.call<number[]>('threadBlockedOnSocket');
     await waitParked(m, 1);
     t.is(await p.call('closeUnderThreadAndSend', a, b, tid), 5, 'the thread read "hello"');
+  } finally {
+    await shutdownNoLeaks(t, m);
+  }
+});
+
+test('a thread blocked in poll keeps the polled socket when another thread closes the fd; it wakes with POLLNVAL', async (t) => {
+  // Before: the close released the socket under the sleeping poll: the peer's send failed with EPIPE. In Linux
+  // poll_wait holds the file, the send succeeds and wakes the poller, whose next pass finds the fd closed.
+  const m = await Machine.boot();
+  try {
+    const p = await m.spawn(fixture, { name: 'threads' });
+    const [a, b, tid] = await p.call<number[]>('threadPollingSocket');
+    await waitParked(m, 1);
+    t.is(await p.call('closeUnderThreadAndSend', a, b, tid), uapi.POLLNVAL, 'the poller saw POLLNVAL');
   } finally {
     await shutdownNoLeaks(t, m);
   }

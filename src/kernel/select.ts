@@ -10,13 +10,18 @@ import { E } from '../uapi/errno.js';
 import { POLLERR, POLLHUP, POLLNVAL } from '../uapi/posix.js';
 import { SYS } from '../shm/channel.js';
 import type { SyscallEntry, SyscallRequest } from './entry.js';
-import type { PollTable } from './file.js';
+import type { File, PollTable } from './file.js';
 import type { Kernel } from './kernel.js';
 import { Blocked, type WaitQueue } from './wait.js';
 
 export const POLLFD_SIZE = 8;
 
-function pollOnce(req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | null): number {
+/**
+ * One pass over the pollfds. The first pass (`queues` given) registers on each file's wait queues and records the
+ * file in `files` — poll_wait's get_file: the call holds each polled file while it sleeps (SyscallEntry.park), so
+ * another thread's close of the fd does not release it; a later pass finds the fd closed and reports POLLNVAL.
+ */
+function pollOnce(req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | null, files: File[] | null = null): number {
   const dv = req.dataView;
   const t = req.task;
   let ready = 0;
@@ -33,6 +38,7 @@ function pollOnce(req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | nu
       if (!e) revents = POLLNVAL;
       else {
         const f = e.file;
+        files?.push(f);
         // A file without a poll op is always ready for whatever was asked (DEFAULT_POLLMASK semantics).
         const pt: PollTable = { wait: collect, key: events | POLLERR | POLLHUP };
         const mask = f.ops.poll ? f.ops.poll(f, pt) : 0x145;
@@ -45,7 +51,7 @@ function pollOnce(req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | nu
   return ready;
 }
 
-function sysPoll(_k: Kernel, req: SyscallRequest): number | Blocked {
+function sysPoll(k: Kernel, req: SyscallRequest): number | Blocked {
   // poll(struct pollfd *ufds, unsigned int nfds, int timeout_msecs): a negative timeout waits forever.
   const nfds = req.uint(0);
   const timeout = req.int(1);
@@ -54,7 +60,7 @@ function sysPoll(_k: Kernel, req: SyscallRequest): number | Blocked {
   if (nfds * POLLFD_SIZE > req.input.length) throw new KernelError(E.EFAULT);
   req.setOutLen(nfds * POLLFD_SIZE);
   const queues = new Set<WaitQueue>();
-  const first = pollOnce(req, nfds, timeout === 0 ? null : queues);
+  const first = pollOnce(req, nfds, timeout === 0 ? null : queues, k.callFiles);
   if (first > 0 || timeout === 0) return first;
   // Queues were collected on the first pass; later passes only re-read masks (their queues are the same ones,
   // as in the kernel, where a file's poll op names the same wait queue every time).
