@@ -18,7 +18,7 @@ import { checkBootOptions, checkCloneArgs, checkSpawnArgs } from './options.js';
 import { InvalidArgTypeError, validateFlags, validateInt, validateString } from './validate.js';
 import { AliveTable } from './shm/alive.js';
 import { LockDomain, lockdepReports, type LockdepReport } from './locking/index.js';
-import { H_ALIVE, H_KERNEL_OWNER } from './fence/table.js';
+import { K_ALIVE, K_KERNEL_OWNER } from './fence/table.js';
 import { ARGS_OFFSET, SHUTDOWN as CH_SHUTDOWN, SHUTDOWN_KERNEL_GONE, STATE } from './shm/channel.js';
 
 const CHANNEL_HEADER_WORDS = ARGS_OFFSET / 4;
@@ -58,6 +58,14 @@ export interface SpawnOptions {
   readonly args?: readonly unknown[];
   /** RLIMIT_NOFILE soft limit (default 1024). */
   readonly nofile?: number;
+  /**
+   * This process plays a driver and is trusted with the kernel's fence state (default false): it is handed the
+   * fence table's kernel part (names table, alive table, counters, slot allocator) and may create, signal and
+   * free fences in its own thread. A plain process attaches the fence table wait-only (libsync's sync_wait fast
+   * path); creating a fence there throws FenceWaitOnlyError. For test fixtures that model a device until drivers
+   * run as their own workers. Its forks and threads are plain processes.
+   */
+  readonly kernelFences?: boolean;
 }
 
 export interface ExitStatus {
@@ -273,6 +281,8 @@ export class Machine {
     private readonly control: SharedArrayBuffer,
     /** The machine's fence table (src/fence/table.ts): handed to every process and attachable by any worker. */
     private readonly fences: SharedArrayBuffer,
+    /** The fence table's kernel state: handed only to processes spawned with { kernelFences: true }. */
+    private readonly fenceKernel: SharedArrayBuffer,
     private readonly recordStacks: boolean,
     private readonly maxSpinners: number,
   ) {
@@ -321,10 +331,11 @@ export class Machine {
       ...(opts.threadsMax !== undefined ? { threadsMax: opts.threadsMax } : {}),
     });
     const table = await kernel.fenceTable();
+    const fenceKernel = await kernel.fenceKernelState();
     // The broker's token in the alive table goes with it (locks it held are recovered, not waited for).
-    const kernelOwner = Atomics.load(new Int32Array(table), H_KERNEL_OWNER);
-    broker.once('exit', () => new AliveTable(new Int32Array(table), H_ALIVE).clear(kernelOwner));
-    const m = new Machine(broker, kernel, control, table, opts.recordStacks ?? false, maxSpinners);
+    const kernelOwner = Atomics.load(new Int32Array(fenceKernel), K_KERNEL_OWNER);
+    broker.once('exit', () => new AliveTable(new Int32Array(fenceKernel), K_ALIVE).clear(kernelOwner));
+    const m = new Machine(broker, kernel, control, table, fenceKernel, opts.recordStacks ?? false, maxSpinners);
     if (opts.lockdep) {
       // The main thread uses the machine's domain for the locks it makes and hands to processes.
       m.lockDomain = LockDomain.create({ liveness: 'machine' }, 'main');
@@ -348,6 +359,7 @@ export class Machine {
       control: this.control,
       maxSpinners: this.maxSpinners,
       fences: this.fences,
+      ...(opts.kernelFences === true ? { fenceKernel: this.fenceKernel } : {}),
       port: port2,
       owner: info.owner,
       recordStacks: this.recordStacks,

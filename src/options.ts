@@ -52,7 +52,8 @@ export function checkBootOptions(opts: unknown): void {
 export function checkSpawnArgs(module: unknown, opts: unknown): void {
   if (!(module instanceof URL) && typeof module !== 'string') throw new InvalidArgTypeError('module', ['string', 'URL'], module);
   const o = validateObject(opts, 'options');
-  knownKeys(o, 'options', ['name', 'args', 'nofile']);
+  knownKeys(o, 'options', ['name', 'args', 'nofile', 'kernelFences']);
+  optionalBoolean(o['kernelFences'], 'options.kernelFences');
   if (o['name'] !== undefined) {
     const name = validateString(o['name'], 'options.name');
     if (name.length === 0 || name.includes('\0')) throw new InvalidArgValueError('options.name', name, 'must be a non-empty string without null bytes');

@@ -7,6 +7,7 @@
  */
 import { controlOf, pidIn, type Machine, type Proc } from './machine.js';
 import type { FenceHandle } from './fence/dma-fence.js';
+import { registerFenceKernel } from './fence/index.js';
 import type { DmaResvUsage } from './fence/dma-resv.js';
 import type { DmaDataDirection } from './kernel/dma-direction.js';
 import type { KunitResult } from './kernel/kunit.js';
@@ -83,10 +84,18 @@ export async function beginShutdown(m: Machine): Promise<void> {
 
 /**
  * The machine's fence table, for a test's or a driver model's own thread to attach to (attachFenceTable) and
- * make or signal fences in, as processes do.
+ * make or signal fences in. This thread is kernel-side (it plays a driver): the table's kernel state is registered
+ * with it here (registerFenceKernel), so attachFenceTable(table) in this thread may create fences.
  */
 export async function fenceTable(m: Machine): Promise<SharedArrayBuffer> {
-  return controlOf(m, 'fenceTable').fenceTable();
+  const table = await controlOf(m, 'fenceTable').fenceTable();
+  registerFenceKernel(table, await controlOf(m, 'fenceKernelState').fenceKernelState());
+  return table;
+}
+
+/** The fence table's kernel state (for a kernel-side worker a test starts itself: attachFenceTable(t, { kernel })). */
+export async function fenceKernelState(m: Machine): Promise<SharedArrayBuffer> {
+  return controlOf(m, 'fenceKernelState').fenceKernelState();
 }
 
 /**

@@ -54,7 +54,7 @@ class Gpu {
     readonly proc: Proc,
   ) {}
   static async spawn(m: Machine, name = 'gpu'): Promise<Gpu> {
-    return new Gpu(m, await m.spawn(fixture, { name }));
+    return new Gpu(m, await m.spawn(fixture, { name, kernelFences: true }));
   }
   create(driver: string, timeline: string, seqno: number, sameContextAs?: CreatedFence): Promise<CreatedFence> {
     return this.proc.call<CreatedFence>('fenceCreate', driver, timeline, seqno, sameContextAs?.id);
@@ -197,7 +197,8 @@ test.serial('poll: a pending poll callback keeps the buffer alive after every fd
 
 test.serial('SYNC START blocks until another process signals, and the reader then sees the writer’s data', async (t) => {
   const m = await bootFor(t);
-  const writer = await m.spawn(fixture, { name: 'writer' });
+  // The writer is its own GPU (it creates and signals a fence): trusted with the kernel's fence state.
+  const writer = await m.spawn(fixture, { name: 'writer', kernelFences: true });
   const reader = await m.spawn(fixture, { name: 'reader' });
   const fd = await writer.call<number>('alloc', 'system', 4096);
   const waddr = ((await writer.call<Outcome>('map', fd, 4096)) as { ok: number }).ok;

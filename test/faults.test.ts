@@ -12,7 +12,7 @@ import { dmaBufAddFence, DMA_RESV_USAGE_WRITE, expectKernelWarnings, spinSlots }
 import { DMA_BUF_SYNC_READ } from '../src/uapi/dma-buf.js';
 import { E } from '../src/uapi/errno.js';
 import type { FenceHandle } from '../src/fence/dma-fence.js';
-import { createFenceTable, FenceTable, H_NAMES_LOCK, LOCK_WAITERS } from '../src/fence/table.js';
+import { createFenceTable, FenceTable, K_NAMES_LOCK, LOCK_WAITERS } from '../src/fence/table.js';
 import { expectWarnings } from '../src/bug.js';
 
 const fixture = new URL('./fixtures/faults.js', import.meta.url);
@@ -132,9 +132,9 @@ test.serial('60 processes killed mid-syscall while spinning leak no spin slot: a
 });
 
 
-/** A victim process: a SockProc of the faults fixture. */
+/** A victim process: a SockProc of the faults fixture (it makes and signals fences: it plays a driver). */
 async function victim(m: Machine, name: string): Promise<SockProc> {
-  return spawnSock(m, name, {}, fixture);
+  return spawnSock(m, name, { kernelFences: true }, fixture);
 }
 
 type Case = 'parked' | 'spinning' | 'signal' | 'resv' | 'fdpass' | 'fence-wait';
@@ -310,12 +310,13 @@ test.serial('seeded kill loop: a process killed mid-syscall, while spinning, mid
 // later intern of a new name spun forever (here: until ava's timeout).
 test('the fence names lock of a worker killed holding it is taken over with a warning, not waited on forever', (t) => {
   const table = new FenceTable(createFenceTable({ slots: 16, names: 8 }));
-  const dead = table.alive.register();
-  Atomics.store(table.i32, H_NAMES_LOCK, dead | LOCK_WAITERS); // a worker took the lock (and someone waited)…
-  table.alive.clear(dead); // …and was killed holding it: whoever reaps it clears its token
-  table.owner = table.alive.register();
+  const alive = table.alive!;
+  const dead = alive.register();
+  Atomics.store(table.k!, K_NAMES_LOCK, dead | LOCK_WAITERS); // a worker took the lock (and someone waited)…
+  alive.clear(dead); // …and was killed holding it: whoever reaps it clears its token
+  table.owner = alive.register();
   const { result: id, warnings } = expectWarnings(/EOWNERDEAD/, 'names lock takeover', () => table.internNames('faults', 'dead-holder'));
   t.deepEqual(table.names(id), ['faults', 'dead-holder'], 'the intern completed');
   t.is(warnings.length, 1, 'the takeover is reported');
-  t.is(Atomics.load(table.i32, H_NAMES_LOCK), 0, 'and the lock is free again');
+  t.is(Atomics.load(table.k!, K_NAMES_LOCK), 0, 'and the lock is free again');
 });

@@ -114,7 +114,7 @@ test('a process that forges a holder in the fence table\'s names lock cannot wed
   // shutdown() hung. The forged holder here is the hostile process's own live token, then an untracked owner.
   const m = await Machine.boot();
   try {
-    const hostile = await m.spawn(fixture, { name: 'hostile' });
+    const hostile = await m.spawn(fixture, { name: 'hostile', kernelFences: true });
     const other = await m.spawn(fixture, { name: 'other' });
     for (const [i, forged] of [(1 << 29) | 12345, 0x3fffffff].entries()) {
       t.is(await hostile.call<number>('forgeNamesLock', forged), 0, 'the lock was free');
@@ -179,7 +179,7 @@ test('a process that fills the alive table (in the fence table it is handed) doe
   // copies of its parent's fds and mappings. The same happens to a machine with more than 1024 live tasks.
   const m = await Machine.boot();
   try {
-    const hostile = await m.spawn(fixture, { name: 'hostile' });
+    const hostile = await m.spawn(fixture, { name: 'hostile', kernelFences: true });
     const other = await m.spawn(fixture, { name: 'other' });
     t.true((await hostile.call<number>('fillAliveTable', 0x1234567)) > 1000);
     const victim = await m.spawn(fixture, { name: 'victim' });

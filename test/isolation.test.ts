@@ -5,6 +5,8 @@
 import test from 'ava';
 import { Machine } from '../src/index.js';
 import { shutdownNoLeaks } from './helpers/sim.js';
+import { attachFenceTable } from '../src/fence/index.js';
+import { fenceTable } from '../src/testing.js';
 
 const fixture = new URL('./fixtures/hostile.js', import.meta.url);
 
@@ -43,7 +45,8 @@ test('a forged "kernel died" in the shared fence table does not make another pro
   const m = await Machine.boot();
   try {
     const victim = await m.spawn(fixture, { name: 'victim' });
-    const hostile = await m.spawn(fixture, { name: 'hostile' });
+    // A process trusted with the fence kernel state (it plays a driver): a plain one cannot even reach the alive table.
+    const hostile = await m.spawn(fixture, { name: 'hostile', kernelFences: true });
     const [a] = await m.socketpair(victim, hostile);
     t.true((await hostile.call<number>('forgeKernelDeath')) > 0);
     // Longer than a reply-wait slice: the victim re-checks whether the kernel lives while its poll is parked.
@@ -90,7 +93,8 @@ test('a process holding the fence names lock forever makes the kernel fail a fen
   try {
     const victim = await m.spawn(fixture, { name: 'victim' });
     const other = await m.spawn(fixture, { name: 'other' });
-    const hostile = await m.spawn(fixture, { name: 'hostile' });
+    // A process that plays a driver (trusted with the names lock), buggy: the kernel must still not stall.
+    const hostile = await m.spawn(fixture, { name: 'hostile', kernelFences: true });
     // An owner that is never presumed dead (untracked), in the lock word, never released.
     await hostile.call('holdNamesLock', (1 << 29) | 12345);
     // A new name needs the lock: the broker gives up after a bounded wait instead of stalling every process.
@@ -98,6 +102,40 @@ test('a process holding the fence names lock forever makes the kernel fail a fen
     t.is(await other.call<number>('ordinaryCalls', 20), 20, 'the broker kept serving');
     await hostile.call('holdNamesLock', 0);
     t.is(await victim.call('makeSwSyncFence'), 'ok');
+  } finally {
+    await shutdownNoLeaks(t, m);
+  }
+});
+
+// Before the fence table was split, the names table, its lock and the alive table were words of the one buffer every
+// process is handed: zeroing it "killed" every owner and freed every names entry, and a 1 in every word left the
+// names lock held by a live-looking owner (the kernel's fence creations failed with ENOMEM).
+test('a plain process writing every word of every buffer it is handed cannot forge a death, change fence names or stall fence creation', async (t) => {
+  const m = await Machine.boot();
+  try {
+    const victim = await m.spawn(fixture, { name: 'victim' });
+    const hostile = await m.spawn(fixture, { name: 'hostile' });
+    t.is(await hostile.call('tryFenceContextAlloc'), 'ERR_DMABUF_SIM_FENCE_WAIT_ONLY', 'a plain process is wait-only');
+    // The main thread plays the observer on the kernel side: its own token, every process's and the kernel's are in
+    // the alive table, and it holds a names entry of its own.
+    const rt = attachFenceTable(await fenceTable(m));
+    const table = rt.table;
+    const alive = table.alive!;
+    const owners = alive.count();
+    t.true(owners >= 4, `the kernel, two processes and this thread are registered (${owners})`);
+    const id = table.internNames('victim-driver', 'victim-timeline');
+    try {
+      for (const v of [0, 1, -1]) {
+        t.true((await hostile.call<number>('scribbleEverything', v)) > 0);
+        t.is(alive.count(), owners, `every word ${v}: nobody was made dead`);
+        t.true(alive.isAlive(rt.owner), `every word ${v}: this thread is still alive`);
+        t.deepEqual(table.names(id), ['victim-driver', 'victim-timeline'], `every word ${v}: the names are unchanged`);
+        t.is(await victim.call('makeSwSyncFence'), 'ok', `every word ${v}: the kernel still creates fences`);
+      }
+    } finally {
+      table.putNames(id);
+    }
+    await hostile.call('scribbleEverything', 0);
   } finally {
     await shutdownNoLeaks(t, m);
   }

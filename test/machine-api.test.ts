@@ -152,6 +152,7 @@ test('spawn options are validated, naming the field', async (t) => {
       [basic, { args: 'main' }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.args" property must be an instance of Array/],
       [basic, { nofile: 2 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.nofile" is out of range. It must be an integer >= 3/],
       [basic, { nofile: NaN }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.nofile"/],
+      [basic, { kernelFences: 'yes' }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.kernelFences" property must be of type boolean/],
     ];
     for (const [mod, opts, cls, code, re] of cases) {
       const e = await t.throwsAsync(m.spawn(mod as never, opts as never), { instanceOf: cls });

@@ -535,7 +535,7 @@ model("the machine's fence table: a process signals a fence through it; a leaked
     attachFenceTable(await fenceTable(m));
     const f = dmaFenceInit(mockOps, dmaFenceContextAlloc(1), 1);
     try {
-      const p = await m.spawn(new URL('./fixtures/fence-proc.js', import.meta.url), { name: 'fencer' });
+      const p = await m.spawn(new URL('./fixtures/fence-proc.js', import.meta.url), { name: 'fencer', kernelFences: true });
       t.is(await p.call<number>('signalFence', fenceHandle(f)), 0);
       t.is(dmaFenceWaitTimeout(f, false, 5000), 5000, 'already signaled by the process');
     } finally {

@@ -4,13 +4,11 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { expose } from '../src/rpc/comlink.js';
-import { initRuntime, type RuntimeInit } from '../src/user/runtime.js';
+import { initRuntime, rt, type RuntimeInit } from '../src/user/runtime.js';
 import { exit, ProcessExit } from '../src/user/syscalls.js';
 import { simError } from '../src/errors.js';
 import { LOADED, type LoadReport } from '../src/rpc/process-loaded.js';
 import { attachLocking, installFenceLockdep } from '../src/locking/index.js';
-import { AliveTable } from '../src/shm/alive.js';
-import { H_ALIVE } from '../src/fence/table.js';
 
 export interface ProcessWorkerData extends RuntimeInit {
   readonly module: string;
@@ -26,7 +24,8 @@ const data = workerData as ProcessWorkerData;
 initRuntime(data);
 if (data.locks) {
   // Lock words carry the process's machine owner token, so reap (which clears it) makes its locks recoverable.
-  const liveness = data.fences ? new AliveTable(new Int32Array(data.fences), H_ALIVE) : null;
+  // Only a process trusted with the kernel's fence state reads the alive table; a plain one asks the kernel.
+  const liveness = data.fences ? rt().ownerLiveness() : null;
   const name = `${data.name} (pid ${data.tid ?? data.pid})`;
   attachLocking(data.locks, name, {}, liveness && data.owner !== undefined ? { owner: data.owner, liveness } : {});
   installFenceLockdep();

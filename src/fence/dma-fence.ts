@@ -69,7 +69,6 @@ import {
   S_ERROR,
   S_FLAGS,
   S_GEN,
-  S_NAME_ID,
   S_REFCOUNT,
   S_SIGNAL,
   S_WAITERS,
@@ -200,7 +199,7 @@ export class DmaFence {
     return (Atomics.load(this.rt.i32, this.base + S_FLAGS) >> KIND_SHIFT) & KIND_MASK;
   }
   get nameId(): number {
-    return Atomics.load(this.rt.i32, this.base + S_NAME_ID);
+    return this.rt.table.slotNameId(this.index);
   }
   /** dma_fence_driver_name(). */
   get driverName(): string {

@@ -12,21 +12,34 @@ export * from './dma-fence.js';
 export * from './dma-fence-array.js';
 export * from './dma-fence-chain.js';
 export * from './dma-fence-unwrap.js';
-export { createFenceTable, formatFenceLeaks, FenceTableFullError } from './table.js';
+export { createFenceTable, createSplitFenceTable, formatFenceLeaks, FenceTableFullError, FenceWaitOnlyError } from './table.js';
 export type { FenceInfo, FenceTableOptions } from './table.js';
 
 const attached = new Map<SharedArrayBuffer, FenceRuntime>();
+/** Kernel state known in this thread for a machine table (registerFenceKernel), by table. */
+const kernels = new WeakMap<SharedArrayBuffer, SharedArrayBuffer>();
+
+/**
+ * Records, in this kernel-side thread only, that `kernel` is the kernel state of table `sab`: a later
+ * attachFenceTable(sab) in this thread then attaches with it (testing's fenceTable(m) does this for the main thread).
+ */
+export function registerFenceKernel(sab: SharedArrayBuffer, kernel: SharedArrayBuffer): void {
+  kernels.set(sab, kernel);
+}
 
 /**
  * Attaches this worker to the fence table `sab` (idempotent per table) and makes it the worker's current table:
  * installs the machine clock epoch, hands out this worker's creator id and doorbell bucket. Pass the machine
  * control block as `control` to share its spinner budget; event-loop workers (the broker) pass `eventLoop: true`
- * so their fence callbacks run promptly.
+ * so their fence callbacks run promptly. A machine's table attached without its kernel state (`kernel`, or one
+ * registered with registerFenceKernel) is wait-only: waits work, creating or freeing a fence throws
+ * FenceWaitOnlyError.
  */
 export function attachFenceTable(sab: SharedArrayBuffer, opts: FenceAttachOptions = {}): FenceRuntime {
   let rt = attached.get(sab);
   if (!rt) {
-    rt = new FenceRuntime(sab, opts);
+    const kernel = opts.kernel ?? kernels.get(sab);
+    rt = new FenceRuntime(sab, kernel ? { ...opts, kernel } : opts);
     attached.set(sab, rt);
   }
   setClockEpoch(rt.table.epochMs);
@@ -34,9 +47,9 @@ export function attachFenceTable(sab: SharedArrayBuffer, opts: FenceAttachOption
   return rt;
 }
 
-/** Live fences of a table (leaks when nothing should be alive), without attaching to it. */
-export function liveFences(sab: SharedArrayBuffer): FenceInfo[] {
-  return new FenceTable(sab).liveFences();
+/** Live fences of a table (leaks when nothing should be alive), without attaching to it; `kernel` for a machine's. */
+export function liveFences(sab: SharedArrayBuffer, kernel: SharedArrayBuffer | null = null): FenceInfo[] {
+  return new FenceTable(sab, kernel).liveFences();
 }
 
 /** Creates a table and attaches this worker to it (tests, standalone tools). */

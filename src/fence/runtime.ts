@@ -21,10 +21,10 @@ import {
   S_ERROR,
   S_FLAGS,
   S_GEN,
-  S_NAME_ID,
   S_REFCOUNT,
   S_SIGNAL,
   S_WAITERS,
+  untrackedOwner,
 } from './table.js';
 import { DmaFence, DmaFenceCb, evaluateSlow, kindOps, signalInner, type DmaFenceOps } from './dma-fence.js';
 
@@ -53,6 +53,12 @@ export interface FenceAttachOptions {
   readonly owner?: number;
   /** With `control`: the machine's spin limit, by value (the control block's own word is process-writable). */
   readonly maxSpinners?: number;
+  /**
+   * The machine table's kernel state (createSplitFenceTable): kernel-side workers only (the broker, the main
+   * thread, processes spawned with { kernelFences: true }). Without it a machine table is attached wait-only:
+   * waiting works, creating or freeing a fence throws FenceWaitOnlyError. A standalone table carries its own.
+   */
+  readonly kernel?: SharedArrayBuffer;
 }
 
 /**
@@ -99,14 +105,15 @@ export class FenceRuntime {
   callbacksRun = 0;
 
   constructor(sab: SharedArrayBuffer, opts: FenceAttachOptions = {}) {
-    this.table = new FenceTable(sab);
+    this.table = new FenceTable(sab, opts.kernel ?? null);
     this.i32 = this.table.i32;
     this.attachId = this.table.newAttachId();
     const bucket = this.attachId % DOORBELL_BUCKETS;
     this.bit = 1 << bucket;
     this.bell = this.table.doorbellWord(bucket);
     this.seenBell = Atomics.load(this.i32, this.bell);
-    this.owner = opts.owner ?? defaultOwner ?? this.table.alive.register();
+    // A wait-only worker cannot register itself (the alive table is kernel state): untracked, never presumed dead.
+    this.owner = opts.owner ?? defaultOwner ?? this.table.alive?.register() ?? untrackedOwner();
     this.table.owner = this.owner;
     this.spin = new AdaptiveSpin(
       opts.control ? spinBlockOf(opts.control) : this.table.spinControl,
@@ -186,7 +193,7 @@ export class FenceRuntime {
     const b64 = b >> 1;
     t.u64[b64 + S64_CONTEXT] = BigInt(context);
     t.u64[b64 + S64_SEQNO] = BigInt.asUintN(64, seqno);
-    Atomics.store(this.i32, b + S_NAME_ID, nameId);
+    t.setSlotNameId(index, nameId);
     Atomics.or(this.i32, b + S_FLAGS, flags);
     return index;
   }

@@ -1,37 +1,59 @@
 /**
- * The shared fence table: one SharedArrayBuffer per machine (created by the broker at boot, attachable by any
- * worker that is handed it) holding every dma_fence's state in a fixed-size slot, so that a fence is a word any
- * worker can Atomics.wait on and a signal wakes — with no broker round trip.
+ * The shared fence table: per machine (created by the broker at boot, attachable by any worker that is handed it)
+ * every dma_fence's state in a fixed-size slot, so that a fence is a word any worker can Atomics.wait on and a
+ * signal wakes — with no broker round trip — plus the kernel-owned state in a buffer of its own.
  *
  * This module is only the shared-memory layer: layout, slot allocator, context counter, names table, callback
  * doorbells. The dma_fence semantics on top of it live in src/fence/dma-fence*.ts.
  *
- * ## Buffer layout (byte offsets)
+ * ## Two buffers: what fence users share, and what the kernel owns
+ *
+ * A machine's table is split (createSplitFenceTable): `table`, which every process is handed (the fast wait path
+ * needs the fence words), holds only what waiting and signalling use — the slots, the doorbells, the geometry;
+ * `kernel`, handed only to kernel-side workers (the broker, the main thread, processes spawned with
+ * { kernelFences: true } that play drivers), holds the kernel-owned state: the names table and its lock, the alive
+ * table, the counters, the slot allocator and each slot's names id. A process can write every word of what it is
+ * handed, so none of that may live in `table`. A worker attached without the kernel state is wait-only
+ * (FenceWaitOnlyError on every kernel operation). A standalone table (createFenceTable: tests, tools) keeps both
+ * in one buffer, the kernel state at byte H_KSTATE_BYTE.
+ *
+ * ## `table` layout (byte offsets)
  *
  *   0                      header, HEADER_BYTES (word offsets H_* below)
- *   HEADER_BYTES           names table: namesCap × NAME_ENTRY_BYTES, refcounted interned (driver, timeline) pairs
- *   slotsByte (8-aligned)  slots: nslots × SLOT_BYTES; slot 0 is the global signaled stub (context 0)
+ *   HEADER_BYTES           slots: nslots × SLOT_BYTES; slot 0 is the global signaled stub (context 0)
+ *   (standalone only)      the kernel state, at H_KSTATE_BYTE
  *
  * ## Header (Int32 word offsets unless noted; all accessed with Atomics)
  *
- *   H_MAGIC, H_VERSION, H_NSLOTS, H_NAMES_CAP   immutable after creation
- *   H_NAMES_COUNT   names entries ever used (the part of the table below it has been written at least once)
- *   H_NAMES_LOCK    0 free, else the holder's owner token (| LOCK_WAITERS while someone may sleep on it): a
- *                   robust lock serialising allocating and freeing names entries (readers never take it); see
- *                   lockNames
- *   H_NAMES_FREE    head of the free names entries (NE_LINK chain; −1 = none), under H_NAMES_LOCK
- *   H_NAMES_LIVE    names entries in use (fixed ones included), for diagnostics
- *   H_LIVE          slots in use (fences + array extension slots); H_HIGH_WATER its maximum
- *   H_NEXT_ATTACH   attach ids handed to workers (creator ids, doorbell buckets)
- *   H_SERIAL        creation serial of the last fence (for leak reports)
- *   byte 48  i64 H_FREE_HEAD_B   free-list head: (tag << 32) | index, index 0xffffffff = empty (see allocSlot)
- *   byte 56  i64 H_CONTEXT_B     the fence context counter; starts at 1 (context 0 is the stub)
+ *   H_MAGIC, H_VERSION, H_NSLOTS, H_NAMES_CAP   immutable after creation (kernel-side workers read the kernel
+ *                                                state's copies: processes can write these)
+ *   H_KSTATE_BYTE  byte offset of the kernel state in this buffer (standalone tables); 0 = a separate buffer
  *   words 16..31  H_SPIN         a spin slot block (layout in src/shm/spin.ts), used when a worker attaches
  *                                without the machine's control block
  *   words 32..63  H_DOORBELLS    32 callback doorbells, one per worker bucket (attach id mod 32)
  *   byte 256 f64 H_EPOCH_B       the machine clock's epoch (see clock.ts)
- *   word 66      H_KERNEL_OWNER  the broker's owner token in the alive table (0 = none: a table without a machine)
- *   words 128..  H_ALIVE         the "who is alive" table, ALIVE_WORDS words (layout in src/shm/alive.ts)
+ *
+ * ## Kernel state (Int32 words K_* from its start; 64-bit words at the byte offsets named *_B)
+ *
+ *   K_MAGIC         FENCE_KSTATE_MAGIC once initialised
+ *   K_NSLOTS, K_NAMES_CAP   the geometry, immutable (the copy kernel-side workers trust)
+ *   K_NAMES_COUNT   names entries ever used (the part of the table below it has been written at least once)
+ *   K_NAMES_LOCK    0 free, else the holder's owner token (| LOCK_WAITERS while someone may sleep on it): a
+ *                   robust lock serialising allocating and freeing names entries (readers never take it); see
+ *                   lockNames
+ *   K_NAMES_FREE    head of the free names entries (NE_LINK chain; −1 = none), under K_NAMES_LOCK
+ *   K_NAMES_LIVE    names entries in use (fixed ones included), for diagnostics
+ *   K_LIVE          slots in use (fences + array extension slots); K_HIGH_WATER its maximum
+ *   K_NEXT_ATTACH   attach ids handed to kernel-side workers (creator ids, doorbell buckets)
+ *   K_SERIAL        creation serial of the last fence (for leak reports)
+ *   K_KERNEL_OWNER  the broker's owner token in the alive table (0 = none: a table without a machine)
+ *   byte 48  i64 K_FREE_HEAD_B   free-list head: (tag << 32) | index, index 0xffffffff = empty (see allocSlot)
+ *   byte 56  i64 K_CONTEXT_B     the fence context counter; starts at 1 (context 0 is the stub)
+ *   words 64..   K_ALIVE         the "who is alive" table, ALIVE_WORDS words (layout in src/shm/alive.ts)
+ *   K_NAMES_BYTE                 names table: namesCap × NAME_ENTRY_BYTES, refcounted interned (driver, timeline)
+ *                                pairs
+ *   then (64-aligned)            KS_WORDS words per slot: KS_NEXT_FREE (free-list next while the slot is free),
+ *                                KS_NAME_ID (index of the fence's names entry; NAME_ID_STUB for extension slots)
  *
  * ## Slot (Int32 words S_*, 64-bit words S64_* in units of 8 bytes from the slot start)
  *
@@ -42,11 +64,11 @@
  *   S_FLAGS       F_* bits (Atomics.or) | kind << KIND_SHIFT
  *   S_REFCOUNT    kref; −1 while the slot is free or being freed (so get_unless_zero fails on it). A fence at 0
  *                 with S_CB_PENDING > 0 is a zombie: released, kept until its queued callbacks ran or were removed
- *   S_LINK        free-list next while free; first extension slot of an array; next extension of an extension
+ *   S_LINK        first extension slot of an array; next extension of an extension
  *   S_ERROR       0 or −errno (set_error); arrays hold PENDING_ERROR (1) until they signal. Extension slots: count
  *   S_CB_PENDING  callbacks registered on this fence (in any worker) not yet run or removed
  *   S_WAITERS     bitmask of doorbell buckets to ring when the fence signals (callback owners, multi-waiters)
- *   S_NAME_ID     index of the fence's (driver, timeline) names in the names table
+ *   word 8        unused by plain fences (the names id is kernel state: KS_NAME_ID)
  *   S_NUM_FENCES  arrays: number of components
  *   S_CREATOR     attach id of the worker that created the fence
  *   S_SERIAL      machine-wide creation serial
@@ -61,7 +83,7 @@
  *
  * A handle is the i64 (gen << 32) | index; gen ≥ 1 always, so 0 means "no fence".
  *
- * ## Names entry (NAME_ENTRY_BYTES from HEADER_BYTES + id × NAME_ENTRY_BYTES)
+ * ## Names entry (NAME_ENTRY_BYTES from K_NAMES_BYTE + id × NAME_ENTRY_BYTES, in the kernel state)
  *
  *   i32 NE_REF    references: one per fence slot naming the entry, plus one per interner between intern and
  *                 createSlot; 0 = being freed, −1 = free. The fixed entries (stub, array, chain) stay at 1 forever.
@@ -79,38 +101,79 @@ import { initSpinBlock, SPIN_BLOCK_WORDS } from '../shm/spin.js';
 import { machineEpochNow } from '../shm/clock.js';
 import { validateInteger } from '../validate.js';
 
-// ---- header --------------------------------------------------------------------------------------------------
+// ---- header ----------------------------------------------------------------------------------------------------
 
 export const FENCE_TABLE_MAGIC = 0x66656e63; // 'fenc'
-export const FENCE_TABLE_VERSION = 2;
+export const FENCE_TABLE_VERSION = 3;
 
 export const H_MAGIC = 0;
 export const H_VERSION = 1;
 export const H_NSLOTS = 2;
 export const H_NAMES_CAP = 3;
-export const H_NAMES_COUNT = 4;
-export const H_NAMES_LOCK = 5;
-export const H_LIVE = 6;
-export const H_HIGH_WATER = 7;
-export const H_NEXT_ATTACH = 8;
-export const H_SERIAL = 9;
-export const H_NAMES_FREE = 10;
-export const H_NAMES_LIVE = 11;
-export const H_FREE_HEAD_B = 48;
-export const H_CONTEXT_B = 56;
+/** Byte offset of the kernel state inside this same buffer (a standalone table), or 0: a separate buffer. */
+export const H_KSTATE_BYTE = 4;
 export const H_SPIN = 16;
 export const H_SPIN_WORDS = SPIN_BLOCK_WORDS;
 export const H_DOORBELLS = 32;
 export const DOORBELL_BUCKETS = 32;
 export const H_EPOCH_B = 256;
-/** Word 66 (after the epoch): the broker's owner token. */
-export const H_KERNEL_OWNER = 66;
-export const H_ALIVE = 128;
-export const HEADER_BYTES = (((H_ALIVE + ALIVE_WORDS) * 4 + 63) & ~63) >>> 0;
-/** Lock words (H_NAMES_LOCK, dma_resv's RL_STATE): the owner token plus this bit while a waiter may sleep. */
+export const HEADER_BYTES = 320;
+/** Lock words (K_NAMES_LOCK, dma_resv's RL_STATE): the owner token plus this bit while a waiter may sleep. */
 export const LOCK_WAITERS = 1 << 30;
 /** How long a lock waiter sleeps before it re-checks the owner's liveness (ms). */
 export const LOCK_SLICE_MS = 50;
+
+// ---- kernel state --------------------------------------------------------------------------------------------
+
+export const FENCE_KSTATE_MAGIC = 0x66656e6b; // 'fenk'
+export const K_MAGIC = 0;
+export const K_NAMES_COUNT = 1;
+export const K_NAMES_LOCK = 2;
+export const K_NAMES_FREE = 3;
+export const K_NAMES_LIVE = 4;
+export const K_LIVE = 5;
+export const K_HIGH_WATER = 6;
+export const K_NEXT_ATTACH = 7;
+export const K_SERIAL = 8;
+/** The broker's owner token in the alive table (0 = none: a table without a machine). */
+export const K_KERNEL_OWNER = 9;
+export const K_FREE_HEAD_B = 48;
+export const K_CONTEXT_B = 56;
+export const K_NSLOTS = 10;
+export const K_NAMES_CAP = 11;
+export const K_ALIVE = 64;
+/** Byte offset (from the kernel state's start) of the names table. */
+export const K_NAMES_BYTE = (((K_ALIVE + ALIVE_WORDS) * 4 + 63) & ~63) >>> 0;
+/** Kernel words per fence slot (KS_*), from kernelSlotsByte(). */
+export const KS_WORDS = 2;
+export const KS_NEXT_FREE = 0;
+export const KS_NAME_ID = 1;
+
+/** Byte offset (from the kernel state's start) of the per-slot kernel words. */
+function kernelSlotsByte(namesCap: number): number {
+  return (K_NAMES_BYTE + namesCap * NAME_ENTRY_BYTES + 63) & ~63;
+}
+
+/** Bytes of a table's kernel state. */
+export function kernelStateBytes(nslots: number, namesCap: number): number {
+  return (kernelSlotsByte(namesCap) + nslots * KS_WORDS * 4 + 63) & ~63;
+}
+
+/**
+ * A worker attached to the table wait-only (a plain machine process) tried what only the kernel side may: create
+ * a fence, intern or free names, allocate contexts.
+ */
+export class FenceWaitOnlyError extends Error {
+  readonly code = 'ERR_DMABUF_SIM_FENCE_WAIT_ONLY';
+  constructor(what: string) {
+    super(
+      `dmabuf-sim: ${what}: this worker is attached to the fence table wait-only (a plain process: it may wait on ` +
+        `fences, not create or free them). Creating fences is the kernel's; a test process that plays a driver ` +
+        `is spawned with Machine.spawn(module, { kernelFences: true }).`,
+    );
+    this.name = 'FenceWaitOnlyError';
+  }
+}
 
 // ---- names ---------------------------------------------------------------------------------------------------
 
@@ -143,7 +206,6 @@ export const S_LINK = 4;
 export const S_ERROR = 5;
 export const S_CB_PENDING = 6;
 export const S_WAITERS = 7;
-export const S_NAME_ID = 8;
 export const S_NUM_FENCES = 9;
 export const S_CREATOR = 10;
 export const S_SERIAL = 11;
@@ -253,87 +315,121 @@ export function fenceTableSizes(opts: FenceTableOptions, prefix = ''): { slots: 
   };
 }
 
-/** Creates a machine's fence table (once per machine, normally by the broker at boot). */
+/**
+ * Creates a standalone fence table (tests, tools, a table of your own): one SharedArrayBuffer holding the shared
+ * part and the kernel state (H_KSTATE_BYTE), so every worker handed it may create fences. A machine's table is
+ * split instead (createSplitFenceTable).
+ */
 export function createFenceTable(opts: FenceTableOptions = {}): SharedArrayBuffer {
+  return buildFenceTable(opts, false).table;
+}
+
+/**
+ * Creates a machine's fence table (once per machine, by the broker at boot) in two buffers: `table`, the slots,
+ * doorbells and geometry every fence user needs (every process is handed it), and `kernel`, the kernel-owned state
+ * (names table and its lock, the alive table, the counters, the slot allocator, each slot's names id) that only
+ * kernel-side workers are handed. A worker attached without `kernel` is wait-only.
+ */
+export function createSplitFenceTable(opts: FenceTableOptions = {}): { table: SharedArrayBuffer; kernel: SharedArrayBuffer } {
+  const r = buildFenceTable(opts, true);
+  return { table: r.table, kernel: r.kernel };
+}
+
+function buildFenceTable(opts: FenceTableOptions, split: boolean): { table: SharedArrayBuffer; kernel: SharedArrayBuffer } {
   const { slots: nslots, names: namesCap } = fenceTableSizes(opts);
-  const slotsByte = slotsOffset(namesCap);
-  const sab = new SharedArrayBuffer(slotsByte + nslots * SLOT_BYTES);
+  const publicBytes = HEADER_BYTES + nslots * SLOT_BYTES;
+  const kBytes = kernelStateBytes(nslots, namesCap);
+  const sab = new SharedArrayBuffer(split ? publicBytes : publicBytes + kBytes);
+  const ksab = split ? new SharedArrayBuffer(kBytes) : sab;
+  const kOff = split ? 0 : publicBytes;
   const i32 = new Int32Array(sab);
   const i64 = new BigInt64Array(sab);
   const f64 = new Float64Array(sab);
+  const k = new Int32Array(ksab, kOff, kBytes / 4);
+  const k64 = new BigInt64Array(ksab, kOff, kBytes / 8);
   i32[H_VERSION] = FENCE_TABLE_VERSION;
   i32[H_NSLOTS] = nslots;
   i32[H_NAMES_CAP] = namesCap;
+  i32[H_KSTATE_BYTE] = kOff;
   initSpinBlock(new Int32Array(sab, H_SPIN * 4, H_SPIN_WORDS), opts.maxSpinners ?? Math.max(1, availableParallelism() - 1));
   f64[H_EPOCH_B / 8] = machineEpochNow();
-  i64[H_CONTEXT_B / 8] = 1n;
+  k64[K_CONTEXT_B / 8] = 1n;
   // Every slot starts free with generation 1 (so no handle is ever 0) and a dead refcount.
-  const slot0 = slotsByte / 4;
+  const slot0 = HEADER_BYTES / 4;
+  const ks0 = kernelSlotsByte(namesCap) / 4;
   for (let i = 0; i < nslots; i++) {
     const b = slot0 + i * SLOT_WORDS;
     i32[b + S_GEN] = 1;
     i32[b + S_REFCOUNT] = -1;
-    i32[b + S_LINK] = i + 1 < nslots ? i + 1 : -1;
+    i32[b + S_LINK] = -1;
+    k[ks0 + i * KS_WORDS + KS_NEXT_FREE] = i + 1 < nslots ? i + 1 : -1;
   }
   // Free list: 1 → 2 → … → nslots − 1 (slot 0 is the stub), tag 0.
-  i64[H_FREE_HEAD_B / 8] = BigInt(nslots > 1 ? 1 : NIL); // low word 0xffffffff (-1 as Int32) = empty
-  const t = new FenceTable(sab, false);
+  k64[K_FREE_HEAD_B / 8] = BigInt(nslots > 1 ? 1 : NIL); // low word 0xffffffff (-1 as Int32) = empty
   // Every names entry starts free with generation 1; the fixed ones are written and hold one permanent reference.
   for (let id = 0; id < namesCap; id++) {
     const w = nameWord(id);
-    i32[w + NE_REF] = -1;
-    i32[w + NE_GEN] = 1;
+    k[w + NE_REF] = -1;
+    k[w + NE_GEN] = 1;
   }
+  k[K_NSLOTS] = nslots;
+  k[K_NAMES_CAP] = namesCap;
+  k[K_MAGIC] = FENCE_KSTATE_MAGIC;
+  const t = new FenceTable(sab, split ? ksab : null, false);
   t.writeNames(NAME_ID_STUB, 'stub', 'stub');
   t.writeNames(NAME_ID_ARRAY, 'dma_fence_array', 'unbound');
   t.writeNames(NAME_ID_CHAIN, 'dma_fence_chain', 'unbound');
-  for (let id = 0; id < NAME_ID_FIRST_DYNAMIC; id++) i32[nameWord(id) + NE_REF] = 1;
-  i32[H_NAMES_COUNT] = NAME_ID_FIRST_DYNAMIC;
-  i32[H_NAMES_LIVE] = NAME_ID_FIRST_DYNAMIC;
-  i32[H_NAMES_FREE] = -1;
+  for (let id = 0; id < NAME_ID_FIRST_DYNAMIC; id++) k[nameWord(id) + NE_REF] = 1;
+  k[K_NAMES_COUNT] = NAME_ID_FIRST_DYNAMIC;
+  k[K_NAMES_LIVE] = NAME_ID_FIRST_DYNAMIC;
+  k[K_NAMES_FREE] = -1;
   // The global stub: signaled at the epoch, context 0, seqno 0, one reference held by the table itself.
   const b = slot0;
   i32[b + S_SIGNAL] = 1;
   i32[b + S_FLAGS] = (KIND_PLAIN << KIND_SHIFT) | F_SIGNALED | F_TIMESTAMP | F_ENABLE_SIGNAL | F_STUB;
-  i32[b + S_NAME_ID] = NAME_ID_STUB;
+  k[ks0 + KS_NAME_ID] = NAME_ID_STUB;
   i32[b + S_REFCOUNT] = 1;
   // Signaled at the epoch: ktime 0, published in S64_TIMESTAMP's encoding (t + 1; 0 would read as "not published").
   i64[(b >> 1) + S64_TIMESTAMP] = 1n;
-  i32[H_LIVE] = 1;
-  i32[H_HIGH_WATER] = 1;
+  k[K_LIVE] = 1;
+  k[K_HIGH_WATER] = 1;
   // Published last: an attach that sees the magic sees everything above.
   Atomics.store(i32, H_MAGIC, FENCE_TABLE_MAGIC);
-  return sab;
+  return { table: sab, kernel: ksab };
 }
 
-/** Int32 index of names entry `id`'s first word. */
+/** Int32 index (in the kernel state view) of names entry `id`'s first word. */
 function nameWord(id: number): number {
-  return (HEADER_BYTES + id * NAME_ENTRY_BYTES) / 4;
-}
-
-function slotsOffset(namesCap: number): number {
-  const end = HEADER_BYTES + namesCap * NAME_ENTRY_BYTES;
-  return (end + 63) & ~63;
+  return (K_NAMES_BYTE + id * NAME_ENTRY_BYTES) / 4;
 }
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Typed views over a fence table and the operations on its shared state. One instance per worker and table. */
+/**
+ * Typed views over a fence table and the operations on its shared state. One instance per worker and table.
+ * With kernel state (a standalone table's own, or a machine table's `kernel` buffer) the worker may create and
+ * free fences; without it the worker is wait-only: every kernel operation throws FenceWaitOnlyError.
+ */
 export class FenceTable {
   readonly i32: Int32Array;
   readonly i64: BigInt64Array;
   readonly u64: BigUint64Array;
   readonly f64: Float64Array;
-  readonly u8: Uint8Array;
   readonly nslots: number;
   readonly namesCap: number;
   /** Int32 index of slot 0's first word. */
   readonly slot0: number;
   /** The table's own spin slot block (src/shm/spin.ts), for workers attached without a machine control block. */
   readonly spinControl: Int32Array;
-  /** The "who is alive" table (src/shm/alive.ts). */
-  readonly alive: AliveTable;
+  /** The kernel state's Int32 view (K_* words, names entries, per-slot KS_* words), or null: wait-only. */
+  readonly k: Int32Array | null;
+  private readonly k64: BigInt64Array | null;
+  private readonly ku8: Uint8Array | null;
+  /** Int32 index (in `k`) of slot 0's kernel words. */
+  private readonly ks0: number;
+  /** The "who is alive" table (src/shm/alive.ts), in the kernel state; null when wait-only. */
+  readonly alive: AliveTable | null;
   /**
    * This worker's owner token, stamped in lock words it takes (set by FenceRuntime at attach; an untracked id
    * until then).
@@ -341,8 +437,8 @@ export class FenceTable {
   owner: number;
   /**
    * How long this worker may wait for the names lock, or null for as long as it takes (bounded slices). The
-   * broker sets one (FenceRuntime, eventLoop): every process can write the lock word, so the kernel must not
-   * stall behind a process that holds it, or writes a live-looking owner into it, and never lets go.
+   * broker sets one (FenceRuntime, eventLoop): processes that play drivers are handed the kernel state, so the
+   * kernel must not stall behind one that holds the lock, or writes a live-looking owner into it, and never lets go.
    */
   namesLockTimeoutMs: number | null = null;
   /** This worker's cache of interned pairs: key → (id, gen), validated against NE_GEN on every use. */
@@ -350,23 +446,65 @@ export class FenceTable {
   /** This worker's cache of entries' strings, by id, with the generation they were read at. */
   private readonly nameCache: ({ readonly gen: number; readonly pair: [string, string] } | undefined)[] = [];
 
+  /**
+   * @param kernel  the machine table's kernel state buffer (kernel-side workers only); null or absent: the
+   *                table's own inline kernel state when it is a standalone table, else wait-only
+   */
   constructor(
     readonly sab: SharedArrayBuffer,
+    kernel: SharedArrayBuffer | null = null,
     check = true,
   ) {
     this.i32 = new Int32Array(sab);
     this.i64 = new BigInt64Array(sab);
     this.u64 = new BigUint64Array(sab);
     this.f64 = new Float64Array(sab);
-    this.u8 = new Uint8Array(sab);
-    if (check && Atomics.load(this.i32, H_MAGIC) !== FENCE_TABLE_MAGIC) throw new Error('not a fence table');
-    if (this.i32[H_VERSION] !== FENCE_TABLE_VERSION) throw new Error(`fence table version ${this.i32[H_VERSION]}`);
-    this.nslots = this.i32[H_NSLOTS]!;
-    this.namesCap = this.i32[H_NAMES_CAP]!;
-    this.slot0 = slotsOffset(this.namesCap) / 4;
+    // A kernel-side worker of a machine table trusts only the kernel state (processes can write this header).
+    if (!kernel && check && Atomics.load(this.i32, H_MAGIC) !== FENCE_TABLE_MAGIC) throw new Error('not a fence table');
+    if (!kernel && this.i32[H_VERSION] !== FENCE_TABLE_VERSION) throw new Error(`fence table version ${this.i32[H_VERSION]}`);
+    // The header is process-writable: never believe a slot count the buffer cannot hold.
+    this.nslots = Math.max(1, Math.min(this.i32[H_NSLOTS]! | 0, Math.floor((sab.byteLength - HEADER_BYTES) / SLOT_BYTES)));
+    this.slot0 = HEADER_BYTES / 4;
     this.spinControl = new Int32Array(sab, H_SPIN * 4, H_SPIN_WORDS);
-    this.alive = new AliveTable(this.i32, H_ALIVE);
+    const kOff = kernel ? 0 : this.i32[H_KSTATE_BYTE]! | 0;
+    const ksab = kernel ?? (kOff > 0 && kOff % 8 === 0 && kOff < sab.byteLength ? sab : null);
+    this.k = ksab ? new Int32Array(ksab, kOff) : null;
+    if (this.k && this.k[K_MAGIC] !== FENCE_KSTATE_MAGIC) throw new Error('not a fence table\'s kernel state');
+    this.k64 = ksab ? new BigInt64Array(ksab, kOff) : null;
+    this.ku8 = ksab ? new Uint8Array(ksab, kOff) : null;
+    // Kernel-side geometry comes from the kernel state (processes cannot change it there).
+    this.namesCap = this.k ? this.k[K_NAMES_CAP]! : 0;
+    if (this.k) this.nslots = this.k[K_NSLOTS]!;
+    this.ks0 = this.k ? kernelSlotsByte(this.namesCap) / 4 : 0;
+    this.alive = this.k ? new AliveTable(this.k, K_ALIVE) : null;
     this.owner = untrackedOwner();
+  }
+
+  /** True when this worker holds the kernel state (may create and free fences). */
+  get kernelSide(): boolean {
+    return this.k !== null;
+  }
+
+  /** The kernel state's Int32 view; throws FenceWaitOnlyError (naming `what`) in a wait-only worker. */
+  kernelWords(what: string): Int32Array {
+    if (!this.k) throw new FenceWaitOnlyError(what);
+    return this.k;
+  }
+
+  /** Index in `k` of slot `index`'s kernel words (KS_*). */
+  private ks(index: number): number {
+    return this.ks0 + index * KS_WORDS;
+  }
+
+  /** The names id of the fence in slot `index` (kernel state; −1, which prints as '?', when wait-only). */
+  slotNameId(index: number): number {
+    const k = this.k;
+    return k ? Atomics.load(k, this.ks(index) + KS_NAME_ID) : -1;
+  }
+
+  /** Sets slot `index`'s names id (createSlot, the slot's creator). */
+  setSlotNameId(index: number, id: number): void {
+    Atomics.store(this.kernelWords('dma_fence_init'), this.ks(index) + KS_NAME_ID, id);
   }
 
   /** The machine clock's epoch (ms on the timeOrigin scale). */
@@ -390,9 +528,13 @@ export class FenceTable {
 
   // ---- attach ids and doorbells ------------------------------------------------------------------------------
 
-  /** A new attach id (≥ 1) for a worker: its creator id and doorbell bucket (id mod DOORBELL_BUCKETS). */
+  /**
+   * A new attach id (≥ 1) for a worker: its creator id and doorbell bucket (id mod DOORBELL_BUCKETS). A wait-only
+   * worker creates nothing, so its id only picks a doorbell bucket: its thread id + 1.
+   */
   newAttachId(): number {
-    return Atomics.add(this.i32, H_NEXT_ATTACH, 1) + 1;
+    if (!this.k) return threadId + 1;
+    return Atomics.add(this.k, K_NEXT_ATTACH, 1) + 1;
   }
 
   doorbellWord(bucket: number): number {
@@ -413,7 +555,8 @@ export class FenceTable {
 
   /** dma_fence_context_alloc(n): the first of n consecutive new contexts (the counter starts at 1). */
   contextAlloc(n: number): number {
-    return Number(Atomics.add(this.i64, H_CONTEXT_B / 8, BigInt(n)));
+    this.kernelWords('dma_fence_context_alloc');
+    return Number(Atomics.add(this.k64!, K_CONTEXT_B / 8, BigInt(n)));
   }
 
   // ---- slot allocator ----------------------------------------------------------------------------------------
@@ -430,29 +573,31 @@ export class FenceTable {
    * the failed swap discards it. Slots are never unmapped, so reading a stale link is harmless.
    */
   allocSlot(kind: number, creator: number): number {
+    const k = this.kernelWords('dma_fence_init');
     const i32 = this.i32;
-    const i64 = this.i64;
-    const headW = H_FREE_HEAD_B / 8;
-    const lo = H_FREE_HEAD_B / 4;
+    const k64 = this.k64!;
+    const headW = K_FREE_HEAD_B / 8;
+    const lo = K_FREE_HEAD_B / 4;
     let index: number;
     for (;;) {
       // The two halves are read separately (cheap Int32 loads); a torn pair just makes the 64-bit swap fail.
-      const idx = Atomics.load(i32, lo);
-      const tag = Atomics.load(i32, lo + 1);
+      const idx = Atomics.load(k, lo);
+      const tag = Atomics.load(k, lo + 1);
       if (idx === -1) this.full();
-      // The head and the links are shared words (every process holds the table): never index with a bad one.
+      // The head and the links are kernel state, but a process that plays a driver is handed it: never index with
+      // a bad one.
       if (!(idx > STUB_INDEX && idx < this.nslots)) BUG(`fence table free list: head ${idx} is not a slot (a corrupted fence word?)`);
-      const next = Atomics.load(i32, this.base(idx) + S_LINK);
+      const next = Atomics.load(k, this.ks(idx) + KS_NEXT_FREE);
       const h = (BigInt(tag) << 32n) | BigInt(idx >>> 0);
       const nh = (BigInt((tag + 1) | 0) << 32n) | BigInt(next >>> 0);
-      if (Atomics.compareExchange(i64, headW, h, nh) === h) {
+      if (Atomics.compareExchange(k64, headW, h, nh) === h) {
         index = idx;
         break;
       }
     }
-    const live = Atomics.add(i32, H_LIVE, 1) + 1;
-    for (let hw = Atomics.load(i32, H_HIGH_WATER); live > hw; hw = Atomics.load(i32, H_HIGH_WATER)) {
-      if (Atomics.compareExchange(i32, H_HIGH_WATER, hw, live) === hw) break;
+    const live = Atomics.add(k, K_LIVE, 1) + 1;
+    for (let hw = Atomics.load(k, K_HIGH_WATER); live > hw; hw = Atomics.load(k, K_HIGH_WATER)) {
+      if (Atomics.compareExchange(k, K_HIGH_WATER, hw, live) === hw) break;
     }
     const b = this.base(index);
     // Words other workers may read racily (a stale handle's checks, interest bits) are stored atomically; the
@@ -463,10 +608,10 @@ export class FenceTable {
     Atomics.store(i32, b + S_WAITERS, 0);
     i32[b + S_LINK] = -1;
     i32[b + S_ERROR] = 0;
-    i32[b + S_NAME_ID] = 0;
+    Atomics.store(k, this.ks(index) + KS_NAME_ID, NAME_ID_STUB);
     i32[b + S_NUM_FENCES] = 0;
     i32[b + S_CREATOR] = creator;
-    i32[b + S_SERIAL] = kind === KIND_EXT ? 0 : Atomics.add(i32, H_SERIAL, 1) + 1;
+    i32[b + S_SERIAL] = kind === KIND_EXT ? 0 : Atomics.add(k, K_SERIAL, 1) + 1;
     i32.fill(0, b + 16, b + SLOT_WORDS);
     return index;
   }
@@ -478,29 +623,27 @@ export class FenceTable {
    */
   freeSlot(index: number): void {
     if (index === STUB_INDEX) BUG('freeing the global stub fence slot');
+    const k = this.kernelWords('dma_fence_release');
     const i32 = this.i32;
     const b = this.base(index);
-    // The names reference createSlot's intern handed over. Extension slots keep handles where S_NAME_ID would be
-    // and hold none; fixed names (ids below NAME_ID_FIRST_DYNAMIC) are not counted.
-    if (((Atomics.load(i32, b + S_FLAGS) >> KIND_SHIFT) & KIND_MASK) !== KIND_EXT) {
-      const nameId = i32[b + S_NAME_ID]!;
-      i32[b + S_NAME_ID] = NAME_ID_STUB;
-      this.putNames(nameId);
-    }
+    // The names reference createSlot's intern handed over (extension slots and fixed names hold none, and their
+    // names id is NAME_ID_STUB or another fixed one).
+    const nameId = Atomics.exchange(k, this.ks(index) + KS_NAME_ID, NAME_ID_STUB);
+    this.putNames(nameId);
     Atomics.add(i32, b + S_GEN, 1);
     Atomics.store(i32, b + S_REFCOUNT, -1);
     Atomics.store(i32, b + S_FLAGS, KIND_FREE << KIND_SHIFT);
-    Atomics.sub(i32, H_LIVE, 1);
-    const i64 = this.i64;
-    const headW = H_FREE_HEAD_B / 8;
-    const lo = H_FREE_HEAD_B / 4;
+    Atomics.sub(k, K_LIVE, 1);
+    const k64 = this.k64!;
+    const headW = K_FREE_HEAD_B / 8;
+    const lo = K_FREE_HEAD_B / 4;
     for (;;) {
-      const top = Atomics.load(i32, lo);
-      const tag = Atomics.load(i32, lo + 1);
-      Atomics.store(i32, b + S_LINK, top);
+      const top = Atomics.load(k, lo);
+      const tag = Atomics.load(k, lo + 1);
+      Atomics.store(k, this.ks(index) + KS_NEXT_FREE, top);
       const h = (BigInt(tag) << 32n) | BigInt(top >>> 0);
       const nh = (BigInt((tag + 1) | 0) << 32n) | BigInt(index);
-      if (Atomics.compareExchange(i64, headW, h, nh) === h) return;
+      if (Atomics.compareExchange(k64, headW, h, nh) === h) return;
     }
   }
 
@@ -522,14 +665,15 @@ export class FenceTable {
 
   /** Slots in use (fences and extension slots) and the most ever in use. */
   usage(): { live: number; highWater: number; slots: number } {
-    return { live: Atomics.load(this.i32, H_LIVE), highWater: Atomics.load(this.i32, H_HIGH_WATER), slots: this.nslots };
+    const k = this.kernelWords('fence table usage');
+    return { live: Atomics.load(k, K_LIVE), highWater: Atomics.load(k, K_HIGH_WATER), slots: this.nslots };
   }
 
   // ---- names -------------------------------------------------------------------------------------------------
 
   /** Writes names entry `id` (creation time, or under the names lock). */
   writeNames(id: number, driver: string, timeline: string): void {
-    const at = HEADER_BYTES + id * NAME_ENTRY_BYTES + NAME_WORDS_BYTES;
+    const at = K_NAMES_BYTE + id * NAME_ENTRY_BYTES + NAME_WORDS_BYTES;
     this.writeStr(at, driver);
     this.writeStr(at + NAME_STR_BYTES, timeline);
   }
@@ -537,15 +681,18 @@ export class FenceTable {
   private writeStr(at: number, s: string): void {
     let bytes = encoder.encode(s);
     if (bytes.length > NAME_MAX) bytes = bytes.subarray(0, NAME_MAX);
-    this.u8[at] = bytes.length;
-    this.u8.set(bytes, at + 1);
+    const u8 = this.ku8;
+    if (!u8) throw new FenceWaitOnlyError('fence names');
+    u8[at] = bytes.length;
+    u8.set(bytes, at + 1);
   }
 
   private readStr(at: number): string {
     // The length byte is shared memory: never trust it past the field.
-    const len = Math.min(this.u8[at]!, NAME_MAX);
+    const u8 = this.ku8!;
+    const len = Math.min(u8[at]!, NAME_MAX);
     // TextDecoder refuses shared memory: copy the bytes out first.
-    return decoder.decode(this.u8.slice(at + 1, at + 1 + len));
+    return decoder.decode(u8.slice(at + 1, at + 1 + len));
   }
 
   /**
@@ -559,10 +706,10 @@ export class FenceTable {
    * Any thread; may sleep on the names lock.
    */
   internNames(driver: string, timeline: string): number {
+    const i32 = this.kernelWords('fence names intern');
     const key = `${driver}\u0000${timeline}`;
     const cached = this.nameKeys.get(key);
     if (cached !== undefined && this.tryGetNames(cached.id, cached.gen)) return cached.id;
-    const i32 = this.i32;
     const want = this.truncated(driver, timeline);
     let id = -1;
     try {
@@ -574,7 +721,7 @@ export class FenceTable {
       throw new FenceTableFullError(msg);
     }
     try {
-      const n = Math.min(Atomics.load(i32, H_NAMES_COUNT), this.namesCap);
+      const n = Math.min(Atomics.load(i32, K_NAMES_COUNT), this.namesCap);
       for (let i = NAME_ID_FIRST_DYNAMIC; i < n && id < 0; i++) {
         const w = nameWord(i);
         if (Atomics.load(i32, w + NE_REF) <= 0) continue;
@@ -582,13 +729,13 @@ export class FenceTable {
         if (d === want[0] && t === want[1] && this.tryGetNames(i, Atomics.load(i32, w + NE_GEN))) id = i;
       }
       if (id < 0) {
-        const head = i32[H_NAMES_FREE]!;
+        const head = i32[K_NAMES_FREE]!;
         if (head >= NAME_ID_FIRST_DYNAMIC && head < n) {
           id = head;
-          i32[H_NAMES_FREE] = i32[nameWord(id) + NE_LINK]!;
+          i32[K_NAMES_FREE] = i32[nameWord(id) + NE_LINK]!;
         } else if (n < this.namesCap) {
           id = n;
-          Atomics.store(i32, H_NAMES_COUNT, n + 1);
+          Atomics.store(i32, K_NAMES_COUNT, n + 1);
         } else {
           const msg =
             `dmabuf-sim: fence names table full: all ${this.namesCap} driver/timeline pairs are in use by live ` +
@@ -598,7 +745,7 @@ export class FenceTable {
           throw new FenceTableFullError(msg);
         }
         this.writeNames(id, want[0], want[1]);
-        Atomics.add(i32, H_NAMES_LIVE, 1);
+        Atomics.add(i32, K_NAMES_LIVE, 1);
         // Publishes the strings (seq-cst store after the plain writes above).
         Atomics.store(i32, nameWord(id) + NE_REF, 1);
       }
@@ -616,7 +763,7 @@ export class FenceTable {
   private tryGetNames(id: number, gen: number): boolean {
     if (id < NAME_ID_FIRST_DYNAMIC) return id >= 0;
     if (id >= this.namesCap) return false;
-    const i32 = this.i32;
+    const i32 = this.kernelWords('fence names');
     const w = nameWord(id);
     for (;;) {
       const v = Atomics.load(i32, w + NE_REF);
@@ -641,7 +788,7 @@ export class FenceTable {
       warn(`fence names: put of names id ${id}, outside the table (a corrupted fence slot?)`);
       return;
     }
-    const i32 = this.i32;
+    const i32 = this.kernelWords('fence names put');
     const w = nameWord(id);
     for (;;) {
       const v = Atomics.load(i32, w + NE_REF);
@@ -664,10 +811,10 @@ export class FenceTable {
       return;
     }
     try {
-      i32[w + NE_LINK] = i32[H_NAMES_FREE]!;
-      i32[H_NAMES_FREE] = id;
+      i32[w + NE_LINK] = i32[K_NAMES_FREE]!;
+      i32[K_NAMES_FREE] = id;
       Atomics.store(i32, w + NE_REF, -1);
-      Atomics.sub(i32, H_NAMES_LIVE, 1);
+      Atomics.sub(i32, K_NAMES_LIVE, 1);
     } finally {
       this.unlockNames();
     }
@@ -675,13 +822,13 @@ export class FenceTable {
 
   /** The current generation of names entry `id` (ops caches validate against it); −1 outside the table. */
   namesGen(id: number): number {
-    if (!(id >= 0 && id < this.namesCap)) return -1;
-    return Atomics.load(this.i32, nameWord(id) + NE_GEN);
+    if (!(id >= 0 && id < this.namesCap) || !this.k) return -1;
+    return Atomics.load(this.k, nameWord(id) + NE_GEN);
   }
 
   /** Names entries in use (the fixed ones included) and the capacity. */
   namesUsage(): { live: number; capacity: number } {
-    return { live: Atomics.load(this.i32, H_NAMES_LIVE), capacity: this.namesCap };
+    return { live: Atomics.load(this.kernelWords('fence names usage'), K_NAMES_LIVE), capacity: this.namesCap };
   }
 
   private truncated(driver: string, timeline: string): [string, string] {
@@ -698,13 +845,13 @@ export class FenceTable {
    * handed out twice — so the taker reports it and carries on.
    */
   private lockNames(): void {
-    if (robustLock(this.i32, H_NAMES_LOCK, this.owner, this.alive, this.namesLockTimeoutMs ?? Infinity)) {
+    if (robustLock(this.k!, K_NAMES_LOCK, this.owner, this.alive, this.namesLockTimeoutMs ?? Infinity)) {
       warn('fence names table lock: its owner died holding it; taken over (EOWNERDEAD), at most one names entry lost');
     }
   }
 
   private unlockNames(): void {
-    robustUnlock(this.i32, H_NAMES_LOCK);
+    robustUnlock(this.k!, K_NAMES_LOCK);
   }
 
   /**
@@ -712,13 +859,14 @@ export class FenceTable {
    * from a shared slot word and is never trusted). Cached per worker with the entry's generation.
    */
   names(id: number): [string, string] {
-    if (!(id >= 0 && id < this.namesCap) || !Number.isInteger(id)) return ['?', '?'];
+    const k = this.k;
+    if (!k || !(id >= 0 && id < this.namesCap) || !Number.isInteger(id)) return ['?', '?'];
     const w = nameWord(id);
-    const gen = Atomics.load(this.i32, w + NE_GEN);
+    const gen = Atomics.load(k, w + NE_GEN);
     const c = this.nameCache[id];
     if (c && c.gen === gen) return c.pair;
-    if (Atomics.load(this.i32, w + NE_REF) <= 0) return ['?', '?'];
-    const at = HEADER_BYTES + id * NAME_ENTRY_BYTES + NAME_WORDS_BYTES;
+    if (Atomics.load(k, w + NE_REF) <= 0) return ['?', '?'];
+    const at = K_NAMES_BYTE + id * NAME_ENTRY_BYTES + NAME_WORDS_BYTES;
     const pair: [string, string] = [this.readStr(at), this.readStr(at + NAME_STR_BYTES)];
     this.nameCache[id] = { gen, pair };
     return pair;
@@ -739,7 +887,7 @@ export class FenceTable {
       // A zombie: released (refcount 0) while callbacks were queued; it lives until the last one ran or was removed.
       const zombie = refcount === 0 && Atomics.load(i32, b + S_CB_PENDING) > 0;
       if (refcount <= 0 && !zombie) continue;
-      const [driver, timeline] = this.names(Atomics.load(i32, b + S_NAME_ID));
+      const [driver, timeline] = this.names(this.slotNameId(i));
       const b64 = b >> 1;
       out.push({
         index: i,

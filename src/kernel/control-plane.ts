@@ -8,15 +8,15 @@ import { KernelBug } from '../bug.js';
 import { KernelError, simError, SyscallError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { AF_UNIX, O_CLOEXEC, O_LARGEFILE, O_RDWR, SOCK_TYPE_MASK } from '../uapi/posix.js';
-import { createChannel, SHUTDOWN, SHUTDOWN_BEGUN } from '../shm/channel.js';
+import { createChannel, SHUTDOWN, SHUTDOWN_BEGUN, SYS } from '../shm/channel.js';
 import { createControl, spinBlockOf } from '../shm/control-block.js';
 import { releaseSpinSlots, SB_MAX, spinSlotsInUse } from '../shm/spin.js';
 import { TOKEN_UNTRACKED } from '../shm/alive.js';
-import { H_KERNEL_OWNER } from '../fence/table.js';
+import { createSplitFenceTable, K_KERNEL_OWNER } from '../fence/table.js';
 import type { FenceRuntime } from '../fence/runtime.js';
 import { afUnixOf, socketpairFlags } from './af-unix.js';
 import { registerCharDevices } from './chrdev.js';
-import { attachFenceTable, createFenceTable, dmaFenceFromHandle, liveFences, type FenceHandle, type FenceTableOptions } from '../fence/index.js';
+import { attachFenceTable, dmaFenceFromHandle, liveFences, type FenceHandle, type FenceTableOptions } from '../fence/index.js';
 import { fenceTableSizes } from '../fence/table.js';
 import { ServeLoop, SyscallEntry, type Oops } from './entry.js';
 import { registerFsSyscalls } from './fs.js';
@@ -90,6 +90,8 @@ export class KernelControl {
   private loop: ServeLoop | null = null;
   private ctl: Int32Array | null = null;
   private fences: SharedArrayBuffer | null = null;
+  /** The fence table's kernel state (createSplitFenceTable): kernel-side workers only, never a plain process. */
+  private fenceKernel: SharedArrayBuffer | null = null;
   private fenceRt: FenceRuntime | null = null;
   /** pid → the owner token registered for the process in the alive table, cleared in reap. */
   private readonly owners = new Map<number, number>();
@@ -97,14 +99,15 @@ export class KernelControl {
   private untrackedOwners = 0;
 
   /**
-   * The owner token of a new task. The alive table is in the fence table every process can write, so it may be
-   * full — of forged entries, or of more than ALIVE_ENTRIES live tasks. Then the task gets an untracked token
+   * The owner token of a new task. The alive table is in the fence table's kernel state, which processes that play
+   * drivers ({ kernelFences: true }) are handed, so it may be full — of forged entries, or of more than
+   * ALIVE_ENTRIES live tasks. Then the task gets an untracked token
    * (bit 28 set, apart from untrackedOwner()'s thread ids): never presumed dead, so a lock it dies holding is not
    * taken over, but its spin slots still come back in reap — rather than a spawn or clone that fails half-made.
    */
   private newOwner(): number {
     try {
-      return this.fenceRt!.table.alive.register();
+      return this.fenceRt!.table.alive!.register();
     } catch {
       return TOKEN_UNTRACKED | (1 << 28) | (this.untrackedOwners++ & ((1 << 28) - 1));
     }
@@ -160,14 +163,20 @@ export class KernelControl {
     const control = createControl(cfg.maxSpinners);
     // The machine's fence table, before any subsystem can make a fence. The broker is an event-loop thread: its
     // fence callbacks run promptly from a waitAsync watcher; fence/resv WARN()s go to the kernel's warnings.
-    const fences = createFenceTable({ ...fenceTableSizes(cfg.fences ?? {}, 'fences.'), maxSpinners: cfg.maxSpinners });
-    const frt = attachFenceTable(fences, { control, maxSpinners: cfg.maxSpinners, eventLoop: true });
+    // Split: processes are handed `fences` only; the kernel-owned state (names, alive table, counters, allocator)
+    // stays in `kernel`, handed to kernel-side workers.
+    const { table: fences, kernel } = createSplitFenceTable({ ...fenceTableSizes(cfg.fences ?? {}, 'fences.'), maxSpinners: cfg.maxSpinners });
+    const frt = attachFenceTable(fences, { control, maxSpinners: cfg.maxSpinners, eventLoop: true, kernel });
     // Processes learn from this word whether the kernel still lives (the main thread clears the token when the
     // broker worker exits): a call waiting for a reply then fails instead of waiting forever.
-    Atomics.store(frt.i32, H_KERNEL_OWNER, frt.owner);
+    Atomics.store(frt.table.k!, K_KERNEL_OWNER, frt.owner);
     this.fenceRt = frt;
     setWarningSink((message, expected) => k.recordWarning(message, expected), true);
     this.fences = fences;
+    this.fenceKernel = kernel;
+    // A plain process's view of the alive table it is not handed (a lock waiter asking whether an owner died).
+    const alive = frt.table.alive!;
+    entry.register(SYS.owner_alive, (_k, req) => (alive.isAlive(req.int(0)) ? 1 : 0));
     bootSubsystems(k, entry, cfg);
     this.k = k;
     this.entry = entry;
@@ -182,6 +191,15 @@ export class KernelControl {
   fenceTable(): SharedArrayBuffer {
     if (!this.fences) throw new Error('kernel not booted');
     return this.fences;
+  }
+
+  /**
+   * The fence table's kernel state: for kernel-side workers only (the main thread, processes spawned with
+   * { kernelFences: true }, future driver workers) — never handed to a plain process.
+   */
+  fenceKernelState(): SharedArrayBuffer {
+    if (!this.fenceKernel) throw new Error('kernel not booted');
+    return this.fenceKernel;
   }
 
   /**
@@ -221,7 +239,7 @@ export class KernelControl {
       // see it dead from now on (robust locks, src/fence/table.ts). Nothing here waits on the process.
       this.owners.delete(pid);
       releaseSpinSlots(spinBlockOf(this.ctl!.buffer as SharedArrayBuffer), owner);
-      this.fenceRt!.table.alive.clear(owner);
+      this.fenceRt!.table.alive!.clear(owner);
     }
     const t = k.tasks.get(pid);
     if (!t) return;
@@ -435,7 +453,7 @@ export class KernelControl {
   leaks(): LeakReport[] {
     // Live fences (the global stub excepted) live in the shared table, created by any worker: listed with their
     // creator's attach id and creation serial.
-    const fences: LeakReport[] = (this.fences ? liveFences(this.fences) : []).map((f) => ({
+    const fences: LeakReport[] = (this.fences ? liveFences(this.fences, this.fenceKernel) : []).map((f) => ({
       id: 0,
       kind: 'dma_fence',
       what:

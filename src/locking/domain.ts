@@ -198,7 +198,7 @@ export class LockDomain {
     if (i32[LIVENESS_SRC] === 1) {
       const rt = fenceRuntimeAttached() ? fenceRuntime() : null;
       this.token = who.owner ?? (rt ? rt.owner : untrackedOwner());
-      this.liveness = who.liveness ?? (rt ? rt.table.alive : { isAlive: () => true });
+      this.liveness = who.liveness ?? rt?.table.alive ?? { isAlive: () => true };
     } else {
       this.token = this.register();
       this.liveness = { isAlive: (t) => this.isAliveLocal(t) };

@@ -3,8 +3,9 @@
  * waits for (a lock word, a spin slot, a half-finished signal) registers an owner token, and which is cleared when
  * that worker dies — so a waiter that finds an owner token in a lock word can tell a slow owner from a dead one.
  *
- * It lives inside the machine's fence table (src/fence/table.ts, words H_ALIVE..), the one SharedArrayBuffer
- * every worker that takes shared locks already maps.
+ * It lives in the fence table's kernel state (src/fence/table.ts, words K_ALIVE..): handed only to kernel-side
+ * workers (the broker, the main thread, processes spawned with { kernelFences: true }), never to a plain process —
+ * one that could write it could forge another's death (take over its locks, reclaim its spin slots).
  *
  * ## Layout (Int32 words from `base`, all accessed with Atomics)
  *
@@ -21,7 +22,8 @@
  * - Machine processes: the broker registers one at createProcess and clears it in reap (after the worker's
  *   'exit', which the main thread sees for every process worker — kill, crash or exit alike).
  * - The broker registers itself at boot; the main thread clears it on the broker worker's 'exit'.
- * - Any other worker that attaches a fence table self-registers (FenceRuntime); whoever created that worker
+ * - Any other kernel-side worker that attaches a fence table with its kernel state self-registers (FenceRuntime;
+ *   a wait-only worker cannot, and is untracked: never presumed dead); whoever created that worker
  *   clears its token when it ends (aliveClear), or it counts as alive forever (waiters then wait, in bounded
  *   slices, exactly as before).
  *

@@ -92,6 +92,12 @@ export const SYS = {
   sync_file_fence: 22,
   clone: 23,
   wait4: 24,
+  /**
+   * Not a Linux syscall: is owner token ARGS[0] still registered in the kernel's alive table (1) or not (0)? For
+   * plain processes, which are not handed the alive table (src/fence/table.ts): their robust-lock waiters ask here,
+   * on the slow path only (see Runtime.ownerLiveness).
+   */
+  owner_alive: 25,
 } as const;
 export type SysName = keyof typeof SYS;
 export const SYS_NAMES: readonly SysName[] = (() => {

@@ -23,12 +23,13 @@ import {
   ST_IDLE,
   ST_REPLY,
   ST_REQUEST,
+  SYS,
   SYS_NAMES,
 } from '../shm/channel.js';
 import { ringDoorbell, spinBlockOf } from '../shm/control-block.js';
 import { AdaptiveSpin } from '../shm/spin.js';
-import { AliveTable } from '../shm/alive.js';
-import { H_ALIVE, untrackedOwner } from '../fence/table.js';
+import { AliveTable, isTrackedToken } from '../shm/alive.js';
+import { K_ALIVE, untrackedOwner } from '../fence/table.js';
 import { setDefaultFenceOwner } from '../fence/runtime.js';
 
 const enc = new TextEncoder();
@@ -72,6 +73,11 @@ export interface RuntimeInit {
   readonly maxSpinners: number;
   /** The machine's fence table (attach with attachFenceTable from src/fence/index.ts to use kernel fences). */
   readonly fences?: SharedArrayBuffer;
+  /**
+   * The fence table's kernel state, handed only to a process spawned with { kernelFences: true } (it plays a
+   * driver: creates and signals fences). A plain process attaches the table wait-only.
+   */
+  readonly fenceKernel?: SharedArrayBuffer;
   readonly port: MessagePort;
   /** Send the caller's stack with every syscall, for leak reports (Machine.boot({ recordStacks: true })). */
   readonly recordStacks?: boolean;
@@ -96,6 +102,8 @@ export class Runtime {
   readonly regions = new Map<number, SharedArrayBuffer>();
   /** The machine's fence table, when the machine handed one over. */
   readonly fences: SharedArrayBuffer | null;
+  /** Its kernel state, for a process that plays a driver (RuntimeInit.fenceKernel); null for a plain process. */
+  readonly fenceKernel: SharedArrayBuffer | null;
 
   private readonly recordStacks: boolean;
   /** The exit status once exit() went through: the process is gone and may make no further syscall. */
@@ -103,21 +111,22 @@ export class Runtime {
   /** This process's owner token (spin slots, locks); see RuntimeInit.owner. */
   readonly owner: number;
   private readonly alive: AliveTable | null;
-  private readonly fenceWords: Int32Array | null;
   /** Set once the kernel (broker) was found dead: every later call fails at once. */
   private kernelGone = false;
 
   constructor(init: RuntimeInit) {
     this.recordStacks = init.recordStacks ?? false;
     this.fences = init.fences ?? null;
+    this.fenceKernel = init.fenceKernel ?? null;
     this.ch = new ChannelViews(init.channel);
     this.ctl = new Int32Array(init.control);
     this.pid = init.pid;
     this.tid = init.tid ?? init.pid;
     this.name = init.name;
     this.port = init.port;
-    this.fenceWords = this.fences ? new Int32Array(this.fences) : null;
-    this.alive = this.fenceWords ? new AliveTable(this.fenceWords, H_ALIVE) : null;
+    // The alive table is kernel state: a plain process cannot take back dead spinners' slots itself (the broker
+    // releases a dead process's slots when it reaps it).
+    this.alive = this.fenceKernel ? new AliveTable(new Int32Array(this.fenceKernel), K_ALIVE) : null;
     this.owner = init.owner ?? untrackedOwner();
     this.maxSpinners = init.maxSpinners;
     this.spin = new AdaptiveSpin(spinBlockOf(init.control), this.owner, this.alive, init.maxSpinners);
@@ -208,8 +217,29 @@ export class Runtime {
    * How this process attaches to the machine's fence table (attachFenceTable(rt().fences, rt().fenceAttachOptions())):
    * fence waiters then share the syscall spinners' slots, under the limit this process was handed.
    */
-  fenceAttachOptions(): { control: SharedArrayBuffer; maxSpinners: number } {
-    return { control: this.ctl.buffer as SharedArrayBuffer, maxSpinners: this.maxSpinners };
+  fenceAttachOptions(): { control: SharedArrayBuffer; maxSpinners: number; kernel?: SharedArrayBuffer } {
+    const o = { control: this.ctl.buffer as SharedArrayBuffer, maxSpinners: this.maxSpinners };
+    // A plain process attaches wait-only; one that plays a driver with the kernel state it was trusted with.
+    return this.fenceKernel ? { ...o, kernel: this.fenceKernel } : o;
+  }
+
+  /**
+   * Owner liveness for a plain process's lock waiters (a process spawned with { kernelFences: true } reads the
+   * alive table itself): asks the kernel (SYS.owner_alive) — only on a waiter's slow path, after a sleep slice. An
+   * untracked token, or a call that fails (the kernel shutting down or gone), counts as alive: never presumed dead.
+   */
+  ownerLiveness(): { isAlive(token: number): boolean } {
+    if (this.alive) return this.alive;
+    return {
+      isAlive: (token: number): boolean => {
+        if (!isTrackedToken(token)) return true;
+        try {
+          return this.call(SYS.owner_alive, token, 0, 0, 0, 0, 0, undefined, 'owner_alive') !== 0;
+        } catch {
+          return true;
+        }
+      },
+    };
   }
 
   /** Reply bytes of the last call. */
