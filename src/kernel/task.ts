@@ -10,7 +10,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { FilesStruct, type FdEntry } from './fdtable.js';
 import { MMAP_BASE, type Vma } from './mm.js';
-import { ChannelViews } from '../shm/channel.js';
+import { ChannelViews, NARGS } from '../shm/channel.js';
 import { DEFAULT_NOFILE } from '../uapi/posix.js';
 import { ioctlName } from '../uapi/names.js';
 import { WaitQueue, type Blocked } from './wait.js';
@@ -78,6 +78,12 @@ export class Task {
   /** The group that may wait for this task (its creator's), null once that group is gone or for spawned ones. */
   parent: ThreadGroup | null = null;
   readonly channel: ChannelViews;
+  /**
+   * The current request's ARGS as read at dispatch (copy_from_user; see SyscallRequest). One per task, not one per
+   * request: a task has at most one call in flight (served or parked), and the next request can only be posted
+   * after that call's reply, so the copy cannot be overwritten while a handler or a parked retry still reads it.
+   */
+  readonly argsCopy = new Float64Array(NARGS);
   /** Set while a request is being served or parked, so the scanner does not dispatch it twice. */
   inFlight = false;
   parked: Parked | null = null;
