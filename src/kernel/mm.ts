@@ -144,7 +144,9 @@ function sysMmap(k: Kernel, req: SyscallRequest): number {
   if (flags & MAP_FIXED) throw new KernelError(E.EINVAL, 'MAP_FIXED is not modelled');
   const size = PAGE_ALIGN(len);
   // PAGE_ALIGN wrapping to 0 → ENOMEM; get_unmapped_area: longer than the address space, or no room left in it.
-  if (size >= 2 ** 64 || size > TASK_SIZE || t.nextMmapAddr + size > TASK_SIZE) throw new KernelError(E.ENOMEM);
+  if (size >= 2 ** 64 || size > TASK_SIZE) throw new KernelError(E.ENOMEM);
+  const start = unmappedArea(t, size);
+  if (start < 0) throw new KernelError(E.ENOMEM);
   // file_mmap_ok: the mapping's end in the file must stay within MAX_LFS_FILESIZE.
   if (offset > MAX_LFS_FILESIZE - size) throw new KernelError(E.EOVERFLOW);
   const type = flags & MAP_TYPE;
@@ -157,11 +159,10 @@ function sysMmap(k: Kernel, req: SyscallRequest): number {
   }
   if (!(f.fmode & FMODE_READ)) throw new KernelError(E.EACCES);
   if (!f.ops.mmap) throw new KernelError(E.ENODEV);
-  const start = t.nextMmapAddr;
   const vma = new Vma(start, start + size, f, offset / PAGE_SIZE, prot >>> 0, flags, k.origin());
   f.ops.mmap(f, vma);
   if (!vma.region) BUG(`${f.ops.kind} mmap set no region`);
-  t.nextMmapAddr = start + size + PAGE_SIZE; // guard page between mappings
+  if (start === t.nextMmapAddr) t.nextMmapAddr = start + size + PAGE_SIZE; // guard page between mappings
   k.fget(f);
   insertVma(t, vma);
   regionGet(t, vma.region, req);
@@ -230,4 +231,22 @@ function slice(v: Vma, start: number, end: number): Vma {
 export function registerMmSyscalls(entry: SyscallEntry): void {
   entry.register(SYS.mmap, sysMmap);
   entry.register(SYS.munmap, sysMunmap);
+}
+
+/**
+ * get_unmapped_area for the model: where a new mapping of `size` bytes goes, or -1 when the address space has no
+ * room (ENOMEM). Fast path: the bump pointer above every mapping so far (deterministic addresses, one guard page
+ * between mappings). When that runs past TASK_SIZE — a long-running process that maps and unmaps in a loop gets
+ * there after ~1 TiB of mappings — the first gap between the sorted VMAs above MMAP_BASE that holds the mapping and
+ * its guard page is reused, as Linux reuses freed address space. Broker thread, inside the mmap syscall.
+ */
+function unmappedArea(t: Task, size: number): number {
+  if (t.nextMmapAddr + size <= TASK_SIZE) return t.nextMmapAddr;
+  let addr = MMAP_BASE;
+  for (const v of t.vmas) {
+    if (v.end + PAGE_SIZE <= addr) continue;
+    if (v.start >= addr + size + PAGE_SIZE) break;
+    addr = Math.max(addr, v.end + PAGE_SIZE);
+  }
+  return addr + size <= TASK_SIZE ? addr : -1;
 }
