@@ -147,8 +147,9 @@ export interface Suppression {
 }
 
 /**
- * Who is alive. The domain carries its own table; once the machine-wide alive table (src/shm/alive.ts) is on
- * main, a domain can be pointed at it with setLiveness() — the token conventions are the same.
+ * Who is alive. A standalone domain carries its own table; a machine's domain is pointed at the machine-wide alive
+ * table (src/shm/alive.ts) with setLiveness(), so the broker's reap of a dead process makes its locks recoverable —
+ * the token conventions are the same.
  */
 export interface Liveness {
   isAlive(token: number): boolean;
