@@ -110,6 +110,9 @@ function moduleLoaded(worker: Worker, exited: Promise<ExitStatus>, module: strin
   });
 }
 
+/** Whether a cloned task's module loaded (see moduleLoaded), for the Proc.fork/thread call that made it. */
+const cloneLoaded = new WeakMap<Proc, Promise<void>>();
+
 /** What a forked child or a thread runs: its module's `main(...args)`. */
 export interface CloneOptions {
   /** comm of the new task (default: the caller's). */
@@ -401,6 +404,9 @@ export class Machine {
     const pid = await kernel.clone(parent.pid, flags, { module: url, args: opts.args ?? [], ...(opts.name !== undefined ? { name: opts.name } : {}) });
     const p = this.procs.get(pid);
     if (!p) BUG(`no worker started for clone ${pid}`);
+    // As spawn: the call settles once the clone's module loaded, and rejects when it did not (the clone exits with
+    // status 1 by itself — it is its parent's child, whose waitpid sees that status).
+    await cloneLoaded.get(p);
     return p;
   };
 
@@ -429,6 +435,10 @@ export class Machine {
     const worker = new Worker(new URL('../workers/process.js', import.meta.url), { workerData: data, transferList: [req.port] });
     const p = new Proc(req.tid, req.name, worker, (pid, code, killed) => this.kernel.reap(pid, code, killed), { tgid: req.tgid, clone: this.cloner });
     owners.set(p, this);
+    // Awaited by Proc.fork/thread (the cloner); a clone made inside a process has nobody waiting on it.
+    const loaded = moduleLoaded(worker, p.exited, req.module);
+    loaded.catch(() => {});
+    cloneLoaded.set(p, loaded);
     this.procs.set(req.tid, p);
     this.channels.add(req.channel);
     void p.exited.then(() => {

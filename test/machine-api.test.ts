@@ -63,6 +63,11 @@ test('spawn of a missing module or a module without main rejects at spawn, and l
     const p = await m.spawn(noMain);
     t.is(await p.call('openNull'), 3);
     t.like(await t.throwsAsync(p.call('nosuch')), { code: 'ERR_DMABUF_SIM_NO_EXPORT' });
+    // The same for Proc.fork / Proc.thread: the clone's module failing to load rejects the call itself (the child
+    // exits with status 1, which the parent's waitpid still sees), instead of resolving to a process about to die.
+    const forked = await t.throwsAsync(p.fork(new URL('./fixtures/does-not-exist.js', import.meta.url)));
+    t.like(forked, { code: 'ERR_DMABUF_SIM_MODULE_LOAD' });
+    t.like(await t.throwsAsync(p.thread(noMain, { args: [] })), { code: 'ERR_DMABUF_SIM_NO_EXPORT' });
   });
 });
 
