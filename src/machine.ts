@@ -278,6 +278,16 @@ export class Machine {
     controlOfMachine = (m, what) => m.live(what);
   }
 
+  /** Settles when the broker worker (the kernel) has exited, for whatever reason. */
+  private readonly brokerExited: Promise<void>;
+
+  /**
+   * Reaps a process whose worker ended (the kernel's teardown). With the kernel gone there is nothing left to tear
+   * down — its tables died with it — so a process's `exited` (and kill()) settles instead of waiting forever.
+   */
+  private readonly reap = (pid: number, code: number, killed: boolean): Promise<void> =>
+    Promise.race([this.kernel.reap(pid, code, killed), this.brokerExited]);
+
   private constructor(
     private readonly broker: Worker,
     private readonly kernel: Comlink.Remote<KernelControl>,
@@ -291,6 +301,7 @@ export class Machine {
   ) {
     // The broker's death, told to each process in its own channel (SHUTDOWN_KERNEL_GONE): a process waiting for a
     // reply then gives up. Per channel, so no process can make another's calls give up.
+    this.brokerExited = new Promise((resolve) => broker.once('exit', () => resolve()));
     broker.once('exit', () => {
       for (const ch of this.channels) {
         const i32 = new Int32Array(ch, 0, CHANNEL_HEADER_WORDS);
@@ -374,7 +385,7 @@ export class Machine {
       workerData: data,
       transferList: [port2],
     });
-    const p = new Proc(info.pid, name, worker, (pid, code, killed) => this.kernel.reap(pid, code, killed), { clone: this.cloner });
+    const p = new Proc(info.pid, name, worker, this.reap, { clone: this.cloner });
     owners.set(p, this);
     this.procs.set(info.pid, p);
     this.channels.add(info.channel);
@@ -433,7 +444,7 @@ export class Machine {
       ...(this.lockDomain ? { locks: this.lockDomain.sab } : {}),
     };
     const worker = new Worker(new URL('../workers/process.js', import.meta.url), { workerData: data, transferList: [req.port] });
-    const p = new Proc(req.tid, req.name, worker, (pid, code, killed) => this.kernel.reap(pid, code, killed), { tgid: req.tgid, clone: this.cloner });
+    const p = new Proc(req.tid, req.name, worker, this.reap, { tgid: req.tgid, clone: this.cloner });
     owners.set(p, this);
     // Awaited by Proc.fork/thread (the cloner); a clone made inside a process has nobody waiting on it.
     const loaded = moduleLoaded(worker, p.exited, req.module);

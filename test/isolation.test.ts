@@ -66,9 +66,9 @@ test('when the broker worker dies, a process waiting for a reply gives up with E
   await new Promise((r) => setTimeout(r, 50));
   await (m as unknown as { broker: { terminate(): Promise<number> } }).broker.terminate();
   t.is(await waiting, 'ESHUTDOWN');
-  // Not kill(): its promise settles after the kernel's reap, and there is no kernel any more.
-  type Raw = { worker: { terminate(): Promise<number> } };
-  await Promise.all([victim, other].map((p) => (p as unknown as Raw).worker.terminate()));
+  // kill() settles although no kernel is left to reap the process (it used to wait for the reap forever).
+  const killed = await Promise.race([Promise.all([victim, other].map((p) => p.kill())), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 5000))]);
+  t.not(killed, 'hung', 'kill() after the broker died settles');
 });
 
 test('fence words a process corrupted (a link cycle, a huge count, an index outside the table) are a reported BUG in the broker, never a hang or a crash', async (t) => {
