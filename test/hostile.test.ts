@@ -4,6 +4,7 @@
  * fix; see the comment on each.
  */
 import test from 'ava';
+import { DATA_OFFSET } from '../src/shm/channel.js';
 import { Machine, type Proc, uapi } from '../src/index.js';
 import { dmaBufAddFence, dmaBufCpuAccessAsync, dmaBufMapAsync, kunit, spinSlots } from '../src/testing.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
@@ -274,6 +275,26 @@ test('a process that maps and unmaps in a loop never runs out of address space (
     const { low, high } = await p.call<{ low: number; high: number }>('mapUnmapLoop', 4500, size);
     t.true(high + size <= 2 ** 47, 'every mapping below TASK_SIZE');
     t.is(low, 0x7f00_0000_0000, 'the first mapping at the mmap base; later ones reuse freed ranges');
+  } finally {
+    await shutdownNoLeaks(t, m);
+  }
+});
+
+test('a process rewriting its pollfd array while its poll is parked cannot change what the kernel polls (copied once)', async (t) => {
+  // Before: every pass of a parked poll re-read fd and events from the caller's channel, so a write there (from a
+  // thread given the channel) changed what was polled mid-call; Linux copies the array into the kernel once.
+  const m = await Machine.boot();
+  try {
+    const victim = await m.spawn(fixture, { name: 'poller' });
+    const peer = await m.spawn(fixture, { name: 'peer' });
+    const [a, b] = await m.socketpair(victim, peer);
+    const ch = await victim.call<SharedArrayBuffer>('channelSab');
+    const polled = victim.call<number>('pollInRevents', a);
+    await waitParked(m, 1);
+    // Rewrite the pollfd's events to POLLOUT (a socket is always writable) while the call sleeps.
+    new DataView(ch, DATA_OFFSET).setUint16(4, uapi.POLLOUT, true);
+    await peer.call('writeByte', b);
+    t.is(await polled, uapi.POLLIN, 'the wake reports what was asked when the call was made');
   } finally {
     await shutdownNoLeaks(t, m);
   }

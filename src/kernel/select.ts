@@ -21,17 +21,18 @@ export const POLLFD_SIZE = 8;
  * file in `files` — poll_wait's get_file: the call holds each polled file while it sleeps (SyscallEntry.park), so
  * another thread's close of the fd does not release it; a later pass finds the fd closed and reports POLLNVAL.
  */
-function pollOnce(req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | null, files: File[] | null = null): number {
+function pollOnce(req: SyscallRequest, list: PollList, queues: Set<WaitQueue> | null, files: File[] | null = null): number {
   const dv = req.dataView;
   const t = req.task;
+  const nfds = list.fds.length;
   let ready = 0;
   // poll_wait only registers on the first pass (later passes run with _qproc NULL), but every pass hands the poll
   // op the events asked for: do_pollfd sets the table's _key to events | POLLERR | POLLHUP (poll_requested_events).
   const collect = queues ? (q: WaitQueue): void => void queues.add(q) : (): void => {};
   for (let i = 0; i < nfds; i++) {
     const off = i * POLLFD_SIZE;
-    const fd = dv.getInt32(off, true);
-    const events = dv.getUint16(off + 4, true);
+    const fd = list.fds[i]!;
+    const events = list.events[i]!;
     let revents = 0;
     if (fd >= 0) {
       const e = t.getFd(fd);
@@ -51,6 +52,27 @@ function pollOnce(req: SyscallRequest, nfds: number, queues: Set<WaitQueue> | nu
   return ready;
 }
 
+/**
+ * do_sys_poll's poll_list: the pollfds' fd and events, copied from the caller once (copy_from_user). Every pass
+ * reads this copy, so a process rewriting its channel while its poll is parked cannot change what is polled;
+ * revents go back to the caller's array on each pass (the reply carries them).
+ */
+interface PollList {
+  readonly fds: Int32Array;
+  readonly events: Uint16Array;
+}
+
+function copyPollList(req: SyscallRequest, nfds: number): PollList {
+  const dv = req.dataView;
+  const fds = new Int32Array(nfds);
+  const events = new Uint16Array(nfds);
+  for (let i = 0; i < nfds; i++) {
+    fds[i] = dv.getInt32(i * POLLFD_SIZE, true);
+    events[i] = dv.getUint16(i * POLLFD_SIZE + 4, true);
+  }
+  return { fds, events };
+}
+
 function sysPoll(k: Kernel, req: SyscallRequest): number | Blocked {
   // poll(struct pollfd *ufds, unsigned int nfds, int timeout_msecs): a negative timeout waits forever.
   const nfds = req.uint(0);
@@ -59,19 +81,20 @@ function sysPoll(k: Kernel, req: SyscallRequest): number | Blocked {
   if (nfds > req.task.nofileCur) throw new KernelError(E.EINVAL);
   if (nfds * POLLFD_SIZE > req.input.length) throw new KernelError(E.EFAULT);
   req.setOutLen(nfds * POLLFD_SIZE);
+  const list = copyPollList(req, nfds);
   const queues = new Set<WaitQueue>();
-  const first = pollOnce(req, nfds, timeout === 0 ? null : queues, k.callFiles);
+  const first = pollOnce(req, list, timeout === 0 ? null : queues, k.callFiles);
   if (first > 0 || timeout === 0) return first;
   // Queues were collected on the first pass; later passes only re-read masks (their queues are the same ones,
   // as in the kernel, where a file's poll op names the same wait queue every time).
   return new Blocked(
     () => {
-      const n = pollOnce(req, nfds, null);
+      const n = pollOnce(req, list, null);
       return n > 0 ? n : undefined;
     },
     [...queues],
     timeout < 0 ? -1 : timeout,
-    () => pollOnce(req, nfds, null),
+    () => pollOnce(req, list, null),
   );
 }
 
