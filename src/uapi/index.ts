@@ -5,3 +5,4 @@ export * from './posix.js';
 export * from './dma-buf.js';
 export * from './dma-heap.js';
 export * from './sync-file.js';
+export * from './drm.js';

@@ -2,9 +2,10 @@
 import * as dmaBuf from './dma-buf.js';
 import * as dmaHeap from './dma-heap.js';
 import * as syncFile from './sync-file.js';
+import * as drm from './drm.js';
 
 const names = new Map<number, string>();
-for (const mod of [dmaBuf, dmaHeap, syncFile] as Record<string, unknown>[]) {
+for (const mod of [dmaBuf, dmaHeap, syncFile, drm] as Record<string, unknown>[]) {
   for (const [k, v] of Object.entries(mod)) {
     if (typeof v === 'number' && /IOC|SET_NAME/.test(k) && !names.has(v)) names.set(v, k);
   }

@@ -4,3 +4,4 @@ export * from './fork.js';
 export * from '../uapi/index.js';
 export * from './libdmabufheap.js';
 export * from './libsync.js';
+export * from './libdrm.js';
