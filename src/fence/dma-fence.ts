@@ -257,9 +257,42 @@ export function dmaFenceEndSignalling(cookie: boolean): void {
   lockdepHooks?.endSignalling();
 }
 
-/** __dma_fence_might_wait: records "locks held → fence wait" for the validator (a no-op seam for now). */
+/** __dma_fence_might_wait: records "locks held → fence wait" for the validator (a no-op unless it is installed). */
 export function dmaFenceMightWait(): void {
   lockdepHooks?.mightWait();
+}
+
+/**
+ * Hooks of the lock watchdog (src/locking/watchdog.ts), installed per worker with the validator's: a sleeping
+ * fence wait publishes what it waits for. sleep() runs before every sleep of a wait: with gen 0 it may publish and
+ * returns the publication's number (0: nothing published); later it refreshes it and returns −gen when the
+ * watchdog condemned the wait (the wait then fails with -EDEADLK). end() runs once when the wait ends.
+ */
+export interface FenceWaitHooks {
+  sleep(gen: number, f: DmaFence, blockers: readonly DmaFence[], any: boolean): number;
+  end(gen: number): void;
+}
+
+let waitHooks: FenceWaitHooks | null = null;
+
+export function setFenceWaitHooks(hooks: FenceWaitHooks | null): void {
+  waitHooks = hooks;
+}
+
+/**
+ * Annotates who will signal `f` (an owner token: a worker's FenceRuntime.owner; default this worker's, 0 =
+ * unknown), so the lock watchdog can follow a wait on `f` to that worker: a driver for its job fences, sw_sync for
+ * its timeline's points, a test for the fences it plays the device of. Kernel-side workers only (the annotation is
+ * kernel state); it lives as long as the fence.
+ */
+export function dmaFenceSetSignaller(f: DmaFence, owner: number = f.rt.owner): void {
+  f.rt.checkLive(f, 'dma_fence_set_signaller');
+  f.rt.table.setSlotSignaller(f.index, owner);
+}
+
+/** The owner token annotated as `f`'s signaller (0: none, or this worker cannot read kernel state). */
+export function dmaFenceSignaller(f: DmaFence): number {
+  return f.rt.table.slotSignaller(f.index);
 }
 
 // ---- contexts, init, stubs -----------------------------------------------------------------------------------------
@@ -635,7 +668,8 @@ function remaining(deadline: number, timeout: number): number {
 /**
  * dma_fence_wait_timeout: sleeps (synchronously: Atomics.wait) until `f` signals or `timeout` jiffies (ms) pass.
  * Returns the remaining timeout (≥ 1) when signaled — 1 for timeout 0 — or 0 on timeout; never the fence's
- * error. A negative timeout warns and returns -EINVAL. `intr` is accepted (nothing interrupts a worker, so no
+ * error. A negative timeout warns and returns -EINVAL; -EDEADLK when the lock watchdog broke a real deadlock by
+ * failing this wait (src/locking/watchdog.ts). `intr` is accepted (nothing interrupts a worker, so no
  * -ERESTARTSYS). Event-loop workers should use dmaFenceWaitAsync instead. The caller holds a reference to `f`.
  */
 export function dmaFenceWaitTimeout(f: DmaFence, intr: boolean, timeout: number): number {
@@ -644,15 +678,22 @@ export function dmaFenceWaitTimeout(f: DmaFence, intr: boolean, timeout: number)
   dmaFenceMightWait();
   dmaFenceEnableSwSignaling(f);
   const rt = f.rt;
+  const hooks = waitHooks;
+  let gen = 0;
   try {
     const steps = waitSteps(f, timeout);
     let s = steps.next();
     while (!s.done) {
+      if (hooks !== null) {
+        gen = hooks.sleep(gen, f, s.value.blockers, false);
+        if (gen < 0) return -E.EDEADLK; // the lock watchdog broke a real deadlock through this wait
+      }
       rt.sleepOn(s.value.blockers, s.value.leftMs, f);
       s = steps.next();
     }
     return s.value;
   } finally {
+    if (gen !== 0) hooks!.end(Math.abs(gen));
     rt.pumpIfRung();
   }
 }
@@ -704,6 +745,8 @@ export function dmaFenceWaitAnyTimeout(
     return -E.EINVAL;
   }
   const rt = fences[0]!.rt;
+  // Annotated whatever the timeout (0 too), as every other fence wait: the verdict must not depend on timing.
+  dmaFenceMightWait();
   if (timeout === 0) {
     for (let i = 0; i < fences.length; i++) {
       if (dmaFenceIsSignaled(fences[i]!)) {
@@ -713,9 +756,10 @@ export function dmaFenceWaitAnyTimeout(
     }
     return 0;
   }
-  dmaFenceMightWait();
   const deadline = timeout >= MAX_SCHEDULE_TIMEOUT ? Infinity : performance.now() + timeout;
   const blockers: DmaFence[] = [];
+  const hooks = waitHooks;
+  let gen = 0;
   try {
     for (;;) {
       blockers.length = 0;
@@ -727,9 +771,14 @@ export function dmaFenceWaitAnyTimeout(
       }
       const left = deadline - performance.now();
       if (left <= 0) return 0;
+      if (hooks !== null) {
+        gen = hooks.sleep(gen, fences[0]!, blockers, true);
+        if (gen < 0) return -E.EDEADLK;
+      }
       rt.sleepOn(blockers, left, fences.length === 1 ? fences[0]! : null);
     }
   } finally {
+    if (gen !== 0) hooks!.end(Math.abs(gen));
     rt.pumpIfRung();
   }
 }

@@ -53,7 +53,9 @@
  *   K_NAMES_BYTE                 names table: namesCap × NAME_ENTRY_BYTES, refcounted interned (driver, timeline)
  *                                pairs
  *   then (64-aligned)            KS_WORDS words per slot: KS_NEXT_FREE (free-list next while the slot is free),
- *                                KS_NAME_ID (index of the fence's names entry; NAME_ID_STUB for extension slots)
+ *                                KS_NAME_ID (index of the fence's names entry; NAME_ID_STUB for extension slots),
+ *                                KS_SIGNALLER (owner token of the worker annotated as the fence's signaller, 0 =
+ *                                unknown: dma_fence_set_signaller, read by the lock watchdog)
  *
  * ## Slot (Int32 words S_*, 64-bit words S64_* in units of 8 bytes from the slot start)
  *
@@ -145,9 +147,11 @@ export const K_ALIVE = 64;
 /** Byte offset (from the kernel state's start) of the names table. */
 export const K_NAMES_BYTE = (((K_ALIVE + ALIVE_WORDS) * 4 + 63) & ~63) >>> 0;
 /** Kernel words per fence slot (KS_*), from kernelSlotsByte(). */
-export const KS_WORDS = 2;
+export const KS_WORDS = 3;
 export const KS_NEXT_FREE = 0;
 export const KS_NAME_ID = 1;
+/** The fence's annotated signaller: an owner token (0 = unknown), read by the lock watchdog (src/locking). */
+export const KS_SIGNALLER = 2;
 
 /** Byte offset (from the kernel state's start) of the per-slot kernel words. */
 function kernelSlotsByte(namesCap: number): number {
@@ -502,6 +506,17 @@ export class FenceTable {
     return k ? Atomics.load(k, this.ks(index) + KS_NAME_ID) : -1;
   }
 
+  /** The owner token annotated as slot `index`'s signaller (0: unknown, or a wait-only view that cannot read it). */
+  slotSignaller(index: number): number {
+    const k = this.k;
+    return k ? Atomics.load(k, this.ks(index) + KS_SIGNALLER) : 0;
+  }
+
+  /** Annotates slot `index`'s signaller (kernel-side workers: the fence's creator, a driver, sw_sync). */
+  setSlotSignaller(index: number, owner: number): void {
+    Atomics.store(this.kernelWords('dma_fence_set_signaller'), this.ks(index) + KS_SIGNALLER, owner);
+  }
+
   /** Sets slot `index`'s names id (createSlot, the slot's creator). */
   setSlotNameId(index: number, id: number): void {
     Atomics.store(this.kernelWords('dma_fence_init'), this.ks(index) + KS_NAME_ID, id);
@@ -609,6 +624,7 @@ export class FenceTable {
     i32[b + S_LINK] = -1;
     i32[b + S_ERROR] = 0;
     Atomics.store(k, this.ks(index) + KS_NAME_ID, NAME_ID_STUB);
+    Atomics.store(k, this.ks(index) + KS_SIGNALLER, 0);
     i32[b + S_NUM_FENCES] = 0;
     i32[b + S_CREATOR] = creator;
     i32[b + S_SERIAL] = kind === KIND_EXT ? 0 : Atomics.add(k, K_SERIAL, 1) + 1;

@@ -38,6 +38,11 @@
  * | 24..26                  | DOMAIN_ID     | who made it (creator's thread id, a per-thread counter, its clock):   |
  * |                         |               | two SharedArrayBuffer objects of one domain (each postMessage makes a |
  * |                         |               | new one) are recognised as the same domain by it                      |
+ * | 27                      | WATCHDOG      | 1 while a lock watchdog scans this domain: sleeping waiters publish   |
+ * |                         |               | what they wait for (watchdog.ts); 0 = they publish nothing           |
+ * | 28                      | WAIT_SEQ      | last wait number handed out (a published wait's W_GEN)               |
+ * | 29, 30                  | EXPECT_OFF/LEN| arena offset / length of the expected-report rules (JSON), 0 = none  |
+ * | 31                      | N_EXPECTED    | reports an expectation matched (counted, marked, not printed)        |
  * | HEADER_WORDS ..         | alive[i]      | CAP_ALIVE words: 0 = free/dead, else the owner token registered there|
  * | ctxBase + 4i + 0..3     | ctx slot i    | stamp (0 = free), wounded, acquired, owner token                     |
  * | classBase + 2i + 0..1   | class i       | arena offset and byte length of the class name                       |
@@ -45,6 +50,8 @@
  * | edgeBase + 8e + 0..7    | edge e        | from, to, dep bits, next (1 + index, 0 end), text off, text len,      |
  * |                         |               | worker number, 0                                                     |
  * | reportBase + 4r + 0..3  | report r      | arena offset and length of its dedup key, of the report (JSON)       |
+ * | waitBase + 48w + 0..47  | wait slot w   | one per attached worker (CAP_ALIVE of them): what it sleeps on, for   |
+ * |                         |               | the watchdog — layout (W_*) in watchdog.ts                           |
  * | arenaByte ..            | arena (bytes) | UTF-8 strings: class names, where each edge was first seen, reports  |
  *
  * Owner tokens are `(gen << ALIVE_INDEX_BITS) | i` (> 0, < 2^29): bit 29 marks an untracked owner (never presumed
@@ -86,7 +93,22 @@ export const LIVENESS_SRC = 23;
 export const DOMAIN_ID0 = 24;
 export const DOMAIN_ID1 = 25;
 export const DOMAIN_ID2 = 26;
+export const WATCHDOG = 27;
+export const WAIT_SEQ = 28;
+export const EXPECT_OFF = 29;
+export const EXPECT_LEN = 30;
+export const N_EXPECTED = 31;
 export const HEADER_WORDS = 32;
+
+/** Words per wait slot (watchdog.ts: 16 words of fields, then 64 bytes of object text, 64 bytes of worker name). */
+export const WAIT_WORDS = 48;
+/** Wait-slot words: the worker owning the slot (0 = free), read by the watchdog and reclaimed when it died. */
+export const W_OWNER = 0;
+/** Wait-slot words written at attach (and on a rename): the worker's number, its name's length, its name (64 B). */
+export const W_WORKER_NO = 8;
+export const W_NAME_LEN = 9;
+export const W_NAME = 32;
+export const W_STR_BYTES = 64;
 
 export const MODE_CONTINUE = 0;
 export const MODE_THROW = 1;
@@ -167,7 +189,11 @@ export class LockDomain {
   readonly headBase: number;
   readonly edgeBase: number;
   readonly reportBase: number;
+  /** First word of the wait slots (watchdog.ts). */
+  readonly waitBase: number;
   readonly arenaByte: number;
+  /** This worker's wait slot (watchdog.ts), −1 when every slot was taken (its waits are then not published). */
+  waitSlot = -1;
   /** This worker's owner token in this domain's alive table. */
   readonly token: number;
   /** This worker's number in reports ("worker N"). */
@@ -193,7 +219,8 @@ export class LockDomain {
     this.headBase = this.classBase + i32[CAP_CLASSES]! * 2;
     this.edgeBase = this.headBase + i32[CAP_CLASSES]! * MAX_SUBCLASSES;
     this.reportBase = this.edgeBase + i32[CAP_EDGES]! * EDGE_WORDS;
-    this.arenaByte = (this.reportBase + i32[CAP_REPORTS]! * REPORT_WORDS) * 4;
+    this.waitBase = this.reportBase + i32[CAP_REPORTS]! * REPORT_WORDS;
+    this.arenaByte = (this.waitBase + nAlive * WAIT_WORDS) * 4;
     this.workerNo = Atomics.add(i32, WORKER_SEQ, 1) + 1;
     this.workerName = name ?? `worker ${this.workerNo}`;
     if (i32[LIVENESS_SRC] === 1) {
@@ -204,6 +231,37 @@ export class LockDomain {
       this.token = this.register();
       this.liveness = { isAlive: (t) => this.isAliveLocal(t) };
     }
+    this.waitSlot = this.claimWaitSlot();
+    this.publishName();
+  }
+
+  /** Writes this worker's number and display name into its wait slot (the watchdog names holders from it). */
+  publishName(): void {
+    if (this.waitSlot < 0) return;
+    const b = this.waitBase + this.waitSlot * WAIT_WORDS;
+    let bytes = enc.encode(this.workerName);
+    if (bytes.length > W_STR_BYTES) bytes = bytes.subarray(0, W_STR_BYTES);
+    Atomics.store(this.i32, b + W_NAME_LEN, 0);
+    this.u8.set(bytes, (b + W_NAME) * 4);
+    Atomics.store(this.i32, b + W_WORKER_NO, this.workerNo);
+    Atomics.store(this.i32, b + W_NAME_LEN, bytes.length);
+  }
+
+  /**
+   * Claims a wait slot for this worker (compareExchange from free, or from a dead owner's token): the watchdog
+   * learns every attached worker's name from it, and the worker publishes its sleeps there. −1 when all are taken.
+   */
+  private claimWaitSlot(): number {
+    const i32 = this.i32;
+    const n = i32[CAP_ALIVE]!;
+    for (let i = 0; i < n; i++) {
+      const w = this.waitBase + i * WAIT_WORDS + W_OWNER;
+      const cur = Atomics.load(i32, w);
+      if (cur === this.token) return i;
+      if (cur !== 0 && this.isAlive(cur)) continue;
+      if (Atomics.compareExchange(i32, w, cur, this.token) === cur) return i;
+    }
+    return -1;
   }
 
   /** Creates a new domain (all tables empty) and attaches the calling worker to it. */
@@ -222,7 +280,13 @@ export class LockDomain {
       }
     }
     const words =
-      HEADER_WORDS + caps.alive + caps.ctx * CTX_WORDS + caps.classes * (2 + MAX_SUBCLASSES) + caps.edges * EDGE_WORDS + caps.reports * REPORT_WORDS;
+      HEADER_WORDS +
+      caps.alive +
+      caps.ctx * CTX_WORDS +
+      caps.classes * (2 + MAX_SUBCLASSES) +
+      caps.edges * EDGE_WORDS +
+      caps.reports * REPORT_WORDS +
+      caps.alive * WAIT_WORDS;
     const sab = new SharedArrayBuffer(words * 4 + caps.arena);
     const i32 = new Int32Array(sab);
     i32[CAP_CLASSES] = caps.classes;
@@ -267,8 +331,9 @@ export class LockDomain {
       }
       views.set(sab, d);
     }
-    if (workerName !== undefined) {
+    if (workerName !== undefined && workerName !== d.workerName) {
       d.workerName = workerName;
+      d.publishName();
     }
     return d;
   }

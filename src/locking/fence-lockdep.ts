@@ -25,9 +25,10 @@
  * Per worker: installFenceLockdep() sets this worker's hooks (the fence library's seams are per worker); the maps
  * have fixed instance ids so every worker's dma_fence_map is the same lock.
  */
-import { setFenceLockdepHooks } from '../fence/dma-fence.js';
+import { setFenceLockdepHooks, setFenceWaitHooks, type DmaFence } from '../fence/dma-fence.js';
 import { setFenceCallbackHooks } from '../fence/runtime.js';
-import { LockDomain, PRIMED } from './domain.js';
+import { LockDomain, PRIMED, WATCHDOG } from './domain.js';
+import { WAIT_FENCE, waitBeat, waitBegin, waitEnd } from './watchdog.js';
 import { LockClass, LockMap, enterAtomic, exitAtomic, inAtomic, lockAcquire, lockIsHeld, lockRelease, mightSleep } from './lockdep.js';
 import { WwAcquireCtx, WwClass, WwMutex } from './ww-mutex.js';
 
@@ -159,10 +160,27 @@ export function installFenceLockdep(d: LockDomain = LockDomain.current()): void 
   // Fence callbacks run in atomic context (the kernel runs them under fence->lock): a sleeping lock or a fence
   // wait inside one is reported ('wait-context'), and a signal from inside one is no signalling section.
   setFenceCallbackHooks({ enter: () => enterAtomic(d), exit: () => exitAtomic(d) });
+  setFenceWaitHooks({ sleep: (gen, f, blockers, any) => fenceWaitSleep(d, gen, f, blockers, any), end: (gen) => waitEnd(d, gen) });
+}
+
+/**
+ * A fence wait of this worker is about to sleep (the watchdog's publication, watchdog.ts): the leaf it sleeps on
+ * and that leaf's annotated signaller are its wait-for edge. An any-of wait on several leaves has no single edge
+ * (any signaller could end it): it is published without one (hung reports only). Returns as FenceWaitHooks.sleep.
+ */
+function fenceWaitSleep(d: LockDomain, gen: number, f: DmaFence, blockers: readonly DmaFence[], any: boolean): number {
+  if (gen === 0 && d.i32[WATCHDOG] === 0) return 0;
+  const leaf = blockers.length === 1 || (!any && blockers.length > 0) ? blockers[0]! : null;
+  const holder = leaf !== null ? leaf.rt.table.slotSignaller(leaf.index) : 0;
+  const obj = leaf !== null ? leaf.index : -1;
+  const obj2 = leaf !== null ? leaf.gen : 0;
+  if (gen === 0) return waitBegin(d, WAIT_FENCE, obj, obj2, holder, `${f.driverName}:${f.timelineName}`, f.context, Number(BigInt.asUintN(32, f.seqno)) | 0);
+  return waitBeat(d, gen, holder, obj, obj2) ? -gen : gen;
 }
 
 /** Removes this worker's fence hooks. */
 export function uninstallFenceLockdep(): void {
   setFenceLockdepHooks(null);
   setFenceCallbackHooks(null);
+  setFenceWaitHooks(null);
 }

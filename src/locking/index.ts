@@ -1,7 +1,7 @@
 /**
  * The locking layer every worker can import (processes, drivers, the broker, the main thread): shared-memory
- * Mutex / SpinLock, ww_mutex (WwClass, WwAcquireCtx, WwMutex), the lock validator (lockdep) with its reports, and
- * the dma_fence signalling annotations. See domain.ts for the shared tables and why the graph lives in them.
+ * Mutex / SpinLock, ww_mutex (WwClass, WwAcquireCtx, WwMutex), the lock validator (lockdep) with its reports, the
+ * dma_fence signalling annotations, and the real-deadlock watchdog (LockWatchdog). See domain.ts for the shared tables and why the graph lives in them.
  */
 import { isMainThread } from 'node:worker_threads';
 import { LockDomain, type AttachOwner, type DomainOptions } from './domain.js';
@@ -23,6 +23,11 @@ export {
   enterAtomic,
   exitAtomic,
   setLockdepSink,
+  beginExpectLockdepReports,
+  endExpectLockdepReports,
+  expectLockdepReports,
+  type ReportPattern,
+  type ReportExpectation,
   type LockdepMap,
   type LockdepReport,
   type ReportKind,
@@ -30,6 +35,7 @@ export {
 } from './lockdep.js';
 export { Mutex, SpinLock, lockdepWorkerExit, type LockHandle, type MutexOptions } from './mutex.js';
 export { WwClass, WwAcquireCtx, WwMutex } from './ww-mutex.js';
+export { LockWatchdog, DEFAULT_HUNG_TASK_TIMEOUT_MS, type WatchdogOptions, type FenceLookup, type PublishedWait } from './watchdog.js';
 export {
   installFenceLockdep,
   uninstallFenceLockdep,

@@ -23,7 +23,8 @@
  *   detector stays on (mainline turns itself off after the first report). Running out of table space records
  *   one loud report and switches the detector off for the whole domain.
  */
-import { LockDomain, E_DEPS, E_FROM, E_NEXT, E_TEXT_LEN, E_TEXT_OFF, E_TO, E_WORKER, EDGE_WORDS, CAP_CLASSES, CAP_EDGES, CAP_REPORTS, ENABLED, MAX_SUBCLASSES, N_CLASSES, N_EDGES, N_REPORTS, N_SUPPRESSED, OFF, REPORT_WORDS, type Suppression } from './domain.js';
+import { printLine } from '../bug.js';
+import { DOMAIN_ID0, DOMAIN_ID1, EXPECT_LEN, EXPECT_OFF, N_EXPECTED, LockDomain, E_DEPS, E_FROM, E_NEXT, E_TEXT_LEN, E_TEXT_OFF, E_TO, E_WORKER, EDGE_WORDS, CAP_CLASSES, CAP_EDGES, CAP_REPORTS, ENABLED, MAX_SUBCLASSES, N_CLASSES, N_EDGES, N_REPORTS, N_SUPPRESSED, OFF, REPORT_WORDS, type Suppression } from './domain.js';
 
 /** How an acquisition may wait: a sleeping lock, a spinning one (atomic context while held), or a pseudo-lock. */
 export type WaitType = 'sleep' | 'spin' | 'map';
@@ -79,6 +80,8 @@ export interface LockdepReport {
   /** Workers involved ("worker N (name)"): the reporter first, then those who recorded the edges. */
   readonly workers: readonly string[];
   readonly text: string;
+  /** True when an expectation (expectLockdepReports) matched it: stored, not printed by the default sink. */
+  readonly expected?: boolean;
 }
 
 /** Thrown in the acquirer (before it blocks) when the domain's mode is 'throw'. */
@@ -149,11 +152,119 @@ function state(d: LockDomain): WorkerState {
 }
 
 export type ReportSink = (r: LockdepReport) => void;
-let sink: ReportSink = (r) => process.stderr.write(`${r.text}\n`);
+/** The default: every report no expectation matched, on stderr (at once: a worker may be terminated next). */
+const stderrSink: ReportSink = (r) => {
+  if (!r.expected) printLine(r.text);
+};
+let sink: ReportSink = stderrSink;
 
-/** Where this worker prints new reports (null: stderr). Reports are stored in the domain either way. */
+/**
+ * Where this worker prints new reports (null: stderr, except expected ones). Reports are stored in the domain
+ * either way; a custom sink sees expected ones too (`r.expected`).
+ */
 export function setLockdepSink(next: ReportSink | null): void {
-  sink = next ?? ((r) => process.stderr.write(`${r.text}\n`));
+  sink = next ?? stderrSink;
+}
+
+// ---- expected reports ------------------------------------------------------------------------------------------------
+
+/** Which reports a test provokes on purpose: every given field must match. */
+export interface ReportPattern {
+  readonly kind?: ReportKind | readonly ReportKind[];
+  /** Tested against the report's dedup key. */
+  readonly key?: RegExp;
+}
+
+interface StoredPattern {
+  readonly kinds: string[] | null;
+  readonly key: [string, string] | null;
+}
+
+/** An open expectation (beginExpectLockdepReports), closed by endExpectLockdepReports. */
+export interface ReportExpectation {
+  readonly domain: LockDomain;
+  readonly label: string;
+  readonly pattern: ReportPattern;
+  /** N_REPORTS when it began: the reports it can have matched are those recorded after. */
+  readonly from: number;
+  readonly prev: [number, number];
+  ended: boolean;
+}
+
+/**
+ * Opens a window in which reports of `d` matching `pattern` are expected — in every worker of the domain, since
+ * the pattern lives in the domain's arena: they are stored marked `expected` and the default sinks do not print
+ * them. Close it with endExpectLockdepReports (windows nest; the innermost is the one in force). Each window costs
+ * its pattern's bytes of the domain's arena.
+ */
+export function beginExpectLockdepReports(d: LockDomain, pattern: ReportPattern, label: string): ReportExpectation {
+  const kinds = pattern.kind === undefined ? null : typeof pattern.kind === 'string' ? [pattern.kind] : [...pattern.kind];
+  const stored: StoredPattern = { kinds, key: pattern.key ? [pattern.key.source, pattern.key.flags] : null };
+  const str = d.putString(JSON.stringify(stored));
+  if (!str) throw new RangeError('lock domain arena full: cannot store an expected-report pattern');
+  const prev: [number, number] = [Atomics.load(d.i32, EXPECT_OFF), Atomics.load(d.i32, EXPECT_LEN)];
+  Atomics.store(d.i32, EXPECT_LEN, str[1]);
+  Atomics.store(d.i32, EXPECT_OFF, str[0]);
+  return { domain: d, label, pattern, from: Atomics.load(d.i32, N_REPORTS), prev, ended: false };
+}
+
+/**
+ * Closes `exp` (idempotent): returns the expected reports recorded since it opened and, when there were any, prints
+ * one line "lockdep: N expected reports in <label>, not printed" (as expectWarnings does for WARNs).
+ */
+export function endExpectLockdepReports(exp: ReportExpectation): LockdepReport[] {
+  const d = exp.domain;
+  const got = lockdepReports(d)
+    .slice(exp.from)
+    .filter((r) => r.expected === true);
+  if (exp.ended) return got;
+  exp.ended = true;
+  Atomics.store(d.i32, EXPECT_OFF, 0);
+  Atomics.store(d.i32, EXPECT_LEN, exp.prev[1]);
+  Atomics.store(d.i32, EXPECT_OFF, exp.prev[0]);
+  const n = got.length;
+  if (n > 0 && sink === stderrSink) {
+    const kinds = [...new Set(got.map((r) => r.kind))].join(', ');
+    printLine(`dmabuf-sim: lockdep: ${n} expected report${n === 1 ? '' : 's'} (${kinds}) in ${exp.label}, not printed`);
+  }
+  return got;
+}
+
+/**
+ * Runs `fn` (sync or async) with reports matching `pattern` expected (see beginExpectLockdepReports); returns its
+ * result and the expected reports. Reports that do not match print loudly as usual.
+ */
+export async function expectLockdepReports<R>(d: LockDomain, pattern: ReportPattern, label: string, fn: () => R | Promise<R>): Promise<{ result: R; reports: LockdepReport[] }> {
+  const exp = beginExpectLockdepReports(d, pattern, label);
+  let result: R;
+  try {
+    result = await fn();
+  } finally {
+    endExpectLockdepReports(exp);
+  }
+  return { result, reports: endExpectLockdepReports(exp) };
+}
+
+/** Parsed patterns by arena offset (per worker: the arena is append-only, so an offset's text never changes). */
+const patternCache = new Map<string, { kinds: string[] | null; key: RegExp | null }>();
+
+/** Whether the expectation in force in `d` (if any) matches `r`. */
+function isExpected(d: LockDomain, r: LockdepReport): boolean {
+  const off = Atomics.load(d.i32, EXPECT_OFF);
+  if (off === 0) return false;
+  const len = Atomics.load(d.i32, EXPECT_LEN);
+  const ck = `${d.i32[DOMAIN_ID0]}.${d.i32[DOMAIN_ID1]}:${off}:${len}`;
+  let p = patternCache.get(ck);
+  if (!p) {
+    try {
+      const sp = JSON.parse(d.getString(off, len)) as StoredPattern;
+      p = { kinds: sp.kinds, key: sp.key ? new RegExp(sp.key[0], sp.key[1]) : null };
+    } catch {
+      return false; // torn by a concurrent end/begin: not expected
+    }
+    patternCache.set(ck, p);
+  }
+  return (p.kinds === null || p.kinds.includes(r.kind)) && (p.key === null || p.key.test(r.key));
 }
 
 // ---- classes --------------------------------------------------------------------------------------------------------
@@ -657,7 +768,8 @@ function indent(s: string): string {
     .join('\n');
 }
 
-function canonicalRotation(names: string[]): string {
+/** A cycle's dedup form: the rotation of its names that sorts first, joined with ' -> '. */
+export function canonicalRotation(names: string[]): string {
   let best = -1;
   let bestKey = '';
   for (let i = 0; i < names.length; i++) {
@@ -868,6 +980,10 @@ function record(d: LockDomain, s: WorkerState, r: LockdepReport, reserved = fals
     s.seen.set(r.key, null);
     Atomics.add(d.i32, N_SUPPRESSED, 1);
     return null;
+  }
+  if (r.expected !== true && isExpected(d, r)) {
+    r = { ...r, expected: true };
+    Atomics.add(d.i32, N_EXPECTED, 1);
   }
   const i32 = d.i32;
   const stored = underGraphLock(d, s, () => {

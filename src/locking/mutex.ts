@@ -21,7 +21,8 @@
  * Mutex.from(handle) there is the same lock (same word, same instance id, same class).
  */
 import { E } from '../uapi/errno.js';
-import { ENABLED, LockDomain, SLICE_MS, TOKEN_MASK, WAITERS } from './domain.js';
+import { ENABLED, LockDomain, SLICE_MS, TOKEN_MASK, WAITERS, WATCHDOG } from './domain.js';
+import { WAIT_MUTEX, WAIT_SPIN, waitBeat, waitBegin, waitEnd } from './watchdog.js';
 import { LockClass, LockdepError, acquireOn, releaseOn, lockAcquire, lockRelease, reportMisuse, reportRaw, heldCount, heldMaps, type LockdepMap, type WaitType } from './lockdep.js';
 
 export const L_STATE = 0;
@@ -50,40 +51,57 @@ export const ACQUIRED = 0;
 export const OWNER_DIED = 1;
 export const TIMED_OUT = 2;
 export const BACK_OFF = 3;
+/** The lock watchdog found this wait in a real deadlock and chose it to fail (the caller returns -EDEADLK). */
+export const DEADLOCKED = 4;
 
 /**
  * Takes the lock word `w` for owner `me`, sleeping in bounded slices. `check` (ww_mutex) runs before every sleep
  * and may ask to back off (BACK_OFF). Returns ACQUIRED, OWNER_DIED (taken over from a dead holder), TIMED_OUT
- * (deadline in performance.now() ms passed) or BACK_OFF.
+ * (deadline in performance.now() ms passed), BACK_OFF, or DEADLOCKED (the lock watchdog broke a real deadlock by
+ * failing this wait). `lock` names the wait for the watchdog (null: not published).
  *
  * Race-free sleep: a waiter sets WAITERS with a compareExchange and sleeps only while the word still holds exactly
  * that value (Atomics.wait compares atomically); unlock exchanges 0 in and notifies when WAITERS was set, so an
  * unlock between the waiter's store and its sleep changes the word and the wait returns at once. A waiter that
  * wins the word after sleeping stores WAITERS with its token (others may still sleep). Every sleep is at most
- * `sliceMs`, after which the holder's liveness (and `check`) is looked at again: a killed holder never hangs us.
+ * `sliceMs`, after which the holder's liveness (and `check`, and the watchdog's verdict) is looked at again: a
+ * killed holder never hangs us, and a condemned wait ends within one slice.
+ *
+ * Publication (watchdog.ts): only here, after the spin — the uncontended path never gets this far — and only while
+ * a watchdog runs. Before each sleep the waiter publishes (first time) or refreshes (later) the holder it just read
+ * from the word, so the watchdog's "holder" is never older than one slice; the publication ends on every return.
  */
-export function lockWordSlow(d: LockDomain, w: Int32Array, me: number, deadline: number, sliceMs: number, check: (() => boolean) | null): number {
+export function lockWordSlow(d: LockDomain, w: Int32Array, me: number, deadline: number, sliceMs: number, check: (() => boolean) | null, lock: SharedLock | null = null): number {
   for (let spin = 0; spin < 64; spin++) {
     if (Atomics.load(w, L_STATE) === 0 && Atomics.compareExchange(w, L_STATE, 0, me) === 0) return ACQUIRED;
   }
-  for (;;) {
-    let v = Atomics.load(w, L_STATE);
-    if (v === 0) {
-      if (Atomics.compareExchange(w, L_STATE, 0, me | WAITERS) === 0) return ACQUIRED;
-      continue;
+  let gen = 0;
+  try {
+    for (;;) {
+      let v = Atomics.load(w, L_STATE);
+      if (v === 0) {
+        if (Atomics.compareExchange(w, L_STATE, 0, me | WAITERS) === 0) return ACQUIRED;
+        continue;
+      }
+      if (check !== null && check()) return BACK_OFF;
+      if (!d.isAlive(v & TOKEN_MASK)) {
+        if (Atomics.compareExchange(w, L_STATE, v, me | WAITERS) === v) return OWNER_DIED;
+        continue;
+      }
+      if ((v & WAITERS) === 0) {
+        if (Atomics.compareExchange(w, L_STATE, v, v | WAITERS) !== v) continue;
+        v |= WAITERS;
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) return TIMED_OUT;
+      if (lock !== null && (gen !== 0 || d.i32[WATCHDOG] !== 0)) {
+        if (gen === 0) gen = waitBegin(d, lock.waitKind, lock.id, 0, v & TOKEN_MASK, lock.lockClass.name);
+        else if (waitBeat(d, gen, v & TOKEN_MASK)) return DEADLOCKED;
+      }
+      Atomics.wait(w, L_STATE, v, Math.min(sliceMs, left));
     }
-    if (check !== null && check()) return BACK_OFF;
-    if (!d.isAlive(v & TOKEN_MASK)) {
-      if (Atomics.compareExchange(w, L_STATE, v, me | WAITERS) === v) return OWNER_DIED;
-      continue;
-    }
-    if ((v & WAITERS) === 0) {
-      if (Atomics.compareExchange(w, L_STATE, v, v | WAITERS) !== v) continue;
-      v |= WAITERS;
-    }
-    const left = deadline - performance.now();
-    if (left <= 0) return TIMED_OUT;
-    Atomics.wait(w, L_STATE, v, Math.min(sliceMs, left));
+  } finally {
+    if (gen !== 0) waitEnd(d, gen);
   }
 }
 
@@ -99,6 +117,8 @@ export abstract class SharedLock implements LockdepMap {
   readonly lockClass: LockClass;
   readonly domain: LockDomain;
   classCache = -1;
+  /** What a sleep on it publishes for the watchdog (watchdog.ts WAIT_*). */
+  abstract get waitKind(): number;
 
   protected constructor(cls: string | LockClass, waitType: WaitType, domain: LockDomain | undefined, word: SharedArrayBuffer | null) {
     this.domain = domain ?? LockDomain.current();
@@ -181,10 +201,10 @@ export abstract class SharedLock implements LockdepMap {
       throw new LockdepError(r ?? { kind: 'deadlock', key: `deadlock:self:${this.lockClass.name}`, locks: [this.lockClass.name], workers: [d.workerName], text: 'AA deadlock' });
     }
     const deadline = timeoutMs === Infinity ? Infinity : performance.now() + timeoutMs;
-    const r = lockWordSlow(d, w, me, deadline, SLICE_MS, null);
-    if (r === TIMED_OUT) {
+    const r = lockWordSlow(d, w, me, deadline, SLICE_MS, null, this);
+    if (r === TIMED_OUT || r === DEADLOCKED) {
       lockRelease(this);
-      return -E.ETIMEDOUT;
+      return r === TIMED_OUT ? -E.ETIMEDOUT : -E.EDEADLK;
     }
     if (r === OWNER_DIED) {
       this.ownerDiedReport();
@@ -250,11 +270,16 @@ function checkTimeout(ms: number): void {
 
 /**
  * A sleeping mutex (struct mutex). lock() returns 0, or -EOWNERDEAD with the lock held when its previous holder
- * died holding it (reported). Any worker may call any method; only the holder may unlock.
+ * died holding it (reported), or -EDEADLK without it when the lock watchdog found this wait in a real deadlock and
+ * chose it to fail (reported). Any worker may call any method; only the holder may unlock.
  */
 export class Mutex extends SharedLock {
   constructor(cls: string | LockClass, opts: MutexOptions = {}) {
     super(cls, 'sleep', opts.domain, null);
+  }
+
+  get waitKind(): number {
+    return WAIT_MUTEX;
   }
 
   /** The same lock in this worker, from a handle another worker sent. */
@@ -308,6 +333,10 @@ export class Mutex extends SharedLock {
 export class SpinLock extends SharedLock {
   constructor(cls: string | LockClass, opts: MutexOptions = {}) {
     super(typeof cls === 'string' ? new LockClass(cls, 'spin') : cls, 'spin', opts.domain, null);
+  }
+
+  get waitKind(): number {
+    return WAIT_SPIN;
   }
 
   static from(h: LockHandle): SpinLock {

@@ -22,8 +22,9 @@
 import { E } from '../uapi/errno.js';
 import { SyscallError } from '../errors.js';
 import { CAP_CTX, CTX_ACQUIRED, CTX_OWNER, CTX_STAMP, CTX_WORDS, CTX_WOUNDED, LockDomain, SLICE_MS, TICKET, TOKEN_MASK } from './domain.js';
+import { WAIT_WW } from './watchdog.js';
 import { LockClass, LockMap, lockAcquire, lockRelease, reportMisuse, type LockdepMap } from './lockdep.js';
-import { ACQUIRED, BACK_OFF, L_CTX_SLOT, L_STAMP, L_STATE, OWNER_DIED, SharedLock, TIMED_OUT, fromHandle, lockWordSlow, type LockHandle, type MutexOptions } from './mutex.js';
+import { ACQUIRED, BACK_OFF, DEADLOCKED, L_CTX_SLOT, L_STAMP, L_STATE, OWNER_DIED, SharedLock, TIMED_OUT, fromHandle, lockWordSlow, type LockHandle, type MutexOptions } from './mutex.js';
 
 /** Sleep slice while a Wound-Wait context holding locks waits: how soon it notices it was wounded. */
 const WOUND_SLICE_MS = 2;
@@ -154,6 +155,10 @@ export class WwMutex extends SharedLock {
     this.wwClass = wwClass;
   }
 
+  get waitKind(): number {
+    return WAIT_WW;
+  }
+
   static from(h: LockHandle): WwMutex {
     if (!h || h.kind !== 'ww_mutex' || !h.ww) throw Object.assign(new TypeError('The "handle" argument must be a ww_mutex handle'), { code: 'ERR_INVALID_ARG_TYPE' });
     const m = Object.create(WwMutex.prototype) as WwMutex;
@@ -210,7 +215,18 @@ export class WwMutex extends SharedLock {
     return this.release('ww_mutex_unlock');
   }
 
-  private setHolder(ctx: WwAcquireCtx | null): void {
+  /**
+   * Records `ctx` as the holder's context (ww->ctx) in this view and in the lock word. `takenOver`: the word came
+   * from a dead holder, whose context words are left over, not stale.
+   */
+  private setHolder(ctx: WwAcquireCtx | null, takenOver = false): void {
+    if (ctx !== null && !takenOver && (this.ctx !== null || Atomics.load(this.word, L_CTX_SLOT) !== 0)) {
+      // ww_mutex_lock_acquired's DEBUG_LOCKS_WARN_ON(ww->ctx): the lock still names a context although it was
+      // free — it was released with a plain mutex unlock, or its ctx was written by hand.
+      reportMisuse(this.domain, 'ww-stale-context', [this.wwClass.name], 'DEBUG_LOCKS_WARN_ON(ww->ctx)', [
+        `ww_mutex_lock of a ${this.wwClass.name} mutex that still names a context: released without ww_mutex_unlock?`,
+      ]);
+    }
     this.ctx = ctx;
     Atomics.store(this.word, L_STAMP, ctx ? ctx.stamp : 0);
     Atomics.store(this.word, L_CTX_SLOT, ctx ? ctx.slot + 1 : 0);
@@ -257,7 +273,14 @@ export class WwMutex extends SharedLock {
     if (r !== ACQUIRED) {
       const check = ctx !== null && !slow ? () => this.mustBackOff(ctx) : null;
       const slice = ctx === null ? SLICE_MS : this.wwClass.woundWait && ctx.acquired > 0 ? WOUND_SLICE_MS : WW_SLICE_MS;
-      r = lockWordSlow(d, w, me, Infinity, slice, check);
+      r = lockWordSlow(d, w, me, Infinity, slice, check, this);
+    }
+    if (r === DEADLOCKED) {
+      // The watchdog broke a real deadlock through this wait: fail it as a back-off would (with a context, the
+      // caller's usual EDEADLK path — release everything, lockSlow this lock — lets the others go on).
+      lockRelease(this);
+      if (ctx !== null && ctx.contending === null) ctx.contending = this;
+      throw wwError(E.EDEADLK, slow ? 'ww_mutex_lock_slow' : 'ww_mutex_lock');
     }
     if (r === BACK_OFF) {
       lockRelease(this);
@@ -268,7 +291,7 @@ export class WwMutex extends SharedLock {
       throw wwError(E.EDEADLK, 'ww_mutex_lock');
     }
     if (r === TIMED_OUT) throw new Error('unreachable: ww_mutex_lock has no timeout');
-    this.setHolder(ctx);
+    this.setHolder(ctx, r === OWNER_DIED);
     if (r === OWNER_DIED) {
       this.ownerDiedReport();
       return -E.EOWNERDEAD;
