@@ -12,8 +12,12 @@
 
 /** In signalInner (src/fence/dma-fence.ts): S_SIGNAL claimed, timestamp not published, nobody notified. */
 export const FAULT_FENCE_SIGNAL = 1;
+/** In dma_resv_add_fence (src/fence/dma-resv.ts): the new entry stored, num_fences not yet raised, lock held. */
+export const FAULT_RESV_ADD = 2;
+/** In dma_resv_reserve_fences: the new list filled, not yet published (obj->fences still the old one), lock held. */
+export const FAULT_RESV_RESERVE = 3;
 /** Names of the points, for messages. */
-export const FAULT_NAMES: Record<number, string> = { [FAULT_FENCE_SIGNAL]: 'fence-signal' };
+export const FAULT_NAMES: Record<number, string> = { [FAULT_FENCE_SIGNAL]: 'fence-signal', [FAULT_RESV_ADD]: 'resv-add', [FAULT_RESV_RESERVE]: 'resv-reserve' };
 
 /** How long an armed point parks the worker waiting to be killed before it gives up with an error (ms). */
 const PARK_MS = 60_000;

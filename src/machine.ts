@@ -11,7 +11,8 @@ import type { DmaBufSnapshot } from './kernel/dma-buf.js';
 import type { DmaHeapInfo } from './kernel/dma-heap.js';
 import type { HeapConfig } from './kernel/subsystems.js';
 import { formatLeaks } from './kernel/leaks.js';
-import { fenceTableSizes } from './fence/table.js';
+import { fenceTableSizes, untrackedOwner } from './fence/table.js';
+import { resvTableSizes } from './fence/resv-table.js';
 import { CLONE_PTHREAD, SOCK_STREAM } from './uapi/posix.js';
 import { simError } from './errors.js';
 import { checkBootOptions, checkCloneArgs, checkSpawnArgs } from './options.js';
@@ -39,6 +40,12 @@ export interface BootOptions {
    * RangeError naming the field.
    */
   readonly fences?: { readonly slots?: number; readonly names?: number };
+  /**
+   * Reservation table sizes (src/fence/resv-table.ts): `objects` dma_resv objects alive at once (default 4096,
+   * 1..1048576 — one per dma-buf plus drivers' own) and `listBytes` of fence-list arena shared by them (default
+   * 1 MiB, 4096..2^30). Integers; a bad value throws a RangeError naming the field. Full: ENOMEM, loudly.
+   */
+  readonly resv?: { readonly objects?: number; readonly listBytes?: number };
   /**
    * Lock validation (src/locking): a lock domain every process attaches (its Mutex / WwMutex / fence waits are
    * checked; owner liveness from the machine's alive table). Off by default; off costs nothing.
@@ -298,6 +305,12 @@ export class Machine {
     private readonly fenceKernel: SharedArrayBuffer,
     private readonly recordStacks: boolean,
     private readonly maxSpinners: number,
+    /**
+     * The reservation table (src/fence/resv-table.ts) and the kernel lock domain its locks live in: kernel-side
+     * workers only (the main thread, drivers, { kernelFences: true } processes), never a plain process.
+     */
+    private readonly resvTable: SharedArrayBuffer,
+    private readonly kernelLocks: SharedArrayBuffer,
   ) {
     // The broker's death, told to each process in its own channel (SHUTDOWN_KERNEL_GONE): a process waiting for a
     // reply then gives up. Per channel, so no process can make another's calls give up.
@@ -331,6 +344,7 @@ export class Machine {
     // Checked here, before a worker starts, so the error is thrown in the caller's thread with its class and code.
     checkBootOptions(opts);
     const fences = fenceTableSizes(opts.fences ?? {}, 'options.fences.');
+    const resv = resvTableSizes(opts.resv ?? {}, 'options.resv.');
     const broker = new Worker(new URL('../workers/broker.js', import.meta.url));
     broker.on('error', (e) => {
       process.stderr.write(`dmabuf-sim: broker died: ${e.stack ?? e.message}\n`);
@@ -342,6 +356,8 @@ export class Machine {
       maxSpinners,
       recordStacks: opts.recordStacks ?? false,
       fences,
+      resv,
+      lockdep: opts.lockdep === true,
       ...(opts.threadsMax !== undefined ? { threadsMax: opts.threadsMax } : {}),
     });
     const table = await kernel.fenceTable();
@@ -349,10 +365,14 @@ export class Machine {
     // The broker's token in the alive table goes with it (locks it held are recovered, not waited for).
     const kernelOwner = Atomics.load(new Int32Array(fenceKernel), K_KERNEL_OWNER);
     broker.once('exit', () => new AliveTable(new Int32Array(fenceKernel), K_ALIVE).clear(kernelOwner));
-    const m = new Machine(broker, kernel, control, table, fenceKernel, opts.recordStacks ?? false, maxSpinners);
+    const { table: resvTable, locks } = await kernel.resvTable();
+    const m = new Machine(broker, kernel, control, table, fenceKernel, opts.recordStacks ?? false, maxSpinners, resvTable, locks);
+    // The kernel lock domain (the broker made it: reservation locks live in it; with lockdep: true the validator
+    // runs in it too). The main thread's owner is untracked (never presumed dead); it sees who died in the alive table.
+    const domain = LockDomain.attach(locks, 'main', { owner: untrackedOwner(), liveness: new AliveTable(new Int32Array(fenceKernel), K_ALIVE) });
     if (opts.lockdep) {
       // The main thread uses the machine's domain for the locks it makes and hands to processes.
-      m.lockDomain = LockDomain.create({ liveness: 'machine' }, 'main');
+      m.lockDomain = domain;
       LockDomain.setCurrent(m.lockDomain);
     }
     return m;
@@ -373,7 +393,7 @@ export class Machine {
       control: this.control,
       maxSpinners: this.maxSpinners,
       fences: this.fences,
-      ...(opts.kernelFences === true ? { fenceKernel: this.fenceKernel } : {}),
+      ...(opts.kernelFences === true ? { fenceKernel: this.fenceKernel, resv: this.resvTable, kernelLocks: this.kernelLocks } : {}),
       port: port2,
       owner: info.owner,
       recordStacks: this.recordStacks,

@@ -8,6 +8,7 @@
 import { controlOf, pidIn, type Machine, type Proc } from './machine.js';
 import type { FenceHandle } from './fence/dma-fence.js';
 import { registerFenceKernel } from './fence/index.js';
+import { attachResvTable, type ResvAttachment } from './fence/dma-resv.js';
 import type { DmaResvUsage } from './fence/dma-resv.js';
 import type { DmaDataDirection } from './kernel/dma-direction.js';
 import type { KunitResult } from './kernel/kunit.js';
@@ -90,7 +91,28 @@ export async function beginShutdown(m: Machine): Promise<void> {
 export async function fenceTable(m: Machine): Promise<SharedArrayBuffer> {
   const table = await controlOf(m, 'fenceTable').fenceTable();
   registerFenceKernel(table, await controlOf(m, 'fenceKernelState').fenceKernelState());
+  await resvTable(m);
   return table;
+}
+
+/**
+ * The machine's reservation table and kernel lock domain, attached in this (kernel-side) thread: dmaResvInit()
+ * here then makes objects in the machine's table and dmaResvFromId(id) reaches any of them — a buffer's with
+ * dmaBufResvId. Returns the buffers, for a kernel-side worker this thread starts itself
+ * (attachResvTable(table, { locks }) there). fenceTable(m) calls this too.
+ */
+export async function resvTable(m: Machine): Promise<{ table: SharedArrayBuffer; locks: SharedArrayBuffer; attachment: ResvAttachment }> {
+  const { table, locks } = await controlOf(m, 'resvTable').resvTable();
+  return { table, locks, attachment: attachResvTable(table, { locks }) };
+}
+
+/**
+ * The machine-wide id of the reservation object of the buffer behind `fd` of `proc`: dmaResvFromId(id) in a
+ * kernel-side thread (after fenceTable(m) or resvTable(m)) is that buffer's dma_resv. Errors as dma_buf_get.
+ */
+export async function dmaBufResvId(m: Machine, proc: Proc, fd: number): Promise<number> {
+  const pid = pidIn(m, proc);
+  return controlOf(m, 'dmaBufResvId').dmaBufResvId(pid, validateFd(fd));
 }
 
 /** The fence table's kernel state (for a kernel-side worker a test starts itself: attachFenceTable(t, { kernel })). */

@@ -214,16 +214,17 @@ async function killCase(t: ExecutionContext, m: Machine, c: Case, prng: Prng, su
       // Holding the reservation lock: the next locker takes it over and is told (EOWNERDEAD).
       const H = await victim(m, 'resv-holder');
       const L = await victim(m, 'resv-locker');
-      const lockSab = new SharedArrayBuffer(16);
+      const id = await H.proc.call<number>('makeResv');
       const held = new SharedArrayBuffer(4);
-      const hold = H.proc.call('holdResvLock', lockSab, held).catch(() => 0);
+      const hold = H.proc.call('holdResvLock', id, held).catch(() => 0);
       await reached(held, 'resv holder');
-      const lock = L.proc.call('lockResv', lockSab);
+      const lock = L.proc.call('lockResv', id);
       await delay(prng.below(20));
       await H.proc.kill();
       await hold;
       t.deepEqual(await within(lock, 5000, 'resv: the next locker'), { ret: -E.EOWNERDEAD, warnings: 1 }, 'resv: taken over, EOWNERDEAD, reported');
-      t.deepEqual(await within(L.proc.call('lockResv', lockSab), 5000, 'resv: locking again'), { ret: 0, warnings: 0 }, 'resv: then an ordinary lock');
+      t.deepEqual(await within(L.proc.call('lockResv', id), 5000, 'resv: locking again'), { ret: 0, warnings: 0 }, 'resv: then an ordinary lock');
+      await L.proc.call('finiResv', id);
       await L.proc.kill();
       return;
     }

@@ -38,6 +38,7 @@ import {
   dmaResvForEachFenceUnlocked,
   dmaResvGetFences,
   dmaResvGetSingleton,
+  dmaResvHandle,
   dmaResvInit,
   dmaResvIterBegin,
   dmaResvIterEnd,
@@ -424,7 +425,7 @@ model('the lock is a shared mutex word: this thread and two workers never hold i
   const n = 2000;
   const workers = [0, 1].map(() =>
     startFenceWorker<WorkerResult & { iterations: number }>('resvLockLoop', table, {
-      lockSab: resv.lockSab,
+      resv: dmaResvHandle(resv),
       counter,
       n,
     }),

@@ -9,6 +9,7 @@ import { exit, ProcessExit } from '../src/user/syscalls.js';
 import { simError } from '../src/errors.js';
 import { LOADED, type LoadReport } from '../src/rpc/process-loaded.js';
 import { attachLocking, installFenceLockdep } from '../src/locking/index.js';
+import { attachResvTable } from '../src/fence/dma-resv.js';
 
 export interface ProcessWorkerData extends RuntimeInit {
   readonly module: string;
@@ -17,6 +18,12 @@ export interface ProcessWorkerData extends RuntimeInit {
   readonly cloned?: boolean;
   /** The machine's lock domain (Machine.boot({ lockdep: true })): attached after the fence table. */
   readonly locks?: SharedArrayBuffer;
+  /**
+   * { kernelFences: true } only (a process that plays a driver): the machine's reservation table and the kernel lock
+   * domain its locks live in. A plain process is never handed them.
+   */
+  readonly resv?: SharedArrayBuffer;
+  readonly kernelLocks?: SharedArrayBuffer;
 }
 
 if (!parentPort) throw new Error('a process must run in a worker thread');
@@ -29,6 +36,11 @@ if (data.locks) {
   const name = `${data.name} (pid ${data.tid ?? data.pid})`;
   attachLocking(data.locks, name, {}, liveness && data.owner !== undefined ? { owner: data.owner, liveness } : {});
   installFenceLockdep();
+}
+if (data.resv && data.kernelLocks) {
+  // Its lock words carry this process's machine token (cleared by reap), so a lock it dies holding is recovered.
+  const owner = data.owner !== undefined ? { owner: data.owner, liveness: rt().ownerLiveness() } : {};
+  attachResvTable(data.resv, { locks: data.kernelLocks, name: `${data.name} (pid ${data.tid ?? data.pid})`, owner });
 }
 
 type Fn = (...args: unknown[]) => unknown;

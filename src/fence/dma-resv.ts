@@ -1,35 +1,38 @@
 /**
- * dma_resv (drivers/dma-buf/dma-resv.c): a buffer's reservation object — its lock and its list of fences, each
- * with a usage class (KERNEL < WRITE < READ < BOOKKEEP; a query for usage U sees every fence with usage ≤ U).
+ * dma_resv (drivers/dma-buf/dma-resv.c): a buffer's reservation object — its ww_mutex and its list of fences, each
+ * with a usage class (KERNEL < WRITE < READ < BOOKKEEP; a query for usage U sees every fence with usage ≤ U) — in
+ * the machine's shared reservation table, so every kernel-side worker reaches the same object by id.
  *
- * ## Threads and the seams left open
- * - The lock is a mutex word in shared memory (`lockSab`, layout below), so the lock protocol already works
- *   between workers, and every function may run in any worker. ww_mutex semantics (acquire contexts, wound/die,
- *   -EDEADLK backoff) and lockdep come later: dmaResvLock() takes the `ctx` argument and returns the kernel's
- *   codes, but today a context only makes a second lock by the same context return -EALREADY.
- * - The fence list itself lives in the memory of the thread that created the object (normally the broker, for
- *   dma-bufs): only that thread may touch it, and a call from another thread throws. Moving it into shared memory
- *   (handle words in fence-table extension slots) is the seam; the API would not change.
- * - "RCU" readers (the unlocked iterator) and writers are the same thread here, so an unlocked iteration can
- *   only be "restarted" by the caller itself changing the object between steps — the restart protocol is kept
- *   exactly (dma_resv_iter_is_restarted) so callers written against it stay right.
+ * ## Where it lives, and who may touch it
+ * Each resv is an object of a reservation table (resv-table.ts: lock words, the index of its current fence list,
+ * its origin) and its list a chunk of the table's arena. A worker attaches the table once (attachResvTable: the
+ * broker at boot, the main thread through dmabuf-sim/testing, drivers and { kernelFences: true } processes at
+ * start — never a plain process) and then `dmaResvInit()` makes objects in it and `dmaResvFromId(id)` reaches any of
+ * them: views of one id in different workers are the same reservation object. A thread with no table attached gets
+ * a standalone one of its own at its first dmaResvInit (tests, tools); dmaResvHandle / dmaResvFromHandle carry such
+ * a resv to another thread.
  *
- * ## Lock word layout (Int32, Atomics)
- *   RL_STATE  0 unlocked, else the holder's owner token (src/shm/alive.ts: its fence runtime's token, or an
- *             untracked id for a thread with no fence table) | LOCK_WAITERS while a waiter may sleep — a robust
- *             futex word: the lock names its owner, so a waiter can tell a dead holder from a slow one
- *   RL_OWNER  unused (the owner is in RL_STATE, stored by the same compareExchange that takes the lock)
- *   RL_CTX    acquire-context stamp of the holder (0 = locked without a context)
+ * ## The lock
+ * obj->lock is a WwMutex of reservationWwClass (src/locking) whose words live in the table, so lockdep checks it
+ * (Machine.boot({ lockdep: true })) and ww_acquire_ctx works across workers: dma_resv_lock(obj, ctx) returns
+ * -EDEADLK (back off: unlock everything, dmaResvLockSlow) or -EALREADY, as the kernel does. Its owner is the
+ * holder's token in the machine's alive table, so a holder that dies is recovered like a robust futex: the next
+ * locker takes it over, with a warning, and gets -EOWNERDEAD with the lock held.
  *
- * ## A holder that dies
- * A worker killed while holding the lock leaves its token in RL_STATE. Waiters sleep in bounded slices and ask the
- * alive table about the holder after each; the first to find it dead takes the lock over (a compareExchange from
- * the dead holder's exact word) and dmaResvLock returns -EOWNERDEAD with the lock held, as
- * pthread_mutex_lock does on a robust mutex, after a warning. What the lock protects stays consistent: the fence
- * list can only be changed by its owner thread, which is not the dead one unless the object died with it. The
- * broker's dma-bufs never hand their lockSab to a process, so no process can make the broker wait on this lock.
+ * A thread attached with `noSleep` (the broker) never sleeps on it: dmaResvLock there takes a free lock, or a dead
+ * holder's, and is a BUG if it would have to wait for a live one; broker code uses dmaResvLockNoWait (and a
+ * lock-free fallback), dmaResvLockAsync (event-loop context: Atomics.waitAsync slices) or dmaResvLockSyscall
+ * (src/kernel/fence-wait.ts: the syscall parks) instead.
+ *
+ * ## Readers without the lock ("RCU")
+ * Lists are replaced, never grown (dma_resv_reserve_fences, copy_fences), and the old chunk is freed at once: no
+ * grace period exists across workers. So an unlocked reader works as a seqcount reader: it notes the list's chunk
+ * and that chunk's generation, and after every entry it reads checks the generation is unchanged before trusting
+ * the entry — a freed (and perhaps reused) chunk makes it restart, exactly where the kernel's iterator restarts
+ * when obj->fences changed (dma_resv_iter_is_restarted). Entries are single 64-bit words, and a fence reference is
+ * taken with get_unless_zero plus the slot generation (dma_fence_get_rcu), so a reader never returns a fence that
+ * is not alive.
  */
-import { threadId } from 'node:worker_threads';
 import { E } from '../uapi/errno.js';
 import { dmaFenceArrayCreate } from './dma-fence-array.js';
 import {
@@ -44,12 +47,35 @@ import {
   dmaFenceSetDeadline,
   dmaFenceWaitAsync,
   dmaFenceWaitTimeout,
-  fenceRuntimeAttached,
   fenceRuntime,
 } from './dma-fence.js';
+import { waitAsyncWord } from './runtime.js';
 import { BUG, warn, warnOn } from '../bug.js';
-import { TOKEN_MASK } from '../shm/alive.js';
-import { robustLock, robustUnlock, untrackedOwner } from './table.js';
+import { FAULT_RESV_ADD, FAULT_RESV_RESERVE, faultArmed, faultPoint } from '../fault-inject.js';
+import { SyscallError } from '../errors.js';
+import { LockDomain, SLICE_MS, type AttachOwner } from '../locking/domain.js';
+import { L_ID, L_STAMP, L_STATE, L_CTX_SLOT } from '../locking/mutex.js';
+import { WwAcquireCtx, WwMutex } from '../locking/ww-mutex.js';
+import { reservationWwClass } from '../locking/fence-lockdep.js';
+import {
+  C_GEN,
+  C_MAX,
+  C_NUM,
+  ENTRY_INDEX_MASK,
+  ENTRY_USAGE_SHIFT,
+  LIST_HEADER_BYTES,
+  O_GEN,
+  O_LIST,
+  O_LOCK,
+  O_STATE,
+  OBJ_LIVE,
+  RESV_ID_SPAN,
+  ResvTable,
+  T_ID0,
+  T_ID1,
+  T_ID2,
+  createResvTable,
+} from './resv-table.js';
 
 export const DMA_RESV_USAGE_KERNEL = 0;
 export const DMA_RESV_USAGE_WRITE = 1;
@@ -57,6 +83,8 @@ export const DMA_RESV_USAGE_READ = 2;
 export const DMA_RESV_USAGE_BOOKKEEP = 3;
 export type DmaResvUsage = 0 | 1 | 2 | 3;
 export const DMA_RESV_USAGE_NAMES = ['kernel', 'write', 'read', 'bookkeep'] as const;
+
+export { WwAcquireCtx } from '../locking/ww-mutex.js';
 
 /**
  * dma_resv_usage_rw: the usage to wait for before a new access — a write waits for every reader and writer
@@ -66,149 +94,443 @@ export function dmaResvUsageRw(write: boolean): DmaResvUsage {
   return write ? DMA_RESV_USAGE_READ : DMA_RESV_USAGE_WRITE;
 }
 
-export const RL_STATE = 0;
-export const RL_OWNER = 1;
-export const RL_CTX = 2;
-const RL_WORDS = 4;
+// ---- attaching a table -------------------------------------------------------------------------------------------
 
-/** The seam for ww_acquire_ctx: today only its identity (stamp) is used. */
-export interface WwAcquireCtx {
-  readonly stamp: number;
+/** One worker's attachment to a reservation table: the table view and the lock domain its locks live in. */
+export class ResvAttachment {
+  constructor(
+    readonly table: ResvTable,
+    readonly domain: LockDomain,
+    /** This worker must never sleep on a reservation lock (the broker). */
+    readonly noSleep: boolean,
+  ) {}
 }
 
-let nextStamp = 1;
-/** ww_acquire_init (seam): a new acquire context. */
-export function wwAcquireInit(): WwAcquireCtx {
-  return { stamp: (threadId + 1) * 0x10000 + nextStamp++ };
+export interface ResvAttachOptions {
+  /** The lock domain (SharedArrayBuffer) the table's locks belong to: the machine's kernel lock domain. */
+  readonly locks?: SharedArrayBuffer;
+  /** Or a domain view already attached in this worker (default: the worker's current domain). */
+  readonly domain?: LockDomain;
+  /** This worker's name in lock reports, when it attaches `locks` here first. */
+  readonly name?: string;
+  /** This worker's owner token and the alive table, when it attaches `locks` here first (see LockDomain.attach). */
+  readonly owner?: AttachOwner;
+  /**
+   * This worker must never sleep on a reservation lock (the broker: the holder may need it first). dmaResvLock
+   * then takes only a free or dead holder's lock and is a BUG otherwise.
+   */
+  readonly noSleep?: boolean;
 }
 
-interface ResvEntry {
-  fence: DmaFence;
-  usage: DmaResvUsage;
+const attachments = new Map<string, ResvAttachment>();
+let current: ResvAttachment | null = null;
+
+function tableIdOf(sab: SharedArrayBuffer): string {
+  const i32 = new Int32Array(sab, 0, 8);
+  return `${i32[T_ID0]}.${i32[T_ID1]}.${i32[T_ID2]}`;
 }
 
-/** struct dma_resv_list: the table, how many entries are used, how many were reserved. */
+/**
+ * Attaches this worker to the reservation table `sab` (idempotent per table, whatever copy of the buffer
+ * arrives) and makes it the worker's current one: dmaResvInit() allocates there, dmaResvFromId() looks there.
+ * Kernel-side workers only (a process that could write the table could take any buffer's lock or list).
+ */
+export function attachResvTable(sab: SharedArrayBuffer, opts: ResvAttachOptions = {}): ResvAttachment {
+  if (!(sab instanceof SharedArrayBuffer)) {
+    throw Object.assign(new TypeError('The "table" argument must be a dma_resv table SharedArrayBuffer'), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  const id = tableIdOf(sab);
+  let att = attachments.get(id);
+  if (!att) {
+    const domain = opts.domain ?? (opts.locks ? LockDomain.attach(opts.locks, opts.name, opts.owner ?? {}) : LockDomain.current());
+    att = new ResvAttachment(new ResvTable(sab), domain, opts.noSleep === true);
+    attachments.set(id, att);
+  }
+  current = att;
+  return att;
+}
+
+/** This worker's current reservation table, or null when it attached none (and made no standalone one). */
+export function resvAttachment(): ResvAttachment | null {
+  return current;
+}
+
+/** Forgets this worker's attachment to `sab` (a machine that shut down); the current one too if it was that. */
+export function detachResvTable(sab: SharedArrayBuffer): void {
+  const id = tableIdOf(sab);
+  const att = attachments.get(id);
+  attachments.delete(id);
+  if (current === att) current = null;
+}
+
+/**
+ * A lock domain for a standalone table: validator off (a thread that wants its resv locks checked attaches the
+ * table with the domain it validates in: attachResvTable(createResvTable(), { domain })).
+ */
+export function standaloneResvDomain(): LockDomain {
+  return LockDomain.create({ lockdep: false, maxClasses: 16, maxEdges: 16, arenaBytes: 1 << 16, maxReports: 16 });
+}
+
+function currentAttachment(): ResvAttachment {
+  // A thread with no machine table (unit tests, tools): a standalone table of its own, made on first use.
+  return current ?? attachResvTable(createResvTable(), { domain: standaloneResvDomain() });
+}
+
+// ---- the object --------------------------------------------------------------------------------------------------
+
+/**
+ * struct dma_resv_list as one worker sees it: a chunk of the table (unit) in one generation. `maxFences` and
+ * `numFences` read the chunk's words. A list made with only `maxFences` (no chunk) is a detached empty list: any
+ * iterator holding it restarts (st-dma-resv pokes one into a cursor to force a restart).
+ */
 export class DmaResvList {
-  readonly table: ResvEntry[] = [];
-  numFences = 0;
-  constructor(public maxFences: number) {}
+  private readonly w: number;
+  private localMax: number;
+  constructor(
+    maxFences: number,
+    readonly resv: DmaResv | null = null,
+    /** The arena unit of the chunk (0: detached). */
+    readonly unit = 0,
+    /** The chunk's C_GEN when this view was made. */
+    readonly gen = 0,
+  ) {
+    this.localMax = maxFences;
+    this.w = resv ? resv.table.chunk(unit) : -1;
+  }
+
+  get maxFences(): number {
+    return this.resv ? Atomics.load(this.resv.table.i32, this.w + C_MAX) : this.localMax;
+  }
+  set maxFences(v: number) {
+    if (this.resv) Atomics.store(this.resv.table.i32, this.w + C_MAX, v);
+    else this.localMax = v;
+  }
+
+  get numFences(): number {
+    return this.resv ? Atomics.load(this.resv.table.i32, this.w + C_NUM) : 0;
+  }
+
+  /** Entries a reader may index: num_fences, clamped to the chunk (the word is shared memory). */
+  get capacity(): number {
+    if (!this.resv) return 0;
+    const t = this.resv.table;
+    return Math.max(0, Math.min(this.maxFences, t.arenaUnits - this.unit - LIST_HEADER_BYTES / 8));
+  }
+
+  /** Still the same chunk generation (not freed since this view was made). */
+  get valid(): boolean {
+    return this.resv !== null && Atomics.load(this.resv.table.i32, this.w + C_GEN) === this.gen;
+  }
 }
 
-/** Bytes of struct dma_resv_list before its table (rcu_head + two u32) on a 64-bit kernel. */
-const LIST_HEADER_BYTES = 24;
-const KMALLOC_SIZES = [8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192];
-
-/** kmalloc_size_roundup: the size of the slab bucket (or page-order allocation) a request lands in. */
-function kmallocSizeRoundup(size: number): number {
-  for (const s of KMALLOC_SIZES) if (size <= s) return s;
-  let pages = 4096;
-  while (pages < size) pages *= 2;
-  return pages;
-}
-
-/** dma_resv_list_alloc: max_fences is recomputed from the bucket size, as the kernel does. */
-function listAlloc(maxFences: number): DmaResvList {
-  const size = kmallocSizeRoundup(LIST_HEADER_BYTES + 8 * maxFences);
-  return new DmaResvList(Math.floor((size - LIST_HEADER_BYTES) / 8));
-}
-
-/** dma_resv_list_free: puts every fence of the list. */
-function listFree(list: DmaResvList | null): void {
-  if (!list) return;
-  for (let i = 0; i < list.numFences; i++) dmaFencePut(list.table[i]!.fence);
-  list.numFences = 0;
-  list.table.length = 0;
-}
-
-function roundupPowOfTwo(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
-
-/** struct dma_resv. */
+/**
+ * struct dma_resv, as one worker sees it: a view of object `index` of generation `gen` of its table. Views are
+ * cached per worker (dmaResvFromId returns the same object for the same live resv).
+ */
 export class DmaResv {
-  /** The lock's shared words (RL_*). Hand this to another worker to let it take the lock. */
-  readonly lockSab: SharedArrayBuffer;
-  readonly lockWord: Int32Array;
-  /** obj->fences (owner thread's memory, see the file comment). */
-  fences: DmaResvList | null = null;
-  /** The thread whose memory holds the fence list. */
-  readonly ownerThread: number = threadId;
-  /** dma_resv_locking_ctx (the holder's context object, when the holder is this thread). */
-  ctx: WwAcquireCtx | null = null;
+  readonly table: ResvTable;
+  /** Int32 index of the object's first word. */
+  readonly base: number;
+  /** obj->lock: the reservation ww_mutex, in the table. */
+  readonly lock: WwMutex;
+  /** The machine-wide id: pass it to another kernel-side worker (dmaResvFromId). */
+  readonly id: number;
+  private cache: DmaResvList | null = null;
 
-  constructor(lockSab?: SharedArrayBuffer) {
-    this.lockSab = lockSab ?? new SharedArrayBuffer(RL_WORDS * 4);
-    this.lockWord = new Int32Array(this.lockSab);
+  constructor(
+    readonly att: ResvAttachment,
+    readonly index: number,
+    readonly gen: number,
+  ) {
+    this.table = att.table;
+    this.base = att.table.obj(index);
+    this.id = gen * RESV_ID_SPAN + index;
+    this.lock = new WwMutex(reservationWwClass, { domain: att.domain }, { sab: att.table.sab, byteOffset: (this.base + O_LOCK) * 4 });
+  }
+
+  /**
+   * obj->fences (rcu_dereference): the current list, or null. The chunk index and its generation are read, then
+   * the index again: equal means the generation belongs to a chunk that was this object's list at that moment.
+   */
+  get fences(): DmaResvList | null {
+    const i32 = this.table.i32;
+    for (;;) {
+      const unit = Atomics.load(i32, this.base + O_LIST);
+      if (unit === 0) return null;
+      if (!this.table.validUnit(unit)) BUG(`dma_resv ${this.id}: list unit ${unit} outside the arena (corrupted table memory?)`);
+      const gen = Atomics.load(i32, this.table.chunk(unit) + C_GEN);
+      if (Atomics.load(i32, this.base + O_LIST) !== unit) continue;
+      const c = this.cache;
+      if (c && c.unit === unit && c.gen === gen) return c;
+      return (this.cache = new DmaResvList(0, this, unit, gen));
+    }
+  }
+
+  toString(): string {
+    return `dma_resv ${this.id}`;
   }
 }
 
-/** This thread's owner id in lock words: its fence runtime's alive token, or an untracked id. */
-function ownerId(): number {
-  return fenceRuntimeAttached() ? fenceRuntime().owner : untrackedOwner();
+/** What another thread needs to reach a resv of a table it may not have attached yet (dmaResvFromHandle). */
+export interface DmaResvHandle {
+  readonly table: SharedArrayBuffer;
+  readonly locks: SharedArrayBuffer;
+  readonly id: number;
 }
 
-function ownerOnly(obj: DmaResv, what: string): void {
-  if (threadId !== obj.ownerThread) {
-    throw new Error(
-      `dmabuf-sim: ${what}: this dma_resv's fence list lives in thread ${obj.ownerThread}'s memory ` +
-        `(called from thread ${threadId}); only its lock is shared so far`,
-    );
+/** A handle for `obj` (structured-clonable: post it to another worker). */
+export function dmaResvHandle(obj: DmaResv): DmaResvHandle {
+  return { table: obj.table.sab, locks: obj.att.domain.sab, id: obj.id };
+}
+
+/** The resv a handle names, attaching its table (and lock domain) in this worker if needed. */
+export function dmaResvFromHandle(h: DmaResvHandle): DmaResv {
+  if (typeof h !== 'object' || h === null) {
+    throw Object.assign(new TypeError('The "handle" argument must be a dma_resv handle'), { code: 'ERR_INVALID_ARG_TYPE' });
   }
+  const prev = current;
+  const att = attachResvTable(h.table, { locks: h.locks });
+  current = prev ?? att;
+  return viewOf(att, h.id);
+}
+
+/**
+ * The reservation object `id` of this worker's current table (a view: the same object for the same live resv).
+ * An id that is not an integer is a TypeError; one that names no live object (finalised, or never made) is a BUG:
+ * a use after dma_resv_fini.
+ */
+export function dmaResvFromId(id: number): DmaResv {
+  if (!current) throw new Error('dmabuf-sim: no dma_resv table attached in this worker (attachResvTable())');
+  return viewOf(current, id);
+}
+
+function viewOf(att: ResvAttachment, id: number): DmaResv {
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
+    throw Object.assign(new TypeError(`The "id" argument must be a dma_resv id (a non-negative integer). Received ${String(id)}`), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  const index = id % RESV_ID_SPAN;
+  const gen = Math.floor(id / RESV_ID_SPAN);
+  const t = att.table;
+  if (index >= t.nobj || Atomics.load(t.i32, t.obj(index) + O_GEN) !== gen || Atomics.load(t.i32, t.obj(index) + O_STATE) !== OBJ_LIVE) {
+    BUG(`dma_resv id ${id}: no live reservation object (finalised? a use after dma_resv_fini)`);
+  }
+  const v = t.views[index] as DmaResv | undefined;
+  if (v && v.gen === gen) return v;
+  const r = new DmaResv(att, index, gen);
+  t.views[index] = r;
+  return r;
+}
+
+/** The machine-wide id of `obj` (dma_resv pointers do not cross workers; ids do). */
+export function dmaResvId(obj: DmaResv): number {
+  return obj.id;
+}
+
+/** A use of a finalised object through a stale view is a BUG, never a silent access to the slot's next occupant. */
+function live(obj: DmaResv, what: string): void {
+  if (Atomics.load(obj.table.i32, obj.base + O_GEN) !== obj.gen) BUG(`${what} on a finalised dma_resv (id ${obj.id})`);
 }
 
 function checkUsage(usage: number): asserts usage is DmaResvUsage {
   if (!(usage === 0 || usage === 1 || usage === 2 || usage === 3)) throw new RangeError(`bad dma_resv_usage ${usage}`);
 }
 
-// ---- init / fini -------------------------------------------------------------------------------------------------
+// ---- entries -----------------------------------------------------------------------------------------------------
 
-/** dma_resv_init: a new reservation object (no fences, unlocked). */
-export function dmaResvInit(): DmaResv {
-  return new DmaResv();
+function encodeEntry(f: DmaFence, usage: DmaResvUsage): bigint {
+  return (BigInt(f.gen >>> 0) << 32n) | BigInt((f.index | (usage << ENTRY_USAGE_SHIFT)) >>> 0);
 }
 
-/** dma_resv_fini: puts every fence; the object must be dead (a locked one warns, as mutex_destroy does). */
+/** dma_resv_list_set: entry `i` of chunk `unit` (lock held); one 64-bit store, so readers see a whole entry. */
+function setEntry(t: ResvTable, unit: number, i: number, f: DmaFence, usage: DmaResvUsage): void {
+  Atomics.store(t.i64, t.entry(unit, i), encodeEntry(f, usage));
+}
+
+interface Entry {
+  fence: DmaFence;
+  usage: DmaResvUsage;
+}
+
+/**
+ * dma_resv_list_entry with the lock held: entries are stable (only the holder writes them), so the two halves are
+ * read as Int32 words (little-endian: low half first) and the fence wrapped without a reference — the list owns one.
+ */
+function lockedEntry(t: ResvTable, unit: number, i: number, out: Entry): Entry {
+  const w = t.entry(unit, i) * 2;
+  const lo = Atomics.load(t.i32, w);
+  const gen = Atomics.load(t.i32, w + 1);
+  out.fence = fenceRuntime().wrap(lo & ENTRY_INDEX_MASK, gen);
+  out.usage = ((lo >>> ENTRY_USAGE_SHIFT) & 3) as DmaResvUsage;
+  return out;
+}
+
+/**
+ * An entry read without the lock (dma_resv_iter_walk_unlocked's dma_fence_get_rcu): the entry word, then the
+ * chunk's generation (unchanged = the word was this list's entry when read, since a free bumps it before any
+ * reuse), then get_unless_zero on the fence with its generation. Null when the list changed or the fence is being
+ * released: the caller restarts. On success the caller holds a reference.
+ */
+function unlockedEntry(list: DmaResvList, i: number, out: Entry): Entry | null {
+  const t = list.resv!.table;
+  if (i >= list.capacity) return null;
+  const h = Atomics.load(t.i64, t.entry(list.unit, i));
+  if (!list.valid || h === 0n) return null;
+  const lo = Number(h & 0xffffffffn);
+  const rt = fenceRuntime();
+  const index = lo & ENTRY_INDEX_MASK;
+  if (index >= rt.table.nslots) BUG(`dma_resv ${list.resv!.id}: entry names fence slot ${index}, outside the fence table`);
+  const f = rt.tryGet(index, Number(h >> 32n) | 0);
+  if (!f) return null;
+  out.fence = f;
+  out.usage = ((lo >>> ENTRY_USAGE_SHIFT) & 3) as DmaResvUsage;
+  return out;
+}
+
+/** Roundup to a power of two (roundup_pow_of_two). */
+function roundupPowOfTwo(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/** dma_resv_list_free: puts every fence of chunk `unit` (no longer published) and frees it. */
+function listFree(obj: DmaResv, unit: number): void {
+  if (unit === 0) return;
+  const t = obj.table;
+  const w = t.chunk(unit);
+  const n = Math.min(Atomics.load(t.i32, w + C_NUM), Atomics.load(t.i32, w + C_MAX));
+  const e: Entry = { fence: null!, usage: 0 };
+  const fences: DmaFence[] = [];
+  for (let i = 0; i < n; i++) fences.push(lockedEntry(t, unit, i, e).fence);
+  Atomics.store(t.i32, w + C_NUM, 0);
+  t.freeList(unit);
+  for (const f of fences) dmaFencePut(f);
+}
+
+// ---- init / fini -------------------------------------------------------------------------------------------------
+
+/** Where dmaResvInit was called from (the first stack frame outside this file), for leak reports. */
+function callerSite(): string {
+  const lines = (new Error().stack ?? '').split('\n').slice(1);
+  const frame = lines.find((l) => !l.includes('/fence/dma-resv.')) ?? '';
+  const m = /\(?([^()\s]+):(\d+):\d+\)?\s*$/.exec(frame);
+  if (!m) return 'unknown';
+  const file = m[1]!.slice(m[1]!.lastIndexOf('/') + 1);
+  return `${file}:${m[2]}`;
+}
+
+/**
+ * dma_resv_init: a new reservation object (no fences, unlocked) in this worker's reservation table. `origin` says
+ * where it was made in leak reports (default: this worker's lock-report name and the calling file:line). Throws
+ * ResvTableFullError (a message naming Machine.boot's resv.objects) when the table is full.
+ */
+export function dmaResvInit(origin?: string): DmaResv {
+  const att = currentAttachment();
+  const t = att.table;
+  const d = att.domain;
+  const index = t.allocObject(origin ?? `${d.workerName} ${callerSite()}`, d.token);
+  const b = t.obj(index);
+  // The lock words: a fresh lock instance (its own id, for lockdep), unlocked. Nobody else knows the id yet.
+  Atomics.store(t.i32, b + O_LOCK + L_STAMP, 0);
+  Atomics.store(t.i32, b + O_LOCK + L_CTX_SLOT, 0);
+  Atomics.store(t.i32, b + O_LOCK + L_ID, d.newLockId());
+  Atomics.store(t.i32, b + O_LOCK + L_STATE, 0);
+  const r = new DmaResv(att, index, Atomics.load(t.i32, b + O_GEN));
+  t.views[index] = r;
+  return r;
+}
+
+/**
+ * dma_resv_fini: puts every fence and frees the object; its id names nothing afterwards (a later use through any
+ * view is a BUG). The object must be dead: a locked one warns, as mutex_destroy does.
+ */
 export function dmaResvFini(obj: DmaResv): void {
-  ownerOnly(obj, 'dma_resv_fini');
-  warnOn(Atomics.load(obj.lockWord, RL_STATE) !== 0, 'dma_resv_fini of a locked reservation object');
-  const list = obj.fences;
-  obj.fences = null;
-  listFree(list);
+  live(obj, 'dma_resv_fini');
+  const t = obj.table;
+  warnOn(Atomics.load(t.i32, obj.base + O_LOCK + L_STATE) !== 0, 'dma_resv_fini of a locked reservation object');
+  const unit = Atomics.exchange(t.i32, obj.base + O_LIST, 0);
+  if (unit !== 0) listFree(obj, unit);
+  Atomics.store(t.i32, obj.base + O_LOCK + L_STATE, 0);
+  t.freeObject(obj.index);
+  if (t.views[obj.index] === obj) t.views[obj.index] = undefined;
 }
 
 // ---- the lock ----------------------------------------------------------------------------------------------------
 
+/** A ww_mutex back-off thrown by WwMutex (EDEADLK, EALREADY) as the kernel's return value; anything else rethrown. */
+function wwReturn(e: unknown): number {
+  if (e instanceof SyscallError && (e.errno === E.EDEADLK || e.errno === E.EALREADY)) return -e.errno;
+  throw e;
+}
+
+function ownerDied(obj: DmaResv, r: number): number {
+  if (r === -E.EOWNERDEAD) warn(`dma_resv_lock: the holder of ${obj} died holding the lock; taken over (EOWNERDEAD)`);
+  return r;
+}
+
+/** Recursion in one worker: -EALREADY for the holding context, a BUG (an AA deadlock) otherwise. */
+function selfLocked(obj: DmaResv, ctx: WwAcquireCtx | null): number {
+  if (ctx && Atomics.load(obj.lock.word, L_STAMP) === ctx.stamp) return -E.EALREADY;
+  BUG('recursive dma_resv_lock in one thread (AA deadlock)');
+}
+
 /**
- * dma_resv_lock(obj, ctx): takes the reservation lock, sleeping while another worker holds it. Returns 0;
- * -EALREADY when `ctx` already holds it (ww_mutex); -EOWNERDEAD, with the lock held, when its previous holder died
- * holding it (see "A holder that dies" above; a warning reports it). Locking it again without a context in the
- * holding thread is a self-deadlock: a BUG (thrown) rather than a hang. Deadlock avoidance between contexts
- * (-EDEADLK) is the ww_mutex seam, not implemented yet.
+ * dma_resv_lock(obj, ctx): takes the reservation lock, sleeping (bounded slices, holder's liveness checked after
+ * each: src/locking/mutex.ts lockWordSlow) while another worker holds it. Returns 0; -EALREADY when `ctx` holds it
+ * already; -EDEADLK when `ctx` must back off (Wait-Die: an older context holds it — release every lock of the
+ * context, then dmaResvLockSlow); -EOWNERDEAD, with the lock held, when the previous holder died holding it (a
+ * warning reports it). Locking it again in the holding worker without its context is a BUG (AA deadlock).
  *
- * Bounded and race-free sleep: robustLock in table.ts (waiters bit set before sleeping, sleeps only while the
- * word still holds that exact value, never longer than LOCK_SLICE_MS before re-checking the holder's liveness).
+ * In a noSleep worker (the broker) it never sleeps: a lock held by a live worker is a BUG there (use
+ * dmaResvLockNoWait, dmaResvLockAsync or src/kernel/fence-wait.ts's dmaResvLockSyscall).
  */
 export function dmaResvLock(obj: DmaResv, ctx: WwAcquireCtx | null = null): number {
-  const w = obj.lockWord;
-  const me = ownerId();
-  let ownerDied = false;
-  const v = Atomics.compareExchange(w, RL_STATE, 0, me);
-  if (v !== 0) {
-    // Only this thread can store its own id, so this read cannot race with our own acquisition.
-    if ((v & TOKEN_MASK) === me) {
-      if (ctx && Atomics.load(w, RL_CTX) === ctx.stamp) return -E.EALREADY;
-      BUG('recursive dma_resv_lock in one thread (AA deadlock)');
-    }
-    const rt = fenceRuntimeAttached() ? fenceRuntime() : null;
-    rt?.spin.spinWhileEquals(w, RL_STATE, v);
-    ownerDied = robustLock(w, RL_STATE, me, rt ? rt.table.alive : null);
-    if (ownerDied) warn(`dma_resv_lock: the holder (owner ${v & TOKEN_MASK}) died holding the lock; taken over (EOWNERDEAD)`);
+  live(obj, 'dma_resv_lock');
+  const m = obj.lock;
+  if (m.heldByMe()) return selfLocked(obj, ctx);
+  let r: number;
+  try {
+    r = obj.att.noSleep ? m.lockTimeout(ctx, 0) : m.lock(ctx);
+  } catch (e) {
+    return wwReturn(e);
   }
-  Atomics.store(w, RL_CTX, ctx ? ctx.stamp : 0);
-  obj.ctx = ctx;
-  return ownerDied ? -E.EOWNERDEAD : 0;
+  if (r === -E.ETIMEDOUT) {
+    BUG(`dma_resv_lock of ${obj} would sleep in a worker that must not (the broker): its holder (owner ${m.owner()}) is alive; use dmaResvLockNoWait / dmaResvLockAsync`);
+  }
+  return ownerDied(obj, r);
+}
+
+/**
+ * dma_resv_lock without ever sleeping (for the broker): 0 or -EOWNERDEAD with the lock held (a free lock, or a dead
+ * holder's taken over), -EBUSY when a live worker holds it, or the ww codes (-EDEADLK, -EALREADY). Any worker.
+ */
+export function dmaResvLockNoWait(obj: DmaResv, ctx: WwAcquireCtx | null = null): number {
+  live(obj, 'dma_resv_lock');
+  const m = obj.lock;
+  if (m.heldByMe()) return selfLocked(obj, ctx);
+  let r: number;
+  try {
+    r = m.lockTimeout(ctx, 0);
+  } catch (e) {
+    return wwReturn(e);
+  }
+  return r === -E.ETIMEDOUT ? -E.EBUSY : ownerDied(obj, r);
+}
+
+/**
+ * dma_resv_lock for event-loop context (the broker's control plane, an event-loop driver): resolves once the lock
+ * is held (0, -EOWNERDEAD) or with -EDEADLK / -EALREADY. Between tries it awaits Atomics.waitAsync on the lock word
+ * — race-free: each try leaves the waiters bit set in the word it saw, so the holder's unlock notifies, and the
+ * wait returns at once if the word changed meanwhile — in slices of SLICE_MS, so a holder that dies is noticed
+ * (and taken over) within one slice. The worker keeps serving its event loop meanwhile.
+ */
+export async function dmaResvLockAsync(obj: DmaResv, ctx: WwAcquireCtx | null = null): Promise<number> {
+  for (;;) {
+    const r = dmaResvLockNoWait(obj, ctx);
+    if (r !== -E.EBUSY) return r;
+    const v = Atomics.load(obj.lock.word, L_STATE);
+    if (v !== 0) await waitAsyncWord(obj.lock.word, L_STATE, v, SLICE_MS);
+  }
 }
 
 /** dma_resv_lock_interruptible: as dmaResvLock (nothing interrupts a worker, so never -EINTR). */
@@ -216,55 +538,57 @@ export function dmaResvLockInterruptible(obj: DmaResv, ctx: WwAcquireCtx | null 
   return dmaResvLock(obj, ctx);
 }
 
-/** dma_resv_lock_slow (seam): after -EDEADLK, which is not produced yet. */
-export function dmaResvLockSlow(obj: DmaResv, ctx: WwAcquireCtx): void {
-  dmaResvLock(obj, ctx);
+/**
+ * dma_resv_lock_slow(obj, ctx): after -EDEADLK, with every other lock of `ctx` released, sleeps for this one
+ * (cannot back off). Returns 0, or -EOWNERDEAD with the lock held.
+ */
+export function dmaResvLockSlow(obj: DmaResv, ctx: WwAcquireCtx): number {
+  live(obj, 'dma_resv_lock_slow');
+  if (obj.att.noSleep) BUG('dma_resv_lock_slow in a worker that must not sleep (the broker)');
+  return ownerDied(obj, obj.lock.lockSlow(ctx));
 }
 
-/** dma_resv_trylock: true when the lock was taken. */
+/** dma_resv_trylock: true when the lock was taken (never sleeps, never takes over a dead holder's lock). */
 export function dmaResvTrylock(obj: DmaResv): boolean {
-  const w = obj.lockWord;
-  if (Atomics.compareExchange(w, RL_STATE, 0, ownerId()) !== 0) return false;
-  Atomics.store(w, RL_CTX, 0);
-  obj.ctx = null;
-  return true;
+  live(obj, 'dma_resv_trylock');
+  return obj.lock.trylock(null);
 }
 
 /**
  * dma_resv_unlock: releases the lock. With CONFIG_DEBUG_MUTEXES semantics always on, the slots reserved but not
  * used are forgotten (dma_resv_reset_max_fences), so a reservation must be redone after any unlock. Unlocking a
- * lock this thread does not hold is a BUG.
+ * lock this worker does not hold is a BUG.
  */
 export function dmaResvUnlock(obj: DmaResv): void {
-  const w = obj.lockWord;
-  if ((Atomics.load(w, RL_STATE) & TOKEN_MASK) !== ownerId()) {
-    BUG('dma_resv_unlock of a lock this thread does not hold');
-  }
-  if (threadId === obj.ownerThread) dmaResvResetMaxFences(obj);
-  obj.ctx = null;
-  Atomics.store(w, RL_CTX, 0);
-  robustUnlock(w, RL_STATE);
+  live(obj, 'dma_resv_unlock');
+  if (!obj.lock.heldByMe()) BUG('dma_resv_unlock of a lock this thread does not hold');
+  dmaResvResetMaxFences(obj);
+  obj.lock.unlock();
 }
 
 /** dma_resv_is_locked: locked by anyone. */
 export function dmaResvIsLocked(obj: DmaResv): boolean {
-  return Atomics.load(obj.lockWord, RL_STATE) !== 0;
+  return obj.lock.isLocked();
 }
 
-/** dma_resv_held: locked by this thread (lockdep_is_held). */
+/** dma_resv_held: locked by this worker (lockdep_is_held). */
 export function dmaResvHeld(obj: DmaResv): boolean {
-  const v = Atomics.load(obj.lockWord, RL_STATE);
-  return v !== 0 && (v & TOKEN_MASK) === ownerId();
+  return obj.lock.heldByMe();
 }
 
-/** dma_resv_assert_held: warns (lockdep_assert_held) when this thread does not hold the lock. */
+/** dma_resv_assert_held: warns (lockdep_assert_held) when this worker does not hold the lock. */
 export function dmaResvAssertHeld(obj: DmaResv): void {
   warnOn(!dmaResvHeld(obj), 'dma_resv_assert_held: reservation lock not held');
 }
 
 /** dma_resv_locking_ctx: the context the lock was taken with, or null. */
 export function dmaResvLockingCtx(obj: DmaResv): WwAcquireCtx | null {
-  return dmaResvHeld(obj) ? obj.ctx : null;
+  return dmaResvHeld(obj) ? obj.lock.ctx : null;
+}
+
+/** ww_acquire_init(ctx, &reservation_ww_class) in this worker's reservation lock domain. */
+export function wwAcquireInit(): WwAcquireCtx {
+  return new WwAcquireCtx(reservationWwClass, { domain: currentAttachment().domain });
 }
 
 /** dma_resv_reset_max_fences (CONFIG_DEBUG_MUTEXES): forgets reserved but unused slots. */
@@ -276,15 +600,19 @@ export function dmaResvResetMaxFences(obj: DmaResv): void {
 // ---- adding and replacing ----------------------------------------------------------------------------------------
 
 /**
- * dma_resv_reserve_fences: makes room for `numFences` more fences (lock held). Returns 0, or -EINVAL (with a
- * warning) for 0, which always points at a bug in the caller's count. Growing compacts: signaled fences are
- * dropped (put) and the pending ones keep their order.
+ * dma_resv_reserve_fences: makes room for `numFences` more fences (lock held). Returns 0; -EINVAL (with a warning)
+ * for 0, which always points at a bug in the caller's count; -ENOMEM when the table's list arena is full (the
+ * message names Machine.boot's resv.listBytes). Growing allocates a new list and compacts: signaled fences are
+ * dropped (put) and the pending ones keep their order; the new list is published with one store, and the old
+ * chunk freed (unlocked readers still on it restart).
  */
 export function dmaResvReserveFences(obj: DmaResv, numFences: number): number {
-  ownerOnly(obj, 'dma_resv_reserve_fences');
+  live(obj, 'dma_resv_reserve_fences');
   dmaResvAssertHeld(obj);
   if (warnOn(!numFences, 'dma_resv_reserve_fences(0)')) return -E.EINVAL;
-  const old = obj.fences;
+  const t = obj.table;
+  const oldUnit = Atomics.load(t.i32, obj.base + O_LIST);
+  const old = oldUnit ? obj.fences : null;
   let max: number;
   if (old && old.maxFences) {
     if (old.numFences + numFences <= old.maxFences) return 0;
@@ -292,19 +620,24 @@ export function dmaResvReserveFences(obj: DmaResv, numFences: number): number {
   } else {
     max = Math.max(4, roundupPowOfTwo(numFences));
   }
-  const list = listAlloc(max);
+  const unit = t.allocList(max, obj.index);
+  if (unit === 0) return -E.ENOMEM;
   const signaled: DmaFence[] = [];
+  const e: Entry = { fence: null!, usage: 0 };
   let j = 0;
-  for (let i = 0; i < (old ? old.numFences : 0); i++) {
-    const e = old!.table[i]!;
+  const n = old ? Math.min(old.numFences, old.capacity) : 0;
+  for (let i = 0; i < n; i++) {
+    lockedEntry(t, oldUnit, i, e);
     if (dmaFenceIsSignaled(e.fence)) signaled.push(e.fence);
-    else list.table[j++] = { fence: e.fence, usage: e.usage };
+    else setEntry(t, unit, j++, e.fence, e.usage);
   }
-  list.numFences = j;
-  obj.fences = list;
-  if (old) {
-    old.numFences = 0;
-    old.table.length = 0;
+  Atomics.store(t.i32, t.chunk(unit) + C_NUM, j);
+  if (faultArmed !== 0) faultPoint(FAULT_RESV_RESERVE);
+  // rcu_assign_pointer(obj->fences, new): the references move with the entries; the old chunk goes at once.
+  Atomics.store(t.i32, obj.base + O_LIST, unit);
+  if (oldUnit) {
+    Atomics.store(t.i32, t.chunk(oldUnit) + C_NUM, 0);
+    t.freeList(oldUnit);
   }
   for (const f of signaled) dmaFencePut(f);
   return 0;
@@ -313,36 +646,42 @@ export function dmaResvReserveFences(obj: DmaResv, numFences: number): number {
 /**
  * dma_resv_add_fence: adds `fence` with `usage` (lock held, room reserved), taking a new reference. It replaces
  * the first entry that is either of the same context with usage ≥ `usage` and not later than `fence`, or already
- * signaled (the replaced fence is put); otherwise it appends. Containers warn (add their components instead).
- * Appending without reserved room is a BUG (thrown).
+ * signaled (the replaced fence is put); otherwise it appends: the entry is stored first, then num_fences, so an
+ * unlocked reader (or a worker killed in between) never sees a half-added entry. Containers warn (add their
+ * components instead). Appending without reserved room is a BUG (thrown).
  */
 export function dmaResvAddFence(obj: DmaResv, fence: DmaFence, usage: DmaResvUsage): void {
-  ownerOnly(obj, 'dma_resv_add_fence');
+  live(obj, 'dma_resv_add_fence');
   checkUsage(usage);
   dmaFenceGet(fence);
   dmaResvAssertHeld(obj);
   warnOn(dmaFenceIsContainer(fence), `dma_resv_add_fence of a container (${fence})`);
-  const fobj = obj.fences;
-  if (!fobj) {
+  const t = obj.table;
+  const unit = Atomics.load(t.i32, obj.base + O_LIST);
+  if (unit === 0) {
     dmaFencePut(fence);
     BUG('dma_resv_add_fence without dma_resv_reserve_fences');
   }
-  const count = fobj.numFences;
+  const w = t.chunk(unit);
+  const count = Atomics.load(t.i32, w + C_NUM);
+  const e: Entry = { fence: null!, usage: 0 };
   for (let i = 0; i < count; i++) {
-    const e = fobj.table[i]!;
-    const old = e.fence;
+    const old = lockedEntry(t, unit, i, e).fence;
     if ((old.context === fence.context && e.usage >= usage && dmaFenceIsLaterOrSame(fence, old)) || dmaFenceIsSignaled(old)) {
-      fobj.table[i] = { fence, usage };
+      setEntry(t, unit, i, fence, usage);
       dmaFencePut(old);
       return;
     }
   }
-  if (fobj.numFences >= fobj.maxFences) {
+  const max = Atomics.load(t.i32, w + C_MAX);
+  if (count >= max) {
     dmaFencePut(fence);
-    BUG(`dma_resv_add_fence without a reserved slot (num_fences ${fobj.numFences} >= max_fences ${fobj.maxFences})`);
+    BUG(`dma_resv_add_fence without a reserved slot (num_fences ${count} >= max_fences ${max})`);
   }
-  fobj.table[count] = { fence, usage };
-  fobj.numFences = count + 1;
+  setEntry(t, unit, count, fence, usage);
+  if (faultArmed !== 0) faultPoint(FAULT_RESV_ADD);
+  // smp_store_mb(fobj->num_fences, count + 1): the entry is visible before the count that includes it.
+  Atomics.store(t.i32, w + C_NUM, count + 1);
 }
 
 /**
@@ -350,14 +689,18 @@ export function dmaResvAddFence(obj: DmaResv, fence: DmaFence, usage: DmaResvUsa
  * when the replaced operations no longer access the buffer once `replacement` signals.
  */
 export function dmaResvReplaceFences(obj: DmaResv, context: number, replacement: DmaFence, usage: DmaResvUsage): void {
-  ownerOnly(obj, 'dma_resv_replace_fences');
+  live(obj, 'dma_resv_replace_fences');
   checkUsage(usage);
   dmaResvAssertHeld(obj);
-  const list = obj.fences;
-  for (let i = 0; list && i < list.numFences; i++) {
-    const old = list.table[i]!.fence;
+  const t = obj.table;
+  const unit = Atomics.load(t.i32, obj.base + O_LIST);
+  if (unit === 0) return;
+  const n = Atomics.load(t.i32, t.chunk(unit) + C_NUM);
+  const e: Entry = { fence: null!, usage: 0 };
+  for (let i = 0; i < n; i++) {
+    const old = lockedEntry(t, unit, i, e).fence;
     if (old.context !== context) continue;
-    list.table[i] = { fence: dmaFenceGet(replacement), usage };
+    setEntry(t, unit, i, dmaFenceGet(replacement), usage);
     dmaFencePut(old);
   }
 }
@@ -372,6 +715,8 @@ export class DmaResvIter {
   fences: DmaResvList | null = null;
   numFences = 0;
   isRestarted = false;
+  /** Scratch for entry reads. */
+  readonly scratch: Entry = { fence: null!, usage: 0 };
   constructor(
     public obj: DmaResv,
     public usage: DmaResvUsage,
@@ -406,7 +751,7 @@ function iterRestartUnlocked(cursor: DmaResvIter): void {
   cursor.index = 0;
   cursor.numFences = 0;
   cursor.fences = cursor.obj.fences;
-  if (cursor.fences) cursor.numFences = cursor.fences.numFences;
+  if (cursor.fences) cursor.numFences = Math.min(cursor.fences.numFences, cursor.fences.capacity);
   cursor.isRestarted = true;
 }
 
@@ -417,25 +762,22 @@ function iterWalkUnlocked(cursor: DmaResvIter): void {
     dmaFencePut(cursor.fence);
     cursor.fence = null;
     if (cursor.index >= cursor.numFences) break;
-    const e = cursor.fences.table[cursor.index++];
+    // The list changed (chunk freed, fence being released): start over on the current list.
+    const e = cursor.fences.resv ? unlockedEntry(cursor.fences, cursor.index++, cursor.scratch) : null;
     if (!e) {
       iterRestartUnlocked(cursor);
+      if (!cursor.fences) break;
       continue;
     }
-    // dma_fence_get_rcu: fails only if the entry's fence is being released (the list changed under us).
-    cursor.fence = e.fence.rt.tryGet(e.fence.index, e.fence.gen);
+    cursor.fence = e.fence;
     cursor.fenceUsage = e.usage;
-    if (!cursor.fence) {
-      iterRestartUnlocked(cursor);
-      continue;
-    }
     if (!dmaFenceIsSignaled(cursor.fence) && cursor.usage >= cursor.fenceUsage) break;
   }
 }
 
 /** dma_resv_iter_first_unlocked: the first pending fence (the cursor holds a reference to it), or null. */
 export function dmaResvIterFirstUnlocked(cursor: DmaResvIter): DmaFence | null {
-  ownerOnly(cursor.obj, 'dma_resv_iter_first_unlocked');
+  live(cursor.obj, 'dma_resv_iter_first_unlocked');
   do {
     iterRestartUnlocked(cursor);
     iterWalkUnlocked(cursor);
@@ -445,7 +787,6 @@ export function dmaResvIterFirstUnlocked(cursor: DmaResvIter): DmaFence | null {
 
 /** dma_resv_iter_next_unlocked: the next pending fence, restarting when the object's list changed. */
 export function dmaResvIterNextUnlocked(cursor: DmaResvIter): DmaFence | null {
-  ownerOnly(cursor.obj, 'dma_resv_iter_next_unlocked');
   cursor.isRestarted = false;
   let restart = cursor.obj.fences !== cursor.fences;
   do {
@@ -458,7 +799,7 @@ export function dmaResvIterNextUnlocked(cursor: DmaResvIter): DmaFence | null {
 
 /** dma_resv_iter_first (lock held): the first fence of a usage ≤ cursor.usage, signaled or not (no reference). */
 export function dmaResvIterFirst(cursor: DmaResvIter): DmaFence | null {
-  ownerOnly(cursor.obj, 'dma_resv_iter_first');
+  live(cursor.obj, 'dma_resv_iter_first');
   dmaResvAssertHeld(cursor.obj);
   cursor.index = 0;
   cursor.fences = cursor.obj.fences;
@@ -471,14 +812,15 @@ export function dmaResvIterFirst(cursor: DmaResvIter): DmaFence | null {
 export function dmaResvIterNext(cursor: DmaResvIter): DmaFence | null {
   dmaResvAssertHeld(cursor.obj);
   cursor.isRestarted = false;
-  let fence: DmaFence;
+  const list = cursor.fences;
+  if (!list || !list.resv) return null;
+  let e: Entry;
   do {
-    if (!cursor.fences || cursor.index >= cursor.fences.numFences) return null;
-    const e = cursor.fences.table[cursor.index++]!;
+    if (cursor.index >= Math.min(list.numFences, list.capacity)) return null;
+    e = lockedEntry(list.resv.table, list.unit, cursor.index++, cursor.scratch);
     cursor.fenceUsage = e.usage;
-    fence = e.fence;
   } while (cursor.fenceUsage > cursor.usage);
-  return fence;
+  return e.fence;
 }
 
 /** dma_resv_for_each_fence(cursor, obj, usage, fence): locked iteration (fences borrowed, no references). */
@@ -499,26 +841,34 @@ export function* dmaResvForEachFenceUnlocked(cursor: DmaResvIter): Generator<Dma
 
 /**
  * dma_resv_copy_fences: dst's fences become a snapshot of src's unsignaled fences (all usages), each with a new
- * reference; dst's old fences are put. dst locked. Returns 0.
+ * reference; dst's old fences are put. dst locked. Returns 0, or -ENOMEM when the list arena is full.
  */
 export function dmaResvCopyFences(dst: DmaResv, src: DmaResv): number {
-  ownerOnly(dst, 'dma_resv_copy_fences');
+  live(dst, 'dma_resv_copy_fences');
   dmaResvAssertHeld(dst);
-  let list: DmaResvList | null = null;
+  const t = dst.table;
+  let unit = 0;
+  let failed = false;
   const cursor = new DmaResvIter(src, DMA_RESV_USAGE_BOOKKEEP);
   dmaResvIterBegin(cursor, src, DMA_RESV_USAGE_BOOKKEEP);
   for (const f of dmaResvForEachFenceUnlocked(cursor)) {
     if (dmaResvIterIsRestarted(cursor)) {
-      listFree(list);
-      list = listAlloc(cursor.numFences);
-      list.numFences = 0;
+      listFree(dst, unit);
+      unit = t.allocList(cursor.numFences, dst.index);
+      if (unit === 0) {
+        failed = true;
+        break;
+      }
     }
-    list!.table[list!.numFences++] = { fence: dmaFenceGet(f), usage: dmaResvIterUsage(cursor) };
+    const w = t.chunk(unit);
+    const n = Atomics.load(t.i32, w + C_NUM);
+    setEntry(t, unit, n, dmaFenceGet(f), dmaResvIterUsage(cursor));
+    Atomics.store(t.i32, w + C_NUM, n + 1);
   }
   dmaResvIterEnd(cursor);
-  const old = dst.fences;
-  dst.fences = list;
-  listFree(old);
+  if (failed) return -E.ENOMEM;
+  const old = Atomics.exchange(t.i32, dst.base + O_LIST, unit);
+  listFree(dst, old);
   return 0;
 }
 
@@ -526,11 +876,7 @@ export function dmaResvCopyFences(dst: DmaResv, src: DmaResv): number {
  * dma_resv_get_fences: every unsignaled fence of usage ≤ `usage`, each with a new reference the caller puts, in
  * `out` (num_fences, fences). No lock needed. Returns 0.
  */
-export function dmaResvGetFences(
-  obj: DmaResv,
-  usage: DmaResvUsage,
-  out: { numFences: number; fences: DmaFence[] },
-): number {
+export function dmaResvGetFences(obj: DmaResv, usage: DmaResvUsage, out: { numFences: number; fences: DmaFence[] }): number {
   out.numFences = 0;
   out.fences = [];
   const cursor = new DmaResvIter(obj, usage);
@@ -629,6 +975,11 @@ export function dmaResvTestSignaled(obj: DmaResv, usage: DmaResvUsage): boolean 
   return true;
 }
 
+/** The debugfs line of one entry (dma_resv_describe's format). */
+function describeEntry(fence: DmaFence, usage: DmaResvUsage): string {
+  return `\t${DMA_RESV_USAGE_NAMES[usage]} fence:${dmaFenceDescribe(fence)}`;
+}
+
 /**
  * dma_resv_describe: "\t<usage> fence:<driver> <timeline> seq <n> [un]signalled\n" for every fence of usage ≤
  * READ (BOOKKEEP is never shown) — what debugfs bufinfo prints under a buffer. Lock held.
@@ -636,16 +987,45 @@ export function dmaResvTestSignaled(obj: DmaResv, usage: DmaResvUsage): boolean 
 export function dmaResvDescribe(obj: DmaResv): string {
   let s = '';
   const cursor = new DmaResvIter(obj, DMA_RESV_USAGE_READ);
-  for (const fence of dmaResvForEachFence(cursor, obj, DMA_RESV_USAGE_READ)) {
-    s += `\t${DMA_RESV_USAGE_NAMES[dmaResvIterUsage(cursor)]} fence:${dmaFenceDescribe(fence)}`;
-  }
+  for (const fence of dmaResvForEachFence(cursor, obj, DMA_RESV_USAGE_READ)) s += describeEntry(fence, dmaResvIterUsage(cursor));
   return s;
 }
 
-/** Every fence with its usage, signaled or not (debugging and tests; owner thread). */
+/**
+ * dma_resv_describe without the lock (the broker, while a driver holds it): the same lines, from a consistent
+ * snapshot of the entries (dmaResvEntries) — what the list held at one moment.
+ */
+export function dmaResvDescribeUnlocked(obj: DmaResv): string {
+  let s = '';
+  for (const e of dmaResvEntries(obj)) if (e.usage <= DMA_RESV_USAGE_READ) s += describeEntry(e.fence, e.usage);
+  return s;
+}
+
+/**
+ * Every fence with its usage, signaled or not (debugging, snapshots, tests). With the lock held by this worker the
+ * list is read as is; otherwise the entries are read as a seqcount reader does — all of them, then the chunk's
+ * generation and obj->fences checked unchanged, else again. The fences are borrowed (no references): valid while
+ * the resv keeps them.
+ */
 export function dmaResvEntries(obj: DmaResv): { fence: DmaFence; usage: DmaResvUsage }[] {
-  ownerOnly(obj, 'dma_resv_entries');
-  const l = obj.fences;
-  if (!l) return [];
-  return l.table.slice(0, l.numFences).map((e) => ({ fence: e.fence, usage: e.usage }));
+  live(obj, 'dma_resv_entries');
+  const t = obj.table;
+  const rt = fenceRuntime();
+  for (;;) {
+    const list = obj.fences;
+    if (!list) return [];
+    const n = Math.min(list.numFences, list.capacity);
+    const raw: bigint[] = [];
+    for (let i = 0; i < n; i++) raw.push(Atomics.load(t.i64, t.entry(list.unit, i)));
+    if (!list.valid || obj.fences !== list) continue;
+    return raw.map((h) => {
+      const lo = Number(h & 0xffffffffn);
+      return { fence: rt.wrap(rt.slotIndex(lo & ENTRY_INDEX_MASK, `dma_resv ${obj.id} entry`), Number(h >> 32n) | 0), usage: ((lo >>> ENTRY_USAGE_SHIFT) & 3) as DmaResvUsage };
+    });
+  }
+}
+
+/** Objects and lists in use in this worker's current table (none attached: an empty standalone one is made). */
+export function dmaResvTableUsage(): ReturnType<ResvTable['usage']> {
+  return currentAttachment().table.usage();
 }

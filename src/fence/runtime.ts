@@ -583,7 +583,7 @@ export class FenceRuntime {
  * Atomics.waitAsync with the Node 20 quirk handled: a pending waitAsync does not keep a worker's event loop alive,
  * so a ref'd interval is held until it settles.
  */
-function waitAsyncWord(i32: Int32Array, index: number, value: number, ms: number): Promise<void> {
+export function waitAsyncWord(i32: Int32Array, index: number, value: number, ms: number): Promise<void> {
   const r = Atomics.waitAsync(i32, index, value, ms);
   if (!r.async) return Promise.resolve();
   const keep = setInterval(noop, 1 << 30);

@@ -34,7 +34,9 @@ import {
   dmaBufSnapshot,
   type DmaBufSnapshot,
 } from './dma-buf.js';
-import { dmaResvAddFence, dmaResvLock, dmaResvReserveFences, dmaResvUnlock, type DmaResvUsage } from '../fence/dma-resv.js';
+import { attachResvTable, dmaResvAddFence, dmaResvLockAsync, dmaResvReserveFences, dmaResvUnlock, type DmaResvUsage } from '../fence/dma-resv.js';
+import { createResvTable, liveResvs, resvTableSizes, type ResvTableOptions } from '../fence/resv-table.js';
+import { LockDomain } from '../locking/domain.js';
 import { dmaHeapList, type DmaHeapInfo } from './dma-heap.js';
 import { Kernel, THREADS_MAX_LIMIT, type KernelWarning } from './kernel.js';
 import type { HeldReport, LeakReport } from './leaks.js';
@@ -54,6 +56,10 @@ export interface BootConfig extends SubsystemConfig {
   readonly fences?: FenceTableOptions;
   /** kernel.threads-max (validated again here). */
   readonly threadsMax?: number;
+  /** Reservation table sizes (validated again here). */
+  readonly resv?: ResvTableOptions;
+  /** Lock validation in the kernel lock domain (Machine.boot({ lockdep })). */
+  readonly lockdep?: boolean;
 }
 
 export interface ProcessInfo {
@@ -93,6 +99,9 @@ export class KernelControl {
   /** The fence table's kernel state (createSplitFenceTable): kernel-side workers only, never a plain process. */
   private fenceKernel: SharedArrayBuffer | null = null;
   private fenceRt: FenceRuntime | null = null;
+  /** The reservation table (kernel-side workers only) and the kernel lock domain its locks live in. */
+  private resv: SharedArrayBuffer | null = null;
+  private kernelLocks: LockDomain | null = null;
   /** pid → the owner token registered for the process in the alive table, cleared in reap. */
   private readonly owners = new Map<number, number>();
   /** Untracked owner tokens handed out when the alive table had no free entry (see newOwner). */
@@ -174,6 +183,20 @@ export class KernelControl {
     setWarningSink((message, expected) => k.recordWarning(message, expected), true);
     this.fences = fences;
     this.fenceKernel = kernel;
+    // The kernel lock domain, made here so its owner tokens are the machine's (this thread's is the broker's). With
+    // lockdep off it only carries the reservation locks' tickets and contexts, unchecked and unreported (dma_resv
+    // reports a dead holder itself), in small tables.
+    const locks = LockDomain.create(
+      cfg.lockdep
+        ? { liveness: 'machine' }
+        : { liveness: 'machine', lockdep: false, maxClasses: 64, maxEdges: 64, arenaBytes: 1 << 16, maxReports: 64, maxWorkers: 1, suppress: [{ kind: 'api' }] },
+      'broker',
+    );
+    // Every dma_resv of the machine, reachable by id from each kernel-side worker. The broker never sleeps on
+    // one of their locks (noSleep: a BUG if it would).
+    this.resv = createResvTable(resvTableSizes(cfg.resv ?? {}, 'resv.'));
+    attachResvTable(this.resv, { domain: locks, noSleep: true });
+    this.kernelLocks = locks;
     // A plain process's view of the alive table it is not handed (a lock waiter asking whether an owner died).
     const alive = frt.table.alive!;
     entry.register(SYS.owner_alive, (_k, req) => (alive.isAlive(req.int(0)) ? 1 : 0));
@@ -191,6 +214,15 @@ export class KernelControl {
   fenceTable(): SharedArrayBuffer {
     if (!this.fences) throw new Error('kernel not booted');
     return this.fences;
+  }
+
+  /**
+   * The reservation table and the kernel lock domain (SharedArrayBuffers): for kernel-side workers only (the main
+   * thread, drivers, processes spawned with { kernelFences: true }) — never handed to a plain process.
+   */
+  resvTable(): { table: SharedArrayBuffer; locks: SharedArrayBuffer } {
+    if (!this.resv || !this.kernelLocks) throw new Error('kernel not booted');
+    return { table: this.resv, locks: this.kernelLocks.sab };
   }
 
   /**
@@ -312,23 +344,39 @@ export class KernelControl {
    * 3 BOOKKEEP — the only way to add KERNEL and BOOKKEEP fences, which no ioctl adds. Errors as dma_buf_get
    * (EBADF; EINVAL for an fd that is not a dma-buf), EINVAL for a bad usage; a stale handle throws.
    */
-  testDmaBufAddFence(pid: number, fd: number, fence: FenceHandle, usage: number): void {
-    this.asTask(pid, 'testDmaBufAddFence', (k, t) => {
+  async testDmaBufAddFence(pid: number, fd: number, fence: FenceHandle, usage: number): Promise<void> {
+    const [buf, f] = this.asTask(pid, 'testDmaBufAddFence', (k, t) => {
       if (!(usage === 0 || usage === 1 || usage === 2 || usage === 3)) throw new KernelError(E.EINVAL, `usage ${usage}`);
       const f = dmaFenceFromHandle(fence);
-      const buf = dmaBufGet(k, t, fd);
+      return [dmaBufGet(k, t, fd), f] as const;
+    });
+    const k = this.kernel;
+    try {
+      // Event-loop context: a driver may hold the lock; the broker waits for it asynchronously, never asleep.
+      await dmaResvLockAsync(buf.resv);
       try {
-        dmaResvLock(buf.resv);
-        try {
-          const r = dmaResvReserveFences(buf.resv, 1);
-          if (r) throw new KernelError(-r);
-          dmaResvAddFence(buf.resv, f, usage as DmaResvUsage);
-        } finally {
-          dmaResvUnlock(buf.resv);
-        }
+        const r = dmaResvReserveFences(buf.resv, 1);
+        if (r) throw new KernelError(-r);
+        dmaResvAddFence(buf.resv, f, usage as DmaResvUsage);
       } finally {
-        dmaBufPut(k, buf);
+        dmaResvUnlock(buf.resv);
       }
+    } finally {
+      dmaBufPut(k, buf);
+      this.loop!.kick();
+    }
+  }
+
+  /**
+   * TEST/DRIVER HOOK: the machine-wide id of the reservation object of the buffer behind `fd` of process `pid`
+   * (dmaResvFromId in a kernel-side worker reaches it). Errors as dma_buf_get.
+   */
+  dmaBufResvId(pid: number, fd: number): number {
+    return this.asTask(pid, 'dmaBufResvId', (k, t) => {
+      const buf = dmaBufGet(k, t, fd);
+      const id = buf.resv.id;
+      dmaBufPut(k, buf);
+      return id;
     });
   }
 
@@ -461,7 +509,14 @@ export class KernelControl {
         `${f.signaled ? 'signaled' : 'unsignaled'} refcount ${f.refcount}${f.cbPending ? ` callbacks ${f.cbPending}` : ''}`,
       createdBy: { pid: 0, comm: `attach#${f.creator}`, call: 'dma_fence_init', seq: f.serial },
     }));
-    return [...this.kernel.tracker.report(), ...fences];
+    // Live reservation objects: in the shared table too, made by any kernel-side worker, named by their origin.
+    const resvs: LeakReport[] = (this.resv ? liveResvs(this.resv) : []).map((r) => ({
+      id: 0,
+      kind: 'dma_resv',
+      what: `dma_resv ${r.id} ${r.numFences} fence(s)${r.locked ? ' locked' : ''}`,
+      createdBy: { pid: 0, comm: r.origin, call: 'dma_resv_init', seq: r.serial },
+    }));
+    return [...this.kernel.tracker.report(), ...fences, ...resvs];
   }
 
   /** First half of shutdown: parked calls fail with ESHUTDOWN, new calls fail at once. */

@@ -71,15 +71,18 @@ import {
   dmaResvForEachFence,
   dmaResvGetSingleton,
   dmaResvInit,
-  dmaResvLock,
-  dmaResvLockInterruptible,
+  dmaResvDescribeUnlocked,
+  dmaResvForEachFenceUnlocked,
+  dmaResvIterBegin,
+  dmaResvIterEnd,
+  dmaResvLockNoWait,
   dmaResvReserveFences,
   dmaResvTestSignaled,
   dmaResvUnlock,
   dmaResvUsageRw,
   dmaResvWaitAsync,
 } from '../fence/dma-resv.js';
-import { dmaResvWaitSyscall } from './fence-wait.js';
+import { dmaResvLockSyscall, dmaResvWaitSyscall } from './fence-wait.js';
 import { allocOrEnomem, syncFileGetFence, syncFileInstall } from './sync-file.js';
 import { FMODE_LSEEK, fmodeFromFlags, pollRequestedEvents, type File, type FileOperations, type PollTable } from './file.js';
 import type { Kernel } from './kernel.js';
@@ -385,14 +388,15 @@ export function dmaBufExport<P>(k: Kernel, info: DmaBufExportInfo<P>): DmaBuf<P>
     throw new KernelError(E.EINVAL, 'dma_buf_export: pin without unpin');
   }
   const st = subsys(k);
-  const ino = st.nextIno++;
+  const ino = st.nextIno;
+  // The exporter's resv, or one of the buffer's own (dma_resv_init of the object allocated after struct dma_buf):
+  // an object of the machine's reservation table, so drivers reach it by id. A full table is ENOMEM.
+  const o = k.origin();
+  const resv = info.resv ?? allocOrEnomem(() => dmaResvInit(`dma-buf ino ${ino} ${info.expName} ${o.comm}[${o.pid}] ${o.call}`));
+  st.nextIno++;
   const buf = new DmaBuf<P>(k, ops, info.size, info.expName, info.priv, ino, info.owner ?? info.expName);
-  // The exporter's resv, or one of the buffer's own (dma_resv_init of the object allocated after struct dma_buf).
-  if (info.resv) buf.resv = info.resv;
-  else {
-    buf.resv = dmaResvInit();
-    buf.resvOwned = true;
-  }
+  buf.resv = resv;
+  buf.resvOwned = !info.resv;
   // dma_buf_getfile: alloc_file_pseudo on the dmabuf mount. f_mode from the access mode, FMODE_LSEEK because the
   // fops have llseek; f_flags keep only the access mode and O_NONBLOCK.
   buf.file = k.allocFile<DmaBuf<P>>(
@@ -849,13 +853,28 @@ function dmaBufPollCb(buf: DmaBuf, dcb: DmaBufPollCb, fence: DmaFence | null): v
  * locked iterator walks signaled ones too; add_callback refuses those with -ENOENT). The callback owns a fence
  * reference. Resv lock held. False when there is nothing to wait for.
  */
-function dmaBufPollAddCb(buf: DmaBuf, write: boolean, dcb: DmaBufPollCb): boolean {
+function dmaBufPollAddCb(buf: DmaBuf, write: boolean, dcb: DmaBufPollCb, locked: boolean): boolean {
   const usage = dmaResvUsageRw(write);
   const cursor = new DmaResvIter(buf.resv, usage);
-  for (const fence of dmaResvForEachFence(cursor, buf.resv, usage)) {
-    dmaFenceGet(fence);
-    if (dmaFenceAddCallback(fence, dcb.cb, (f) => dmaBufPollCb(buf, dcb, f)) === 0) return true;
-    dmaFencePut(fence);
+  if (locked) {
+    for (const fence of dmaResvForEachFence(cursor, buf.resv, usage)) {
+      dmaFenceGet(fence);
+      if (dmaFenceAddCallback(fence, dcb.cb, (f) => dmaBufPollCb(buf, dcb, f)) === 0) return true;
+      dmaFencePut(fence);
+    }
+    return false;
+  }
+  // A driver holds the lock and the broker must not wait for it: the unlocked (RCU) walk instead — the same
+  // answer as before or after the holder's change, since the callback slot itself is broker state.
+  dmaResvIterBegin(cursor, buf.resv, usage);
+  try {
+    for (const fence of dmaResvForEachFenceUnlocked(cursor)) {
+      dmaFenceGet(fence);
+      if (dmaFenceAddCallback(fence, dcb.cb, (f) => dmaBufPollCb(buf, dcb, f)) === 0) return true;
+      dmaFencePut(fence);
+    }
+  } finally {
+    dmaResvIterEnd(cursor);
   }
   return false;
 }
@@ -878,7 +897,8 @@ function dmaBufPoll(f: File, pt: PollTable | null): number {
   pt?.wait(buf.poll);
   let events = pollRequestedEvents(pt) & (POLLIN | POLLOUT);
   if (!events) return 0;
-  dmaResvLock(resv);
+  // dma_resv_lock(resv, NULL), without ever sleeping in the broker: a live holder (a driver) means the unlocked walk.
+  const locked = dmaResvLockNoWait(resv) !== -E.EBUSY;
   try {
     for (const [ev, dcb, write] of [
       [POLLOUT, buf.cbOut, true],
@@ -892,11 +912,11 @@ function dmaBufPoll(f: File, pt: PollTable | null): number {
       }
       dcb.active = ev;
       buf.k.fget(buf.file); // paired with the fput in dma_buf_poll_cb
-      if (!dmaBufPollAddCb(buf, write, dcb)) dmaBufPollCb(buf, dcb, null);
+      if (!dmaBufPollAddCb(buf, write, dcb, locked)) dmaBufPollCb(buf, dcb, null);
       else events &= ~ev;
     }
   } finally {
-    dmaResvUnlock(resv);
+    if (locked) dmaResvUnlock(resv);
   }
   return events;
 }
@@ -974,12 +994,14 @@ export function dmaBufDebugShow(k: Kernel): string {
   let size = 0;
   for (const buf of subsys(k).list) {
     const f = buf.file;
-    dmaResvLockInterruptible(buf.resv, null);
+    // dma_resv_lock_interruptible, without sleeping in the broker: while a driver holds it, the fence lines come
+    // from a consistent snapshot of the list instead.
+    const locked = dmaResvLockNoWait(buf.resv) !== -E.EBUSY;
     s += `${zeroPad(buf.size, 8)}\t${hex08(f.flags)}\t${hex08(f.fmode | FMODE_OPENED)}\t${zeroPad(f.count, 8)}\t${buf.expName}\t${zeroPad(buf.ino, 8)}\t${buf.name ?? '<none>'}\n`;
-    s += dmaResvDescribe(buf.resv);
+    s += locked ? dmaResvDescribe(buf.resv) : dmaResvDescribeUnlocked(buf.resv);
     s += '\tAttached Devices:\n';
     for (const att of buf.attachments) s += `\t${att.dev.name}\n`;
-    dmaResvUnlock(buf.resv);
+    if (locked) dmaResvUnlock(buf.resv);
     s += `Total ${buf.attachments.length} devices attached\n\n`;
     count++;
     size += buf.size;
@@ -1100,16 +1122,28 @@ function dmaBufExportSyncFile(buf: DmaBuf, arg: UserPtr, task: Task): number {
  * Errors: EFAULT, EINVAL (flags), EINVAL when arg.fd is not an open sync_file (not EBADF: sync_file_get_fence
  * just returns NULL). Reservation cannot fail with ENOMEM in the model.
  */
-function dmaBufImportSyncFile(buf: DmaBuf, arg: UserPtr, task: Task): number {
+function dmaBufImportSyncFile(buf: DmaBuf, arg: UserPtr, task: Task): SyscallOutcome {
   const flags = syncFileArgFlags(arg);
   const fence = syncFileGetFence(buf.k, task, arg.i32(dma_buf_import_sync_file.fd));
   if (!fence) throw new KernelError(E.EINVAL);
   const usage: DmaResvUsage = flags & DMA_BUF_SYNC_WRITE ? DMA_RESV_USAGE_WRITE : DMA_RESV_USAGE_READ;
+  let numFences = 0;
   try {
-    let numFences = 0;
     for (const _ of dmaFenceUnwrapForEach(fence)) ++numFences;
-    if (numFences > 0) {
-      dmaResvLock(buf.resv);
+  } catch (e) {
+    dmaFencePut(fence);
+    throw e;
+  }
+  if (numFences === 0) {
+    dmaFencePut(fence);
+    return 0;
+  }
+  // The resv lock, in syscall context: the call parks (the broker never sleeps) while a driver holds it. The
+  // fence reference and a file reference are kept until the add ran or the park ended.
+  buf.k.fget(buf.file);
+  return dmaResvLockSyscall(
+    buf.resv,
+    () => {
       try {
         const r = dmaResvReserveFences(buf.resv, numFences);
         if (r) throw new KernelError(-r);
@@ -1117,9 +1151,11 @@ function dmaBufImportSyncFile(buf: DmaBuf, arg: UserPtr, task: Task): number {
       } finally {
         dmaResvUnlock(buf.resv);
       }
-    }
-  } finally {
-    dmaFencePut(fence);
-  }
-  return 0;
+      return 0;
+    },
+    () => {
+      dmaFencePut(fence);
+      buf.k.fput(buf.file);
+    },
+  );
 }

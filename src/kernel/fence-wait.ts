@@ -28,7 +28,11 @@ import {
   dmaFencePut,
   dmaFenceRemoveCallback,
 } from '../fence/dma-fence.js';
-import { type DmaResv, type DmaResvUsage, dmaResvGetFences } from '../fence/dma-resv.js';
+import { type DmaResv, type DmaResvUsage, dmaResvGetFences, dmaResvLockNoWait } from '../fence/dma-resv.js';
+import { waitAsyncWord } from '../fence/runtime.js';
+import { SLICE_MS } from '../locking/domain.js';
+import { L_STATE } from '../locking/mutex.js';
+import { E } from '../uapi/errno.js';
 import { Blocked, WaitQueue, type SyscallOutcome } from './wait.js';
 
 /**
@@ -100,4 +104,51 @@ export function dmaResvWaitSyscall(obj: DmaResv, usage: DmaResvUsage, then: () =
   dmaResvGetFences(obj, usage, got);
   if (got.numFences === 0) return then();
   return dmaFencesWaitSyscall(got.fences, then);
+}
+
+/**
+ * dma_resv_lock(obj, NULL) for a syscall: runs `then()` with the reservation lock held — `then` must unlock it —
+ * at once when the lock is free (or its holder dead: taken over, -EOWNERDEAD, reported), else parks the call
+ * until it can take it. `cleanup` runs once when the call ends, whichever way (done, failed, task died, shutdown).
+ *
+ * The broker never sleeps on the lock word: while parked, an Atomics.waitAsync watcher waits for the word to
+ * change and wakes the park's queue, which retries. Race-free: each failed try sets the waiters bit in the holder's
+ * word, so its unlock notifies, and the watcher waits only while the word still holds the value it read. Bounded:
+ * the watcher's waits are SLICE_MS slices, and each retry checks the holder's liveness (a dead holder's lock is
+ * taken over on the next try).
+ */
+export function dmaResvLockSyscall(obj: DmaResv, then: () => number, cleanup: () => void = () => {}): SyscallOutcome {
+  if (dmaResvLockNoWait(obj) !== -E.EBUSY) {
+    try {
+      return then();
+    } finally {
+      cleanup();
+    }
+  }
+  const queue = new WaitQueue();
+  let ended = false;
+  const word = obj.lock.word;
+  const watch = (): void => {
+    const v = Atomics.load(word, L_STATE);
+    void waitAsyncWord(word, L_STATE, v, SLICE_MS).then(() => {
+      if (!ended) queue.wake();
+    });
+  };
+  watch();
+  return new Blocked(
+    () => {
+      if (dmaResvLockNoWait(obj) === -E.EBUSY) {
+        watch();
+        return undefined;
+      }
+      return then();
+    },
+    [queue],
+    -1,
+    () => 0, // no timeout: never called
+    () => {
+      ended = true;
+      cleanup();
+    },
+  );
 }

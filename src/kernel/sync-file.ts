@@ -14,6 +14,7 @@ import { BUG } from '../bug.js';
 import { KernelError } from '../errors.js';
 import { SYS } from '../shm/channel.js';
 import { FenceTableFullError } from '../fence/table.js';
+import { ResvTableFullError } from '../fence/resv-table.js';
 import { E } from '../uapi/errno.js';
 import { O_RDONLY, POLLIN } from '../uapi/posix.js';
 import {
@@ -109,7 +110,7 @@ export function allocOrEnomem<T>(fn: () => T): T {
   try {
     return fn();
   } catch (e) {
-    if (e instanceof FenceTableFullError) throw new KernelError(E.ENOMEM, e.message);
+    if (e instanceof FenceTableFullError || e instanceof ResvTableFullError) throw new KernelError(E.ENOMEM, e.message);
     throw e;
   }
 }

@@ -35,6 +35,8 @@ export const LOCK_WORDS = 4;
 export interface LockHandle {
   readonly kind: 'mutex' | 'spinlock' | 'ww_mutex';
   readonly word: SharedArrayBuffer;
+  /** Byte offset of the lock's LOCK_WORDS in `word` (default 0: a lock word of its own; a table of locks: its slot). */
+  readonly offset?: number;
   readonly domain: SharedArrayBuffer;
   readonly className: string;
   /** ww_mutex only: the class's name and algorithm. */
@@ -120,14 +122,15 @@ export abstract class SharedLock implements LockdepMap {
   /** What a sleep on it publishes for the watchdog (watchdog.ts WAIT_*). */
   abstract get waitKind(): number;
 
-  protected constructor(cls: string | LockClass, waitType: WaitType, domain: LockDomain | undefined, word: SharedArrayBuffer | null) {
+  /**
+   * With `word`, a view of the lock whose LOCK_WORDS start at `byteOffset` in it (already initialised: its L_ID
+   * names it); without, a new lock in a buffer of its own.
+   */
+  protected constructor(cls: string | LockClass, waitType: WaitType, domain: LockDomain | undefined, word: SharedArrayBuffer | null, byteOffset = 0) {
     this.domain = domain ?? LockDomain.current();
     this.lockClass = typeof cls === 'string' ? new LockClass(cls, waitType) : cls;
     if (word) {
-      if (!(word instanceof SharedArrayBuffer) || word.byteLength < LOCK_WORDS * 4) {
-        throw Object.assign(new TypeError('The "handle.word" property must be a lock word SharedArrayBuffer'), { code: 'ERR_INVALID_ARG_TYPE' });
-      }
-      this.word = new Int32Array(word, 0, LOCK_WORDS);
+      this.word = lockWords(word, byteOffset);
       this.id = Atomics.load(this.word, L_ID);
     } else {
       this.word = new Int32Array(new SharedArrayBuffer(LOCK_WORDS * 4));
@@ -366,13 +369,21 @@ export class SpinLock extends SharedLock {
   }
 }
 
+/** The LOCK_WORDS at `byteOffset` of `sab`, checked to be inside it and aligned. */
+function lockWords(sab: SharedArrayBuffer, byteOffset: number): Int32Array {
+  if (!(sab instanceof SharedArrayBuffer) || !Number.isInteger(byteOffset) || byteOffset < 0 || byteOffset % 4 !== 0 || sab.byteLength < byteOffset + LOCK_WORDS * 4) {
+    throw Object.assign(new TypeError('The "handle.word" property must be a lock word SharedArrayBuffer (offset inside it)'), { code: 'ERR_INVALID_ARG_TYPE' });
+  }
+  return new Int32Array(sab, byteOffset, LOCK_WORDS);
+}
+
 /** Fills a view made with Object.create from a handle (the constructor would allocate a new word). */
 export function fromHandle(target: SharedLock, h: LockHandle): void {
   if (typeof h !== 'object' || h === null || !(h.word instanceof SharedArrayBuffer) || !(h.domain instanceof SharedArrayBuffer)) {
     throw Object.assign(new TypeError('The "handle" argument must be a lock handle'), { code: 'ERR_INVALID_ARG_TYPE' });
   }
   const domain = LockDomain.attach(h.domain);
-  const word = new Int32Array(h.word, 0, LOCK_WORDS);
+  const word = lockWords(h.word, h.offset ?? 0);
   const waitType: WaitType = h.kind === 'spinlock' ? 'spin' : 'sleep';
   Object.assign(target, { domain, word, id: Atomics.load(word, L_ID), lockClass: new LockClass(h.className, waitType), classCache: -1 });
 }

@@ -150,8 +150,12 @@ export class WwMutex extends SharedLock {
   /** The context this worker holds it under (ww->ctx; null when held without one or not held here). */
   ctx: WwAcquireCtx | null = null;
 
-  constructor(wwClass: WwClass, opts: MutexOptions = {}) {
-    super(wwClass.mutexClass, 'sleep', opts.domain, null);
+  /**
+   * A new ww_mutex of `wwClass` in a lock word of its own; or, with `at`, a view of the initialised lock words at
+   * `at.byteOffset` of `at.sab` (a table of locks, e.g. the reservation table: src/fence/resv-table.ts).
+   */
+  constructor(wwClass: WwClass, opts: MutexOptions = {}, at?: { readonly sab: SharedArrayBuffer; readonly byteOffset: number }) {
+    super(wwClass.mutexClass, 'sleep', opts.domain, at ? at.sab : null, at ? at.byteOffset : 0);
     this.wwClass = wwClass;
   }
 
@@ -168,7 +172,7 @@ export class WwMutex extends SharedLock {
   }
 
   get handle(): LockHandle {
-    return { kind: 'ww_mutex', word: this.word.buffer as SharedArrayBuffer, domain: this.domain.sab, className: this.lockClass.name, ww: { name: this.wwClass.name, woundWait: this.wwClass.woundWait } };
+    return { kind: 'ww_mutex', word: this.word.buffer as SharedArrayBuffer, ...(this.word.byteOffset ? { offset: this.word.byteOffset } : {}), domain: this.domain.sab, className: this.lockClass.name, ww: { name: this.wwClass.name, woundWait: this.wwClass.woundWait } };
   }
 
   /**
@@ -177,7 +181,16 @@ export class WwMutex extends SharedLock {
    * lockSlow this lock). With ctx null it is a plain mutex_lock of the lock.
    */
   lock(ctx: WwAcquireCtx | null): number {
-    return this.wwLock(ctx, false);
+    return this.wwLock(ctx, false, Infinity);
+  }
+
+  /**
+   * ww_mutex_lock that gives up after `timeoutMs` (0: never sleeps — a trylock that also recovers a dead holder's
+   * lock and applies the context's back-off rules): 0, -EOWNERDEAD (held), -ETIMEDOUT (not held); throws as lock().
+   * For callers that must not sleep on another worker (the broker waits with Atomics.waitAsync between tries).
+   */
+  lockTimeout(ctx: WwAcquireCtx | null, timeoutMs: number): number {
+    return this.wwLock(ctx, false, timeoutMs);
   }
 
   /** ww_mutex_lock_slow: after -EDEADLK and releasing every lock, sleeps for the contended lock (cannot fail). */
@@ -185,7 +198,7 @@ export class WwMutex extends SharedLock {
     if (ctx.contending === null) {
       reportMisuse(this.domain, 'ww-unneeded-slow', [this.wwClass.name], 'DEBUG_LOCKS_WARN_ON(!ctx->contending_lock)', ['ww_mutex_lock_slow without a prior -EDEADLK']);
     }
-    return this.wwLock(ctx, true);
+    return this.wwLock(ctx, true, Infinity);
   }
 
   /** ww_mutex_trylock(lock, ctx): true when taken (never validated, never waits). */
@@ -254,7 +267,7 @@ export class WwMutex extends SharedLock {
     ctx.setAcquired(ctx.acquired + 1);
   }
 
-  private wwLock(ctx: WwAcquireCtx | null, slow: boolean): number {
+  private wwLock(ctx: WwAcquireCtx | null, slow: boolean, timeoutMs: number): number {
     const d = this.domain;
     const w = this.word;
     const me = d.token;
@@ -273,7 +286,7 @@ export class WwMutex extends SharedLock {
     if (r !== ACQUIRED) {
       const check = ctx !== null && !slow ? () => this.mustBackOff(ctx) : null;
       const slice = ctx === null ? SLICE_MS : this.wwClass.woundWait && ctx.acquired > 0 ? WOUND_SLICE_MS : WW_SLICE_MS;
-      r = lockWordSlow(d, w, me, Infinity, slice, check, this);
+      r = lockWordSlow(d, w, me, timeoutMs === Infinity ? Infinity : performance.now() + timeoutMs, slice, check, this);
     }
     if (r === DEADLOCKED) {
       // The watchdog broke a real deadlock through this wait: fail it as a back-off would (with a context, the
@@ -290,7 +303,10 @@ export class WwMutex extends SharedLock {
       ctx!.contending = this;
       throw wwError(E.EDEADLK, 'ww_mutex_lock');
     }
-    if (r === TIMED_OUT) throw new Error('unreachable: ww_mutex_lock has no timeout');
+    if (r === TIMED_OUT) {
+      lockRelease(this);
+      return -E.ETIMEDOUT;
+    }
     this.setHolder(ctx, r === OWNER_DIED);
     if (r === OWNER_DIED) {
       this.ownerDiedReport();
