@@ -18,8 +18,8 @@ import { simError } from './errors.js';
 import { checkBootOptions, checkCloneArgs, checkSpawnArgs } from './options.js';
 import { InvalidArgTypeError, validateFlags, validateInt, validateString } from './validate.js';
 import { AliveTable } from './shm/alive.js';
-import { LockDomain, lockdepReports, type LockdepReport } from './locking/index.js';
-import { K_ALIVE, K_KERNEL_OWNER } from './fence/table.js';
+import { LockDomain, LockWatchdog, fenceTableLookup, lockdepReports, type LockdepReport, type PublishedWait } from './locking/index.js';
+import { FenceTable, K_ALIVE, K_KERNEL_OWNER } from './fence/table.js';
 import { ARGS_OFFSET, SHUTDOWN as CH_SHUTDOWN, SHUTDOWN_KERNEL_GONE, STATE } from './shm/channel.js';
 
 const CHANNEL_HEADER_WORDS = ARGS_OFFSET / 4;
@@ -51,6 +51,18 @@ export interface BootOptions {
    * checked; owner liveness from the machine's alive table). Off by default; off costs nothing.
    */
   readonly lockdep?: boolean;
+  /**
+   * The real-deadlock watchdog (src/locking/watchdog.ts), in the main thread: a process sleeping on a checked lock
+   * or a fence publishes what it waits for; a cycle of waits is reported (kind 'deadlock') and broken within a
+   * second by failing one wait with -EDEADLK. Default: on when `lockdep` is (alone it makes a lock domain with the
+   * validator off). Off costs nothing: waits publish only while a watchdog runs, and only when they sleep.
+   */
+  readonly watchdog?: boolean;
+  /**
+   * A wait longer than this (ms) in no cycle is reported as 'hung' naming what it waits for and who holds it (the
+   * kernel's hung_task_timeout_secs). Integer 0..2^31−1; 0 disables the report. Default 10000.
+   */
+  readonly hungTaskTimeoutMs?: number;
   /**
    * kernel.threads-max: the most tasks (processes and threads) alive at once beyond which fork and thread fail
    * with EAGAIN (default 256, 1..4096). Every task is a worker thread of the host; spawn() is not limited.
@@ -272,13 +284,19 @@ export class Machine {
   /** Every live process's syscall channel (marked when the broker dies). */
   private readonly channels = new Set<SharedArrayBuffer>();
   private down = false;
-  /** The machine's lock domain when booted with `lockdep: true` (src/locking/domain.ts). */
+  /** The machine's lock domain when booted with `lockdep` or `watchdog` (src/locking/domain.ts). */
   private lockDomain: LockDomain | null = null;
+  private watchdog: LockWatchdog | null = null;
 
-  /** Lock validation: the domain processes attach (null when off) and every report so far. */
+  /**
+   * Lock validation: the domain processes attach (null when off), every report so far (the validator's and the
+   * watchdog's), the waits processes publish now, and the watchdog (null when off).
+   */
   readonly lockdep = {
     domain: (): LockDomain | null => this.lockDomain,
     reports: (): LockdepReport[] => (this.lockDomain ? lockdepReports(this.lockDomain) : []),
+    waits: (): PublishedWait[] => this.watchdog?.waits() ?? [],
+    watchdog: (): LockWatchdog | null => this.watchdog,
   };
 
   static {
@@ -358,22 +376,30 @@ export class Machine {
       fences,
       resv,
       lockdep: opts.lockdep === true,
+      watchdog: opts.watchdog ?? opts.lockdep === true,
       ...(opts.threadsMax !== undefined ? { threadsMax: opts.threadsMax } : {}),
     });
     const table = await kernel.fenceTable();
     const fenceKernel = await kernel.fenceKernelState();
     // The broker's token in the alive table goes with it (locks it held are recovered, not waited for).
     const kernelOwner = Atomics.load(new Int32Array(fenceKernel), K_KERNEL_OWNER);
-    broker.once('exit', () => new AliveTable(new Int32Array(fenceKernel), K_ALIVE).clear(kernelOwner));
+    const alive = new AliveTable(new Int32Array(fenceKernel), K_ALIVE);
+    broker.once('exit', () => alive.clear(kernelOwner));
     const { table: resvTable, locks } = await kernel.resvTable();
     const m = new Machine(broker, kernel, control, table, fenceKernel, opts.recordStacks ?? false, maxSpinners, resvTable, locks);
     // The kernel lock domain (the broker made it: reservation locks live in it; with lockdep: true the validator
     // runs in it too). The main thread's owner is untracked (never presumed dead); it sees who died in the alive table.
-    const domain = LockDomain.attach(locks, 'main', { owner: untrackedOwner(), liveness: new AliveTable(new Int32Array(fenceKernel), K_ALIVE) });
-    if (opts.lockdep) {
-      // The main thread uses the machine's domain for the locks it makes and hands to processes.
+    const domain = LockDomain.attach(locks, 'main', { owner: untrackedOwner(), liveness: alive });
+    const watch = opts.watchdog ?? opts.lockdep === true;
+    if (opts.lockdep || watch) {
+      // The main thread uses the machine's domain for the locks it makes and hands to processes (reap clears a dead
+      // process's token in the alive table: its locks and its published wait are let go).
       m.lockDomain = domain;
       LockDomain.setCurrent(m.lockDomain);
+      if (watch) {
+        const fenceLookup = fenceTableLookup(new FenceTable(table, fenceKernel));
+        m.watchdog = new LockWatchdog(m.lockDomain, { fences: fenceLookup, ...(opts.hungTaskTimeoutMs !== undefined ? { hungTaskTimeoutMs: opts.hungTaskTimeoutMs } : {}) }).start();
+      }
     }
     return m;
   }
@@ -527,6 +553,7 @@ export class Machine {
   async shutdown(opts: { quiet?: boolean } = {}): Promise<ShutdownReport> {
     this.live('shutdown');
     this.down = true;
+    this.watchdog?.stop();
     if (this.lockDomain && LockDomain.current() === this.lockDomain) LockDomain.setCurrent(null);
     await this.kernel.beginShutdown();
     await Promise.all([...this.procs.values()].map((p) => p.kill()));

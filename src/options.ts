@@ -30,7 +30,7 @@ const MAX_POOL_BYTES = 2 ** 48;
 /** Machine.boot's options: throws (see the file comment) on the first bad field. */
 export function checkBootOptions(opts: unknown): void {
   const o = validateObject(opts, 'options');
-  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences', 'resv', 'lockdep', 'threadsMax']);
+  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences', 'resv', 'lockdep', 'watchdog', 'hungTaskTimeoutMs', 'threadsMax']);
   if (o['heaps'] !== undefined) {
     const heaps = validateObject(o['heaps'], 'options.heaps');
     for (const [name, cfg] of Object.entries(heaps)) {
@@ -44,6 +44,8 @@ export function checkBootOptions(opts: unknown): void {
   if (o['maxSpinners'] !== undefined) validateInteger(o['maxSpinners'], 'options.maxSpinners', 0, SB_SLOTS);
   optionalBoolean(o['recordStacks'], 'options.recordStacks');
   optionalBoolean(o['lockdep'], 'options.lockdep');
+  optionalBoolean(o['watchdog'], 'options.watchdog');
+  if (o['hungTaskTimeoutMs'] !== undefined) validateInteger(o['hungTaskTimeoutMs'], 'options.hungTaskTimeoutMs', 0, 2 ** 31 - 1);
   if (o['threadsMax'] !== undefined) validateInteger(o['threadsMax'], 'options.threadsMax', 1, THREADS_MAX_LIMIT);
   if (o['fences'] !== undefined) knownKeys(validateObject(o['fences'], 'options.fences'), 'options.fences', ['slots', 'names']);
   if (o['resv'] !== undefined) knownKeys(validateObject(o['resv'], 'options.resv'), 'options.resv', ['objects', 'listBytes']);

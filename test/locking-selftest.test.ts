@@ -6,8 +6,9 @@
  */
 import test from 'ava';
 import { Worker } from 'node:worker_threads';
-import { LockDomain, Mutex, SpinLock, WwClass, WwMutex, lockdepReports, setLockdepSink, type LockHandle, type LockdepReport } from '../src/locking/index.js';
+import { LockDomain, Mutex, beginExpectLockdepReports, endExpectLockdepReports, expectLockdepReports, lockdepReports, type LockHandle, type LockdepReport } from '../src/locking/index.js';
 import { createFenceTable } from '../src/fence/table.js';
+import { call, makeLock, type Reply } from './helpers/lock-steps.js';
 
 const fixture = new URL('./fixtures/lockdep-steps.js', import.meta.url);
 
@@ -22,6 +23,8 @@ interface Case {
   /** Expected step values where they matter: index → value. */
   readonly values?: Record<number, unknown>;
   readonly fences?: boolean;
+  /** Other report kinds the case provokes on purpose besides `expect` (labelled, not printed). */
+  readonly alsoExpect?: readonly LockdepReport['kind'][];
 }
 
 const M = (c: string): string => `mutex:${c}`;
@@ -81,7 +84,9 @@ const cases: Case[] = [
   { name: 'finishing ww context: lock_after_done', expect: 'api', locks: { ...ww }, steps: [[0, 'wwInit', 't', 'o'], [0, 'wwDone', 't'], [0, 'wwLock', 'o', 't']] },
   { name: 'locking mismatches: object_unlock_twice', expect: 'api', locks: { ...ww }, steps: [[0, 'wwLock', 'o', null], [0, 'unlock', 'o'], [0, 'unlock', 'o']] },
   { name: 'locking mismatches: object_lock_unbalanced', expect: 'api', locks: { ...ww }, steps: [[0, 'wwInit', 't', 'o'], [0, 'wwLock', 'o', 't'], [0, 'wwSetAcquired', 't', 0], [0, 'unlock', 'o'], [0, 'wwFini', 't']] },
+  { name: 'locking mismatches: object_lock_stale_context', expect: 'api', locks: { ...ww }, steps: [[0, 'wwInit', 't', 'o'], [0, 'wwStaleCtx', 'o', 't'], [0, 'wwLock', 'o', 't']] },
   ...edeadlkCases(),
+  { name: 'spinlock nest test: spin_nest_lock', expect: 'SUCCESS', locks: { X1: 'spin:X', Y1: 'spin:Y', Y2: 'spin:Y', A: 'spin:A' }, steps: [[0, 'lock', 'X1'], [0, 'lockNest', 'Y1', 'X1'], [0, 'lock', 'A'], [0, 'lockNest', 'Y2', 'X1'], [0, 'unlock', 'A'], [0, 'unlock', 'Y2'], [0, 'unlock', 'Y1'], [0, 'unlock', 'X1']] },
   { name: 'spinlock nest unlocked', expect: 'api', locks: { ...ww, A: 'spin:A' }, steps: [[0, 'lockNest', 'A', 'o'], [0, 'unlock', 'A']] },
   { name: 'context: context_block', expect: 'recursive', locks: { ...ww }, steps: [[0, 'wwInit', 't', 'o'], [0, 'wwLock', 'o', 't'], [0, 'wwLock', 'o2', null]] },
   { name: 'context: context_try', expect: 'SUCCESS', locks: { ...ww }, steps: [[0, 'wwInit', 't', 'o'], [0, 'wwLock', 'o', 't'], [0, 'wwTry', 'o2', null], [0, 'unlock', 'o2'], [0, 'unlock', 'o'], [0, 'wwFini', 't']] },
@@ -92,7 +97,8 @@ const cases: Case[] = [
   { name: 'block: block_block', expect: 'recursive', locks: { ...ww }, steps: [[0, 'wwLock', 'o', null], [0, 'wwLock', 'o2', null]] },
   { name: 'block: block_try', expect: 'SUCCESS', locks: { ...ww }, steps: [[0, 'wwLock', 'o', null], [0, 'wwTry', 'o2', null], [0, 'unlock', 'o2'], [0, 'unlock', 'o']] },
   { name: 'block: block_context', expect: 'recursive', locks: { ...ww }, steps: [[0, 'wwLock', 'o', null], [0, 'wwInit', 't', 'o'], [0, 'wwLock', 'o2', 't']] },
-  { name: 'spinlock: spin_block', expect: 'wait-context', locks: { ...ww, A: 'spin:A' }, steps: [[0, 'lock', 'A'], [0, 'unlock', 'A'], [0, 'wwLock', 'o', null], [0, 'lock', 'A'], [0, 'unlock', 'A'], [0, 'unlock', 'o'], [1, 'lock', 'A'], [1, 'wwLock', 'o', null]] },
+  // The kernel stops at its first report; ours goes on, and A → o after o → A is also a cycle.
+  { name: 'spinlock: spin_block', expect: 'wait-context', alsoExpect: ['circular'], locks: { ...ww, A: 'spin:A' }, steps: [[0, 'lock', 'A'], [0, 'unlock', 'A'], [0, 'wwLock', 'o', null], [0, 'lock', 'A'], [0, 'unlock', 'A'], [0, 'unlock', 'o'], [1, 'lock', 'A'], [1, 'wwLock', 'o', null]] },
   { name: 'spinlock: spin_try', expect: 'SUCCESS', locks: { ...ww, A: 'spin:A' }, steps: [[0, 'lock', 'A'], [0, 'unlock', 'A'], [0, 'wwTry', 'o', null], [0, 'lock', 'A'], [0, 'unlock', 'A'], [0, 'unlock', 'o'], [1, 'lock', 'A'], [1, 'wwTry', 'o', null], [1, 'unlock', 'o'], [1, 'unlock', 'A']] },
   { name: 'spinlock: spin_context', expect: 'wait-context', locks: { ...ww, A: 'spin:A' }, steps: [[0, 'wwInit', 't', 'o'], [0, 'wwLock', 'o', 't'], [0, 'lock', 'A'], [0, 'unlock', 'A'], [0, 'unlock', 'o'], [0, 'lock', 'A'], [0, 'wwLock', 'o', 't']] },
   // ---- fence signalling annotations ----
@@ -129,36 +135,23 @@ function edeadlkCases(): Case[] {
   ];
 }
 
-interface Reply {
-  readonly ok: boolean;
-  readonly value?: unknown;
-  readonly error?: string;
-}
-
-function call(w: Worker, msg: unknown): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`step timed out: ${JSON.stringify(msg)}`)), 10_000);
-    w.once('message', (r: Reply) => {
-      clearTimeout(timer);
-      resolve(r);
-    });
-    w.postMessage(msg);
-  });
-}
-
-function makeLock(d: LockDomain, spec: string): LockHandle {
-  const [kind, cls] = spec.split(':') as [string, string];
-  if (kind === 'mutex') return new Mutex(cls, { domain: d }).handle;
-  if (kind === 'spin') return new SpinLock(cls, { domain: d }).handle;
-  return new WwMutex(new WwClass(cls, { woundWait: kind === 'wwW' }), { domain: d }).handle;
-}
-
 /** Runs one case; returns null when it passed, else why it failed. */
 async function runCase(workers: Worker[], c: Case): Promise<string | null> {
   const d = LockDomain.create({ maxEdges: 4096, arenaBytes: 1 << 20 }, 'test main');
   const locks: Record<string, LockHandle> = {};
   for (const [name, spec] of Object.entries(c.locks)) locks[name] = makeLock(d, spec);
   const fenceTable = c.fences ? createFenceTable() : undefined;
+  // The reports a failing case provokes are labelled expected (one line per case, not the reports themselves):
+  // anything else, in any worker, prints loudly.
+  const exp = c.expect === 'SUCCESS' ? null : beginExpectLockdepReports(d, { kind: [c.expect, ...(c.alsoExpect ?? [])] }, `"${c.name}"`);
+  try {
+    return await runSteps(workers, c, d, locks, fenceTable);
+  } finally {
+    if (exp) endExpectLockdepReports(exp);
+  }
+}
+
+async function runSteps(workers: Worker[], c: Case, d: LockDomain, locks: Record<string, LockHandle>, fenceTable: SharedArrayBuffer | undefined): Promise<string | null> {
   for (let i = 0; i < workers.length; i++) {
     const r = await call(workers[i]!, { type: 'attach', domain: d.sab, name: `w${i}`, locks, fenceTable });
     if (!r.ok) return `attach: ${r.error}`;
@@ -184,7 +177,6 @@ async function runCase(workers: Worker[], c: Case): Promise<string | null> {
 }
 
 test('locking-selftest ports: every case gives its verdict, steps spread over workers', async (t) => {
-  setLockdepSink(() => {});
   const workers = [0, 1, 2].map(() => new Worker(fixture));
   const failures: string[] = [];
   try {
@@ -202,7 +194,6 @@ test('locking-selftest ports: every case gives its verdict, steps spread over wo
 });
 
 test('a cycle is reported once per run (dedup by canonical rotation) and the report carries the chain', async (t) => {
-  setLockdepSink(() => {});
   const workers = [0, 1, 2].map(() => new Worker(fixture));
   try {
     const c = orderCase('ABBCCA twice', [['A', 'B'], ['B', 'C'], ['C', 'A'], ['B', 'C'], ['C', 'A']], 'circular');
@@ -210,7 +201,9 @@ test('a cycle is reported once per run (dedup by canonical rotation) and the rep
     const locks: Record<string, LockHandle> = {};
     for (const [name, spec] of Object.entries(c.locks)) locks[name] = makeLock(d, spec);
     for (let i = 0; i < 3; i++) await call(workers[i]!, { type: 'attach', domain: d.sab, name: `w${i}`, locks });
-    for (const [w, ...step] of c.steps) t.true((await call(workers[w]!, { type: 'step', step })).ok);
+    await expectLockdepReports(d, { kind: 'circular' }, 'ABBCCA twice', async () => {
+      for (const [w, ...step] of c.steps) t.true((await call(workers[w]!, { type: 'step', step })).ok);
+    });
     const reports = lockdepReports(d);
     t.is(reports.length, 1);
     const r = reports[0]!;
@@ -227,8 +220,8 @@ test('a cycle is reported once per run (dedup by canonical rotation) and the rep
 });
 
 test('out of edge table space: one loud report, then the validator is off', (t) => {
-  setLockdepSink(() => {});
   const d = LockDomain.create({ maxEdges: 3 }, 'main');
+  const exp = beginExpectLockdepReports(d, { kind: 'api', key: /^api:limit:/ }, 'out of edge table space');
   const ls = ['A', 'B', 'C', 'D', 'E', 'F'].map((n) => new Mutex(n, { domain: d }));
   for (let i = 0; i + 1 < ls.length; i++) {
     ls[i]!.lock();
@@ -246,11 +239,12 @@ test('out of edge table space: one loud report, then the validator is off', (t) 
   ls[0]!.unlock();
   ls[5]!.unlock();
   t.is(lockdepReports(d).length, 1);
+  t.is(endExpectLockdepReports(exp).length, 1);
 });
 
 test('suppressions and throw mode', (t) => {
-  setLockdepSink(() => {});
   const d = LockDomain.create({ suppress: [{ kind: 'circular', locks: ['S1'] }] }, 'main');
+  const exp = beginExpectLockdepReports(d, { kind: 'circular', key: /TA/ }, 'throw mode');
   const [s1, s2] = [new Mutex('S1', { domain: d }), new Mutex('S2', { domain: d })];
   s1.lock(); s2.lock(); s2.unlock(); s1.unlock();
   s2.lock(); s1.lock(); s1.unlock(); s2.unlock();
@@ -267,13 +261,14 @@ test('suppressions and throw mode', (t) => {
   t.false(a.isLocked());
   t.is(lockdepReports(d).length, 1);
   b.unlock();
+  t.is(endExpectLockdepReports(exp).length, 1);
 });
 
 test('a real ABBA between two workers is reported before it hangs (throw mode): nobody blocks forever', async (t) => {
-  setLockdepSink(() => {});
   const workers = [0, 1].map(() => new Worker(fixture));
+  const d = LockDomain.create({ onReport: 'throw' }, 'test main');
+  const exp = beginExpectLockdepReports(d, { kind: 'circular' }, 'a real ABBA in throw mode');
   try {
-    const d = LockDomain.create({ onReport: 'throw' }, 'test main');
     const locks = { A: makeLock(d, M('A')), B: makeLock(d, M('B')) };
     for (let i = 0; i < 2; i++) t.true((await call(workers[i]!, { type: 'attach', domain: d.sab, name: `w${i}`, locks })).ok);
     t.true((await call(workers[0]!, { type: 'step', step: ['lock', 'A'] })).ok);
@@ -293,6 +288,7 @@ test('a real ABBA between two workers is reported before it hangs (throw mode): 
     t.is(reps.length, 1);
     t.is(reps[0]!.key, 'circular:A -> B');
   } finally {
+    endExpectLockdepReports(exp);
     await Promise.all(workers.map((w) => w.terminate()));
   }
 });

@@ -5,7 +5,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { Worker } from 'node:worker_threads';
-import { LockDomain, Mutex, WwClass, WwMutex, lockdepReports, setLockdepSink, type LockHandle } from '../src/locking/index.js';
+import { LockDomain, Mutex, WwClass, WwMutex, beginExpectLockdepReports, endExpectLockdepReports, lockdepReports, type LockHandle } from '../src/locking/index.js';
 import { chooseSeed } from '../src/shm/prng.js';
 
 const fixture = new URL('./fixtures/ww-bodies.js', import.meta.url);
@@ -45,7 +45,6 @@ async function run<T>(body: string, domain: LockDomain, locks: LockHandle[], n: 
 }
 
 function setup(woundWait: boolean, nlocks: number): { d: LockDomain; locks: LockHandle[] } {
-  setLockdepSink(() => {});
   const d = LockDomain.create({}, 'test main');
   const cls = new WwClass('test_ww_class', { woundWait });
   return { d, locks: Array.from({ length: nlocks }, () => new WwMutex(cls, { domain: d }).handle) };
@@ -104,8 +103,8 @@ for (const woundWait of [false, true]) {
 }
 
 test('robust: a holder killed while holding a mutex — the waiter gets it with EOWNERDEAD and it is reported', async (t) => {
-  setLockdepSink(() => {});
   const d = LockDomain.create({}, 'test main');
+  const exp = beginExpectLockdepReports(d, { kind: 'api', key: /owner-died/ }, 'a lock holder killed');
   const m = new Mutex('robust_lock', { domain: d });
   const sync = new SharedArrayBuffer(64);
   const s32 = new Int32Array(sync);
@@ -125,16 +124,18 @@ test('robust: a holder killed while holding a mutex — the waiter gets it with 
     t.true(reps.some((x) => x.kind === 'api' && x.key.includes('owner-died')), JSON.stringify(reps.map((x) => x.key)));
     t.false(m.isLocked());
   } finally {
+    endExpectLockdepReports(exp);
     await holder.terminate();
   }
 });
 
 test('robust: a worker exiting with a lock held is reported and the lock released', async (t) => {
-  setLockdepSink(() => {});
   const d = LockDomain.create({}, 'test main');
+  const exp = beginExpectLockdepReports(d, { kind: 'api', key: /exit-held/ }, 'a worker exiting with a lock held');
   const m = new Mutex('exit_lock', { domain: d });
   const w = new Worker(fixture, { workerData: { body: 'exitHolding', domain: d.sab, locks: [m.handle], sync: new SharedArrayBuffer(64), index: 0, nworkers: 1 } });
   await new Promise<void>((resolve) => w.once('exit', () => resolve()));
   t.false(m.isLocked(), 'released at exit');
   t.true(lockdepReports(d).some((x) => x.key.includes('exit-held')));
+  endExpectLockdepReports(exp);
 });

@@ -47,6 +47,7 @@ import {
   dmaFenceSetDeadline,
   dmaFenceWaitAsync,
   dmaFenceWaitTimeout,
+  dmaFenceMightWait,
   fenceRuntime,
 } from './dma-fence.js';
 import { waitAsyncWord } from './runtime.js';
@@ -924,6 +925,9 @@ export function dmaResvGetSingleton(obj: DmaResv, usage: DmaResvUsage, out: { fe
  * event-loop thread whose progress a signaller needs (the broker): use dmaResvWaitAsync or callbacks there.
  */
 export function dmaResvWaitTimeout(obj: DmaResv, usage: DmaResvUsage, intr: boolean, timeout: number): number {
+  // Annotated even when no fence is pending (then dma_fence_wait_timeout never runs): the lock validator's verdict
+  // must not depend on whether the fences happened to be signaled yet (issue 8).
+  dmaFenceMightWait();
   let ret = timeout ? timeout : 1;
   const cursor = new DmaResvIter(obj, usage);
   dmaResvIterBegin(cursor, obj, usage);

@@ -60,6 +60,8 @@ export interface BootConfig extends SubsystemConfig {
   readonly resv?: ResvTableOptions;
   /** Lock validation in the kernel lock domain (Machine.boot({ lockdep })). */
   readonly lockdep?: boolean;
+  /** The lock watchdog runs (Machine.boot({ watchdog })): every worker needs a wait slot in the domain. */
+  readonly watchdog?: boolean;
 }
 
 export interface ProcessInfo {
@@ -146,6 +148,8 @@ export class KernelControl {
     // A cloned task owns spin slots and locks like a spawned one: its token is cleared when reap(tid) runs.
     const owner = this.newOwner();
     this.owners.set(req.tid, owner);
+    const t = this.k?.tasks.get(req.tid);
+    if (t) t.owner = owner;
     this.post({ ...req, owner }, [req.port]);
   };
   /** Set by beginShutdown: the kernel's own state, not a shared word a process could set. */
@@ -189,7 +193,7 @@ export class KernelControl {
     const locks = LockDomain.create(
       cfg.lockdep
         ? { liveness: 'machine' }
-        : { liveness: 'machine', lockdep: false, maxClasses: 64, maxEdges: 64, arenaBytes: 1 << 16, maxReports: 64, maxWorkers: 1, suppress: [{ kind: 'api' }] },
+        : { liveness: 'machine', lockdep: false, maxClasses: 64, maxEdges: 64, arenaBytes: 1 << 16, maxReports: 64, maxWorkers: cfg.watchdog ? 256 : 1, suppress: [{ kind: 'api' }] },
       'broker',
     );
     // Every dma_resv of the machine, reachable by id from each kernel-side worker. The broker never sleeps on
@@ -256,6 +260,7 @@ export class KernelControl {
     this.entry!.addTask(t);
     const owner = this.newOwner();
     this.owners.set(pid, owner);
+    t.owner = owner;
     return { pid, channel, owner };
   }
 

@@ -35,6 +35,7 @@ import {
   dmaFenceDeadline,
   dmaFenceGetStatus,
   dmaFenceInit,
+  dmaFenceSetSignaller,
   dmaFencePut,
   dmaFenceSetError,
   dmaFenceSignal,
@@ -74,6 +75,8 @@ export class SyncTimeline {
   created: DmaFence[] = [];
   /** The timeline file is open (its kref), i.e. not yet released. */
   fileOpen = true;
+  /** Owner token of the task that opened the timeline (its points' annotated signaller), 0 = unknown. */
+  holder = 0;
   private ptsLiveAtPrune = 0;
   private createdLiveAtPrune = 0;
 
@@ -265,6 +268,7 @@ function syncPtCreate(tl: SyncTimeline, value: number): DmaFence {
       continue;
     }
     const f = allocOrEnomem(() => dmaFenceInit(tl.ops, tl.context, value));
+    if (tl.holder !== 0) dmaFenceSetSignaller(f, tl.holder);
     pts.splice(lo, 0, { fence: f, seqno: value });
     tl.created.push(f);
     return f;
@@ -433,6 +437,9 @@ export function swSyncInit(k: Kernel): void {
     k.registerPath(path, (kk, t, p, flags) => {
       // sw_sync_debugfs_open: sync_timeline_create(get_task_comm(current)).
       const tl = syncTimelineCreate(kk, t.comm);
+      // The opener holds the timeline's file and is the one expected to advance it: its points' signaller for the
+      // lock watchdog (a wait on one of them is a wait for this task).
+      tl.holder = t.owner;
       return kk.allocFile<SwSyncFile>(swSyncFops, { k: kk, tl, path: p }, fmodeFromFlags(flags), flags, ino);
     });
   }

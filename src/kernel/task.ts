@@ -89,6 +89,11 @@ export class Task {
   parked: Parked | null = null;
   /** Syscalls made so far (for leak origins and diagnostics). */
   syscalls = 0;
+  /**
+   * The task's owner token in the machine's alive table (its locks and spin slots carry it), set by the control
+   * plane once registered; 0 before. sw_sync annotates its timelines' fences with it (the lock watchdog).
+   */
+  owner = 0;
   private callName = '';
   /** The ioctl cmd being served, or -1: its name is formatted only when someone asks (see currentCall). */
   private callIoctl = -1;

@@ -104,6 +104,8 @@ export const HEADER_WORDS = 32;
 export const WAIT_WORDS = 48;
 /** Wait-slot words: the worker owning the slot (0 = free), read by the watchdog and reclaimed when it died. */
 export const W_OWNER = 0;
+/** Wait-slot word: the published wait's number, 0 = not waiting (watchdog.ts). */
+export const W_GEN = 1;
 /** Wait-slot words written at attach (and on a rename): the worker's number, its name's length, its name (64 B). */
 export const W_WORKER_NO = 8;
 export const W_NAME_LEN = 9;
@@ -259,7 +261,11 @@ export class LockDomain {
       const cur = Atomics.load(i32, w);
       if (cur === this.token) return i;
       if (cur !== 0 && this.isAlive(cur)) continue;
-      if (Atomics.compareExchange(i32, w, cur, this.token) === cur) return i;
+      if (Atomics.compareExchange(i32, w, cur, this.token) === cur) {
+        // A dead owner may have died mid-wait: its publication goes with it.
+        Atomics.store(i32, this.waitBase + i * WAIT_WORDS + W_GEN, 0);
+        return i;
+      }
     }
     return -1;
   }

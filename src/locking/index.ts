@@ -35,7 +35,7 @@ export {
 } from './lockdep.js';
 export { Mutex, SpinLock, lockdepWorkerExit, type LockHandle, type MutexOptions } from './mutex.js';
 export { WwClass, WwAcquireCtx, WwMutex } from './ww-mutex.js';
-export { LockWatchdog, DEFAULT_HUNG_TASK_TIMEOUT_MS, type WatchdogOptions, type FenceLookup, type PublishedWait } from './watchdog.js';
+export { LockWatchdog, DEFAULT_HUNG_TASK_TIMEOUT_MS, fenceTableLookup, type WatchdogOptions, type FenceLookup, type PublishedWait } from './watchdog.js';
 export {
   installFenceLockdep,
   uninstallFenceLockdep,
@@ -60,8 +60,16 @@ export function attachLocking(sab?: SharedArrayBuffer, name?: string, opts: Doma
   LockDomain.setCurrent(d);
   if (!isMainThread && !exitHooked.has(d)) {
     exitHooked.add(d);
-    process.once('exit', () => lockdepWorkerExit(d));
+    exitDomains.push(new WeakRef(d));
+    // One 'exit' listener per worker, however many domains it attaches (a test worker attaches one per case).
+    if (exitDomains.length === 1) process.once('exit', () => {
+      for (const ref of exitDomains) {
+        const x = ref.deref();
+        if (x) lockdepWorkerExit(x);
+      }
+    });
   }
   return d;
 }
 const exitHooked = new WeakSet<LockDomain>();
+const exitDomains: WeakRef<LockDomain>[] = [];

@@ -44,11 +44,11 @@
  * the cycle, deterministic when the steps are ordered. Its W_VERDICT is set; it sees it at its next slice (≤ 50 ms)
  * and fails with -EDEADLK. Cycle first seen → broken: two scans plus a slice, well within a second.
  */
-import { CAP_ALIVE, LockDomain, W_NAME, W_NAME_LEN, W_OWNER, W_STR_BYTES, W_WORKER_NO, WAIT_SEQ, WAIT_WORDS, WATCHDOG } from './domain.js';
+import { CAP_ALIVE, LockDomain, W_GEN, W_NAME, W_NAME_LEN, W_OWNER, W_STR_BYTES, W_WORKER_NO, WAIT_SEQ, WAIT_WORDS, WATCHDOG } from './domain.js';
 import { canonicalRotation, reportRaw, type LockdepReport } from './lockdep.js';
 import { validateInteger } from '../validate.js';
+import { S_GEN, type FenceTable } from '../fence/table.js';
 
-export const W_GEN = 1;
 export const W_KIND = 2;
 export const W_OBJ = 3;
 export const W_OBJ2 = 4;
@@ -288,7 +288,8 @@ export class LockWatchdog {
     for (let slot = 0; slot < n; slot++) {
       const b = d.waitBase + slot * WAIT_WORDS;
       const token = Atomics.load(i32, b + W_OWNER);
-      if (token === 0) continue;
+      // A worker killed mid-wait leaves its publication: it waits for nothing any more (its slot is reclaimed later).
+      if (token === 0 || !d.isAlive(token)) continue;
       const nameLen = Atomics.load(i32, b + W_NAME_LEN);
       const workerNo = Atomics.load(i32, b + W_WORKER_NO);
       const name = nameLen > 0 ? getStr(d, b + W_NAME, nameLen) : '';
@@ -485,4 +486,22 @@ function objText(w: Waiter): string {
     default:
       return `(${w.text}){+.+.}, mutex #${w.obj}`;
   }
+}
+
+/**
+ * The FenceLookup of a fence table view that has the kernel state (the Machine's main thread). Slot indices come
+ * from the lock domain, which processes can write: anything outside the table, or a slot that no longer holds
+ * that generation, answers "unknown".
+ */
+export function fenceTableLookup(table: FenceTable): FenceLookup {
+  const live = (index: number, gen: number): boolean =>
+    Number.isInteger(index) && index >= 0 && index < table.nslots && Atomics.load(table.i32, table.base(index) + S_GEN) === gen;
+  return {
+    signaller: (index, gen) => (live(index, gen) ? table.slotSignaller(index) : 0),
+    name: (index, gen) => {
+      if (!live(index, gen)) return null;
+      const [drv, tl] = table.names(table.slotNameId(index));
+      return `${drv}:${tl}`;
+    },
+  };
 }

@@ -9,6 +9,8 @@ import { E } from '../uapi/errno.js';
 import { F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_SETFL, O_RDONLY, POLLIN, RLIMIT_NOFILE } from '../uapi/posix.js';
 import { DATA_SIZE, SYS } from '../shm/channel.js';
 import { ProcessExit, rt } from './runtime.js';
+import { DMA_BUF_IOCTL_SYNC, DMA_BUF_SYNC_END, DMA_BUF_SYNC_RW, DMA_BUF_SYNC_VALID_FLAGS_MASK, dma_buf_sync } from '../uapi/dma-buf.js';
+import { dmaFenceMightWait } from '../fence/dma-fence.js';
 import {
   validateArray,
   validateData,
@@ -26,6 +28,13 @@ import {
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+
+/** struct dma_buf_sync `bytes` asks for a START the kernel accepts (dma_buf_ioctl's flag checks): it will wait. */
+function isSyncStart(bytes: Uint8Array): boolean {
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const flags = dv.getBigUint64(dma_buf_sync.flags, true);
+  return (flags & ~BigInt(DMA_BUF_SYNC_VALID_FLAGS_MASK)) === 0n && (flags & BigInt(DMA_BUF_SYNC_RW)) !== 0n && (flags & BigInt(DMA_BUF_SYNC_END)) === 0n;
+}
 
 /** A C string: the bytes of `s` and a terminating NUL. */
 export function cstr(s: string): Uint8Array {
@@ -100,6 +109,9 @@ export function ioctl(fd: number, request: number, arg?: ArrayBufferView | strin
     throw new InvalidArgTypeError('arg', ['number', 'string', 'Buffer', 'TypedArray', 'DataView'], arg);
   }
   const bytes = typeof arg === 'string' ? cstr(arg) : new Uint8Array(arg.buffer, arg.byteOffset, arg.byteLength);
+  // DMA_BUF_IOCTL_SYNC START waits for the buffer's fences (dma_buf_begin_cpu_access → dma_resv_wait_timeout): an
+  // annotated fence wait in the caller's context, whether or not a fence is pending (issue 8; src/locking).
+  if (req === DMA_BUF_IOCTL_SYNC && bytes.length >= 8 && isSyncStart(bytes)) dmaFenceMightWait();
   try {
     return r.call(SYS.ioctl, f, req, 1, 0, 0, 0, bytes, 'ioctl');
   } finally {
@@ -227,6 +239,9 @@ export function poll(fds: PollFd[], timeoutMs: number): number {
     dv.setInt16(i * 8 + 4, validateShort(pfd['events'], `fds[${i}].events`), true);
   });
   const r = rt();
+  // A poll that may sleep may sleep on a fence (a sync_file, a dma-buf): annotated like a fence wait, so holding a
+  // lock a signaller needs across it is reported (issue 8's addition; timeout 0 never sleeps).
+  if (timeout !== 0) dmaFenceMightWait();
   const n = r.call(SYS.poll, list.length, timeout, 0, 0, 0, 0, buf, 'poll');
   const out = r.outBytes();
   const odv = new DataView(out.buffer, out.byteOffset, out.byteLength);
