@@ -59,6 +59,10 @@ export const SIM_ERRORS = {
   ERR_DMABUF_SIM_PROCESS_ENDED: (message: string) => message,
   /** debugfs.read() of a file the kernel does not have. */
   ERR_DMABUF_SIM_NO_DEBUGFS_FILE: (path: string, have: string) => `no debugfs file ${path} (have: ${have})`,
+  /** Machine.boot({ drivers }) / loadDriver() of a built-in driver name the package does not have. */
+  ERR_DMABUF_SIM_NO_DRIVER: (name: string, have: string) => `no built-in driver '${name}' (have: ${have})`,
+  /** A driver module that did not load, has no probe(), or whose probe threw. */
+  ERR_DMABUF_SIM_DRIVER_LOAD: (module: string, why: string) => `cannot load driver ${module}: ${why}`,
   /** testing.kunit() of a case that does not exist. */
   ERR_DMABUF_SIM_NO_KUNIT_CASE: (name: string, have: string) => `no kunit case ${name} (have: ${have})`,
 } as const;

@@ -1,5 +1,5 @@
 /** Public entry point of dmabuf-sim for the main thread: the Machine and the uAPI facts. */
-export { Machine, Proc, type BootOptions, type SpawnOptions, type ExitStatus, type CloneOptions } from './machine.js';
+export { Machine, Proc, DriverProc, BUILTIN_DRIVERS, type BootOptions, type SpawnOptions, type ExitStatus, type CloneOptions } from './machine.js';
 export type { KernelStats, ShutdownReport } from './kernel/control-plane.js';
 export type { KernelWarning } from './kernel/kernel.js';
 export type { DmaBufSnapshot } from './kernel/dma-buf.js';

@@ -25,6 +25,12 @@ import { ARGS_OFFSET, SHUTDOWN as CH_SHUTDOWN, SHUTDOWN_KERNEL_GONE, STATE } fro
 const CHANNEL_HEADER_WORDS = ARGS_OFFSET / 4;
 import type { ProcessWorkerData } from '../workers/process.js';
 import { LOADED, type LoadReport } from './rpc/process-loaded.js';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { checkDriverOptions, checkDriverSpec } from './options.js';
+import { G_KERNEL_GONE, H_GONE, H_DOORBELL } from './shm/driver-channel.js';
+import type { DriverWorkerData } from '../workers/driver.js';
+import type { DriverDeadMessage } from './kernel/driver-host.js';
 import type { SpawnRequest } from './kernel/fork.js';
 
 export interface BootOptions {
@@ -68,6 +74,59 @@ export interface BootOptions {
    * with EAGAIN (default 256, 1..4096). Every task is a worker thread of the host; spawn() is not limited.
    */
   readonly threadsMax?: number;
+  /**
+   * Drivers to start at boot, each in its own worker: a built-in name ('vgem': src/drivers/<name>/), or the URL
+   * or path of a driver module exporting `probe(drv)` (dmabuf-sim/driver). Boot waits for every probe.
+   */
+  readonly drivers?: readonly (string | URL)[];
+  /** How long a driver may sit on one call from the kernel before it is declared dead (default 10000 ms). */
+  readonly driverTimeoutMs?: number;
+}
+
+/** Built-in drivers by name: their module under src/drivers/ (a missing one is ERR_DMABUF_SIM_NO_DRIVER). */
+export const BUILTIN_DRIVERS: Readonly<Record<string, string>> = {
+  vgem: './drivers/vgem/index.js',
+};
+
+/** Where a driver spec's module is: built-in names through BUILTIN_DRIVERS, anything else as a URL or a path. */
+function resolveDriver(spec: string | URL): { url: string; name: string } {
+  if (spec instanceof URL) return { url: spec.href, name: spec.pathname.replace(/^.*\//, '').replace(/\.[cm]?js$/, '') };
+  if (/^[A-Za-z0-9_-]+$/.test(spec)) {
+    const rel = BUILTIN_DRIVERS[spec];
+    const url = rel ? new URL(rel, import.meta.url) : null;
+    if (!url || !existsSync(fileURLToPath(url))) {
+      const have = Object.keys(BUILTIN_DRIVERS).filter((n) => existsSync(fileURLToPath(new URL(BUILTIN_DRIVERS[n]!, import.meta.url))));
+      throw simError('ERR_DMABUF_SIM_NO_DRIVER', [spec, have.join(', ') || 'none']);
+    }
+    return { url: url.href, name: spec };
+  }
+  const url = /^[a-z]+:/.test(spec) ? spec : new URL(spec, `file://${process.cwd()}/`).href;
+  return { url, name: url.replace(/^.*\//, '').replace(/\.[cm]?js$/, '') };
+}
+
+/** A running driver worker (Machine.boot({ drivers }) / machine.loadDriver). */
+export class DriverProc {
+  /** Settles when the worker has ended and the kernel released everything the driver held. */
+  readonly exited: Promise<{ readonly code: number; readonly killed: boolean }>;
+  private killed = false;
+  constructor(
+    readonly id: number,
+    readonly name: string,
+    private readonly worker: Worker,
+    reap: (id: number) => Promise<void>,
+  ) {
+    this.exited = new Promise((resolve) => {
+      worker.once('exit', (code) => {
+        void reap(id).then(() => resolve({ code, killed: this.killed }));
+      });
+    });
+  }
+  /** Kills the driver's worker (at whatever instruction it is): its calls fail with ENODEV, its holdings are freed. */
+  async kill(): Promise<void> {
+    this.killed = true;
+    await this.worker.terminate();
+    await this.exited;
+  }
 }
 
 export interface SpawnOptions {
@@ -125,6 +184,24 @@ function moduleLoaded(worker: Worker, exited: Promise<ExitStatus>, module: strin
       worker.off('message', onMessage);
       const why = st.error ? st.error.message : `exited with status ${st.code}`;
       reject(simError('ERR_DMABUF_SIM_MODULE_LOAD', [module, `the process ended while loading it: ${why}`], st.error ? { cause: st.error } : undefined));
+    });
+  });
+}
+
+/** A driver worker's report that its module loaded and its probe returned (workers/driver.ts). */
+function driverLoaded(worker: Worker, exited: Promise<unknown>, module: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onMessage = (msg: unknown): void => {
+      const r = (msg as { [LOADED]?: LoadReport } | null)?.[LOADED];
+      if (!r) return;
+      worker.off('message', onMessage);
+      if (r.ok) resolve();
+      else reject(simError('ERR_DMABUF_SIM_DRIVER_LOAD', [module, r.missing !== undefined ? `it exports no ${r.missing}()` : r.message]));
+    };
+    worker.on('message', onMessage);
+    void exited.then(() => {
+      worker.off('message', onMessage);
+      reject(simError('ERR_DMABUF_SIM_DRIVER_LOAD', [module, 'the driver worker ended while loading']));
     });
   });
 }
@@ -281,6 +358,7 @@ export function pidIn(m: Machine, p: Proc, name = 'proc'): number {
  */
 export class Machine {
   private readonly procs = new Map<number, Proc>();
+  private readonly driverProcs = new Map<number, DriverProc>();
   /** Every live process's syscall channel (marked when the broker dies). */
   private readonly channels = new Set<SharedArrayBuffer>();
   private down = false;
@@ -344,6 +422,16 @@ export class Machine {
     // worker on its own port, before the clone's reply, so by the time any caller learns the pid its Proc exists.
     broker.on('message', (m: unknown) => {
       if ((m as Partial<SpawnRequest> | null)?.kind === 'dmabuf-sim:spawn') this.startCloned(m as SpawnRequest);
+      // A driver the kernel declared dead (it stopped answering): its worker goes, and is reaped as any exit.
+      if ((m as Partial<DriverDeadMessage> | null)?.kind === 'dmabuf-sim:driver-dead') void this.driverProcs.get((m as DriverDeadMessage).id)?.kill();
+    });
+    broker.once('exit', () => {
+      for (const ch of this.driverChannels) {
+        const h = new Int32Array(ch, 0, 16);
+        Atomics.store(h, H_GONE, G_KERNEL_GONE);
+        Atomics.add(h, H_DOORBELL, 1);
+        Atomics.notify(h, H_DOORBELL);
+      }
     });
   }
 
@@ -378,6 +466,7 @@ export class Machine {
       lockdep: opts.lockdep === true,
       watchdog: opts.watchdog ?? opts.lockdep === true,
       ...(opts.threadsMax !== undefined ? { threadsMax: opts.threadsMax } : {}),
+      ...(opts.driverTimeoutMs !== undefined ? { driverTimeoutMs: opts.driverTimeoutMs } : {}),
     });
     const table = await kernel.fenceTable();
     const fenceKernel = await kernel.fenceKernelState();
@@ -401,7 +490,66 @@ export class Machine {
         m.watchdog = new LockWatchdog(m.lockDomain, { fences: fenceLookup, ...(opts.hungTaskTimeoutMs !== undefined ? { hungTaskTimeoutMs: opts.hungTaskTimeoutMs } : {}) }).start();
       }
     }
+    try {
+      for (const d of opts.drivers ?? []) await m.loadDriver(d);
+    } catch (e) {
+      await m.shutdown({ quiet: true });
+      throw e;
+    }
     return m;
+  }
+
+  /** Driver channels of live drivers (marked when the broker dies). */
+  private readonly driverChannels = new Set<SharedArrayBuffer>();
+
+  /**
+   * Starts a driver in its own worker: `spec` is a built-in name ('vgem') or a driver module's URL or path. Resolves
+   * once its probe() returned (its device nodes exist then); rejects with ERR_DMABUF_SIM_NO_DRIVER for an unknown
+   * built-in name and ERR_DMABUF_SIM_DRIVER_LOAD when the module does not load, has no probe or its probe throws.
+   */
+  async loadDriver(spec: string | URL, opts: { readonly name?: string } = {}): Promise<DriverProc> {
+    const kernel = this.live('loadDriver');
+    checkDriverSpec(spec);
+    checkDriverOptions(opts);
+    const { url, name: base } = resolveDriver(spec);
+    const name = opts.name ?? base;
+    const { port1, port2 } = new MessageChannel();
+    const info = await kernel.createDriver(name, Comlink.transfer(port1, [port1]));
+    const data: DriverWorkerData = {
+      id: info.id,
+      name,
+      channel: info.channel,
+      control: this.control,
+      port: port2,
+      maxSpinners: this.maxSpinners,
+      owner: info.owner,
+      module: url,
+      fences: this.fences,
+      fenceKernel: this.fenceKernel,
+      locks: this.kernelLocks,
+      resv: this.resvTable,
+      lockdep: this.lockDomain !== null,
+    };
+    const worker = new Worker(new URL('../workers/driver.js', import.meta.url), { workerData: data, transferList: [port2] });
+    const d = new DriverProc(info.id, name, worker, (id) => Promise.race([this.kernel.reapDriver(id), this.brokerExited]));
+    this.driverProcs.set(info.id, d);
+    this.driverChannels.add(info.channel);
+    void d.exited.then(() => {
+      this.driverProcs.delete(info.id);
+      this.driverChannels.delete(info.channel);
+    });
+    try {
+      await driverLoaded(worker, d.exited, url);
+    } catch (e) {
+      await d.kill();
+      throw e;
+    }
+    return d;
+  }
+
+  /** The live drivers. */
+  drivers(): DriverProc[] {
+    return [...this.driverProcs.values()];
   }
 
   /** Starts a process running `module` (an ES module URL or path; compiled JavaScript). */
@@ -557,6 +705,8 @@ export class Machine {
     if (this.lockDomain && LockDomain.current() === this.lockDomain) LockDomain.setCurrent(null);
     await this.kernel.beginShutdown();
     await Promise.all([...this.procs.values()].map((p) => p.kill()));
+    // Drivers after the processes: a process's last close may still need its driver's release.
+    await Promise.all([...this.driverProcs.values()].map((d) => d.kill()));
     const report = await this.kernel.finishShutdown();
     this.kernel[Comlink.releaseProxy]();
     await this.broker.terminate();

@@ -30,7 +30,7 @@ const MAX_POOL_BYTES = 2 ** 48;
 /** Machine.boot's options: throws (see the file comment) on the first bad field. */
 export function checkBootOptions(opts: unknown): void {
   const o = validateObject(opts, 'options');
-  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences', 'resv', 'lockdep', 'watchdog', 'hungTaskTimeoutMs', 'threadsMax']);
+  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences', 'resv', 'lockdep', 'watchdog', 'hungTaskTimeoutMs', 'threadsMax', 'drivers', 'driverTimeoutMs']);
   if (o['heaps'] !== undefined) {
     const heaps = validateObject(o['heaps'], 'options.heaps');
     for (const [name, cfg] of Object.entries(heaps)) {
@@ -49,6 +49,27 @@ export function checkBootOptions(opts: unknown): void {
   if (o['threadsMax'] !== undefined) validateInteger(o['threadsMax'], 'options.threadsMax', 1, THREADS_MAX_LIMIT);
   if (o['fences'] !== undefined) knownKeys(validateObject(o['fences'], 'options.fences'), 'options.fences', ['slots', 'names']);
   if (o['resv'] !== undefined) knownKeys(validateObject(o['resv'], 'options.resv'), 'options.resv', ['objects', 'listBytes']);
+  if (o['drivers'] !== undefined) {
+    const drivers = validateArray(o['drivers'], 'options.drivers') as unknown[];
+    drivers.forEach((d, i) => checkDriverSpec(d, `options.drivers[${i}]`));
+  }
+  if (o['driverTimeoutMs'] !== undefined) validateInteger(o['driverTimeoutMs'], 'options.driverTimeoutMs', 1, 2 ** 31 - 1);
+}
+
+/** A driver: a built-in name ('vgem'), a module URL, or a path (anything with a '/' or ending in .js). */
+export function checkDriverSpec(spec: unknown, name = 'driver'): void {
+  if (!(spec instanceof URL) && typeof spec !== 'string') throw new InvalidArgTypeError(name, ['string', 'URL'], spec);
+  if (typeof spec === 'string' && (spec.length === 0 || spec.includes('\0'))) throw new InvalidArgValueError(name, spec, 'must be a built-in driver name, a module path or a URL');
+}
+
+/** machine.loadDriver's options. */
+export function checkDriverOptions(opts: unknown): void {
+  const o = validateObject(opts, 'options');
+  knownKeys(o, 'options', ['name']);
+  if (o['name'] !== undefined) {
+    const name = validateString(o['name'], 'options.name');
+    if (name.length === 0 || name.includes('\0')) throw new InvalidArgValueError('options.name', name, 'must be a non-empty string without null bytes');
+  }
 }
 
 /** Machine.spawn's module and options: throws (see the file comment) on the first bad one. */

@@ -93,6 +93,7 @@ export function mntIdOf(f: File): number {
       return MNT_ID.proc;
     case 'null':
     case 'dma_heap':
+    case 'chrdev':
       return MNT_ID.devtmpfs;
     case 'sw_sync':
       return f.ops.dname(f).startsWith('/dev/') ? MNT_ID.devtmpfs : MNT_ID.debugfs;

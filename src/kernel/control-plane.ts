@@ -45,6 +45,8 @@ import { registerPollSyscall } from './select.js';
 import { findKunitCase, runKunitCase, type KunitResult } from './kunit.js';
 import { DMA_TO_DEVICE, type DmaDataDirection } from './dma-direction.js';
 import { Task } from './task.js';
+import { createDriver, driverHostInit, type DriverDeadMessage, type DriverHost } from './driver-host.js';
+import type { File } from './file.js';
 import { beginExpectWarnings, endExpectWarnings, setWarningSink, type WarningExpectation } from '../bug.js';
 import { bootSubsystems, type SubsystemConfig } from './subsystems.js';
 
@@ -62,6 +64,15 @@ export interface BootConfig extends SubsystemConfig {
   readonly lockdep?: boolean;
   /** The lock watchdog runs (Machine.boot({ watchdog })): every worker needs a wait slot in the domain. */
   readonly watchdog?: boolean;
+  /** How long a driver may sit on one upcall before it is declared dead (ms). */
+  readonly driverTimeoutMs?: number;
+}
+
+/** A driver worker's kernel side, for the main thread that starts the worker. */
+export interface DriverInfo {
+  readonly id: number;
+  readonly channel: SharedArrayBuffer;
+  readonly owner: number;
 }
 
 export interface ProcessInfo {
@@ -140,7 +151,7 @@ export class KernelControl {
    * `post` sends a message to the main thread on the broker's own port (workers/broker.ts): the worker starts of
    * tasks made by clone (fork.ts), ordered with the control plane's replies.
    */
-  constructor(private readonly post: (msg: SpawnRequest, transfer: MessagePort[]) => void = () => {
+  constructor(private readonly post: (msg: SpawnRequest | DriverDeadMessage, transfer: MessagePort[]) => void = () => {
     throw new Error('this kernel has no main thread to start workers');
   }) {}
 
@@ -205,6 +216,9 @@ export class KernelControl {
     const alive = frt.table.alive!;
     entry.register(SYS.owner_alive, (_k, req) => (alive.isAlive(req.int(0)) ? 1 : 0));
     bootSubsystems(k, entry, cfg);
+    if (cfg.driverTimeoutMs !== undefined && !(Number.isInteger(cfg.driverTimeoutMs) && cfg.driverTimeoutMs > 0)) throw new RangeError(`driverTimeoutMs ${cfg.driverTimeoutMs}`);
+    this.drivers = driverHostInit(k, entry, (msg) => this.post(msg, []), cfg.driverTimeoutMs);
+    this.drivers.setLockDomain(locks);
     this.k = k;
     this.entry = entry;
     k.oopsSink = (pid, call, e) => entry.recordOops(pid, call, e);
@@ -212,6 +226,34 @@ export class KernelControl {
     this.loop = new ServeLoop(entry, this.ctl);
     this.loop.start();
     return control;
+  }
+
+  private drivers: DriverHost | null = null;
+
+  /**
+   * A driver worker's kernel side (driver-host.ts): its channel and owner token; `port` gets its SharedArrayBuffer
+   * handles. The main thread starts the worker next and reaps it with reapDriver when it ends.
+   */
+  createDriver(name: string, port: MessagePort): DriverInfo {
+    if (this.shutdownBegun) throw simError('ERR_DMABUF_SIM_SHUT_DOWN', ['loadDriver']);
+    const drv = createDriver(this.drivers!, name.slice(0, 64), port);
+    const owner = this.newOwner();
+    this.driverOwners.set(drv.id, owner);
+    return { id: drv.id, channel: drv.channel, owner };
+  }
+
+  private readonly driverOwners = new Map<number, number>();
+
+  /** A driver worker ended (or never loaded): it is torn down as driver-host.ts kill() says. */
+  async reapDriver(id: number): Promise<void> {
+    const owner = this.driverOwners.get(id);
+    if (owner !== undefined) {
+      this.driverOwners.delete(id);
+      releaseSpinSlots(spinBlockOf(this.ctl!.buffer as SharedArrayBuffer), owner);
+      this.fenceRt!.table.alive!.clear(owner);
+    }
+    await this.drivers?.reap(id);
+    this.loop!.kick();
   }
 
   /** The machine's fence table (shared memory every worker may attach to with attachFenceTable). */
@@ -256,7 +298,7 @@ export class KernelControl {
     k.tasks.set(pid, t);
     // As a 64-bit parent's open("/dev/null", O_RDWR) leaves them: O_RDWR | O_LARGEFILE.
     // Their origin is null: what a process starts with is not listed as held when it ends.
-    for (let fd = 0; fd < 3; fd++) k.installFd(t, k.openPath(t, '/dev/null', O_RDWR | O_LARGEFILE), false, 0, null);
+    for (let fd = 0; fd < 3; fd++) k.installFd(t, k.openPath(t, '/dev/null', O_RDWR | O_LARGEFILE) as File, false, 0, null);
     this.entry!.addTask(t);
     const owner = this.newOwner();
     this.owners.set(pid, owner);
@@ -543,6 +585,7 @@ export class KernelControl {
       warnings: [...k.warnings],
     };
     this.loop!.stop();
+    this.drivers?.stop();
     return report;
   }
 }

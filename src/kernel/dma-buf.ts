@@ -89,7 +89,8 @@ import type { Kernel } from './kernel.js';
 import type { ShmRegion, Vma } from './mm.js';
 import type { Task } from './task.js';
 import type { UserPtr } from './uaccess.js';
-import { WaitQueue, type SyscallOutcome } from './wait.js';
+import { blockOnPromise, WaitQueue, type SyscallOutcome } from './wait.js';
+import { IosysMap } from '../shm/iosys-map.js';
 
 
 /** FMODE_OPENED (include/linux/fs.h): set by alloc_file on every opened file; bufinfo prints the raw f_mode. */
@@ -135,63 +136,7 @@ export class SgTable {
   }
 }
 
-/**
- * I/O memory behind an iosys_map with is_iomem set: reachable only through these accessors (memcpy_toio and
- * friends), never through a plain byte view — the model keeps the bytes private so nothing can cheat.
- */
-export class IoMem {
-  readonly #bytes: Uint8Array;
-  constructor(bytes: Uint8Array) {
-    this.#bytes = bytes;
-  }
-  get size(): number {
-    return this.#bytes.length;
-  }
-  private check(offset: number, len: number): void {
-    if (offset < 0 || len < 0 || offset + len > this.#bytes.length) {
-      BUG(`I/O memory access [${offset}, +${len}) outside ${this.#bytes.length} bytes`);
-    }
-  }
-  memcpyToIo(offset: number, src: Uint8Array): void {
-    this.check(offset, src.length);
-    this.#bytes.set(src, offset);
-  }
-  memcpyFromIo(offset: number, len: number): Uint8Array {
-    this.check(offset, len);
-    return this.#bytes.slice(offset, offset + len);
-  }
-  memsetIo(offset: number, value: number, len: number): void {
-    this.check(offset, len);
-    this.#bytes.fill(value, offset, offset + len);
-  }
-}
-
-/**
- * struct iosys_map (formerly dma_buf_map): a kernel mapping that is either system memory (`vaddr`, plain loads
- * and stores) or I/O memory (`vaddrIomem`, accessors only). Equality is pointer equality, as iosys_map_is_equal.
- */
-export class IosysMap {
-  static readonly NULL = new IosysMap(null, null);
-  private constructor(
-    readonly vaddr: Uint8Array | null,
-    readonly vaddrIomem: IoMem | null,
-  ) {}
-  static fromVaddr(vaddr: Uint8Array): IosysMap {
-    return new IosysMap(vaddr, null);
-  }
-  static fromIomem(io: IoMem): IosysMap {
-    return new IosysMap(null, io);
-  }
-  get isIomem(): boolean {
-    return this.vaddrIomem !== null;
-  }
-  get isNull(): boolean {
-    return this.vaddr === null && this.vaddrIomem === null;
-  }
-  isEqual(o: IosysMap): boolean {
-    return this.isIomem === o.isIomem && this.vaddr === o.vaddr && this.vaddrIomem === o.vaddrIomem;
-  }
-}
+export { IoMem, IosysMap } from '../shm/iosys-map.js';
 
 // ---- exporter and importer interfaces ------------------------------------------------------------------------
 
@@ -227,6 +172,52 @@ export interface DmaBufAttachOps<P = unknown> {
   moveNotify(att: DmaBufAttachment<P>): void;
 }
 
+/**
+ * An exporter that lives in another worker (a driver, src/kernel/driver-host.ts): each op is an upcall into the
+ * exporter's worker, answered asynchronously — the broker never waits for it. The async core API below
+ * (dmaBufDynamicAttachAsync, dmaBufMapAttachmentAsync, dmaBufVmapAsync...) awaits these; the synchronous API
+ * cannot reach such an exporter and fails with EAGAIN (release is sent without waiting).
+ */
+export interface RemoteDmaBufOps {
+  /** Which optional ops the exporter implements (pin/unpin, attach, ...: as the bits of its export). */
+  readonly has: { readonly attach: boolean; readonly detach: boolean; readonly pin: boolean; readonly beginCpuAccess: boolean; readonly endCpuAccess: boolean; readonly mmap: boolean; readonly vmap: boolean; readonly vunmap: boolean };
+  attach(buf: DmaBuf, att: DmaBufAttachment): Promise<void>;
+  detach(buf: DmaBuf, att: DmaBufAttachment): Promise<void>;
+  pin(att: DmaBufAttachment): Promise<void>;
+  unpin(att: DmaBufAttachment): Promise<void>;
+  mapDmaBuf(att: DmaBufAttachment, dir: DmaDataDirection): Promise<SgTable>;
+  unmapDmaBuf(att: DmaBufAttachment, sgt: SgTable, dir: DmaDataDirection): Promise<void>;
+  /** Sent without waiting: the broker-side state is freed now whatever the exporter answers. */
+  release(buf: DmaBuf): void;
+  beginCpuAccess(buf: DmaBuf, dir: DmaDataDirection): Promise<void>;
+  endCpuAccess(buf: DmaBuf, dir: DmaDataDirection): Promise<void>;
+  mmap(buf: DmaBuf, vma: Vma): Promise<void>;
+  vmap(buf: DmaBuf): Promise<IosysMap>;
+  vunmap(buf: DmaBuf, map: IosysMap): Promise<void>;
+}
+
+/** What a synchronous core path does with a remote exporter's op: it cannot wait, so EAGAIN naming the async API. */
+function remoteFacade(remote: RemoteDmaBufOps, cacheSgtMapping: boolean, has: { map: boolean; unmap: boolean; release: boolean }): DmaBufOps {
+  const no = (what: string) => (): never => {
+    throw new KernelError(E.EAGAIN, `${what}: the exporter lives in a driver worker; use the async API`);
+  };
+  const h = remote.has;
+  return {
+    cacheSgtMapping,
+    ...(h.attach ? { attach: no('attach') } : {}),
+    ...(h.detach ? { detach: no('detach') } : {}),
+    ...(h.pin ? { pin: no('pin'), unpin: no('unpin') } : {}),
+    ...(has.map ? { mapDmaBuf: no('map_dma_buf') } : {}),
+    ...(has.unmap ? { unmapDmaBuf: no('unmap_dma_buf') } : {}),
+    ...(has.release ? { release: (buf: DmaBuf) => remote.release(buf) } : {}),
+    ...(h.beginCpuAccess ? { beginCpuAccess: no('begin_cpu_access') } : {}),
+    ...(h.endCpuAccess ? { endCpuAccess: no('end_cpu_access') } : {}),
+    ...(h.mmap ? { mmap: no('mmap') } : {}),
+    ...(h.vmap ? { vmap: no('vmap') } : {}),
+    ...(h.vunmap ? { vunmap: no('vunmap') } : {}),
+  } as DmaBufOps;
+}
+
 /** struct dma_buf_export_info (DEFINE_DMA_BUF_EXPORT_INFO). */
 export interface DmaBufExportInfo<P> {
   readonly ops: DmaBufOps<P>;
@@ -244,6 +235,11 @@ export interface DmaBufExportInfo<P> {
    * buffers). The dma-buf uses it and never finalises it. Absent: the buffer gets its own, finalised at release.
    */
   readonly resv?: DmaResv;
+  /**
+   * A driver worker's exporter (instead of local ops): `ops` is then only the shape of what it implements, for
+   * the export checks; every op goes to `remote`.
+   */
+  readonly remote?: { readonly ops: RemoteDmaBufOps; readonly cacheSgtMapping: boolean; readonly map: boolean; readonly unmap: boolean; readonly release: boolean };
 }
 
 /** START/END calls of DMA_BUF_IOCTL_SYNC in one direction. */
@@ -311,6 +307,12 @@ export class DmaBuf<P = unknown> {
   /** The resv is the buffer's own (embedded in the C struct): finalised at release. False for exp_info->resv. */
   resvOwned = false;
   trackId = 0;
+  /** The exporter's worker, when a driver exported it (every op is an upcall); null for in-broker exporters. */
+  remote: RemoteDmaBufOps | null = null;
+  /** A vmap the exporter is still answering (the async path): later vmaps wait for it instead of calling again. */
+  vmapPending: Promise<IosysMap> | null = null;
+  /** Pins (pin ops) outstanding: a pinned buffer must not move (dma_buf_move_notify refuses with EBUSY). */
+  pins = 0;
 
   constructor(
     readonly k: Kernel,
@@ -374,7 +376,8 @@ function mustNotSleep(buf: DmaBuf, usage: DmaResvUsage, what: string, instead: s
  * dmaBufPut().
  */
 export function dmaBufExport<P>(k: Kernel, info: DmaBufExportInfo<P>): DmaBuf<P> {
-  const ops = info.ops as DmaBufOps<P> | undefined;
+  const r = info.remote;
+  const ops = (r ? remoteFacade(r.ops, r.cacheSgtMapping, r) : info.ops) as DmaBufOps<P> | undefined;
   if (info.priv === null || info.priv === undefined || !ops || !ops.mapDmaBuf || !ops.unmapDmaBuf || !ops.release) {
     warn('dma_buf_export: WARN_ON(!priv || !ops || !map_dma_buf || !unmap_dma_buf || !release)');
     throw new KernelError(E.EINVAL, 'dma_buf_export: incomplete ops');
@@ -397,6 +400,7 @@ export function dmaBufExport<P>(k: Kernel, info: DmaBufExportInfo<P>): DmaBuf<P>
   const buf = new DmaBuf<P>(k, ops, info.size, info.expName, info.priv, ino, info.owner ?? info.expName);
   buf.resv = resv;
   buf.resvOwned = !info.resv;
+  if (r) buf.remote = r.ops;
   // dma_buf_getfile: alloc_file_pseudo on the dmabuf mount. f_mode from the access mode, FMODE_LSEEK because the
   // fops have llseek; f_flags keep only the access mode and O_NONBLOCK.
   buf.file = k.allocFile<DmaBuf<P>>(
@@ -514,12 +518,16 @@ export function dmaBufDynamicAttach<P>(
     try {
       if (isDynamic(buf as DmaBuf)) {
         buf.ops.pin!(att);
+        buf.pins++;
         pinned = true;
       }
       att.sgt = mapDmaBufInternal(att, DMA_BIDIRECTIONAL);
       att.dir = DMA_BIDIRECTIONAL;
     } catch (e) {
-      if (pinned) buf.ops.unpin!(att);
+      if (pinned) {
+        buf.ops.unpin!(att);
+        buf.pins--;
+      }
       dmaBufDetach(k, buf, att);
       throw e;
     }
@@ -543,7 +551,10 @@ export function dmaBufDetach<P>(k: Kernel, buf: DmaBuf<P>, att: DmaBufAttachment
   }
   if (att.sgt) {
     unmapDmaBufInternal(att, att.sgt, att.dir);
-    if (isDynamic(buf as DmaBuf)) buf.ops.unpin!(att);
+    if (isDynamic(buf as DmaBuf)) {
+      buf.ops.unpin!(att);
+      buf.pins--;
+    }
     att.sgt = null;
   }
   const i = buf.attachments.indexOf(att);
@@ -556,12 +567,24 @@ export function dmaBufDetach<P>(k: Kernel, buf: DmaBuf<P>, att: DmaBufAttachment
 export function dmaBufPin<P>(_k: Kernel, att: DmaBufAttachment<P>): void {
   if (!attachmentIsDynamic(att as DmaBufAttachment)) warn('dma_buf_pin: WARN_ON(!dma_buf_attachment_is_dynamic)');
   att.dmabuf.ops.pin?.(att);
+  att.dmabuf.pins++;
 }
 
 /** dma_buf_unpin - undoes dmaBufPin. */
 export function dmaBufUnpin<P>(_k: Kernel, att: DmaBufAttachment<P>): void {
   if (!attachmentIsDynamic(att as DmaBufAttachment)) warn('dma_buf_unpin: WARN_ON(!dma_buf_attachment_is_dynamic)');
   att.dmabuf.ops.unpin?.(att);
+  att.dmabuf.pins--;
+}
+
+/**
+ * The cache_sgt_mapping rule both map paths share: the attachment's cached table if it has one (EBUSY when the
+ * direction differs and the cached one is not BIDIRECTIONAL), else null.
+ */
+function cachedMapping<P>(att: DmaBufAttachment<P>, dir: DmaDataDirection): SgTable | null {
+  if (!att.sgt) return null;
+  if (att.dir !== dir && att.dir !== DMA_BIDIRECTIONAL) throw new KernelError(E.EBUSY);
+  return att.sgt;
 }
 
 /**
@@ -577,18 +600,22 @@ export function dmaBufMapAttachment<P>(_k: Kernel, att: DmaBufAttachment<P>, dir
     warn('dma_buf_map_attachment: WARN_ON(!attach || !attach->dmabuf)');
     throw new KernelError(E.EINVAL);
   }
-  if (att.sgt) {
-    if (att.dir !== dir && att.dir !== DMA_BIDIRECTIONAL) throw new KernelError(E.EBUSY);
-    return att.sgt;
-  }
+  const cached = cachedMapping(att, dir);
+  if (cached) return cached;
   const buf = att.dmabuf;
   const dynamic = isDynamic(buf as DmaBuf);
-  if (dynamic && !CONFIG_DMABUF_MOVE_NOTIFY) buf.ops.pin!(att);
+  if (dynamic && !CONFIG_DMABUF_MOVE_NOTIFY) {
+    buf.ops.pin!(att);
+    buf.pins++;
+  }
   let sgt: SgTable;
   try {
     sgt = mapDmaBufInternal(att, dir);
   } catch (e) {
-    if (dynamic && !CONFIG_DMABUF_MOVE_NOTIFY) buf.ops.unpin!(att);
+    if (dynamic && !CONFIG_DMABUF_MOVE_NOTIFY) {
+      buf.ops.unpin!(att);
+      buf.pins--;
+    }
     throw e;
   }
   if (buf.ops.cacheSgtMapping) {
@@ -596,20 +623,6 @@ export function dmaBufMapAttachment<P>(_k: Kernel, att: DmaBufAttachment<P>, dir
     att.dir = dir;
   }
   return sgt;
-}
-
-/**
- * dma_buf_map_attachment for an event-loop caller (fence-wait.ts): a static importer first waits, without
- * blocking the broker, for the KERNEL fences present now, then maps (a KERNEL fence added meanwhile makes the map
- * wait again). The caller holds its buffer reference and the attachment across the await.
- */
-export async function dmaBufMapAttachmentAsync<P>(k: Kernel, att: DmaBufAttachment<P>, dir: DmaDataDirection): Promise<SgTable> {
-  for (;;) {
-    if (att.sgt || attachmentIsDynamic(att as DmaBufAttachment) || dmaResvTestSignaled(att.dmabuf.resv, DMA_RESV_USAGE_KERNEL)) {
-      return dmaBufMapAttachment(k, att, dir);
-    }
-    await dmaResvWaitAsync(att.dmabuf.resv, DMA_RESV_USAGE_KERNEL, MAX_SCHEDULE_TIMEOUT);
-  }
 }
 
 /** dma_buf_unmap_attachment - undoes a map; a no-op for the cached table (that one goes at detach). */
@@ -674,16 +687,6 @@ export function dmaBufBeginCpuAccessSyscall<P>(
   return dmaResvWaitSyscall(buf.resv, cpuAccessUsage(dir), then);
 }
 
-/**
- * dma_buf_begin_cpu_access in event-loop context: the exporter's hook now, then resolves once the fences of
- * cpuAccessUsage(dir) present now have signaled (Atomics.waitAsync: the broker keeps serving meanwhile). The
- * caller holds a buffer reference until it settles and must not hold the resv lock across it.
- */
-export async function dmaBufBeginCpuAccessAsync<P>(k: Kernel, buf: DmaBuf<P>, dir: DmaDataDirection): Promise<void> {
-  beginCpuAccessOps(k, buf, dir);
-  await dmaResvWaitAsync(buf.resv, cpuAccessUsage(dir), MAX_SCHEDULE_TIMEOUT);
-}
-
 /** dma_buf_end_cpu_access - after CPU access: the exporter's end_cpu_access. */
 export function dmaBufEndCpuAccess<P>(_k: Kernel, buf: DmaBuf<P>, dir: DmaDataDirection): void {
   if (!buf) warn('dma_buf_end_cpu_access: WARN_ON(!dmabuf)');
@@ -703,26 +706,47 @@ export function dmaBufVmap<P>(_k: Kernel, buf: DmaBuf<P>): IosysMap {
     throw new KernelError(E.EINVAL);
   }
   if (!buf.ops.vmap) throw new KernelError(E.EINVAL);
-  if (buf.vmappingCounter) {
-    if (buf.vmapPtr.isNull) BUG(`dma_buf_vmap: dma-buf ino ${buf.ino} counted but not mapped`);
-    buf.vmappingCounter++;
-    return buf.vmapPtr;
-  }
-  if (!buf.vmapPtr.isNull) BUG(`dma_buf_vmap: dma-buf ino ${buf.ino} mapped but not counted`);
+  const again = vmapAgain(buf as DmaBuf);
+  if (again) return again;
   let map: IosysMap;
   try {
     map = buf.ops.vmap(buf);
   } catch (e) {
-    if (!vmapWarned.has(buf.k)) {
-      vmapWarned.add(buf.k);
-      warn(`dma_buf_vmap: WARN_ON_ONCE(ops->vmap failed: ${e instanceof Error ? e.message : String(e)})`);
-    }
+    vmapFailed(buf as DmaBuf, e);
     throw e;
   }
   buf.vmapPtr = map;
   buf.vmappingCounter = 1;
   return map;
 }
+/** The counted half of dma_buf_vmap: the mapping again (count + 1) while counted, null when the exporter must map. */
+function vmapAgain(buf: DmaBuf): IosysMap | null {
+  if (buf.vmappingCounter) {
+    if (buf.vmapPtr.isNull) BUG(`dma_buf_vmap: dma-buf ino ${buf.ino} counted but not mapped`);
+    buf.vmappingCounter++;
+    return buf.vmapPtr;
+  }
+  if (!buf.vmapPtr.isNull) BUG(`dma_buf_vmap: dma-buf ino ${buf.ino} mapped but not counted`);
+  return null;
+}
+
+function vmapFailed(buf: DmaBuf, e: unknown): void {
+  if (!vmapWarned.has(buf.k)) {
+    vmapWarned.add(buf.k);
+    warn(`dma_buf_vmap: WARN_ON_ONCE(ops->vmap failed: ${e instanceof Error ? e.message : String(e)})`);
+  }
+}
+
+/** dma_buf_vunmap's checks (BUGs) and count: true when this was the last vmap (the exporter's vunmap is due). */
+function vunmapLast(buf: DmaBuf, map: IosysMap): boolean {
+  if (buf.vmapPtr.isNull) BUG(`dma_buf_vunmap: dma-buf ino ${buf.ino} is not vmapped`);
+  if (buf.vmappingCounter === 0) BUG(`dma_buf_vunmap: dma-buf ino ${buf.ino} vmapping_counter is 0`);
+  if (!buf.vmapPtr.isEqual(map)) BUG(`dma_buf_vunmap: dma-buf ino ${buf.ino} unmapping a different mapping`);
+  if (--buf.vmappingCounter !== 0) return false;
+  buf.vmapPtr = IosysMap.NULL;
+  return true;
+}
+
 /** WARN_ON_ONCE state of dma_buf_vmap, per kernel. */
 const vmapWarned = new WeakSet<Kernel>();
 
@@ -735,13 +759,298 @@ export function dmaBufVunmap<P>(_k: Kernel, buf: DmaBuf<P>, map: IosysMap): void
     warn('dma_buf_vunmap: WARN_ON(!dmabuf)');
     return;
   }
-  if (buf.vmapPtr.isNull) BUG(`dma_buf_vunmap: dma-buf ino ${buf.ino} is not vmapped`);
-  if (buf.vmappingCounter === 0) BUG(`dma_buf_vunmap: dma-buf ino ${buf.ino} vmapping_counter is 0`);
-  if (!buf.vmapPtr.isEqual(map)) BUG(`dma_buf_vunmap: dma-buf ino ${buf.ino} unmapping a different mapping`);
-  if (--buf.vmappingCounter === 0) {
-    buf.ops.vunmap?.(buf, map);
-    buf.vmapPtr = IosysMap.NULL;
+  if (vunmapLast(buf as DmaBuf, map)) buf.ops.vunmap?.(buf, map);
+}
+
+// ---- the async core API: exporters in other workers ---------------------------------------------------------------
+//
+// The same operations as above for callers that can wait without blocking the broker (a driver's downcall, an
+// event-loop control call, a parked syscall): each exporter op is awaited, so an exporter living in a driver
+// worker (buf.remote, an upcall each) works as well as an in-broker one. Same checks, same order, same
+// refcounts; the only difference is that where the synchronous API would have to sleep (a static importer's
+// wait for KERNEL fences, a begin_cpu_access wait) these wait.
+
+type MaybePromise<T> = T | Promise<T>;
+
+/** The exporter's ops as the async API calls them (an in-broker exporter's are the same functions). */
+interface AsyncOps {
+  readonly cacheSgtMapping?: boolean;
+  attach?(buf: DmaBuf, att: DmaBufAttachment): MaybePromise<void>;
+  detach?(buf: DmaBuf, att: DmaBufAttachment): MaybePromise<void>;
+  pin?(att: DmaBufAttachment): MaybePromise<void>;
+  unpin?(att: DmaBufAttachment): MaybePromise<void>;
+  mapDmaBuf(att: DmaBufAttachment, dir: DmaDataDirection): MaybePromise<SgTable>;
+  unmapDmaBuf(att: DmaBufAttachment, sgt: SgTable, dir: DmaDataDirection): MaybePromise<void>;
+  beginCpuAccess?(buf: DmaBuf, dir: DmaDataDirection): MaybePromise<void>;
+  endCpuAccess?(buf: DmaBuf, dir: DmaDataDirection): MaybePromise<void>;
+  vmap?(buf: DmaBuf): MaybePromise<IosysMap>;
+  vunmap?(buf: DmaBuf, map: IosysMap): MaybePromise<void>;
+}
+
+const asyncOpsOfRemote = new WeakMap<RemoteDmaBufOps, AsyncOps>();
+
+function opsOf(buf: DmaBuf): AsyncOps {
+  const r = buf.remote;
+  if (!r) return buf.ops as AsyncOps;
+  let o = asyncOpsOfRemote.get(r);
+  if (!o) {
+    const h = r.has;
+    o = {
+      cacheSgtMapping: buf.ops.cacheSgtMapping ?? false,
+      ...(h.attach ? { attach: (b: DmaBuf, a: DmaBufAttachment) => r.attach(b, a) } : {}),
+      ...(h.detach ? { detach: (b: DmaBuf, a: DmaBufAttachment) => r.detach(b, a) } : {}),
+      ...(h.pin ? { pin: (a: DmaBufAttachment) => r.pin(a), unpin: (a: DmaBufAttachment) => r.unpin(a) } : {}),
+      mapDmaBuf: (a, d) => r.mapDmaBuf(a, d),
+      unmapDmaBuf: (a, t, d) => r.unmapDmaBuf(a, t, d),
+      ...(h.beginCpuAccess ? { beginCpuAccess: (b: DmaBuf, d: DmaDataDirection) => r.beginCpuAccess(b, d) } : {}),
+      ...(h.endCpuAccess ? { endCpuAccess: (b: DmaBuf, d: DmaDataDirection) => r.endCpuAccess(b, d) } : {}),
+      ...(h.vmap ? { vmap: (b: DmaBuf) => r.vmap(b) } : {}),
+      ...(h.vunmap ? { vunmap: (b: DmaBuf, m: IosysMap) => r.vunmap(b, m) } : {}),
+    };
+    asyncOpsOfRemote.set(r, o);
   }
+  return o;
+}
+
+/** __map_dma_buf, waiting: the exporter's map, then a static importer waits for the KERNEL fences. */
+async function mapDmaBufInternalAsync(att: DmaBufAttachment, dir: DmaDataDirection): Promise<SgTable> {
+  const buf = att.dmabuf;
+  const ops = opsOf(buf);
+  const sgt = await ops.mapDmaBuf(att, dir);
+  if (!attachmentIsDynamic(att)) {
+    try {
+      while (!dmaResvTestSignaled(buf.resv, DMA_RESV_USAGE_KERNEL)) {
+        await dmaResvWaitAsync(buf.resv, DMA_RESV_USAGE_KERNEL, MAX_SCHEDULE_TIMEOUT);
+      }
+    } catch (e) {
+      await ops.unmapDmaBuf(att, sgt, dir);
+      throw e;
+    }
+  }
+  return sgt;
+}
+
+/** dma_buf_dynamic_attach, waiting for the exporter (see dmaBufDynamicAttach). */
+export async function dmaBufDynamicAttachAsync(
+  k: Kernel,
+  buf: DmaBuf,
+  dev: Device,
+  importerOps: DmaBufAttachOps | null = null,
+  importerPriv: unknown = null,
+): Promise<DmaBufAttachment> {
+  if (!buf || !dev) {
+    warn('dma_buf_dynamic_attach: WARN_ON(!dmabuf || !dev)');
+    throw new KernelError(E.EINVAL);
+  }
+  if (importerOps && !importerOps.moveNotify) {
+    warn('dma_buf_dynamic_attach: WARN_ON(importer_ops && !move_notify)');
+    throw new KernelError(E.EINVAL);
+  }
+  const ops = opsOf(buf);
+  const att = new DmaBufAttachment(buf, dev, importerOps, importerPriv);
+  await ops.attach?.(buf, att);
+  buf.attachments.unshift(att);
+  att.trackId = k.tracker.add('dma_buf_attachment', k.origin(), () => `attachment of ${dev.name} to dma-buf ino ${buf.ino}`);
+  if (attachmentIsDynamic(att) !== isDynamic(buf)) {
+    let pinned = false;
+    try {
+      if (isDynamic(buf)) {
+        await ops.pin!(att);
+        buf.pins++;
+        pinned = true;
+      }
+      att.sgt = await mapDmaBufInternalAsync(att, DMA_BIDIRECTIONAL);
+      att.dir = DMA_BIDIRECTIONAL;
+    } catch (e) {
+      if (pinned) {
+        buf.pins--;
+        await ops.unpin!(att);
+      }
+      await dmaBufDetachAsync(k, buf, att);
+      throw e;
+    }
+  }
+  return att;
+}
+
+/**
+ * dma_buf_detach, waiting for the exporter. The attachment leaves the list (and the tracker) even when the
+ * exporter fails (a dead driver answers ENODEV): an importer can always detach.
+ */
+export async function dmaBufDetachAsync(k: Kernel, buf: DmaBuf, att: DmaBufAttachment): Promise<void> {
+  if (!buf || !att) {
+    warn('dma_buf_detach: WARN_ON(!dmabuf || !attach)');
+    return;
+  }
+  const i = buf.attachments.indexOf(att);
+  if (i < 0) return;
+  const ops = opsOf(buf);
+  const sgt = att.sgt;
+  att.sgt = null;
+  buf.attachments.splice(i, 1);
+  k.tracker.remove(att.trackId);
+  let failed: unknown = null;
+  try {
+    if (sgt) {
+      await ops.unmapDmaBuf(att, sgt, att.dir);
+      if (isDynamic(buf)) {
+        buf.pins--;
+        await ops.unpin!(att);
+      }
+    }
+  } catch (e) {
+    failed = e;
+  }
+  try {
+    await ops.detach?.(buf, att);
+  } catch (e) {
+    failed ??= e;
+  }
+  if (failed) throw failed;
+}
+
+/** dma_buf_map_attachment, waiting (see dmaBufMapAttachment): a static importer also waits for KERNEL fences. */
+export async function dmaBufMapAttachmentAsync(_k: Kernel, att: DmaBufAttachment, dir: DmaDataDirection): Promise<SgTable> {
+  if (!att || !att.dmabuf) {
+    warn('dma_buf_map_attachment: WARN_ON(!attach || !attach->dmabuf)');
+    throw new KernelError(E.EINVAL);
+  }
+  const cached = cachedMapping(att, dir);
+  if (cached) return cached;
+  const buf = att.dmabuf;
+  const ops = opsOf(buf);
+  const dynamic = isDynamic(buf);
+  if (dynamic && !CONFIG_DMABUF_MOVE_NOTIFY) {
+    await ops.pin!(att);
+    buf.pins++;
+  }
+  let sgt: SgTable;
+  try {
+    sgt = await mapDmaBufInternalAsync(att, dir);
+  } catch (e) {
+    if (dynamic && !CONFIG_DMABUF_MOVE_NOTIFY) {
+      buf.pins--;
+      await ops.unpin!(att);
+    }
+    throw e;
+  }
+  if (ops.cacheSgtMapping) {
+    // Another map of this attachment finished first while the exporter answered: keep the first (the C code
+    // holds the resv lock across; callers of one attachment serialize there).
+    const again = cachedMapping(att, dir);
+    if (again) {
+      await ops.unmapDmaBuf(att, sgt, dir);
+      return again;
+    }
+    att.sgt = sgt;
+    att.dir = dir;
+  }
+  return sgt;
+}
+
+/** dma_buf_unmap_attachment, waiting (a no-op for the cached table). */
+export async function dmaBufUnmapAttachmentAsync(_k: Kernel, att: DmaBufAttachment, sgt: SgTable, dir: DmaDataDirection): Promise<void> {
+  if (!att || !att.dmabuf || !sgt) {
+    warn('dma_buf_unmap_attachment: WARN_ON(!attach || !attach->dmabuf || !sg_table)');
+    return;
+  }
+  if (att.sgt === sgt) return;
+  const buf = att.dmabuf;
+  const ops = opsOf(buf);
+  await ops.unmapDmaBuf(att, sgt, dir);
+  if (isDynamic(buf) && !CONFIG_DMABUF_MOVE_NOTIFY) {
+    buf.pins--;
+    await ops.unpin!(att);
+  }
+}
+
+/** dma_buf_pin / dma_buf_unpin, waiting. */
+export async function dmaBufPinAsync(_k: Kernel, att: DmaBufAttachment, pin: boolean): Promise<void> {
+  if (!attachmentIsDynamic(att)) warn(`dma_buf_${pin ? '' : 'un'}pin: WARN_ON(!dma_buf_attachment_is_dynamic)`);
+  const ops = opsOf(att.dmabuf);
+  if (pin) {
+    await ops.pin?.(att);
+    att.dmabuf.pins++;
+  } else {
+    att.dmabuf.pins--;
+    await ops.unpin?.(att);
+  }
+}
+
+/**
+ * dma_buf_move_notify, waiting for each dynamic importer's moveNotify (an importer in a driver worker answers
+ * when its mappings are dropped). A pinned buffer cannot move: EBUSY (the model's check of the rule that the
+ * exporter moves only unpinned buffers).
+ */
+export async function dmaBufMoveNotifyAsync(_k: Kernel, buf: DmaBuf): Promise<void> {
+  if (buf.pins > 0) throw new KernelError(E.EBUSY, `dma-buf ino ${buf.ino} is pinned (${buf.pins})`);
+  for (const att of [...buf.attachments]) await (att.importerOps?.moveNotify(att) as unknown);
+}
+
+/**
+ * dma_buf_begin_cpu_access in event-loop context: the exporter's hook (awaited), then resolves once the fences of
+ * cpuAccessUsage(dir) present now have signaled (Atomics.waitAsync: the broker keeps serving meanwhile). The
+ * caller holds a buffer reference until it settles and must not hold the resv lock across it.
+ */
+export async function dmaBufBeginCpuAccessAsync(_k: Kernel, buf: DmaBuf, dir: DmaDataDirection): Promise<void> {
+  if (!buf) {
+    warn('dma_buf_begin_cpu_access: WARN_ON(!dmabuf)');
+    throw new KernelError(E.EINVAL);
+  }
+  await opsOf(buf).beginCpuAccess?.(buf, dir);
+  await dmaResvWaitAsync(buf.resv, cpuAccessUsage(dir), MAX_SCHEDULE_TIMEOUT);
+}
+
+/** dma_buf_end_cpu_access, waiting for the exporter's hook. */
+export async function dmaBufEndCpuAccessAsync(_k: Kernel, buf: DmaBuf, dir: DmaDataDirection): Promise<void> {
+  if (!buf) warn('dma_buf_end_cpu_access: WARN_ON(!dmabuf)');
+  await opsOf(buf).endCpuAccess?.(buf, dir);
+}
+
+/**
+ * dma_buf_vmap, waiting for the exporter: the first vmap calls it; vmaps arriving while it answers wait for that
+ * answer and share the mapping (the callers also serialize on the buffer's lock in their own workers — this keeps
+ * the count right even for one that does not).
+ */
+export async function dmaBufVmapAsync(_k: Kernel, buf: DmaBuf): Promise<IosysMap> {
+  if (!buf) {
+    warn('dma_buf_vmap: WARN_ON(!dmabuf)');
+    throw new KernelError(E.EINVAL);
+  }
+  const ops = opsOf(buf);
+  if (!ops.vmap) throw new KernelError(E.EINVAL);
+  while (buf.vmapPending) {
+    try {
+      await buf.vmapPending;
+    } catch {
+      // The first caller reports the failure; this one tries again.
+    }
+  }
+  const again = vmapAgain(buf);
+  if (again) return again;
+  const p = Promise.resolve(ops.vmap(buf));
+  buf.vmapPending = p;
+  let map: IosysMap;
+  try {
+    map = await p;
+  } catch (e) {
+    vmapFailed(buf, e);
+    throw e;
+  } finally {
+    buf.vmapPending = null;
+  }
+  buf.vmapPtr = map;
+  buf.vmappingCounter = 1;
+  return map;
+}
+
+/** dma_buf_vunmap, waiting for the exporter's vunmap when it was the last (same BUGs as dmaBufVunmap). */
+export async function dmaBufVunmapAsync(_k: Kernel, buf: DmaBuf, map: IosysMap): Promise<void> {
+  if (!buf) {
+    warn('dma_buf_vunmap: WARN_ON(!dmabuf)');
+    return;
+  }
+  if (vunmapLast(buf, map)) await opsOf(buf).vunmap?.(buf, map);
 }
 
 // ---- the dma-buf file -----------------------------------------------------------------------------------------
@@ -786,6 +1095,16 @@ function dmaBufIoctl(f: File, cmd: number, arg: UserPtr, task: Task): SyscallOut
           throw new KernelError(E.EINVAL);
       }
       const count = buf.cpuSync[dir as 0 | 1 | 2];
+      if (buf.remote) {
+        // The exporter's hooks run in its worker: the call parks until it answered (and, for START, the fences).
+        const end = (flags & BigInt(DMA_BUF_SYNC_END)) !== 0n;
+        const p = end ? dmaBufEndCpuAccessAsync(k, buf, dir) : dmaBufBeginCpuAccessAsync(k, buf, dir);
+        return blockOnPromise(p, () => {
+          if (end) count.end++;
+          else count.start++;
+          return 0;
+        });
+      }
       if (flags & BigInt(DMA_BUF_SYNC_END)) {
         dmaBufEndCpuAccess(k, buf, dir);
         count.end++;
@@ -808,11 +1127,15 @@ function dmaBufIoctl(f: File, cmd: number, arg: UserPtr, task: Task): SyscallOut
   }
 }
 
-/** dma_buf_mmap_internal: no exporter mmap → EINVAL; a range past the buffer's pages → EINVAL. */
-function dmaBufMmapInternal(f: File, vma: Vma): void {
+/**
+ * dma_buf_mmap_internal: no exporter mmap → EINVAL; a range past the buffer's pages → EINVAL. An exporter in a
+ * driver worker answers asynchronously (the mmap syscall parks on the promise).
+ */
+function dmaBufMmapInternal(f: File, vma: Vma): void | Promise<void> {
   const buf = (f as File<DmaBuf>).privateData;
   if (!buf.ops.mmap) throw new KernelError(E.EINVAL);
   if (vma.pgoff + vma.length / PAGE_SIZE > Math.floor(buf.size / 2 ** PAGE_SHIFT)) throw new KernelError(E.EINVAL);
+  if (buf.remote) return buf.remote.mmap(buf, vma);
   buf.ops.mmap(buf, vma);
 }
 

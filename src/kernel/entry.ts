@@ -176,9 +176,16 @@ export class SyscallEntry {
     if (i >= 0) this.scan.splice(i, 1);
   }
 
+  /**
+   * Other request sources the serve loop scans with the channels (the driver channels: driver-host.ts). Each
+   * returns how many requests or replies it handled.
+   */
+  readonly sources: (() => number)[] = [];
+
   /** Serves every posted request once. Returns how many were dispatched. */
   serveAll(): number {
     let n = 0;
+    for (let i = 0; i < this.sources.length; i++) n += this.sources[i]!();
     const tasks = this.scan;
     for (let i = 0; i < tasks.length; i++) {
       const t = tasks[i]!;

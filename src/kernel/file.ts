@@ -55,8 +55,14 @@ export interface FileOperations {
   /** The path readlink(/proc/self/fd/N) shows (d_path / dname). */
   dname(f: File): string;
   ioctl?(f: File, cmd: number, arg: UserPtr, ctx: CallContext): SyscallOutcome;
-  mmap?(f: File, vma: Vma): void;
+  /** Sets vma.region; a file served by another worker (a driver) answers with a promise (the mmap parks). */
+  mmap?(f: File, vma: Vma): void | Promise<void>;
   poll?(f: File, pt: PollTable | null): number;
+  /**
+   * A file whose poll state lives in another worker (a driver's device): the promise settles once its mask is
+   * fresh, and poll(2) waits for it before its first pass. Absent for in-broker files.
+   */
+  pollPrepare?(f: File): Promise<void>;
   llseek?(f: File, offset: number, whence: number): number;
   read?(f: File, count: number, ctx: CallContext): Uint8Array | SyscallOutcome;
   /**

@@ -37,6 +37,7 @@ import type { Kernel } from './kernel.js';
 import { DEBUGFS_ROOT } from './chrdev.js';
 import { TASK_SIZE } from './mm.js';
 import { UserPtr } from './uaccess.js';
+import { Blocked } from './wait.js';
 
 /**
  * The path argument as the kernel copies it in (getname → strncpy_from_user): the bytes up to the first NUL. No NUL
@@ -159,6 +160,8 @@ export function registerFsSyscalls(entry: SyscallEntry): void {
     // build_open_flags: force_o_largefile() is true on 64-bit, so every open() file has O_LARGEFILE in f_flags
     // (files made by the kernel itself — sockets, dma-bufs, sync_files — do not).
     const f = k.openPath(t, resolved, flags | O_LARGEFILE);
+    // A driver's device: the driver's open answers later and the parked call installs the fd itself.
+    if (f instanceof Blocked) return f;
     return k.installFd(t, f, (flags & O_CLOEXEC) !== 0);
   });
 

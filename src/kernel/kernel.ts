@@ -13,14 +13,18 @@ import { File, type FileOperations } from './file.js';
 import { ObjectTracker, type HeldReport, type Origin } from './leaks.js';
 import { ShmRegion } from './mm.js';
 import { Task } from './task.js';
+import type { Blocked } from './wait.js';
 
 /** Default kernel.threads-max: each task is a host worker thread (megabytes each), so far below Linux's. */
 export const DEFAULT_THREADS_MAX = 256;
 /** The highest threads-max a machine may be booted with. */
 export const THREADS_MAX_LIMIT = 4096;
 
-/** Opens a path the namespace resolves to: returns a new File with one reference. */
-export type Opener = (k: Kernel, t: Task, path: string, flags: number) => File;
+/**
+ * Opens a path the namespace resolves to: returns a new File with one reference — or, for a device served by a
+ * driver worker, a parked call whose result is the installed fd (the driver's open answers later).
+ */
+export type Opener = (k: Kernel, t: Task, path: string, flags: number) => File | Blocked;
 
 interface PrefixOpener {
   readonly prefix: string;
@@ -221,7 +225,7 @@ export class Kernel {
   }
 
   /** Path walk: exact device paths first, then prefix handlers (/proc/<pid>/..., debugfs). ENOENT otherwise. */
-  openPath(t: Task, path: string, flags: number): File {
+  openPath(t: Task, path: string, flags: number): File | Blocked {
     const exact = this.paths.get(path);
     if (exact) return exact(this, t, path, flags);
     for (const p of this.prefixes) if (path.startsWith(p.prefix)) return p.open(this, t, path, flags);

@@ -38,6 +38,7 @@ import { FMODE_READ, FMODE_WRITE } from './file.js';
 import type { Kernel } from './kernel.js';
 import type { Origin } from './leaks.js';
 import type { Task } from './task.js';
+import { blockOnPromise, type SyscallOutcome } from './wait.js';
 
 export class ShmRegion {
   constructor(
@@ -126,7 +127,7 @@ function regionPut(t: Task, region: ShmRegion): boolean {
  * open for writing → EACCES; any map of a file not open for reading → EACCES; no mmap op → ENODEV; another
  * type → EINVAL; then the file's mmap.
  */
-function sysMmap(k: Kernel, req: SyscallRequest): number {
+function sysMmap(k: Kernel, req: SyscallRequest): SyscallOutcome {
   const t = req.task;
   const [len, prot, offset] = [req.ulong(1), req.ulong(2), req.ulong(5)];
   const flagsWord = req.ulong(3);
@@ -160,7 +161,20 @@ function sysMmap(k: Kernel, req: SyscallRequest): number {
   if (!(f.fmode & FMODE_READ)) throw new KernelError(E.EACCES);
   if (!f.ops.mmap) throw new KernelError(E.ENODEV);
   const vma = new Vma(start, start + size, f, offset / PAGE_SIZE, prot >>> 0, flags, k.origin());
-  f.ops.mmap(f, vma);
+  const pending = f.ops.mmap(f, vma);
+  // A file served by a driver worker answers later: the call parks, and the address is chosen again when it
+  // does (a thread sharing the address space may have mapped meanwhile).
+  if (pending) return blockOnPromise(pending, () => installVma(k, req, f, vma, unmappedArea(t, size)));
+  return installVma(k, req, f, vma, start);
+}
+
+/** The end of do_mmap once the file's mmap set the region: the VMA at `start`, its file reference, the SAB handle. */
+function installVma(k: Kernel, req: SyscallRequest, f: File, vma: Vma, start: number): number {
+  const t = req.task;
+  const size = vma.length;
+  if (start < 0) throw new KernelError(E.ENOMEM);
+  vma.start = start;
+  vma.end = start + size;
   if (!vma.region) BUG(`${f.ops.kind} mmap set no region`);
   if (start === t.nextMmapAddr) t.nextMmapAddr = start + size + PAGE_SIZE; // guard page between mappings
   k.fget(f);

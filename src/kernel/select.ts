@@ -12,7 +12,7 @@ import { SYS } from '../shm/channel.js';
 import type { SyscallEntry, SyscallRequest } from './entry.js';
 import type { File, PollTable } from './file.js';
 import type { Kernel } from './kernel.js';
-import { Blocked, type WaitQueue } from './wait.js';
+import { Blocked, WaitQueue } from './wait.js';
 
 export const POLLFD_SIZE = 8;
 
@@ -82,6 +82,8 @@ function sysPoll(k: Kernel, req: SyscallRequest): number | Blocked {
   if (nfds * POLLFD_SIZE > req.input.length) throw new KernelError(E.EFAULT);
   req.setOutLen(nfds * POLLFD_SIZE);
   const list = copyPollList(req, nfds);
+  const fresh = prepare(k, req, list);
+  if (fresh) return pollAfter(fresh, req, list, timeout);
   const queues = new Set<WaitQueue>();
   const first = pollOnce(req, list, timeout === 0 ? null : queues, k.callFiles);
   if (first > 0 || timeout === 0) return first;
@@ -95,6 +97,57 @@ function sysPoll(k: Kernel, req: SyscallRequest): number | Blocked {
     [...queues],
     timeout < 0 ? -1 : timeout,
     () => pollOnce(req, list, null),
+  );
+}
+
+/**
+ * The polled files whose mask lives in a driver worker (FileOperations.pollPrepare): one promise for all their
+ * fresh masks, or null when there are none. The files are recorded for the parked call (held while it sleeps).
+ */
+function prepare(k: Kernel, req: SyscallRequest, list: PollList): Promise<unknown> | null {
+  let ps: Promise<void>[] | null = null;
+  for (let i = 0; i < list.fds.length; i++) {
+    const fd = list.fds[i]!;
+    const e = fd >= 0 ? req.task.getFd(fd) : undefined;
+    if (!e?.file.ops.pollPrepare) continue;
+    k.callFiles.push(e.file);
+    (ps ??= []).push(e.file.ops.pollPrepare(e.file));
+  }
+  return ps ? Promise.all(ps) : null;
+}
+
+/**
+ * poll(2) once the drivers answered: the first pass (registering on the queues) runs when `fresh` settles, then
+ * as the plain path — woken by any of the queues, or the timeout (counted from the call's start).
+ */
+function pollAfter(fresh: Promise<unknown>, req: SyscallRequest, list: PollList, timeout: number): Blocked {
+  const me = new WaitQueue();
+  const waker = (): void => me.wake();
+  let ready = false;
+  let queues: WaitQueue[] | null = null;
+  fresh.then(
+    () => ((ready = true), me.wake()),
+    () => ((ready = true), me.wake()),
+  );
+  return new Blocked(
+    () => {
+      if (!ready) return undefined;
+      if (!queues) {
+        const qs = new Set<WaitQueue>();
+        const n = pollOnce(req, list, qs);
+        queues = [...qs];
+        for (const q of queues) q.add(waker);
+        return n > 0 || timeout === 0 ? n : undefined;
+      }
+      const n = pollOnce(req, list, null);
+      return n > 0 ? n : undefined;
+    },
+    [me],
+    timeout < 0 ? -1 : timeout,
+    () => pollOnce(req, list, null),
+    () => {
+      for (const q of queues ?? []) q.remove(waker);
+    },
   );
 }
 

@@ -51,3 +51,46 @@ export class Blocked {
 }
 
 export type SyscallOutcome = number | Blocked;
+
+/**
+ * A syscall that waits for kernel work done elsewhere (an upcall into a driver worker, an event-loop wait):
+ * parks until `p` settles, then returns `then(value)` (or throws its error) in the task's context. `abandoned`
+ * runs, with the outcome, when the task died or the machine shut down while parked and `p` settles later — so
+ * what the work made for the caller (an opened file) is released, not leaked.
+ */
+export function blockOnPromise<T>(
+  p: Promise<T>,
+  then: (v: T) => number,
+  abandoned: (v: T | undefined, err: unknown) => void = () => {},
+): Blocked {
+  const q = new WaitQueue();
+  let outcome: { ok: true; v: T } | { ok: false; err: unknown } | null = null;
+  let gone = false;
+  p.then(
+    (v) => {
+      outcome = { ok: true, v };
+      if (gone) abandoned(v, undefined);
+      else q.wake();
+    },
+    (err: unknown) => {
+      outcome = { ok: false, err };
+      if (gone) abandoned(undefined, err);
+      else q.wake();
+    },
+  );
+  return new Blocked(
+    () => {
+      const o = outcome as { ok: true; v: T } | { ok: false; err: unknown } | null;
+      if (!o) return undefined;
+      if (!o.ok) throw o.err;
+      return then(o.v);
+    },
+    [q],
+    -1,
+    () => 0,
+    () => {
+      // Runs on every end of the sleep; only an end before the outcome is an abandonment.
+      if (!outcome) gone = true;
+    },
+  );
+}

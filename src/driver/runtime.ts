@@ -1,0 +1,307 @@
+/**
+ * The driver side of the driver channel (src/shm/driver-channel.ts): downcalls into the kernel, the upcall server
+ * (nested inside a downcall's wait, or from the event loop when idle), and the SharedArrayBuffer handles the broker
+ * posts on the driver's port. One instance per driver worker, created by workers/driver.ts.
+ */
+import { receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { KernelError } from '../errors.js';
+import { printLine } from '../bug.js';
+import { E } from '../uapi/errno.js';
+import { ringDoorbell, spinBlockOf } from '../shm/control-block.js';
+import { AdaptiveSpin } from '../shm/spin.js';
+import type { LockHandle } from '../locking/index.js';
+import {
+  DOWN_NAMES,
+  DriverChannelViews,
+  F_DOWN_REPLY,
+  F_DOWN_REQ,
+  F_DRIVER_CLAIM,
+  F_ERRNO,
+  F_IDLE,
+  F_IN_LEN,
+  F_OP,
+  F_OUT_LEN,
+  F_RFLAGS,
+  F_STATE,
+  F_UP_REPLY,
+  F_UP_REQ,
+  G_KERNEL_GONE,
+  H_DOORBELL,
+  H_GONE,
+  H_SEQ,
+  MAX_FRAMES,
+  type FrameViews,
+} from '../shm/driver-channel.js';
+
+/** What workers/driver.ts hands the runtime. */
+export interface DriverInit {
+  readonly id: number;
+  readonly name: string;
+  readonly channel: SharedArrayBuffer;
+  readonly control: SharedArrayBuffer;
+  readonly port: MessagePort;
+  readonly maxSpinners: number;
+  readonly owner: number;
+}
+
+/** One downcall's answer, copied out of the frame (the frame is reused as soon as the call returns). */
+export interface DownReply {
+  readonly ret: number;
+  readonly res: Float64Array;
+  readonly data: Uint8Array;
+}
+
+/** Serves one upcall: reads the frame's request, writes its reply (RES, DATA, OUT_LEN, RFLAGS); throws for errno. */
+export type UpcallServer = (op: number, f: FrameViews) => void;
+
+/** Longest sleep before a waiting driver re-checks the channel and whether it was cut off (ms). */
+export const DRIVER_SLICE_MS = 100;
+/** How long the region handle for a reply may lag behind the reply before it counts as lost (ms). */
+const PORT_DRAIN_MS = 5000;
+/** The idle loop spins this long after its last upcall before it sleeps (ms), as the broker's serve loop does. */
+const IDLE_SPIN_MS = 0.1;
+/** After spinning, the idle loop sleeps synchronously in slices this long, up to IDLE_SYNC_MS, before waitAsync. */
+const IDLE_SYNC_SLICE_MS = 1;
+const IDLE_SYNC_MS = 20;
+/** Longest stretch of serving before the event loop (timers, promises) gets a turn (ms). */
+const SERVE_SLICE_MS = 2;
+
+export class DriverRuntime {
+  readonly ch: DriverChannelViews;
+  readonly ctl: Int32Array;
+  readonly id: number;
+  readonly name: string;
+  private readonly port: MessagePort;
+  private readonly spin: AdaptiveSpin;
+  /** Frames in use by the current nesting: a new downcall goes to frame `depth`. */
+  depth = 0;
+  /** regionId → SharedArrayBuffer, posted by the broker (pages this driver allocated or maps). */
+  private readonly regions = new Map<number, SharedArrayBuffer>();
+  /** dma-buf ino → its vmap lock's handle, posted by the broker. */
+  private readonly locks = new Map<number, LockHandle>();
+  server: UpcallServer = () => {
+    throw new KernelError(E.ENOSYS);
+  };
+  private stopped = false;
+
+  constructor(init: DriverInit) {
+    this.ch = new DriverChannelViews(init.channel);
+    this.ctl = new Int32Array(init.control);
+    this.id = init.id;
+    this.name = init.name;
+    this.port = init.port;
+    this.spin = new AdaptiveSpin(spinBlockOf(init.control), init.owner, null, init.maxSpinners);
+  }
+
+  /** The errno a wait gives up with once the driver is cut off: ENODEV (declared dead), ESHUTDOWN (kernel gone). */
+  private goneErrno(): number {
+    const g = Atomics.load(this.ch.header, H_GONE);
+    return g === 0 ? 0 : g === G_KERNEL_GONE ? E.ESHUTDOWN : E.ENODEV;
+  }
+
+  /**
+   * Makes one downcall: `args` into ARGS, `input` into DATA. Returns the reply copied out; throws KernelError
+   * with the broker's errno. While it waits it serves the upcalls the broker nests on top of it (the exporter's
+   * own ops when this driver maps a buffer it exported, move_notify, ...).
+   */
+  call(op: number, args: readonly number[] = [], input?: Uint8Array): DownReply {
+    const i = this.depth;
+    if (i >= MAX_FRAMES) throw new KernelError(E.EDEADLK, `driver ${this.name}: calls nested deeper than ${MAX_FRAMES}`);
+    const f = this.ch.frames[i]!;
+    this.claim(i);
+    for (let a = 0; a < args.length; a++) f.args[a] = args[a]!;
+    if (input) f.put(F_IN_LEN, input);
+    else f.i32[F_IN_LEN] = 0;
+    f.i32[F_OP] = op;
+    f.i32[F_RFLAGS] = 0;
+    Atomics.store(f.i32, F_STATE, F_DOWN_REQ);
+    ringDoorbell(this.ctl);
+    this.waitReply(i);
+    const err = f.i32[F_ERRNO]!;
+    const reply: DownReply = { ret: f.res[0]!, res: f.res.slice(), data: f.bytes(F_OUT_LEN).slice() };
+    Atomics.store(f.i32, F_STATE, F_IDLE);
+    if (err) throw new KernelError(err, DOWN_NAMES[op]);
+    return reply;
+  }
+
+  /**
+   * Takes frame `i` for a downcall (compareExchange F_IDLE → F_DRIVER_CLAIM). Frame 0 races the broker posting an
+   * upcall to an idle driver: when the broker won, its upcall is served first (it is a call into this driver
+   * like any other), then the claim is tried again. A frame still holding our own reply (F_UP_REPLY) becomes idle
+   * as soon as the broker consumed it (it rings us then).
+   */
+  private claim(i: number): void {
+    const f = this.ch.frames[i]!;
+    for (;;) {
+      const seen = Atomics.load(this.ch.header, H_DOORBELL);
+      const s = Atomics.compareExchange(f.i32, F_STATE, F_IDLE, F_DRIVER_CLAIM);
+      if (s === F_IDLE) return;
+      if (s === F_UP_REQ) {
+        this.serve(i);
+        continue;
+      }
+      this.sleep(seen);
+    }
+  }
+
+  /**
+   * Waits for frame `i`'s reply, serving nested upcalls in frame i + 1 meanwhile.
+   *
+   * Race-free: the doorbell value is read before the frame states are checked, and the broker bumps the doorbell
+   * after every state it stores for us, so a store after the check makes the sleep return at once. Bounded: each
+   * sleep is at most DRIVER_SLICE_MS; after each the cut-off word is checked (the broker declared this driver dead,
+   * or exited): then the call fails with ENODEV / ESHUTDOWN instead of waiting forever.
+   */
+  private waitReply(i: number): void {
+    const f = this.ch.frames[i]!;
+    const next = i + 1 < MAX_FRAMES ? this.ch.frames[i + 1]! : null;
+    for (;;) {
+      const seen = Atomics.load(this.ch.header, H_DOORBELL);
+      if (Atomics.load(f.i32, F_STATE) === F_DOWN_REPLY) return;
+      if (next && Atomics.load(next.i32, F_STATE) === F_UP_REQ) {
+        this.serve(i + 1);
+        continue;
+      }
+      const gone = this.goneErrno();
+      if (gone) throw new KernelError(gone, 'the kernel cut this driver off');
+      if (this.spin.spinWhileEquals(this.ch.header, H_DOORBELL, seen)) continue;
+      this.sleep(seen);
+    }
+  }
+
+  private sleep(seen: number): void {
+    Atomics.wait(this.ch.header, H_DOORBELL, seen, DRIVER_SLICE_MS);
+  }
+
+  /**
+   * Serves the upcall in frame `i`: the server writes the reply, an exception becomes its errno (a KernelError's,
+   * or EIO with the bug printed: a driver bug fails the call, not the machine). Then F_UP_REPLY and the broker's
+   * doorbell.
+   */
+  serve(i: number): void {
+    const f = this.ch.frames[i]!;
+    const prev = this.depth;
+    this.depth = i + 1;
+    let err = 0;
+    f.i32[F_OUT_LEN] = 0;
+    f.i32[F_RFLAGS] = 0;
+    try {
+      this.server(f.i32[F_OP]!, f);
+    } catch (e) {
+      if (e instanceof KernelError) err = e.errno;
+      else {
+        err = E.EIO;
+        printLine(`dmabuf-sim: driver ${this.name}: BUG in upcall ${f.i32[F_OP]}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      }
+    } finally {
+      this.depth = prev;
+    }
+    f.i32[F_ERRNO] = err;
+    Atomics.store(f.i32, F_STATE, F_UP_REPLY);
+    ringDoorbell(this.ctl);
+  }
+
+  /**
+   * The idle loop: serves top-level upcalls in frame 0 from the event loop. A hot phase serves and spins briefly
+   * (like the broker's); then short synchronous sleeps (a wake costs less than waitAsync's) for IDLE_SYNC_MS; then
+   * Atomics.waitAsync in DRIVER_SLICE_MS slices. The event loop gets a turn at least every SERVE_SLICE_MS.
+   * Race-free as waitReply: the doorbell is read before frame 0 is checked.
+   */
+  start(): void {
+    const keepAlive = setInterval(() => {}, 1 << 30);
+    const f0 = this.ch.frames[0]!;
+    const header = this.ch.header;
+    let lastWork = performance.now();
+    const pump = (): void => {
+      if (this.stopped || this.goneErrno()) {
+        clearInterval(keepAlive);
+        return;
+      }
+      const start = performance.now();
+      for (;;) {
+        const seen = Atomics.load(header, H_DOORBELL);
+        if (this.depth === 0 && Atomics.load(f0.i32, F_STATE) === F_UP_REQ) {
+          this.serve(0);
+          lastWork = performance.now();
+          continue;
+        }
+        const now = performance.now();
+        if (now - start > SERVE_SLICE_MS) {
+          setImmediate(pump);
+          return;
+        }
+        if (now - lastWork <= IDLE_SPIN_MS) continue;
+        if (now - lastWork <= IDLE_SYNC_MS) {
+          Atomics.wait(header, H_DOORBELL, seen, IDLE_SYNC_SLICE_MS);
+          continue;
+        }
+        const w = Atomics.waitAsync(header, H_DOORBELL, seen, DRIVER_SLICE_MS);
+        if (!w.async) {
+          setImmediate(pump);
+          return;
+        }
+        void w.value.then(() => {
+          lastWork = performance.now() - IDLE_SPIN_MS; // woken: poll once more, then back to short sleeps
+          pump();
+        });
+        return;
+      }
+    };
+    pump();
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /** The SharedArrayBuffer of region `id` (pages posted on the port before the reply that named them). */
+  region(id: number): SharedArrayBuffer {
+    return this.regions.get(id) ?? this.drainUntil(() => this.regions.get(id), `region ${id}`);
+  }
+
+  /** The vmap lock of dma-buf `ino` (posted on the port with the first reply that named the buffer to us). */
+  lock(ino: number): LockHandle {
+    return this.locks.get(ino) ?? this.drainUntil(() => this.locks.get(ino), `the lock of dma-buf ino ${ino}`);
+  }
+
+  /**
+   * Receives port messages until `have()` finds what a reply named. The broker posts before it stores the reply,
+   * but a posted message is not always visible the instant the reply is: bounded by PORT_DRAIN_MS, with naps.
+   */
+  private drainUntil<T>(have: () => T | undefined, what: string): T {
+    const deadline = performance.now() + PORT_DRAIN_MS;
+    for (let spins = 0; ; spins++) {
+      const m = receiveMessageOnPort(this.port);
+      if (m) {
+        const msg = m.message as { id?: number; sab?: SharedArrayBuffer; lock?: number; handle?: LockHandle };
+        if (msg.sab && msg.id !== undefined) this.regions.set(msg.id, msg.sab);
+        if (msg.lock !== undefined && msg.handle) this.locks.set(msg.lock, msg.handle);
+        const v = have();
+        if (v !== undefined) return v;
+        continue;
+      }
+      if (spins > 1000) {
+        if (performance.now() > deadline) throw new Error(`dmabuf-sim: driver ${this.name}: ${what} never arrived`);
+        Atomics.wait(this.ch.header, H_SEQ, Atomics.load(this.ch.header, H_SEQ), 0.05); // a nap: only this thread writes H_SEQ
+      }
+    }
+  }
+
+  /** Forgets a region this driver freed. */
+  forgetRegion(id: number): void {
+    this.regions.delete(id);
+  }
+}
+
+let current: DriverRuntime | null = null;
+
+export function initDriverRuntime(init: DriverInit): DriverRuntime {
+  current = new DriverRuntime(init);
+  return current;
+}
+
+/** The calling driver's runtime; throws outside a driver worker. */
+export function drt(): DriverRuntime {
+  if (!current) throw new Error('dmabuf-sim: the driver API can only be used inside a driver worker (Machine.boot({ drivers }) / machine.loadDriver)');
+  return current;
+}
