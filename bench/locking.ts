@@ -1,9 +1,10 @@
 /**
  * Lock benchmarks (issue 8): uncontended Mutex lock + unlock with the validator off and on (every acquisition a
- * chain-cache hit), against a raw Atomics.compareExchange + Atomics.store on a word in the same run; and a
- * ww_mutex transaction taking 16 buffers' locks under one acquire context.
+ * chain-cache hit), against a raw Atomics.compareExchange + Atomics.store on a word in the same run; the same with
+ * the deadlock watchdog running on the lock's domain against none (waits publish only when they sleep, so the
+ * uncontended path must not move); and a ww_mutex transaction taking 16 buffers' locks under one acquire context.
  */
-import { LockDomain, Mutex, WwAcquireCtx, WwClass, WwMutex, setLockdepSink } from '../src/locking/index.js';
+import { LockDomain, LockWatchdog, Mutex, WwAcquireCtx, WwClass, WwMutex, setLockdepSink } from '../src/locking/index.js';
 import { emit, round } from './util.js';
 
 /** ns per operation of `fn(n)`: the best of `runs` timed repetitions after a warm-up. */
@@ -47,16 +48,26 @@ export function benchLocking(): void {
   };
   outer.lock(); // a chain of two: outer → bench_lock, validated once, then every acquisition is a cache hit
   // Interleaved rounds, best of each: the machine's load drifts, and a ratio of two separate runs would show it.
+  // The watchdog figure: the very same lock and loop (validator off), with a watchdog started on its domain for
+  // every other round and stopped for the rest — only the watchdog differs (its scans find nothing to do).
+  const wd = new LockWatchdog(off, { hungTaskTimeoutMs: 0 });
   let raw = Infinity;
   let offNs = Infinity;
   let onNs = Infinity;
+  let wdNs = Infinity;
+  let noWdNs = Infinity;
   for (let round = 0; round < 9; round++) {
     raw = Math.min(raw, nsPerOp(n, 1, rawLoop));
     offNs = Math.min(offNs, nsPerOp(n, 1, offLoop));
     onNs = Math.min(onNs, nsPerOp(n, 1, onLoop));
+    wd.start();
+    wdNs = Math.min(wdNs, nsPerOp(n, 1, offLoop));
+    wd.stop();
+    noWdNs = Math.min(noWdNs, nsPerOp(n, 1, offLoop));
   }
   outer.unlock();
   emit({ name: 'mutex_uncontended_off', ns_per_lock_unlock: round(offNs, 1), baseline: 'raw compareExchange + store', baseline_ns: round(raw, 1), ratio: round(offNs / raw, 2), goal: '<= 2' });
+  emit({ name: 'mutex_uncontended_watchdog_on', ns_per_lock_unlock: round(wdNs, 1), baseline: 'same Mutex and loop, watchdog stopped (validator off in both)', baseline_ns: round(noWdNs, 1), ratio: round(wdNs / noWdNs, 2), goal: '<= 1.1' });
   emit({ name: 'mutex_uncontended_lockdep_on', ns_per_lock_unlock: round(onNs, 1), baseline: 'same Mutex, validator off', baseline_ns: round(offNs, 1), ratio: round(onNs / offNs, 2), goal: '<= 3' });
 
   const cls = new WwClass('reservation_ww_class');
