@@ -42,7 +42,9 @@
  * holder was itself waiting the whole time — so it released nothing and signalled nothing. None of them can move:
  * a real deadlock. The victim is the member whose wait began last (highest W_GEN): the acquisition that closed
  * the cycle, deterministic when the steps are ordered. Its W_VERDICT is set; it sees it at its next slice (≤ 50 ms)
- * and fails with -EDEADLK. Cycle first seen → broken: two scans plus a slice, well within a second.
+ * and fails with -EDEADLK. Cycle first seen → broken: two scans plus a slice, well within a second. The verdict
+ * names the wait's number: if that wait ended meanwhile (it got its lock after all), no later wait has that number,
+ * so the verdict is ignored — a condemned wait is always the one the watchdog saw.
  */
 import { CAP_ALIVE, LockDomain, W_GEN, W_NAME, W_NAME_LEN, W_OWNER, W_STR_BYTES, W_WORKER_NO, WAIT_SEQ, WAIT_WORDS, WATCHDOG } from './domain.js';
 import { canonicalRotation, reportRaw, type LockdepReport } from './lockdep.js';
