@@ -17,6 +17,8 @@ interface Rig {
   readonly d: LockDomain;
   readonly wd: LockWatchdog;
   readonly ws: Worker[];
+  /** Each worker's owner token in the domain. */
+  readonly tokens: number[];
   step(w: number, ...step: (string | number | null)[]): Promise<Reply>;
   /** Resolves once `n` waits are published (the barrier before the next blocking step). */
   waitingCount(n: number): Promise<void>;
@@ -29,15 +31,18 @@ async function rig(t: ExecutionContext, locks: Record<string, string>, opts: { f
   for (const [name, spec] of Object.entries(locks)) handles[name] = makeLock(d, spec);
   const ws = [0, 1].map(() => new Worker(fixture));
   const fenceTable = opts.fences ? createFenceTable() : undefined;
+  const tokens: number[] = [];
   for (let i = 0; i < ws.length; i++) {
     const r = await call(ws[i]!, { type: 'attach', domain: d.sab, name: `w${i}`, locks: handles, fenceTable });
     t.true(r.ok, r.error);
+    tokens.push(r.value as number);
   }
   const wd = new LockWatchdog(d, { hungTaskTimeoutMs: opts.hungTaskTimeoutMs ?? 0, periodMs: 50 }).start();
   return {
     d,
     wd,
     ws,
+    tokens,
     step: (w, ...step) => call(ws[w]!, { type: 'step', step }),
     waitingCount: async (n) => {
       const t0 = performance.now();
@@ -174,6 +179,23 @@ test('a wait longer than the hung-task time, no cycle: reported hung, naming the
     t.is(r.wd.broken, 0);
   } finally {
     endExpectLockdepReports(exp);
+    await r.close();
+  }
+});
+
+test('a waiter killed mid-wait leaves no phantom wait: its publication goes with its token', async (t) => {
+  const r = await rig(t, { A: 'mutex:wd_killed_A' }, { hungTaskTimeoutMs: 500 });
+  try {
+    t.is((await r.step(0, 'lock', 'A')).value, 0);
+    void r.step(1, 'lock', 'A').catch(() => {});
+    await r.waitingCount(1);
+    await r.ws[1]!.terminate();
+    r.d.ownerDied(r.tokens[1]!); // whoever created the worker marks it dead (a Machine's reap does this)
+    t.deepEqual(r.wd.waits(), []);
+    await new Promise((res) => setTimeout(res, 700)); // past the hung-task time
+    t.deepEqual(r.wd.scan(), [], 'and it is never reported hung');
+    t.deepEqual(lockdepReports(r.d).filter((x) => x.kind === 'hung'), []);
+  } finally {
     await r.close();
   }
 });

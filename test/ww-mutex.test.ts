@@ -5,7 +5,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { Worker } from 'node:worker_threads';
-import { LockDomain, Mutex, WwClass, WwMutex, beginExpectLockdepReports, endExpectLockdepReports, lockdepReports, type LockHandle } from '../src/locking/index.js';
+import { LockDomain, LockWatchdog, Mutex, WwClass, WwMutex, beginExpectLockdepReports, endExpectLockdepReports, lockdepReports, type LockHandle } from '../src/locking/index.js';
 import { chooseSeed } from '../src/shm/prng.js';
 
 const fixture = new URL('./fixtures/ww-bodies.js', import.meta.url);
@@ -44,8 +44,15 @@ async function run<T>(body: string, domain: LockDomain, locks: LockHandle[], n: 
   }
 }
 
-function setup(woundWait: boolean, nlocks: number): { d: LockDomain; locks: LockHandle[] } {
+/**
+ * A domain and `nlocks` ww_mutexes of one class. The deadlock watchdog scans it throughout (every 20 ms): ww's own
+ * back-off resolves every cycle these bodies make, so a 'deadlock' report here would be a false positive, and
+ * noReports() fails on it.
+ */
+function setup(t: ExecutionContext, woundWait: boolean, nlocks: number): { d: LockDomain; locks: LockHandle[] } {
   const d = LockDomain.create({}, 'test main');
+  const wd = new LockWatchdog(d, { hungTaskTimeoutMs: 0, periodMs: 20 }).start();
+  t.teardown(() => wd.stop());
   const cls = new WwClass('test_ww_class', { woundWait });
   return { d, locks: Array.from({ length: nlocks }, () => new WwMutex(cls, { domain: d }).handle) };
 }
@@ -58,14 +65,14 @@ for (const woundWait of [false, true]) {
   const cls = woundWait ? 'wound-wait' : 'wait-die';
 
   test(`test_mutex (${cls}): a held lock blocks the other worker until unlocked`, async (t) => {
-    const { d, locks } = setup(woundWait, 1);
+    const { d, locks } = setup(t, woundWait, 1);
     const [r0] = await run<{ early?: number }>('mutex', d, locks, 2);
     t.is(r0!.early, 0, 'the second worker got the lock while the first held it');
     noReports(t, d);
   });
 
   test(`test_aa (${cls}): EALREADY, and trylocks fail`, async (t) => {
-    const { d, locks } = setup(woundWait, 1);
+    const { d, locks } = setup(t, woundWait, 1);
     const [r] = await run<Record<string, unknown>>('aa', d, locks, 1);
     t.deepEqual(r, { first: 0, tryNull: false, tryCtx: false, again: 'EALREADY' });
     noReports(t, d);
@@ -73,7 +80,7 @@ for (const woundWait of [false, true]) {
 
   for (const resolve of [false, true]) {
     test(`test_abba (${cls}, ${resolve ? 'with' : 'without'} backoff)`, async (t) => {
-      const { d, locks } = setup(woundWait, 2);
+      const { d, locks } = setup(t, woundWait, 2);
       const rs = await run<{ err: number | string }>('abba', d, locks, 2, { resolve });
       const errs = rs.map((r) => r.err);
       if (resolve) t.deepEqual(errs, [0, 0]);
@@ -83,7 +90,7 @@ for (const woundWait of [false, true]) {
   }
 
   test(`test_cycle (${cls}): a cycle of 4 workers resolves`, async (t) => {
-    const { d, locks } = setup(woundWait, 4);
+    const { d, locks } = setup(t, woundWait, 4);
     const rs = await run<{ backoffs: number }>('cycle', d, locks, 4);
     t.true(rs.reduce((a, r) => a + r.backoffs, 0) >= 1, 'a cycle must make someone back off');
     noReports(t, d);
@@ -93,7 +100,7 @@ for (const woundWait of [false, true]) {
     test(`stress ${mode} (${cls}): bounded, every transaction completes`, async (t) => {
       const seed = chooseSeed();
       t.log(`seed ${seed} (DMABUF_SIM_SEED=${seed} replays)`);
-      const { d, locks } = setup(woundWait, 8);
+      const { d, locks } = setup(t, woundWait, 8);
       const rs = await run<{ txns?: number; n?: number }>(mode === 'single' ? 'single' : 'stress', d, locks, 3, { seed, resolve: mode === 'reorder', iterations: 300, budgetMs: 3000 });
       for (const r of rs) t.true((r.txns ?? r.n ?? 0) > 0, `seed ${seed}: a worker made no progress`);
       noReports(t, d);
