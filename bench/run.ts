@@ -7,6 +7,7 @@ import { Machine } from '../src/index.js';
 import { echoWorker, emit, medianOf, postMessageRate, round } from './util.js';
 import { benchSubsystems } from './subsystems.js';
 import { benchFaults } from './faults.js';
+import { benchDrivers } from './drivers.js';
 
 const procs = new URL('./procs.js', import.meta.url);
 
@@ -49,3 +50,4 @@ async function syscallRoundTrips(): Promise<void> {
 await syscallRoundTrips();
 await benchSubsystems();
 await benchFaults();
+await benchDrivers();

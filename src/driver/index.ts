@@ -14,6 +14,8 @@ import { E } from '../uapi/errno.js';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_NONE, DMA_TO_DEVICE, type DmaDataDirection } from '../uapi/dma-direction.js';
 import { IoMem, IosysMap } from '../shm/iosys-map.js';
 import { Mutex, type LockHandle } from '../locking/index.js';
+import { dmaResvFromId, dmaResvId, type DmaResv } from '../fence/dma-resv.js';
+export * from '../fence/dma-resv.js';
 import {
   DOWN,
   F_IN_LEN,
@@ -221,13 +223,17 @@ export class DmaBuf<P = unknown> {
   /** The core's vmap result in this worker (the same object for every vmap while the count is up). */
   vmapPtr: IosysMap = IosysMap.NULL;
   vmapGen = 0;
+  /** dmabuf->resv: the buffer's reservation object, in the machine's shared table (lock it, add and wait fences). */
+  readonly resv: DmaResv;
   constructor(
     readonly ino: number,
     readonly size: number,
     readonly expName: string,
     lock: LockHandle | null,
+    resvId: number,
   ) {
     this.lock = lock ? Mutex.from(lock) : null;
+    this.resv = dmaResvFromId(resvId);
   }
 }
 
@@ -281,11 +287,11 @@ const sgts = new Map<number, SgTable>();
 const exporterSgts = new Map<number, readonly SgRange[]>();
 let nextExporterSgt = 1;
 
-function proxyOf(ino: number, size: number, expName: string): DmaBuf {
+function proxyOf(ino: number, size: number, expName: string, resvId: number): DmaBuf {
   let b = bufs.get(ino);
   if (!b) {
     const lock = drt().lock(ino);
-    b = new DmaBuf(ino, size, expName, lock);
+    b = new DmaBuf(ino, size, expName, lock, resvId);
     bufs.set(ino, b);
   }
   return b;
@@ -325,6 +331,8 @@ export interface DmaBufExportInfo<P> {
   readonly priv: P;
   /** exp_name (default: this driver's name). */
   readonly expName?: string;
+  /** exp_info->resv: the driver's own reservation object (dmaResvInit) shared with its buffer object. */
+  readonly resv?: DmaResv;
 }
 
 /**
@@ -354,8 +362,9 @@ export function dmaBufExport<P>(info: DmaBufExportInfo<P>): DmaBuf<P> {
   if (ops.cacheSgtMapping) bits |= OPS_BIT.cacheSgtMapping;
   const hasPriv = info.priv !== null && info.priv !== undefined ? 1 : 0;
   const expName = info.expName ?? drt().name;
-  const r = drt().call(DOWN.export, [info.size, info.flags ?? 2, bits, hasPriv], enc.encode(expName));
-  const buf = proxyOf(r.ret, info.size, expName) as DmaBuf<P>;
+  const resvArg = info.resv ? dmaResvId(info.resv) + 1 : 0;
+  const r = drt().call(DOWN.export, [info.size, info.flags ?? 2, bits, hasPriv, resvArg], enc.encode(expName));
+  const buf = proxyOf(r.ret, info.size, expName, r.res[2]! - 1) as DmaBuf<P>;
   buf.ops = ops;
   buf.priv = info.priv;
   return buf;
@@ -370,7 +379,7 @@ export function dmaBufFd(buf: DmaBuf, flags: number): number {
 /** dma_buf_get: the dma-buf behind the calling process's fd, with a reference. EBADF / EINVAL as Linux. */
 export function dmaBufGet(fd: number): DmaBuf {
   const r = drt().call(DOWN.get, [fd]);
-  return proxyOf(r.ret, r.res[1]!, dec.decode(r.data));
+  return proxyOf(r.ret, r.res[1]!, dec.decode(r.data), r.res[2]! - 1);
 }
 
 /** get_dma_buf: one more reference. */

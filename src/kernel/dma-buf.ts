@@ -180,7 +180,7 @@ export interface DmaBufAttachOps<P = unknown> {
  */
 export interface RemoteDmaBufOps {
   /** Which optional ops the exporter implements (pin/unpin, attach, ...: as the bits of its export). */
-  readonly has: { readonly attach: boolean; readonly detach: boolean; readonly pin: boolean; readonly beginCpuAccess: boolean; readonly endCpuAccess: boolean; readonly mmap: boolean; readonly vmap: boolean; readonly vunmap: boolean };
+  readonly has: { readonly attach: boolean; readonly detach: boolean; readonly pin: boolean; readonly unpin: boolean; readonly beginCpuAccess: boolean; readonly endCpuAccess: boolean; readonly mmap: boolean; readonly vmap: boolean; readonly vunmap: boolean };
   attach(buf: DmaBuf, att: DmaBufAttachment): Promise<void>;
   detach(buf: DmaBuf, att: DmaBufAttachment): Promise<void>;
   pin(att: DmaBufAttachment): Promise<void>;
@@ -206,7 +206,8 @@ function remoteFacade(remote: RemoteDmaBufOps, cacheSgtMapping: boolean, has: { 
     cacheSgtMapping,
     ...(h.attach ? { attach: no('attach') } : {}),
     ...(h.detach ? { detach: no('detach') } : {}),
-    ...(h.pin ? { pin: no('pin'), unpin: no('unpin') } : {}),
+    ...(h.pin ? { pin: no('pin') } : {}),
+    ...(h.unpin ? { unpin: no('unpin') } : {}),
     ...(has.map ? { mapDmaBuf: no('map_dma_buf') } : {}),
     ...(has.unmap ? { unmapDmaBuf: no('unmap_dma_buf') } : {}),
     ...(has.release ? { release: (buf: DmaBuf) => remote.release(buf) } : {}),

@@ -52,6 +52,7 @@ import {
 import { IoMem, IosysMap } from '../shm/iosys-map.js';
 import { LockClass, LockDomain, Mutex } from '../locking/index.js';
 import { ModuleState } from './module-state.js';
+import { dmaResvFromId, dmaResvId } from '../fence/dma-resv.js';
 import {
   dmaBufBeginCpuAccessAsync,
   dmaBufDetachAsync,
@@ -243,11 +244,11 @@ export class DriverHost {
     const now = performance.now();
     for (const drv of this.drivers.values()) {
       if (drv.dead) continue;
-      for (const s of drv.slots) {
-        if (s?.kind === 'up' && now - s.up.postedAt > this.timeoutMs) {
-          this.kill(drv, `no answer to ${UP_NAMES[s.up.op]} for ${this.timeoutMs} ms`, true);
-          break;
-        }
+      // Only the newest frame counts: below a downcall the driver is waiting for the kernel, not silent.
+      const top = drv.top();
+      const s = top >= 0 ? drv.slots[top] : null;
+      if (s?.kind === 'up' && now - s.up.postedAt > this.timeoutMs) {
+        void this.kill(drv, `no answer to ${UP_NAMES[s.up.op]} for ${this.timeoutMs} ms`, true);
       }
     }
   }
@@ -752,6 +753,7 @@ function remoteOps(h: DriverHost, drv: DriverInstance, bits: number): RemoteDmaB
       attach: (bits & OPS_BIT.attach) !== 0,
       detach: (bits & OPS_BIT.detach) !== 0,
       pin: (bits & OPS_BIT.pin) !== 0,
+      unpin: (bits & OPS_BIT.unpin) !== 0,
       beginCpuAccess: (bits & OPS_BIT.beginCpuAccess) !== 0,
       endCpuAccess: (bits & OPS_BIT.endCpuAccess) !== 0,
       mmap: (bits & OPS_BIT.mmap) !== 0,
@@ -851,6 +853,8 @@ on(DOWN.export, (h, drv, a, input) => {
     flags: a[1]! | 0,
     priv: a[3] ? drv : null,
     expName: dec.decode(input),
+    // exp_info->resv: a reservation object of the machine's table the driver made (by id, + 1; 0 for none).
+    ...(a[4] ? { resv: dmaResvFromId(a[4] - 1) } : {}),
     owner: drv.name,
     remote: {
       ops: remote,
@@ -862,7 +866,7 @@ on(DOWN.export, (h, drv, a, input) => {
   });
   drv.exports.set(buf.ino, buf);
   h.addRef(drv, buf);
-  return { ret: buf.ino };
+  return { ret: buf.ino, res: [0, dmaResvId(buf.resv) + 1] };
 });
 on(DOWN.fd, (h, drv, a, _i, task) => {
   const buf = h.heldBuf(drv, a[0]!);
@@ -876,7 +880,7 @@ on(DOWN.get, (h, drv, a, _i, task) => {
   if (!task || task.state === 'dead') throw new KernelError(E.EBADF, 'dma_buf_get outside a process context');
   const buf = dmaBufGet(h.k, task, a[0]! | 0);
   h.addRef(drv, buf);
-  return { ret: buf.ino, res: [buf.size], data: enc.encode(buf.expName) };
+  return { ret: buf.ino, res: [buf.size, dmaResvId(buf.resv) + 1], data: enc.encode(buf.expName) };
 });
 on(DOWN.get_dma_buf, (h, drv, a) => {
   const buf = h.heldBuf(drv, a[0]!);
