@@ -11,7 +11,7 @@
 import { KernelError } from '../errors.js';
 import { BUG, warn } from '../bug.js';
 import { E } from '../uapi/errno.js';
-import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_NONE, DMA_TO_DEVICE, type DmaDataDirection } from '../uapi/dma-direction.js';
+import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_NONE, DMA_TO_DEVICE, type DmaDataDirection } from '../kernel/dma-direction.js'; // a leaf file of constants: the one import of src/kernel/ a driver makes
 import { IoMem, IosysMap } from '../shm/iosys-map.js';
 import { Mutex, type LockHandle } from '../locking/index.js';
 import { dmaResvFromId, dmaResvId, type DmaResv } from '../fence/dma-resv.js';
