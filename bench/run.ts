@@ -1,13 +1,14 @@
 /**
  * `npm run bench`: every figure as one JSON line, each with its baseline measured in the same run (a ratio), since
  * these machines are noisy. Figures: syscall round trips (1 and 8 processes) vs postMessage; more are added by
- * the benches of each subsystem, and the fault figures (bench/faults.ts).
+ * the benches of each subsystem, the reservation objects' (bench/resv.ts) and the fault figures (bench/faults.ts).
  */
 import { Machine } from '../src/index.js';
 import { echoWorker, emit, medianOf, postMessageRate, round } from './util.js';
 import { benchSubsystems } from './subsystems.js';
 import { benchFaults } from './faults.js';
 import { benchDrivers } from './drivers.js';
+import { benchResv } from './resv.js';
 
 const procs = new URL('./procs.js', import.meta.url);
 
@@ -49,5 +50,6 @@ async function syscallRoundTrips(): Promise<void> {
 
 await syscallRoundTrips();
 await benchSubsystems();
+benchResv();
 await benchFaults();
 await benchDrivers();

@@ -329,7 +329,8 @@ export function dmaResvId(obj: DmaResv): number {
 
 /** A use of a finalised object through a stale view is a BUG, never a silent access to the slot's next occupant. */
 function live(obj: DmaResv, what: string): void {
-  if (Atomics.load(obj.table.i32, obj.base + O_GEN) !== obj.gen) BUG(`${what} on a finalised dma_resv (id ${obj.id})`);
+  // A plain read: a diagnostic (a use after fini is a bug in the caller, not a race to order).
+  if (obj.table.i32[obj.base + O_GEN] !== obj.gen) BUG(`${what} on a finalised dma_resv (id ${obj.id})`);
 }
 
 function checkUsage(usage: number): asserts usage is DmaResvUsage {
@@ -338,8 +339,14 @@ function checkUsage(usage: number): asserts usage is DmaResvUsage {
 
 // ---- entries -----------------------------------------------------------------------------------------------------
 
+/** A private 8-byte buffer: an entry's halves go through it instead of BigInt arithmetic (little-endian). */
+const pack64 = new BigInt64Array(1);
+const pack32 = new Int32Array(pack64.buffer);
+
 function encodeEntry(f: DmaFence, usage: DmaResvUsage): bigint {
-  return (BigInt(f.gen >>> 0) << 32n) | BigInt((f.index | (usage << ENTRY_USAGE_SHIFT)) >>> 0);
+  pack32[0] = f.index | (usage << ENTRY_USAGE_SHIFT);
+  pack32[1] = f.gen;
+  return pack64[0]!;
 }
 
 /** dma_resv_list_set: entry `i` of chunk `unit` (lock held); one 64-bit store, so readers see a whole entry. */
@@ -352,14 +359,19 @@ interface Entry {
   usage: DmaResvUsage;
 }
 
+/** Scratch entry of the locked writers (reserve, add), which never nest: no allocation per call. */
+const scratch: Entry = { fence: null!, usage: 0 };
+
 /**
- * dma_resv_list_entry with the lock held: entries are stable (only the holder writes them), so the two halves are
- * read as Int32 words (little-endian: low half first) and the fence wrapped without a reference — the list owns one.
+ * dma_resv_list_entry with the lock held: entries are stable (only the holder writes them; the lock's acquisition
+ * ordered the previous holder's stores), so the two halves are read as plain Int32 words (little-endian: low half
+ * first) and the fence wrapped without a reference — the list owns one. The same plain reads serve every word of
+ * the list the holder reads (O_LIST, C_NUM, C_MAX); what unlocked readers see is stored with Atomics.
  */
 function lockedEntry(t: ResvTable, unit: number, i: number, out: Entry): Entry {
   const w = t.entry(unit, i) * 2;
-  const lo = Atomics.load(t.i32, w);
-  const gen = Atomics.load(t.i32, w + 1);
+  const lo = t.i32[w]!;
+  const gen = t.i32[w + 1]!;
   out.fence = fenceRuntime().wrap(lo & ENTRY_INDEX_MASK, gen);
   out.usage = ((lo >>> ENTRY_USAGE_SHIFT) & 3) as DmaResvUsage;
   return out;
@@ -374,13 +386,14 @@ function lockedEntry(t: ResvTable, unit: number, i: number, out: Entry): Entry {
 function unlockedEntry(list: DmaResvList, i: number, out: Entry): Entry | null {
   const t = list.resv!.table;
   if (i >= list.capacity) return null;
-  const h = Atomics.load(t.i64, t.entry(list.unit, i));
-  if (!list.valid || h === 0n) return null;
-  const lo = Number(h & 0xffffffffn);
+  pack64[0] = Atomics.load(t.i64, t.entry(list.unit, i));
+  const lo = pack32[0]!;
+  const gen = pack32[1]!;
+  if (!list.valid || (lo === 0 && gen === 0)) return null;
   const rt = fenceRuntime();
   const index = lo & ENTRY_INDEX_MASK;
   if (index >= rt.table.nslots) BUG(`dma_resv ${list.resv!.id}: entry names fence slot ${index}, outside the fence table`);
-  const f = rt.tryGet(index, Number(h >> 32n) | 0);
+  const f = rt.tryGet(index, gen);
   if (!f) return null;
   out.fence = f;
   out.usage = ((lo >>> ENTRY_USAGE_SHIFT) & 3) as DmaResvUsage;
@@ -594,8 +607,14 @@ export function wwAcquireInit(): WwAcquireCtx {
 
 /** dma_resv_reset_max_fences (CONFIG_DEBUG_MUTEXES): forgets reserved but unused slots. */
 export function dmaResvResetMaxFences(obj: DmaResv): void {
-  const list = obj.fences;
-  if (list) list.maxFences = list.numFences;
+  const t = obj.table;
+  // Under the lock the list words are ours (only holders write them; the lock's acquisition ordered the previous
+  // holder's stores): plain reads, and a store only when it changes anything.
+  const unit = t.i32[obj.base + O_LIST]!;
+  if (unit === 0) return;
+  const w = t.chunk(unit);
+  const num = t.i32[w + C_NUM]!;
+  if (t.i32[w + C_MAX] !== num) Atomics.store(t.i32, w + C_MAX, num);
 }
 
 // ---- adding and replacing ----------------------------------------------------------------------------------------
@@ -612,25 +631,27 @@ export function dmaResvReserveFences(obj: DmaResv, numFences: number): number {
   dmaResvAssertHeld(obj);
   if (warnOn(!numFences, 'dma_resv_reserve_fences(0)')) return -E.EINVAL;
   const t = obj.table;
-  const oldUnit = Atomics.load(t.i32, obj.base + O_LIST);
-  const old = oldUnit ? obj.fences : null;
+  // Under the lock the list is stable: its words are read directly.
+  const oldUnit = t.i32[obj.base + O_LIST]!;
+  const oldNum = oldUnit ? t.i32[t.chunk(oldUnit) + C_NUM]! : 0;
+  const oldMax = oldUnit ? t.i32[t.chunk(oldUnit) + C_MAX]! : 0;
   let max: number;
-  if (old && old.maxFences) {
-    if (old.numFences + numFences <= old.maxFences) return 0;
-    max = Math.max(old.numFences + numFences, old.maxFences * 2);
+  if (oldUnit && oldMax) {
+    if (oldNum + numFences <= oldMax) return 0;
+    max = Math.max(oldNum + numFences, oldMax * 2);
   } else {
     max = Math.max(4, roundupPowOfTwo(numFences));
   }
   const unit = t.allocList(max, obj.index);
   if (unit === 0) return -E.ENOMEM;
-  const signaled: DmaFence[] = [];
-  const e: Entry = { fence: null!, usage: 0 };
+  let signaled: DmaFence[] | null = null;
+  const e = scratch;
   let j = 0;
-  const n = old ? Math.min(old.numFences, old.capacity) : 0;
+  const n = Math.min(oldNum, oldMax);
   for (let i = 0; i < n; i++) {
     lockedEntry(t, oldUnit, i, e);
-    if (dmaFenceIsSignaled(e.fence)) signaled.push(e.fence);
-    else setEntry(t, unit, j++, e.fence, e.usage);
+    if (dmaFenceIsSignaled(e.fence)) (signaled ??= []).push(e.fence);
+    else Atomics.store(t.i64, t.entry(unit, j++), Atomics.load(t.i64, t.entry(oldUnit, i)));
   }
   Atomics.store(t.i32, t.chunk(unit) + C_NUM, j);
   if (faultArmed !== 0) faultPoint(FAULT_RESV_RESERVE);
@@ -640,7 +661,7 @@ export function dmaResvReserveFences(obj: DmaResv, numFences: number): number {
     Atomics.store(t.i32, t.chunk(oldUnit) + C_NUM, 0);
     t.freeList(oldUnit);
   }
-  for (const f of signaled) dmaFencePut(f);
+  if (signaled) for (const f of signaled) dmaFencePut(f);
   return 0;
 }
 
@@ -656,16 +677,16 @@ export function dmaResvAddFence(obj: DmaResv, fence: DmaFence, usage: DmaResvUsa
   checkUsage(usage);
   dmaFenceGet(fence);
   dmaResvAssertHeld(obj);
-  warnOn(dmaFenceIsContainer(fence), `dma_resv_add_fence of a container (${fence})`);
+  if (dmaFenceIsContainer(fence)) warn(`dma_resv_add_fence of a container (${fence})`);
   const t = obj.table;
-  const unit = Atomics.load(t.i32, obj.base + O_LIST);
+  const unit = t.i32[obj.base + O_LIST]!;
   if (unit === 0) {
     dmaFencePut(fence);
     BUG('dma_resv_add_fence without dma_resv_reserve_fences');
   }
   const w = t.chunk(unit);
-  const count = Atomics.load(t.i32, w + C_NUM);
-  const e: Entry = { fence: null!, usage: 0 };
+  const count = t.i32[w + C_NUM]!;
+  const e = scratch;
   for (let i = 0; i < count; i++) {
     const old = lockedEntry(t, unit, i, e).fence;
     if ((old.context === fence.context && e.usage >= usage && dmaFenceIsLaterOrSame(fence, old)) || dmaFenceIsSignaled(old)) {
@@ -674,7 +695,7 @@ export function dmaResvAddFence(obj: DmaResv, fence: DmaFence, usage: DmaResvUsa
       return;
     }
   }
-  const max = Atomics.load(t.i32, w + C_MAX);
+  const max = t.i32[w + C_MAX]!;
   if (count >= max) {
     dmaFencePut(fence);
     BUG(`dma_resv_add_fence without a reserved slot (num_fences ${count} >= max_fences ${max})`);
@@ -970,13 +991,9 @@ export function dmaResvSetDeadline(obj: DmaResv, usage: DmaResvUsage, deadlineNs
 export function dmaResvTestSignaled(obj: DmaResv, usage: DmaResvUsage): boolean {
   const cursor = new DmaResvIter(obj, usage);
   dmaResvIterBegin(cursor, obj, usage);
-  for (const fence of dmaResvForEachFenceUnlocked(cursor)) {
-    void fence;
-    dmaResvIterEnd(cursor);
-    return false;
-  }
+  const pending = dmaResvIterFirstUnlocked(cursor) !== null;
   dmaResvIterEnd(cursor);
-  return true;
+  return !pending;
 }
 
 /** The debugfs line of one entry (dma_resv_describe's format). */

@@ -28,7 +28,7 @@
  *   T_LIVE         objects in use; T_HIGH its maximum
  *   T_SERIAL       creation serial of the last object (leak reports)
  *   T_BUMP         first arena unit never handed out (the bump allocator below the per-class free lists)
- *   T_LISTS        list chunks in use
+ *   T_LISTS        list chunks in use (or kept for reuse in a worker's cache: ResvTable.cache)
  *   byte 64  i64  T_OBJ_FREE_B     free objects: (tag << 32) | (index + 1), 0 in the low half = empty
  *   byte 128 i64  T_CLASS_FREE_B   NCLASSES heads of freed chunks, one per bucket: (tag << 32) | unit
  *
@@ -195,6 +195,9 @@ export interface ResvInfo {
   readonly locked: boolean;
 }
 
+/** Freed chunks a worker keeps per bucket for its own next allocations (see ResvTable.cache). */
+export const LOCAL_CACHE = 8;
+
 /** An id names (index, gen): gen · 2^22 + index, below 2^53 for every gen a 31-bit word can hold. */
 export const RESV_ID_SPAN = 1 << 22;
 
@@ -248,6 +251,13 @@ export class ResvTable {
   readonly tableId: string;
   /** Per-worker cache of resv views by object index (dma-resv.ts). */
   readonly views: unknown[] = [];
+  /**
+   * This worker's freed chunks, per bucket (at most LOCAL_CACHE each), handed out again before the shared free
+   * lists: a driver's lock / reserve / add / unlock cycle replaces its list every time (reservations are forgotten
+   * at unlock), and this keeps that cycle off the shared heads. A cached chunk counts as in use (T_LISTS); a worker
+   * that dies loses its cache — at most LOCAL_CACHE chunks per bucket, never a corruption.
+   */
+  private readonly cache: number[][] = Array.from({ length: NCLASSES }, () => []);
 
   constructor(readonly sab: SharedArrayBuffer) {
     if (!(sab instanceof SharedArrayBuffer) || sab.byteLength < HEADER_BYTES) {
@@ -360,6 +370,15 @@ export class ResvTable {
   allocList(maxFences: number, owner: number): number {
     const c = listClass(maxFences);
     const i32 = this.i32;
+    const cached = c < 0 ? undefined : this.cache[c]!.pop();
+    if (cached !== undefined) {
+      // Ours alone since we freed it (C_GEN bumped then): C_CLASS still holds c, C_NUM 0.
+      const w = this.chunk(cached);
+      Atomics.add(i32, w + C_GEN, 1);
+      Atomics.store(i32, w + C_OWNER, owner + 1);
+      Atomics.store(i32, w + C_MAX, classCapacity(c));
+      return cached;
+    }
     let unit = c < 0 ? 0 : popTagged(i32, this.i64, T_CLASS_FREE_B + c * 8, (u) => this.chunk(u) + C_NEXT, (u) => this.validUnit(u));
     if (unit === 0 && c >= 0) {
       const units = LIST_BUCKETS[c]! / 8;
@@ -402,6 +421,12 @@ export class ResvTable {
     if (!(c >= 0 && c < NCLASSES)) BUG(`dma_resv table: list at unit ${unit} has bucket ${c} (corrupted table memory?)`);
     Atomics.add(i32, w + C_GEN, 1);
     Atomics.store(i32, w + C_OWNER, 0);
+    Atomics.store(i32, w + C_NUM, 0);
+    const local = this.cache[c]!;
+    if (local.length < LOCAL_CACHE) {
+      local.push(unit);
+      return;
+    }
     Atomics.sub(i32, T_LISTS, 1);
     pushTagged(i32, this.i64, T_CLASS_FREE_B + c * 8, unit, w + C_NEXT);
   }
