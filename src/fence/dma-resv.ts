@@ -416,7 +416,6 @@ function listFree(obj: DmaResv, unit: number): void {
   const e: Entry = { fence: null!, usage: 0 };
   const fences: DmaFence[] = [];
   for (let i = 0; i < n; i++) fences.push(lockedEntry(t, unit, i, e).fence);
-  Atomics.store(t.i32, w + C_NUM, 0);
   t.freeList(unit);
   for (const f of fences) dmaFencePut(f);
 }
@@ -657,10 +656,7 @@ export function dmaResvReserveFences(obj: DmaResv, numFences: number): number {
   if (faultArmed !== 0) faultPoint(FAULT_RESV_RESERVE);
   // rcu_assign_pointer(obj->fences, new): the references move with the entries; the old chunk goes at once.
   Atomics.store(t.i32, obj.base + O_LIST, unit);
-  if (oldUnit) {
-    Atomics.store(t.i32, t.chunk(oldUnit) + C_NUM, 0);
-    t.freeList(oldUnit);
-  }
+  if (oldUnit) t.freeList(oldUnit);
   if (signaled) for (const f of signaled) dmaFencePut(f);
   return 0;
 }
