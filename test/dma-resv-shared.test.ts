@@ -14,6 +14,7 @@ import { dmaResvEntries, dmaResvFromId } from '../src/fence/dma-resv.js';
 import { FAULT_RESV_ADD, FAULT_RESV_RESERVE } from '../src/fault-inject.js';
 import { DMA_BUF_SYNC_WRITE, POLLIN, POLLOUT } from '../src/uapi/index.js';
 import { E } from '../src/uapi/errno.js';
+import { Mutex, beginExpectLockdepReports, endExpectLockdepReports } from '../src/locking/index.js';
 import { delay, settlesWithin, shutdownNoLeaks, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/resv-driver.js', import.meta.url);
@@ -184,6 +185,29 @@ test.serial('ww_acquire_ctx across workers: an ABBA over two reservation objects
       for (const h of rb.handles) await B.proc.call('signalFence', h);
       await A.proc.call('finiResv', x);
       await A.proc.call('finiResv', y);
+    },
+    { lockdep: true },
+  ));
+
+test.serial('lockdep checks reservation locks across workers: resv → device lock in one driver, device lock → resv in another is reported, nothing blocks', (t) =>
+  machine(
+    t,
+    async (m) => {
+      const A = await driver(m, 'dev1');
+      const B = await driver(m, 'dev2');
+      const id = await A.proc.call<number>('makeResv');
+      const exp = beginExpectLockdepReports(m.lockdep.domain()!, { kind: 'circular' }, 'reservation lock vs a device lock');
+      try {
+        const dev = new Mutex('dev_lock');
+        await A.proc.call('lockPair', id, dev.handle, true);
+        await B.proc.call('lockPair', id, dev.handle, false);
+        const reps = endExpectLockdepReports(exp);
+        t.is(reps.length, 1);
+        t.deepEqual([...reps[0]!.locks].sort(), ['dev_lock', 'reservation_ww_class_mutex']);
+      } finally {
+        endExpectLockdepReports(exp);
+      }
+      await A.proc.call('finiResv', id);
     },
     { lockdep: true },
   ));
