@@ -3,19 +3,23 @@
 import { bufinfoDemo } from './demos/bufinfo.js';
 import { flagship } from './demos/flagship.js';
 import { implicitSync } from './demos/implicit-sync.js';
+import { lockInversion } from './demos/lock-inversion.js';
 
-const demos: Record<string, () => Promise<number>> = {
+const demos: Record<string, (flags: readonly string[]) => Promise<number>> = {
   flagship: () => flagship(),
   'implicit-sync': () => implicitSync(),
+  'lock-inversion': (flags) => lockInversion(undefined, { forceDeadlock: flags.includes('--deadlock') }),
 };
 
 const usage = `usage: dmabuf-sim <command>
   demo <name>       run a demo (${Object.keys(demos).join(', ')})
+  demo lock-inversion --deadlock
+                    the same two drivers with the timing forced: a real deadlock, caught by the watchdog
   bufinfo           a camera shares a buffer with a viewer: bufinfo and dmabuf_dump, explained
   help              this text`;
 
 async function main(argv: string[]): Promise<number> {
-  const [cmd, arg] = argv;
+  const [cmd, arg, ...flags] = argv;
   switch (cmd) {
     case 'demo': {
       const d = demos[arg ?? 'flagship'];
@@ -23,7 +27,12 @@ async function main(argv: string[]): Promise<number> {
         process.stderr.write(`unknown demo '${arg}'\n${usage}\n`);
         return 2;
       }
-      return d();
+      const unknown = flags.filter((f) => !(arg === 'lock-inversion' && f === '--deadlock'));
+      if (unknown.length > 0) {
+        process.stderr.write(`unknown option '${unknown[0]}' for demo '${arg}'\n${usage}\n`);
+        return 2;
+      }
+      return d(flags);
     }
     case 'bufinfo':
       return bufinfoDemo();

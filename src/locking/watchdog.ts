@@ -403,14 +403,17 @@ export class LockWatchdog {
       lines.push(`${who(w)} is blocked on:`, ` ${objText(w)}, ${holderVerb(w)} ${names.get(w.holder) ?? tokenText(w.holder)}`);
     }
     lines.push('', ' Deadlock scenario:', '');
-    const cols = ordered.map((_, i) => `WORKER${i}`);
-    lines.push(`       ${cols.map((c) => c.padEnd(24)).join('')}`.trimEnd(), `       ${cols.map((c) => '-'.repeat(c.length).padEnd(24)).join('')}`.trimEnd());
-    // Worker i holds what worker i−1 waits for, and waits for what worker i+1 holds.
+    // lockdep's two-column layout (WORKER1 at column 31), one more column of 29 per further worker.
+    const col = (i: number): number => 2 + 29 * i;
+    const row = (cells: string[]): string => cells.reduce((acc, c, i) => acc.padEnd(col(i)) + c, '').trimEnd();
+    lines.push(row(ordered.map((_, i) => `${i === 0 ? '     ' : ''}WORKER${i}`)), row(ordered.map((_, i) => `${i === 0 ? '     ' : ''}-------`)));
+    // Worker i holds (or will signal) what worker i−1 waits for, and waits for what worker i+1 holds; one line per
+    // step, as lockdep prints its scenario.
     ordered.forEach((_, i) => {
       const prev = ordered[(i + ordered.length - 1) % ordered.length]!;
-      lines.push(`${' '.repeat(2 + 24 * i)}${prev.kind === WAIT_FENCE ? 'will signal' : 'holds'}(${shortObj(prev)});`);
+      lines.push(row(ordered.map((__, j) => (j === i ? `${prev.kind === WAIT_FENCE ? 'will signal' : 'holds'}(${shortObj(prev)});` : ''))));
     });
-    ordered.forEach((w, i) => lines.push(`${' '.repeat(2 + 24 * i)}${w.kind === WAIT_FENCE ? 'wait' : 'lock'}(${shortObj(w)});`));
+    ordered.forEach((w, i) => lines.push(row(ordered.map((__, j) => (j === i ? `${w.kind === WAIT_FENCE ? 'wait' : 'lock'}(${shortObj(w)});` : '')))));
     lines.push(
       '',
       ' *** DEADLOCK ***',
