@@ -3,8 +3,8 @@
  * three jobs that take a buffer's reservation lock and the device lock in opposite orders — the inversion of seed
  * 002. Each runs in the driver's worker on an ioctl (LOCKINV_IOC_RUN: a JSON request, a JSON answer back).
  *
- * - `copy` (dev2): queues a copy A → B: a job fence F (this driver its annotated signaller) added to A (read) and
- *   B (write) under one ww_acquire_ctx.
+ * - `copy` (dev2): queues a copy A → B (buffer fds of the caller): a job fence F (this driver its annotated
+ *   signaller) added to A (read) and B (write) under one ww_acquire_ctx; the job holds both buffers.
  * - `complete` (dev2): retires the copy: device lock → B's reservation lock (to retire the job from B) → signal F.
  *   Order: device lock → resv.
  * - `evict` (dev1): evicts A and B — both reservation locks under one context, wait for A to be idle (F), then the
@@ -16,14 +16,13 @@
  * and fails the wait that closed it (`complete`'s lock of B) with -EDEADLK; `complete` then takes its error path:
  * it signals F with that error, so the eviction goes on.
  */
-import { E, KernelError, makeDriver, type Driver, type DriverFile, type IoctlArg } from '../driver/index.js';
+import { E, KernelError, dmaBufGet, dmaBufPut, makeDriver, type DmaBuf, type Driver, type DriverFile, type IoctlArg } from '../driver/index.js';
 import {
   DMA_RESV_USAGE_BOOKKEEP,
   DMA_RESV_USAGE_READ,
   DMA_RESV_USAGE_WRITE,
   type DmaResv,
   dmaResvAddFence,
-  dmaResvFromId,
   dmaResvLock,
   dmaResvLockSlow,
   dmaResvReserveFences,
@@ -50,11 +49,18 @@ const dec = new TextDecoder();
 /** Every device of this driver shares the class: what lockdep predicts for one holds for all of them. */
 const deviceLockClass = new LockClass('lockinv_device_lock');
 
+/** A queued job: its fence and the buffers it holds references to until it is retired. */
+interface Job {
+  readonly fence: DmaFence;
+  readonly src: DmaBuf;
+  readonly dst: DmaBuf;
+}
+
 interface Device {
   readonly name: string;
   readonly lock: Mutex;
-  /** The queued copy's job fence, until it is retired. */
-  job: DmaFence | null;
+  /** The queued copy, until it is retired. */
+  job: Job | null;
   context: number;
   seqno: number;
 }
@@ -89,8 +95,19 @@ function lockAll(ctx: WwAcquireCtx, objs: readonly DmaResv[]): void {
   }
 }
 
-/** The copy A → B: job fence F on A (read) and B (write). */
-function copy(dev: Device, a: DmaResv, b: DmaResv): { seqno: number } {
+/** The copy A → B (the caller's buffer fds): job fence F on A (read) and B (write); the job holds both buffers. */
+function copy(dev: Device, fdA: number, fdB: number): { seqno: number } {
+  if (dev.job) throw new KernelError(E.EBUSY, 'a copy is queued already');
+  const src = dmaBufGet(fdA);
+  let dst: DmaBuf;
+  try {
+    dst = dmaBufGet(fdB);
+  } catch (e) {
+    dmaBufPut(src);
+    throw e;
+  }
+  const a = src.resv;
+  const b = dst.resv;
   const f = dmaFenceInit({ driverName: 'lockinv', timelineName: dev.name }, dev.context, ++dev.seqno);
   dmaFenceSetSignaller(f); // this worker will signal it: the watchdog follows waits on F here
   const ctx = wwAcquireInit();
@@ -106,7 +123,7 @@ function copy(dev: Device, a: DmaResv, b: DmaResv): { seqno: number } {
     dmaResvUnlock(a);
     ctx.fini();
   }
-  dev.job = f;
+  dev.job = { fence: f, src, dst };
   return { seqno: dev.seqno };
 }
 
@@ -115,9 +132,11 @@ function copy(dev: Device, a: DmaResv, b: DmaResv): { seqno: number } {
  * start, as drm/scheduler's completion paths are, lockdep would report this path on its own: a reservation lock
  * inside a signalling section. Left plain here, so the report is the inversion of the two locks.)
  */
-function complete(dev: Device, b: DmaResv): { ret: number } {
-  const f = dev.job;
-  if (!f) throw new KernelError(E.EINVAL, 'no job queued');
+function complete(dev: Device): { ret: number } {
+  const job = dev.job;
+  if (!job) throw new KernelError(E.EINVAL, 'no job queued');
+  const f = job.fence;
+  const b = job.dst.resv;
   let ret: number;
   dev.lock.lock();
   try {
@@ -131,11 +150,27 @@ function complete(dev: Device, b: DmaResv): { ret: number } {
   dmaFenceSignal(f);
   dev.job = null;
   dmaFencePut(f);
+  dmaBufPut(job.src);
+  dmaBufPut(job.dst);
   return { ret };
 }
 
-/** Evicts A and B: both reservation locks, wait for A to be idle, then the device lock. */
-function evict(dev: Device, a: DmaResv, b: DmaResv): { waited: number; waitedMs: number } {
+/** Evicts A and B (the caller's buffer fds): both reservation locks, wait for A to be idle, then the device lock. */
+function evict(dev: Device, fdA: number, fdB: number): { waited: number; waitedMs: number } {
+  const bufA = dmaBufGet(fdA);
+  try {
+    const bufB = dmaBufGet(fdB);
+    try {
+      return evictLocked(dev, bufA.resv, bufB.resv);
+    } finally {
+      dmaBufPut(bufB);
+    }
+  } finally {
+    dmaBufPut(bufA);
+  }
+}
+
+function evictLocked(dev: Device, a: DmaResv, b: DmaResv): { waited: number; waitedMs: number } {
   const ctx = wwAcquireInit();
   lockAll(ctx, [a, b]);
   ctx.done();
@@ -153,18 +188,18 @@ function evict(dev: Device, a: DmaResv, b: DmaResv): { waited: number; waitedMs:
   }
 }
 
-function run(dev: Device, req: { op?: string; a?: number; b?: number }): unknown {
-  const resv = (id: number | undefined): DmaResv => {
-    if (typeof id !== 'number') throw new KernelError(E.EINVAL, 'reservation id');
-    return dmaResvFromId(id);
+function run(dev: Device, req: { op?: string; a?: unknown; b?: unknown }): unknown {
+  const fd = (v: unknown): number => {
+    if (!Number.isInteger(v)) throw new KernelError(E.EBADF, 'buffer fd');
+    return v as number;
   };
   switch (req.op) {
     case 'copy':
-      return copy(dev, resv(req.a), resv(req.b));
+      return copy(dev, fd(req.a), fd(req.b));
     case 'complete':
-      return complete(dev, resv(req.b));
+      return complete(dev);
     case 'evict':
-      return evict(dev, resv(req.a), resv(req.b));
+      return evict(dev, fd(req.a), fd(req.b));
     default:
       throw new KernelError(E.EINVAL, `op ${String(req.op)}`);
   }
@@ -178,7 +213,7 @@ export function probe(drv: Driver = makeDriver('lockinv')): void {
       if (cmd !== LOCKINV_IOC_RUN || !arg.bytes) throw new KernelError(E.ENOTTY, `ioctl ${cmd}`);
       const bytes = arg.bytes;
       const n = bytes.indexOf(0);
-      const req = JSON.parse(dec.decode(bytes.subarray(0, n < 0 ? bytes.length : n))) as { op?: string; a?: number; b?: number };
+      const req = JSON.parse(dec.decode(bytes.subarray(0, n < 0 ? bytes.length : n))) as { op?: string; a?: unknown; b?: unknown };
       const answer = enc.encode(JSON.stringify(run(dev, req)));
       if (answer.length >= bytes.length) throw new KernelError(E.EOVERFLOW, 'answer');
       bytes.fill(0);

@@ -5,7 +5,6 @@
  */
 import { Machine, type Proc } from '../machine.js';
 import { beginExpectLockdepReports, endExpectLockdepReports, setLockdepSink, type LockdepReport } from '../locking/index.js';
-import { dmaBufResvId } from '../testing.js';
 import { DemoChecks, heading, showText, toStdout, type Out } from './demo-kit.js';
 
 const driver = new URL('./lock-inversion-driver.js', import.meta.url);
@@ -51,17 +50,17 @@ export async function lockInversion(out: Out = toStdout, opts: LockInversionOpti
     const app1 = await m.spawn(procs, { name: 'app1' });
     const app2 = await m.spawn(procs, { name: 'app2' });
     const [fdA, fdB] = await app1.call<[number, number]>('allocBuffers');
-    const a = await dmaBufResvId(m, app1, fdA);
-    const b = await dmaBufResvId(m, app1, fdB);
     out(`Drivers dev1 and dev2 run in their own workers (/dev/lockinv-dev1, /dev/lockinv-dev2). app1 allocates`);
-    out(`buffers A (fd ${fdA}) and B (fd ${fdB}) from /dev/dma_heap/system; their reservation objects are ${a} and ${b}.`);
+    out(`buffers A (fd ${fdA}) and B (fd ${fdB}) from /dev/dma_heap/system and hands them to the devices in its ioctls;`);
+    out('the drivers reach each buffer\'s reservation object (dmabuf->resv) in the machine\'s shared table.');
     const run = (p: Proc, dev: string, req: Record<string, unknown>): Promise<Record<string, unknown>> =>
-      p.call<Record<string, unknown>>('job', `/dev/lockinv-${dev}`, { ...req, a, b });
+      p.call<Record<string, unknown>>('job', `/dev/lockinv-${dev}`, { ...req, a: fdA, b: fdB });
 
     heading(out, 'Step 2. dev2 queues the copy A → B');
-    const c = await run(app2, 'dev2', { op: 'copy' });
+    const c = await run(app1, 'dev2', { op: 'copy' });
     out(`dev2 locks A and B under one ww_acquire_ctx and adds its job fence (lockinv:dev2 seqno ${String(c['seqno'])}) to A`);
-    out('(read) and B (write). The fence is annotated with its signaller — dev2 — for the watchdog.');
+    out('(read) and B (write); the job holds both buffers. The fence is annotated with its signaller — dev2 — for the');
+    out('watchdog. app2 will ask dev2 to complete the job; app1 will ask dev1 to evict A and B.');
     check(typeof c['seqno'] === 'number', 'the copy is queued behind a pending job fence');
 
     if (!force) {
