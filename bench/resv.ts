@@ -3,7 +3,7 @@
  * add_fence + unlock on a resv of a reservation table — what a driver does per job — against a raw src/locking
  * Mutex lock + unlock in the same run; the resv lock + unlock alone; and an unlocked test_signaled walk.
  */
-import { createAndAttachFenceTable, dmaFenceInit, dmaFencePut, dmaFenceSignal } from '../src/fence/index.js';
+import { createAndAttachFenceTable, dmaFenceInit, dmaFencePut, dmaFenceSignal, fenceRuntime, fenceRuntimeAttached, setFenceRuntime } from '../src/fence/index.js';
 import {
   DMA_RESV_USAGE_WRITE,
   dmaResvAddFence,
@@ -13,6 +13,7 @@ import {
   dmaResvReserveFences,
   dmaResvTestSignaled,
   dmaResvUnlock,
+  detachResvTable,
 } from '../src/fence/dma-resv.js';
 import { LockDomain, Mutex } from '../src/locking/index.js';
 import { emit, round } from './util.js';
@@ -25,6 +26,9 @@ function nsPerOp(n: number, fn: (n: number) => void): number {
 }
 
 export function benchResv(): void {
+  // Tables of its own (standalone), so the figures do not depend on a machine; this thread's previous fence
+  // runtime is restored at the end.
+  const prev = fenceRuntimeAttached() ? fenceRuntime() : null;
   createAndAttachFenceTable({ slots: 1024 });
   const resv = dmaResvInit('bench');
   const f = dmaFenceInit({ driverName: 'bench', timelineName: 'ring' }, 1, 1);
@@ -71,4 +75,6 @@ export function benchResv(): void {
   dmaFenceSignal(f);
   dmaResvFini(resv);
   dmaFencePut(f);
+  detachResvTable(resv.table.sab);
+  setFenceRuntime(prev);
 }

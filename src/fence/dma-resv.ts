@@ -64,7 +64,6 @@ import {
   C_NUM,
   ENTRY_INDEX_MASK,
   ENTRY_USAGE_SHIFT,
-  LIST_HEADER_BYTES,
   O_GEN,
   O_LIST,
   O_LOCK,
@@ -214,8 +213,7 @@ export class DmaResvList {
   /** Entries a reader may index: num_fences, clamped to the chunk (the word is shared memory). */
   get capacity(): number {
     if (!this.resv) return 0;
-    const t = this.resv.table;
-    return Math.max(0, Math.min(this.maxFences, t.arenaUnits - this.unit - LIST_HEADER_BYTES / 8));
+    return Math.max(0, Math.min(this.maxFences, this.resv.table.room(this.unit)));
   }
 
   /** Still the same chunk generation (not freed since this view was made). */
@@ -400,6 +398,15 @@ function unlockedEntry(list: DmaResvList, i: number, out: Entry): Entry | null {
   return out;
 }
 
+/**
+ * num_fences of chunk `unit` as the lock holder uses it: clamped to max_fences and to the arena (the words are
+ * shared memory a buggy driver could have written; a bad count must not walk off the chunk).
+ */
+function lockedLen(t: ResvTable, unit: number): number {
+  const w = t.chunk(unit);
+  return Math.max(0, Math.min(t.i32[w + C_NUM]!, t.i32[w + C_MAX]!, t.room(unit)));
+}
+
 /** Roundup to a power of two (roundup_pow_of_two). */
 function roundupPowOfTwo(n: number): number {
   let p = 1;
@@ -411,8 +418,7 @@ function roundupPowOfTwo(n: number): number {
 function listFree(obj: DmaResv, unit: number): void {
   if (unit === 0) return;
   const t = obj.table;
-  const w = t.chunk(unit);
-  const n = Math.min(Atomics.load(t.i32, w + C_NUM), Atomics.load(t.i32, w + C_MAX));
+  const n = lockedLen(t, unit);
   const e: Entry = { fence: null!, usage: 0 };
   const fences: DmaFence[] = [];
   for (let i = 0; i < n; i++) fences.push(lockedEntry(t, unit, i, e).fence);
@@ -646,7 +652,7 @@ export function dmaResvReserveFences(obj: DmaResv, numFences: number): number {
   let signaled: DmaFence[] | null = null;
   const e = scratch;
   let j = 0;
-  const n = Math.min(oldNum, oldMax);
+  const n = oldUnit ? lockedLen(t, oldUnit) : 0;
   for (let i = 0; i < n; i++) {
     lockedEntry(t, oldUnit, i, e);
     if (dmaFenceIsSignaled(e.fence)) (signaled ??= []).push(e.fence);
@@ -681,7 +687,7 @@ export function dmaResvAddFence(obj: DmaResv, fence: DmaFence, usage: DmaResvUsa
     BUG('dma_resv_add_fence without dma_resv_reserve_fences');
   }
   const w = t.chunk(unit);
-  const count = t.i32[w + C_NUM]!;
+  const count = lockedLen(t, unit);
   const e = scratch;
   for (let i = 0; i < count; i++) {
     const old = lockedEntry(t, unit, i, e).fence;
@@ -713,7 +719,7 @@ export function dmaResvReplaceFences(obj: DmaResv, context: number, replacement:
   const t = obj.table;
   const unit = Atomics.load(t.i32, obj.base + O_LIST);
   if (unit === 0) return;
-  const n = Atomics.load(t.i32, t.chunk(unit) + C_NUM);
+  const n = lockedLen(t, unit);
   const e: Entry = { fence: null!, usage: 0 };
   for (let i = 0; i < n; i++) {
     const old = lockedEntry(t, unit, i, e).fence;

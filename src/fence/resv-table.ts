@@ -291,6 +291,11 @@ export class ResvTable {
     return (this.arenaByte >> 3) + unit + LIST_HEADER_BYTES / 8 + i;
   }
 
+  /** Entries that fit between chunk `unit`'s header and the end of the arena (a bound for counts read from words). */
+  room(unit: number): number {
+    return Math.max(0, this.arenaUnits - unit - LIST_HEADER_BYTES / 8);
+  }
+
   /** True when `unit` (read from a shared word) names a chunk start inside the arena. */
   validUnit(unit: number): boolean {
     return unit > 0 && unit < this.arenaUnits && Number.isInteger(unit);
