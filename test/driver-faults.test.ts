@@ -105,13 +105,20 @@ test('seeded kill loop: exporter, importer or process killed at a random point o
       const exp = await m.loadDriver(exporter, { name: 'testdrv' });
       const imp = await m.loadDriver(exporter, { name: 'testimp' });
       const p = await m.spawn(user, { name: 'user' });
+      // Each step's answer, or a throw when it failed (a killed driver): the workload stops at the first failure
+      // instead of feeding an error object to the next step.
+      const step = async <T>(path: string, req: Record<string, unknown>): Promise<T> => {
+        const v = await run<T | { err: string }>(p, path, req);
+        if (typeof v === 'object' && v !== null && 'err' in v) throw new Error(`${String(req['op'])}: ${v.err}`);
+        return v as T;
+      };
       const work = (async () => {
         for (let i = 0; i < 20; i++) {
-          const fd = await run<number>(p, '/dev/testdrv', { op: 'export', size: 4096 });
-          const g = await run<{ id: number }>(p, '/dev/testimp', { op: 'get', fd });
-          const att = await run<number>(p, '/dev/testimp', { op: 'attach', id: g.id });
-          await run(p, '/dev/testimp', { op: 'map', att, dir: 1 });
-          await run(p, '/dev/testimp', { op: 'vmap', id: g.id });
+          const fd = await step<number>('/dev/testdrv', { op: 'export', size: 4096 });
+          const g = await step<{ id: number }>('/dev/testimp', { op: 'get', fd });
+          const att = await step<number>('/dev/testimp', { op: 'attach', id: g.id });
+          await step('/dev/testimp', { op: 'map', att, dir: 1 });
+          await step('/dev/testimp', { op: 'vmap', id: g.id });
           await p.call('mapRead', fd, 4096);
         }
       })().catch(() => {});

@@ -5,7 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { initDriverRuntime, type DriverInit } from '../src/driver/runtime.js';
-import { makeDriver, serveUpcall } from '../src/driver/index.js';
+import { makeDriver, routeReportsToKernel, serveUpcall } from '../src/driver/index.js';
 import { attachFenceTable } from '../src/fence/index.js';
 import { setDefaultFenceOwner } from '../src/fence/runtime.js';
 import { attachLocking, installFenceLockdep } from '../src/locking/index.js';
@@ -30,6 +30,7 @@ if (!parentPort) throw new Error('a driver must run in a worker thread');
 const data = workerData as DriverWorkerData;
 const rt = initDriverRuntime(data);
 rt.server = serveUpcall;
+routeReportsToKernel();
 setDefaultFenceOwner(data.owner);
 attachFenceTable(data.fences, { control: data.control, maxSpinners: data.maxSpinners, kernel: data.fenceKernel });
 const alive = new AliveTable(new Int32Array(data.fenceKernel), K_ALIVE);

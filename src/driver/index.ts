@@ -9,12 +9,13 @@
  * frames). Errors are thrown KernelErrors with Linux's errno, as C returns -errno.
  */
 import { KernelError } from '../errors.js';
-import { BUG, warn } from '../bug.js';
+import { BUG, printLine, setWarningSink, warn } from '../bug.js';
+import { validateFd, validateFlags, validateInt, validateInteger, validateWord } from '../validate.js';
 import { E } from '../uapi/errno.js';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_NONE, DMA_TO_DEVICE, type DmaDataDirection } from '../kernel/dma-direction.js'; // a leaf file of constants: the one import of src/kernel/ a driver makes
 import { IoMem, IosysMap } from '../shm/iosys-map.js';
 import { Mutex, type LockHandle } from '../locking/index.js';
-import { dmaResvFromId, dmaResvId, type DmaResv } from '../fence/dma-resv.js';
+import { dmaResvFromId, dmaResvHeld, dmaResvId, dmaResvLock, dmaResvUnlock, type DmaResv } from '../fence/dma-resv.js';
 export * from '../fence/dma-resv.js';
 import {
   DOWN,
@@ -65,7 +66,8 @@ function regionOf(id: number): PageRegion {
 
 /** alloc_pages: `size` bytes (rounded up to pages) of zeroed memory, owned by this driver until freePages. */
 export function allocPages(size: number): PageRegion {
-  if (!Number.isSafeInteger(size) || size <= 0) throw new KernelError(E.EINVAL, `allocPages size ${size}`);
+  validateInteger(size, 'size', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  if (size <= 0) throw new KernelError(E.EINVAL, `allocPages size ${size}`);
   const r = drt().call(DOWN.alloc_pages, [size]);
   return regionOf(r.ret);
 }
@@ -241,6 +243,9 @@ export class DmaBuf<P = unknown> {
 export class DmaBufAttachment {
   /** The exporter's per-attachment data (exporter side). */
   priv: unknown = null;
+  /** Importer side: the core holds a table cached for it (made at attach, or a cache_sgt_mapping map), which
+   *  dma_buf_detach unmaps under the reservation lock. */
+  coreCached = false;
   constructor(
     readonly id: number,
     readonly dmabuf: DmaBuf,
@@ -266,6 +271,8 @@ export class SgTable {
   constructor(
     readonly id: number,
     readonly sgl: readonly Scatterlist[],
+    /** The attachment it was mapped for. */
+    readonly attId: number,
   ) {}
   get nents(): number {
     return this.sgl.length;
@@ -314,6 +321,7 @@ function checkAtt(att: unknown, what: string): DmaBufAttachment {
 }
 
 function checkDir(dir: unknown): DmaDataDirection {
+  validateInt(dir, 'direction'); // an enum: any C int reaches the check below; 3.5 or a string cannot
   if (dir !== DMA_BIDIRECTIONAL && dir !== DMA_TO_DEVICE && dir !== DMA_FROM_DEVICE) {
     // valid_dma_direction(): WARN_ON(!valid_dma_direction(direction)) in dma_buf_map_attachment and the CPU-access
     // helpers; the model answers EINVAL (the C code would go on with a bogus direction).
@@ -341,6 +349,8 @@ export interface DmaBufExportInfo<P> {
  */
 export function dmaBufExport<P>(info: DmaBufExportInfo<P>): DmaBuf<P> {
   const ops = info.ops;
+  validateWord(info.size, 'info.size'); // a size_t: any C value goes on to the core's check
+  if (info.flags !== undefined) validateFlags(info.flags, 'info.flags');
   if (typeof ops !== 'object' || ops === null) throw new KernelError(E.EINVAL, 'dma_buf_export: no ops');
   let bits = 0;
   for (const [name, bit] of [
@@ -372,12 +382,14 @@ export function dmaBufExport<P>(info: DmaBufExportInfo<P>): DmaBuf<P> {
 
 /** dma_buf_fd: installs the buffer in the calling process's fd table (consumes this driver's reference). */
 export function dmaBufFd(buf: DmaBuf, flags: number): number {
+  validateFlags(flags, 'flags'); // only O_CLOEXEC matters (get_unused_fd_flags); other C bits are ignored
   if (!(buf instanceof DmaBuf)) throw new KernelError(E.EINVAL);
   return drt().call(DOWN.fd, [buf.ino, flags]).ret;
 }
 
 /** dma_buf_get: the dma-buf behind the calling process's fd, with a reference. EBADF / EINVAL as Linux. */
 export function dmaBufGet(fd: number): DmaBuf {
+  validateFd(fd);
   const r = drt().call(DOWN.get, [fd]);
   return proxyOf(r.ret, r.res[1]!, dec.decode(r.data), r.res[2]! - 1);
 }
@@ -401,7 +413,56 @@ export function dmaBufAttach(buf: DmaBuf, dev: Device): DmaBufAttachment {
   return dmaBufDynamicAttach(buf, dev, null, null);
 }
 
-/** dma_buf_dynamic_attach: with importer ops (moveNotify), a dynamic importer. */
+/**
+ * Reservation objects (by id) whose lock the caller this worker is serving holds, with a nesting count: in Linux
+ * an exporter's pin/map/unmap and an importer's move_notify run in the thread that holds the lock; here they run
+ * in this worker on that thread's behalf, so the assertion below counts the caller's hold as this worker's.
+ */
+const callerHeldResv = new Map<number, number>();
+
+/** Runs an upcall's op "under the caller's reservation lock" of `buf` (see callerHeldResv). */
+function underCallersResv<T>(buf: DmaBuf, fn: () => T): T {
+  const id = dmaResvId(buf.resv);
+  callerHeldResv.set(id, (callerHeldResv.get(id) ?? 0) + 1);
+  try {
+    return fn();
+  } finally {
+    const n = callerHeldResv.get(id)! - 1;
+    if (n === 0) callerHeldResv.delete(id);
+    else callerHeldResv.set(id, n);
+  }
+}
+
+/** dma_resv_assert_held(dmabuf->resv) in `what`: a WARN (lockdep_assert_held) when this worker does not hold it. */
+function assertResvHeld(buf: DmaBuf, what: string): void {
+  if (dmaResvHeld(buf.resv) || callerHeldResv.has(dmaResvId(buf.resv))) return;
+  warn(`${what}: dma_resv_assert_held(dmabuf->resv): the reservation lock of dma-buf ino ${buf.ino} is not held`);
+}
+
+/** dma_resv_lock(dmabuf->resv, NULL) in this worker: held on return (a dead holder's is taken over, with a WARN). */
+function resvLock(buf: DmaBuf): void {
+  const r = dmaResvLock(buf.resv);
+  if (r !== 0 && r !== -E.EOWNERDEAD) throw new KernelError(-r, 'dma_resv_lock');
+}
+
+/** An attachment this worker made and has not detached; a detached one is a use after free (WARN, EINVAL). */
+function liveAtt(att: unknown, what: string): DmaBufAttachment {
+  const a = checkAtt(att, what);
+  if (importerAtts.get(a.id) !== a) {
+    warn(`${what}: use of attachment ${a.id} after dma_buf_detach (use after free)`);
+    throw new KernelError(E.EINVAL);
+  }
+  return a;
+}
+
+/**
+ * dma_buf_dynamic_attach: with importer ops (moveNotify), a dynamic importer.
+ *
+ * Locking, in this worker: the buffer's lock (dmabuf->lock) around the exporter's attach and the attachment list;
+ * then, when exactly one side is dynamic, the reservation lock around the mapping the core makes and caches now
+ * (a dynamic exporter pinned) — mainline's dma_buf_dynamic_attach. Call it without either lock held. A failure
+ * of that mapping detaches again (after the unlock) and is thrown.
+ */
 export function dmaBufDynamicAttach(buf: DmaBuf, dev: Device, importerOps: DmaBufAttachOps | null, importerPriv: unknown = null): DmaBufAttachment {
   if (!(buf instanceof DmaBuf) || !dev || typeof dev.name !== 'string') {
     warn('dma_buf_dynamic_attach: WARN_ON(!dmabuf || !dev)');
@@ -412,13 +473,39 @@ export function dmaBufDynamicAttach(buf: DmaBuf, dev: Device, importerOps: DmaBu
     throw new KernelError(E.EINVAL);
   }
   const p2p = importerOps?.allowPeer2peer ? 1 : 0;
-  const r = drt().call(DOWN.attach, [buf.ino, importerOps ? 1 : 0, p2p], enc.encode(dev.name));
+  let r;
+  buf.lock?.lock();
+  try {
+    r = drt().call(DOWN.attach, [buf.ino, importerOps ? 1 : 0, p2p], enc.encode(dev.name));
+  } finally {
+    buf.lock?.unlock();
+  }
   const att = new DmaBufAttachment(r.ret, buf, { name: dev.name }, importerOps, importerPriv, importerOps !== null, p2p === 1);
   importerAtts.set(att.id, att);
+  if (r.res[1] === 1) {
+    let failed: unknown = null;
+    resvLock(buf);
+    try {
+      drt().call(DOWN.attach_map, [att.id]);
+      att.coreCached = true;
+    } catch (e) {
+      failed = e;
+    } finally {
+      dmaResvUnlock(buf.resv);
+    }
+    if (failed) {
+      dmaBufDetach(buf, att);
+      throw failed;
+    }
+  }
   return att;
 }
 
-/** dma_buf_detach: unmaps what the core cached, unpins, leaves the list, the exporter's detach. */
+/**
+ * dma_buf_detach: the reservation lock (taken here) around the unmap of the table the core cached (and the unpin
+ * of a dynamic exporter), then the buffer's lock around leaving the list and the exporter's detach. Detaching
+ * twice is a use after free in C: here a WARN and nothing else.
+ */
 export function dmaBufDetach(buf: DmaBuf, att: DmaBufAttachment): void {
   if (!(buf instanceof DmaBuf) || !(att instanceof DmaBufAttachment)) {
     warn('dma_buf_detach: WARN_ON(!dmabuf || !attach)');
@@ -428,57 +515,120 @@ export function dmaBufDetach(buf: DmaBuf, att: DmaBufAttachment): void {
     warn('dma_buf_detach: WARN_ON(dmabuf != attach->dmabuf)');
     return;
   }
-  drt().call(DOWN.detach, [att.id]);
-  importerAtts.delete(att.id);
+  if (importerAtts.get(att.id) !== att) {
+    warn(`dma_buf_detach: attachment ${att.id} is detached already (use after free)`);
+    return;
+  }
+  if (att.coreCached) {
+    resvLock(buf);
+    try {
+      drt().call(DOWN.detach_unmap, [att.id]);
+    } finally {
+      dmaResvUnlock(buf.resv);
+    }
+    att.coreCached = false;
+  }
+  buf.lock?.lock();
+  try {
+    drt().call(DOWN.detach, [att.id]);
+  } finally {
+    buf.lock?.unlock();
+    importerAtts.delete(att.id);
+    for (const [id, sgt] of sgts) if (sgt.attId === att.id) sgts.delete(id);
+  }
 }
 
 /**
- * dma_buf_map_attachment: the buffer's pages mapped for the attachment's device. A cached table (cache_sgt_mapping,
- * or the one made at attach) comes back without the exporter; another direction is EBUSY unless the cached one is
- * bidirectional. The regions' memory arrives in this worker with the table.
+ * dma_buf_map_attachment: the buffer's pages mapped for the attachment's device. The caller holds the buffer's
+ * reservation lock (dma_resv_assert_held: a WARN otherwise) — the exporter's map (and a dynamic exporter's pin)
+ * then runs under it, in the exporter's worker; dmaBufMapAttachmentUnlocked takes it. A cached table
+ * (cache_sgt_mapping, or the one made at attach) comes back without the exporter; another direction is EBUSY
+ * unless the cached one is bidirectional. The regions' memory arrives in this worker with the table.
  */
 export function dmaBufMapAttachment(att: DmaBufAttachment, dir: DmaDataDirection): SgTable {
-  checkAtt(att, 'dma_buf_map_attachment');
+  const a = liveAtt(att, 'dma_buf_map_attachment');
+  assertResvHeld(a.dmabuf, 'dma_buf_map_attachment');
   const d = checkDir(dir);
-  const r = drt().call(DOWN.map, [att.id, d]);
+  const r = drt().call(DOWN.map, [a.id, d]);
   const id = r.ret;
+  if (r.res[1] === 1) a.coreCached = true;
   let sgt = sgts.get(id);
   if (!sgt) {
     const ents = JSON.parse(dec.decode(r.data)) as [number, number, number, number][];
     sgt = new SgTable(
       id,
       ents.map(([region, offset, length, dmaAddress]) => ({ region: regionOf(region), offset, length, dmaAddress })),
+      a.id,
     );
     sgts.set(id, sgt);
   }
   return sgt;
 }
 
-/** dma_buf_unmap_attachment: undoes a map (a no-op for the cached table). */
+/** dma_buf_map_attachment_unlocked: dmaBufMapAttachment with the reservation lock taken (and dropped) here. */
+export function dmaBufMapAttachmentUnlocked(att: DmaBufAttachment, dir: DmaDataDirection): SgTable {
+  const a = checkAtt(att, 'dma_buf_map_attachment_unlocked');
+  resvLock(a.dmabuf);
+  try {
+    return dmaBufMapAttachment(a, dir);
+  } finally {
+    dmaResvUnlock(a.dmabuf.resv);
+  }
+}
+
+/**
+ * dma_buf_unmap_attachment: undoes a map (a no-op for the cached table). The caller holds the reservation lock
+ * (a WARN otherwise); dmaBufUnmapAttachmentUnlocked takes it. A table this attachment never got is a WARN and
+ * nothing else (C would hand the exporter a stale pointer).
+ */
 export function dmaBufUnmapAttachment(att: DmaBufAttachment, sgt: SgTable, dir: DmaDataDirection): void {
   if (!(att instanceof DmaBufAttachment) || !(sgt instanceof SgTable)) {
     warn('dma_buf_unmap_attachment: WARN_ON(!attach || !attach->dmabuf || !sg_table)');
     return;
   }
-  const r = drt().call(DOWN.unmap, [att.id, sgt.id, checkDir(dir)]);
+  const a = liveAtt(att, 'dma_buf_unmap_attachment');
+  assertResvHeld(a.dmabuf, 'dma_buf_unmap_attachment');
+  const r = drt().call(DOWN.unmap, [a.id, sgt.id, checkDir(dir)]);
   if (r.ret === 1) sgts.delete(sgt.id);
 }
 
-/** dma_buf_pin: a dynamic importer keeps the buffer where it is. */
-export function dmaBufPin(att: DmaBufAttachment): void {
-  drt().call(DOWN.pin, [checkAtt(att, 'dma_buf_pin').id]);
+/** dma_buf_unmap_attachment_unlocked: dmaBufUnmapAttachment with the reservation lock taken here. */
+export function dmaBufUnmapAttachmentUnlocked(att: DmaBufAttachment, sgt: SgTable, dir: DmaDataDirection): void {
+  if (!(att instanceof DmaBufAttachment) || !(sgt instanceof SgTable)) {
+    warn('dma_buf_unmap_attachment_unlocked: WARN_ON(!attach || !attach->dmabuf || !sg_table)');
+    return;
+  }
+  resvLock(att.dmabuf);
+  try {
+    dmaBufUnmapAttachment(att, sgt, dir);
+  } finally {
+    dmaResvUnlock(att.dmabuf.resv);
+  }
 }
 
+/** dma_buf_pin: a dynamic importer keeps the buffer where it is. The caller holds the reservation lock. */
+export function dmaBufPin(att: DmaBufAttachment): void {
+  const a = liveAtt(att, 'dma_buf_pin');
+  assertResvHeld(a.dmabuf, 'dma_buf_pin');
+  drt().call(DOWN.pin, [a.id]);
+}
+
+/** dma_buf_unpin: undoes dmaBufPin. The caller holds the reservation lock. */
 export function dmaBufUnpin(att: DmaBufAttachment): void {
-  drt().call(DOWN.unpin, [checkAtt(att, 'dma_buf_unpin').id]);
+  const a = liveAtt(att, 'dma_buf_unpin');
+  assertResvHeld(a.dmabuf, 'dma_buf_unpin');
+  drt().call(DOWN.unpin, [a.id]);
 }
 
 /**
  * dma_buf_move_notify: the exporter is about to move the buffer — every dynamic importer's moveNotify runs (in its
- * worker). EBUSY while an attachment has it pinned (a static importer's mapping pins it): it cannot move then.
+ * worker, under this caller's reservation lock, which the caller must hold: a WARN otherwise). EBUSY while an
+ * attachment has it pinned (a static importer's mapping pins it): it cannot move then.
  */
 export function dmaBufMoveNotify(buf: DmaBuf): void {
-  drt().call(DOWN.move_notify, [checkBuf(buf, 'dma_buf_move_notify').ino]);
+  const b = checkBuf(buf, 'dma_buf_move_notify');
+  assertResvHeld(b, 'dma_buf_move_notify');
+  drt().call(DOWN.move_notify, [b.ino]);
 }
 
 /** dma_buf_begin_cpu_access from kernel code: the exporter's hook, then the implicit fences of the direction. */
@@ -523,6 +673,28 @@ export function dmaBufVunmap(buf: DmaBuf, map: IosysMap): void {
   } finally {
     buf.lock?.unlock();
   }
+}
+
+// ---- warnings and oopses go to the kernel's record ----------------------------------------------------------
+
+/**
+ * Points this worker's WARN() sink (src/bug.ts) and its oops reporter at the kernel: each warning or BUG of the
+ * driver is a `report` downcall, recorded in the kernel's warnings / oopses with the calling process's context,
+ * where expectKernelWarnings can expect it and shutdown() counts it. A warning the driver's own expectWarnings()
+ * matched arrives marked expected. When the kernel is unreachable (cut off, shut down) it is printed here instead.
+ * workers/driver.ts calls it before probe().
+ */
+export function routeReportsToKernel(): void {
+  const rt = drt();
+  const send = (kind: 0 | 1, text: string, expected: boolean): void => {
+    try {
+      rt.call(DOWN.report, [kind, expected ? 1 : 0], enc.encode(text.slice(0, 16_000)));
+    } catch {
+      if (!expected) printLine(`dmabuf-sim: driver ${rt.name}: ${kind === 1 ? '' : 'WARNING: '}${text}`);
+    }
+  };
+  setWarningSink((message, expected) => send(0, message, expected), false);
+  rt.onBug = (text) => send(1, text, false);
 }
 
 // ---- the upcall server ----------------------------------------------------------------------------------------------
@@ -629,7 +801,7 @@ export function serveUpcall(op: number, f: FrameViews): void {
     }
     case UP.exp_map: {
       const buf = exported(a[0]!);
-      const ranges = buf.ops!.mapDmaBuf(exporterAtt(buf, f), a[2]! as DmaDataDirection);
+      const ranges = underCallersResv(buf, () => buf.ops!.mapDmaBuf(exporterAtt(buf, f), a[2]! as DmaDataDirection));
       const key = nextExporterSgt++;
       exporterSgts.set(key, ranges);
       f.res[0] = key;
@@ -644,7 +816,7 @@ export function serveUpcall(op: number, f: FrameViews): void {
       const buf = exported(a[0]!);
       const ranges = exporterSgts.get(a[2]!) ?? [];
       exporterSgts.delete(a[2]!);
-      buf.ops!.unmapDmaBuf(exporterAtt(buf, f), ranges, a[3]! as DmaDataDirection);
+      underCallersResv(buf, () => buf.ops!.unmapDmaBuf(exporterAtt(buf, f), ranges, a[3]! as DmaDataDirection));
       return;
     }
     case UP.exp_release: {
@@ -688,19 +860,19 @@ export function serveUpcall(op: number, f: FrameViews): void {
     }
     case UP.exp_pin: {
       const buf = exported(a[0]!);
-      buf.ops!.pin?.(exporterAtt(buf, f));
+      underCallersResv(buf, () => buf.ops!.pin?.(exporterAtt(buf, f)));
       return;
     }
     case UP.exp_unpin: {
       const buf = exported(a[0]!);
-      buf.ops!.unpin?.(exporterAtt(buf, f));
+      underCallersResv(buf, () => buf.ops!.unpin?.(exporterAtt(buf, f)));
       return;
     }
     case UP.imp_move_notify: {
       const att = importerAtts.get(a[0]!);
       if (!att?.importerOps) return;
-      // The importer's mappings are about to go stale: forget the tables it was handed.
-      att.importerOps.moveNotify(att);
+      // Runs under the exporter's reservation lock (held in the exporter's worker, on whose behalf this runs).
+      underCallersResv(att.dmabuf, () => att.importerOps!.moveNotify(att));
       return;
     }
     default:

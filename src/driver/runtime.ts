@@ -30,6 +30,7 @@ import {
   H_GONE,
   H_SEQ,
   MAX_FRAMES,
+  UP_NAMES,
   type FrameViews,
 } from '../shm/driver-channel.js';
 
@@ -82,6 +83,11 @@ export class DriverRuntime {
   server: UpcallServer = () => {
     throw new KernelError(E.ENOSYS);
   };
+  /**
+   * Where an oops of one of this driver's ops goes (an exception that is no KernelError): printed here until
+   * src/driver/index.ts points it at the kernel's record (a downcall, made from the frame being served).
+   */
+  onBug: (text: string) => void = (text) => printLine(`dmabuf-sim: driver ${this.name}: ${text}`);
   private stopped = false;
 
   constructor(init: DriverInit) {
@@ -191,7 +197,7 @@ export class DriverRuntime {
       if (e instanceof KernelError) err = e.errno;
       else {
         err = E.EIO;
-        printLine(`dmabuf-sim: driver ${this.name}: BUG in upcall ${f.i32[F_OP]}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+        this.onBug(`BUG in upcall ${UP_NAMES[f.i32[F_OP]!] ?? f.i32[F_OP]}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
       }
     } finally {
       this.depth = prev;

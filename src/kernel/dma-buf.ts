@@ -831,13 +831,18 @@ async function mapDmaBufInternalAsync(att: DmaBufAttachment, dir: DmaDataDirecti
   return sgt;
 }
 
-/** dma_buf_dynamic_attach, waiting for the exporter (see dmaBufDynamicAttach). */
+/**
+ * dma_buf_dynamic_attach, waiting for the exporter (see dmaBufDynamicAttach). `deferCachedMap`: stop after the
+ * attachment joined the list; the caller runs dmaBufAttachCachedMapAsync itself when dmaBufAttachNeedsCachedMap
+ * (a driver does, under the reservation lock it takes in its own worker).
+ */
 export async function dmaBufDynamicAttachAsync(
   k: Kernel,
   buf: DmaBuf,
   dev: Device,
   importerOps: DmaBufAttachOps | null = null,
   importerPriv: unknown = null,
+  deferCachedMap = false,
 ): Promise<DmaBufAttachment> {
   if (!buf || !dev) {
     warn('dma_buf_dynamic_attach: WARN_ON(!dmabuf || !dev)');
@@ -852,26 +857,68 @@ export async function dmaBufDynamicAttachAsync(
   await ops.attach?.(buf, att);
   buf.attachments.unshift(att);
   att.trackId = k.tracker.add('dma_buf_attachment', k.origin(), () => `attachment of ${dev.name} to dma-buf ino ${buf.ino}`);
-  if (attachmentIsDynamic(att) !== isDynamic(buf)) {
-    let pinned = false;
+  if (!deferCachedMap && dmaBufAttachNeedsCachedMap(att)) {
     try {
-      if (isDynamic(buf)) {
-        await ops.pin!(att);
-        buf.pins++;
-        pinned = true;
-      }
-      att.sgt = await mapDmaBufInternalAsync(att, DMA_BIDIRECTIONAL);
-      att.dir = DMA_BIDIRECTIONAL;
+      await dmaBufAttachCachedMapAsync(att);
     } catch (e) {
-      if (pinned) {
-        buf.pins--;
-        await ops.unpin!(att);
-      }
       await dmaBufDetachAsync(k, buf, att);
       throw e;
     }
   }
   return att;
+}
+
+/**
+ * Whether dma_buf_dynamic_attach maps the buffer at attach and caches the mapping: exactly one side (importer,
+ * exporter) is dynamic.
+ */
+export function dmaBufAttachNeedsCachedMap(att: DmaBufAttachment): boolean {
+  return attachmentIsDynamic(att) !== isDynamic(att.dmabuf);
+}
+
+/**
+ * The second half of dma_buf_dynamic_attach, which mainline runs under the reservation lock: pins a dynamic
+ * exporter, maps BIDIRECTIONAL (a static importer waits for KERNEL fences) and caches the table on the attachment.
+ * On failure the pin is undone and the error thrown; the caller detaches (after dropping the reservation lock, as
+ * dma_buf_dynamic_attach's error path does). Locking: the caller holds buf.resv (a driver, in its own worker).
+ */
+export async function dmaBufAttachCachedMapAsync(att: DmaBufAttachment): Promise<void> {
+  const buf = att.dmabuf;
+  const ops = opsOf(buf);
+  let pinned = false;
+  try {
+    if (isDynamic(buf)) {
+      await ops.pin!(att);
+      buf.pins++;
+      pinned = true;
+    }
+    att.sgt = await mapDmaBufInternalAsync(att, DMA_BIDIRECTIONAL);
+    att.dir = DMA_BIDIRECTIONAL;
+  } catch (e) {
+    if (pinned) {
+      buf.pins--;
+      await ops.unpin!(att);
+    }
+    throw e;
+  }
+}
+
+/**
+ * The first half of dma_buf_detach, which mainline runs under the reservation lock: unmaps the table the core
+ * cached for the attachment and unpins a dynamic exporter. A no-op when nothing is cached. The exporter's failure
+ * (a dead driver) is thrown after the attachment's cached table is forgotten.
+ */
+export async function dmaBufDetachUnmapAsync(att: DmaBufAttachment): Promise<void> {
+  const sgt = att.sgt;
+  if (!sgt) return;
+  const buf = att.dmabuf;
+  const ops = opsOf(buf);
+  att.sgt = null;
+  await ops.unmapDmaBuf(att, sgt, att.dir);
+  if (isDynamic(buf)) {
+    buf.pins--;
+    await ops.unpin!(att);
+  }
 }
 
 /**
@@ -886,19 +933,14 @@ export async function dmaBufDetachAsync(k: Kernel, buf: DmaBuf, att: DmaBufAttac
   const i = buf.attachments.indexOf(att);
   if (i < 0) return;
   const ops = opsOf(buf);
-  const sgt = att.sgt;
-  att.sgt = null;
   buf.attachments.splice(i, 1);
   k.tracker.remove(att.trackId);
+  // An attachment that outlived the buffer's release (its importer put the last reference while attached: the
+  // release WARNed): the exporter has forgotten the buffer, so only the core's bookkeeping goes.
+  if (buf.file.count === 0) return;
   let failed: unknown = null;
   try {
-    if (sgt) {
-      await ops.unmapDmaBuf(att, sgt, att.dir);
-      if (isDynamic(buf)) {
-        buf.pins--;
-        await ops.unpin!(att);
-      }
-    }
+    await dmaBufDetachUnmapAsync(att);
   } catch (e) {
     failed = e;
   }

@@ -54,8 +54,11 @@ import { LockClass, LockDomain, Mutex } from '../locking/index.js';
 import { ModuleState } from './module-state.js';
 import { dmaResvFromId, dmaResvId } from '../fence/dma-resv.js';
 import {
+  dmaBufAttachCachedMapAsync,
+  dmaBufAttachNeedsCachedMap,
   dmaBufBeginCpuAccessAsync,
   dmaBufDetachAsync,
+  dmaBufDetachUnmapAsync,
   dmaBufDynamicAttachAsync,
   dmaBufEndCpuAccessAsync,
   dmaBufExport,
@@ -118,6 +121,8 @@ interface DriverFileState {
   opened: boolean;
   /** Last mask the driver's poll answered. */
   mask: number;
+  /** The driver wait queues its last poll answer waited on (poll_wait): only their wakes re-poll the file. */
+  pollQueues: ReadonlySet<number>;
   refresh: Promise<void> | null;
   /** Pollers of this file sleep here; woken when a refreshed mask arrives. */
   readonly wq: WaitQueue;
@@ -597,7 +602,7 @@ export class DriverHost {
    */
   private open(drv: DriverInstance, path: string, k: Kernel, t: Task, flags: number): Blocked {
     if (drv.dead) throw new KernelError(E.ENODEV);
-    const st: DriverFileState = { id: this.nextFileId++, drv, path, opened: false, mask: 0, refresh: null, wq: new WaitQueue() };
+    const st: DriverFileState = { id: this.nextFileId++, drv, path, opened: false, mask: 0, pollQueues: new Set(), refresh: null, wq: new WaitQueue() };
     const f = k.allocFile<DriverFileState>(driverFops, st, fmodeFromFlags(flags), flags);
     drv.files.add(st);
     const p = this.upcall(drv, UP.open, [st.id, flags], enc.encode(path), t.pid);
@@ -698,7 +703,13 @@ export class DriverHost {
       drv.waitQueues.delete(id);
       this.k.defer(() => q.wake());
     }
-    for (const f of drv.files) if (f.wq.size > 0) void this.refreshPoll(f);
+    // Only the files whose last poll waited on this queue (poll_wait's entries): a wake of another queue leaves them.
+    for (const f of drv.files) if (f.wq.size > 0 && f.pollQueues.has(id)) void this.refreshPoll(f);
+  }
+
+  /** An oops a driver reported (an uncaught exception in its op): recorded as a syscall's would be. */
+  recordDriverOops(pid: number, call: string, e: unknown): void {
+    this.entry.recordOops(pid, call, e);
   }
 
   /** Asks the driver's poll for the file's mask; pollers are woken with the answer. */
@@ -707,6 +718,7 @@ export class DriverHost {
     const p = this.upcall(st.drv, UP.poll, [st.id, -1]).then(
       (r) => {
         st.mask = r.ret;
+        st.pollQueues = new Set(JSON.parse(dec.decode(r.data)) as number[]);
       },
       () => {
         st.mask = POLLERR | POLLHUP;
@@ -889,7 +901,14 @@ on(DOWN.get_dma_buf, (h, drv, a) => {
   return OK;
 });
 on(DOWN.put, (h, drv, a) => {
-  const buf = h.dropRef(drv, a[0]!);
+  const buf = h.heldBuf(drv, a[0]!);
+  if (buf.file.count === 1 && buf.vmappingCounter > 0) {
+    // dma_buf_release's BUG_ON(dmabuf->vmapping_counter): reported, and the put refused (the driver keeps its
+    // reference, so nothing is left half-released; its teardown vunmaps and puts).
+    warn(`driver ${drv.name}: BUG: dma_buf_put: the last reference of dma-buf ino ${buf.ino} while it is vmapped (${buf.vmappingCounter})`);
+    throw new KernelError(E.EINVAL);
+  }
+  h.dropRef(drv, buf.ino);
   dmaBufPut(h.k, buf);
   return OK;
 });
@@ -902,14 +921,45 @@ on(DOWN.attach, async (h, drv, a, input) => {
         moveNotify: (att: DmaBufAttachment): Promise<void> => h.upcall(drv, UP.imp_move_notify, [h.attId(att)]).then(() => {}, () => {}),
       }
     : null;
-  const att = await dmaBufDynamicAttachAsync(h.k, buf, dev, importerOps, drv);
+  // The cached mapping of a static/dynamic mismatch is made by a second downcall (attach_map), under the
+  // reservation lock the driver takes in its own worker between the two (dma_buf_dynamic_attach's locking).
+  const att = await dmaBufDynamicAttachAsync(h.k, buf, dev, importerOps, drv, true);
   if (drv.dead) {
     await dmaBufDetachAsync(h.k, buf, att).catch(() => {});
     throw new KernelError(E.ENODEV);
   }
   const id = h.attId(att);
   drv.atts.set(id, att);
-  return { ret: id };
+  return { ret: id, res: [dmaBufAttachNeedsCachedMap(att) ? 1 : 0] };
+});
+on(DOWN.attach_map, async (_h, drv, a) => {
+  const att = drv.atts.get(a[0]!);
+  if (!att) throw new KernelError(E.EINVAL);
+  if (att.sgt || !dmaBufAttachNeedsCachedMap(att)) return OK;
+  // On failure the driver detaches (after unlocking, as dma_buf_dynamic_attach's error path).
+  await dmaBufAttachCachedMapAsync(att);
+  return OK;
+});
+on(DOWN.detach_unmap, async (_h, drv, a) => {
+  const att = drv.atts.get(a[0]!);
+  if (!att) return OK; // the detach downcall that follows reports it
+  for (const [sid, m] of drv.maps) if (m.sgt === att.sgt) drv.maps.delete(sid);
+  try {
+    await dmaBufDetachUnmapAsync(att);
+  } catch (e) {
+    if (!(e instanceof KernelError && e.errno === E.ENODEV)) throw e;
+  }
+  return OK;
+});
+on(DOWN.report, (h, drv, a, input, task) => {
+  const text = `driver ${drv.name}: ${dec.decode(input)}`;
+  if (a[0] === 1) {
+    // A BUG (an uncaught exception in one of its ops): an oops in the kernel's record, as a process's would be.
+    const bug = new KernelBug(text);
+    h.recordDriverOops(task?.pid ?? 0, `driver ${drv.name}`, bug);
+  } else if (a[1] === 1) h.k.recordWarning(text, true); // expected by the driver's own expectWarnings()
+  else warn(text); // the kernel's expectations (expectKernelWarnings) apply, as to its own warnings
+  return OK;
 });
 on(DOWN.detach, async (h, drv, a) => {
   const id = a[0]!;
@@ -938,14 +988,17 @@ on(DOWN.map, async (h, drv, a) => {
   drv.maps.set(id, { att, sgt });
   for (const s of sgt.sgl) h.postRegion(drv, s.region);
   const ents = sgt.sgl.map((s) => [s.region.id, s.offset, s.length, h.dmaAddress(att.dev.name, s.region, s.offset)]);
-  return { ret: id, data: enc.encode(JSON.stringify(ents)) };
+  // RES[1]: the core cached this table for the attachment (detach unmaps it, under the reservation lock).
+  return { ret: id, res: [att.sgt === sgt ? 1 : 0], data: enc.encode(JSON.stringify(ents)) };
 });
 on(DOWN.unmap, async (h, drv, a) => {
   const att = drv.atts.get(a[0]!);
   const m = drv.maps.get(a[1]!);
   if (!att || !m || m.att !== att) {
-    warn('dma_buf_unmap_attachment: WARN_ON(!attach || !attach->dmabuf || !sg_table)');
-    throw new KernelError(E.EINVAL);
+    // A table this attachment never got (or already unmapped): the C code would hand the exporter a stale
+    // pointer; the model warns and does nothing.
+    warn(`dma_buf_unmap_attachment: sg_table ${a[1]} was never mapped for attachment ${a[0]} (or is unmapped already)`);
+    return { ret: 2 };
   }
   const dir = dirArg(a[2]!);
   if (att.sgt === m.sgt) return { ret: 0 }; // the cached table: a no-op, it stays until detach
@@ -990,7 +1043,8 @@ on(DOWN.vunmap, async (h, drv, a) => {
     await dmaBufVunmapAsync(h.k, buf, map);
   } catch (e) {
     if (e instanceof KernelBug) {
-      h.k.recordWarning(`driver ${drv.name}: ${e.message}`);
+      // Reported (in the kernel's warnings, so a test can expect it) and refused: the count is unchanged.
+      warn(`driver ${drv.name}: ${e.message}`);
       throw new KernelError(E.EINVAL, e.message);
     }
     throw e;

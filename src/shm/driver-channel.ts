@@ -99,6 +99,12 @@ export const DOWN = {
   move_notify: 20,
   wake_up: 21,
   buf_info: 22,
+  /** dma_buf_dynamic_attach's cached mapping (pin + map), made under the reservation lock the driver holds. */
+  attach_map: 23,
+  /** dma_buf_detach's unmap of the cached mapping (+ unpin), under the reservation lock the driver holds. */
+  detach_unmap: 24,
+  /** A WARN (ARGS[0] = 0) or BUG (1) the driver hit, for the kernel's record; ARGS[1] = 1 when already expected. */
+  report: 25,
 } as const;
 export type DownName = keyof typeof DOWN;
 export const DOWN_NAMES: readonly string[] = Object.entries(DOWN).reduce<string[]>((a, [k, v]) => ((a[v] = k), a), []);
