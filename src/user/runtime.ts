@@ -197,12 +197,20 @@ export class Runtime {
     if (Atomics.load(i32, STATE) === ST_REPLY) return true;
     if (this.spin.spinWhileEquals(i32, STATE, ST_REQUEST)) return true;
     while (Atomics.load(i32, STATE) === ST_REQUEST) {
-      if (Atomics.wait(i32, STATE, ST_REQUEST, REPLY_SLICE_MS) === 'timed-out' && !this.kernelAlive()) {
-        return Atomics.load(i32, STATE) !== ST_REQUEST;
+      if (Atomics.wait(i32, STATE, ST_REQUEST, REPLY_SLICE_MS) === 'timed-out') {
+        // A whole slice parked in the kernel: the caller may publish the wait (the lock watchdog's hung reports).
+        this.sliceHook?.();
+        if (!this.kernelAlive()) return Atomics.load(i32, STATE) !== ST_REQUEST;
       }
     }
     return true;
   }
+
+  /**
+   * Runs after every REPLY_SLICE_MS slice the current call spends parked in the kernel (set around one call by the C
+   * library; null otherwise): never on a call that returns within a slice.
+   */
+  sliceHook: (() => void) | null = null;
 
   /**
    * False once the main thread marked this channel SHUTDOWN_KERNEL_GONE (the broker worker exited). A word of this
