@@ -208,28 +208,6 @@ test('an I/O-memory vmap has accessors only: no typed array; a vunmap of another
   });
 });
 
-test('dynamic importers: move_notify runs in the importer worker; a pinned buffer cannot move (EBUSY)', async (t) => {
-  await withMachine(t, async (m) => {
-    const p = await pair(m);
-    const fd = await run<number>(p, '/dev/testdrv', { op: 'export', size: 4096, dynamic: true });
-    const own = await run<{ id: number }>(p, '/dev/testdrv', { op: 'get', fd });
-    const { id } = await run<{ id: number }>(p, '/dev/testimp', { op: 'get', fd });
-    const att = await run<number>(p, '/dev/testimp', { op: 'attach', id, dynamic: true });
-    t.is(await run(p, '/dev/testdrv', { op: 'move', id: own.id }), 0);
-    t.is((await run<number[]>(p, '/dev/testimp', { op: 'moves' })).length, 1);
-    // A static importer of a dynamic exporter maps (and pins) at attach: now it cannot move.
-    const st = await run<number>(p, '/dev/testimp', { op: 'attach', id, dev: 'static0' });
-    t.like(await run(p, '/dev/testdrv', { op: 'calls' }), { pin: 1, map: 1 });
-    t.deepEqual(await run(p, '/dev/testdrv', { op: 'move', id: own.id }), { err: 'EBUSY' });
-    await run(p, '/dev/testimp', { op: 'detach', att: st });
-    t.like(await run(p, '/dev/testdrv', { op: 'calls' }), { unpin: 1, unmap: 1 });
-    t.is(await run(p, '/dev/testdrv', { op: 'move', id: own.id }), 0);
-    await run(p, '/dev/testimp', { op: 'detach', att });
-    await run(p, '/dev/testimp', { op: 'put', id });
-    await run(p, '/dev/testdrv', { op: 'put', id: own.id });
-  });
-});
-
 test('sleeping file ops: read parks on the driver\'s wait queue until it wakes; poll sees the driver\'s mask', async (t) => {
   await withMachine(t, async (m) => {
     await m.loadDriver(exporter, { name: 'testdrv' });
