@@ -8,6 +8,7 @@ import { Machine } from '../src/index.js';
 import { Mutex, beginExpectLockdepReports, endExpectLockdepReports } from '../src/locking/index.js';
 
 const fixture = new URL('./fixtures/locking-proc.js', import.meta.url);
+const syncProcs = new URL('../src/demos/implicit-sync-procs.js', import.meta.url);
 
 test('an ABBA between two processes is reported, nothing blocks', async (t) => {
   const m = await Machine.boot({ lockdep: true });
@@ -121,4 +122,29 @@ test('watchdog off: no domain unless asked; watchdog alone makes one with the va
   await t.throwsAsync(Machine.boot({ hungTaskTimeoutMs: -1 }), { code: 'ERR_OUT_OF_RANGE', message: /options\.hungTaskTimeoutMs/ });
   await t.throwsAsync(Machine.boot({ hungTaskTimeoutMs: '5' as unknown as number }), { code: 'ERR_INVALID_ARG_TYPE' });
   await t.throwsAsync(Machine.boot({ watchdog: 1 as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' });
+});
+
+test('watchdog: a DMA_BUF_IOCTL_SYNC START parked in the kernel past the hung-task time is reported hung', async (t) => {
+  const m = await Machine.boot({ watchdog: true, hungTaskTimeoutMs: 300 });
+  const d = m.lockdep.domain()!;
+  const exp = beginExpectLockdepReports(d, { kind: 'hung' }, 'a parked SYNC START');
+  try {
+    const gpu = await m.spawn(syncProcs, { name: 'gpu' });
+    const display = await m.spawn(syncProcs, { name: 'display' });
+    const [gs, ds] = await m.socketpair(gpu, display);
+    await gpu.call('gpuSubmit', gs);
+    await display.call('displayReceive', ds);
+    const scan = display.call<{ waitedMs: number; wrong: number }>('displayScanout', 0xab); // parks on the write fence
+    const t0 = performance.now();
+    while (!m.lockdep.reports().some((r) => r.kind === 'hung') && performance.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+    const hung = m.lockdep.reports().filter((r) => r.kind === 'hung');
+    t.is(hung.length, 1);
+    t.regex(hung[0]!.text, /^INFO: task worker \d+ \(display \(pid \d+\)\) blocked for more than \d+ ms\.\n\s+waiting for \(DMA_BUF_IOCTL_SYNC\(START\)\), a syscall parked in the kernel waiting for fences,/);
+    await gpu.call('gpuRenderAndSignal', 0xab);
+    t.is((await scan).wrong, 0, 'the wait then completes as usual');
+    t.deepEqual(m.lockdep.waits(), []);
+  } finally {
+    endExpectLockdepReports(exp);
+    await m.shutdown();
+  }
 });

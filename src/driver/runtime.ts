@@ -26,6 +26,7 @@ import {
   F_UP_REPLY,
   F_UP_REQ,
   G_KERNEL_GONE,
+  H_CLAIM_WAIT,
   H_DOORBELL,
   H_GONE,
   H_SEQ,
@@ -59,12 +60,14 @@ export type UpcallServer = (op: number, f: FrameViews) => void;
 export const DRIVER_SLICE_MS = 100;
 /** How long the region handle for a reply may lag behind the reply before it counts as lost (ms). */
 const PORT_DRAIN_MS = 5000;
-/** The idle loop spins this long after its last upcall before it sleeps (ms), as the broker's serve loop does. */
-const IDLE_SPIN_MS = 0.1;
-/** After spinning, the idle loop sleeps synchronously in slices this long, up to IDLE_SYNC_MS, before waitAsync. */
+/**
+ * After its last upcall the idle loop stays in its synchronous hot phase this long (ms): spinning in a spin slot
+ * while the adaptive budget allows, else sleeping with Atomics.wait in IDLE_SYNC_SLICE_MS slices (a synchronous
+ * waiter is woken by the broker's notify directly, without an event-loop turn). Past it, Atomics.waitAsync.
+ */
+const IDLE_HOT_MS = 20;
 const IDLE_SYNC_SLICE_MS = 1;
-const IDLE_SYNC_MS = 20;
-/** Longest stretch of serving before the event loop (timers, promises) gets a turn (ms). */
+/** Longest stretch of the hot phase before the event loop (timers, promises) gets a turn (ms). */
 const SERVE_SLICE_MS = 2;
 
 export class DriverRuntime {
@@ -74,6 +77,8 @@ export class DriverRuntime {
   readonly name: string;
   private readonly port: MessagePort;
   private readonly spin: AdaptiveSpin;
+  /** The idle loop's own budget (idle gaps say nothing about how fast the kernel answers downcalls). */
+  private readonly idleSpin: AdaptiveSpin;
   /** Frames in use by the current nesting: a new downcall goes to frame `depth`. */
   depth = 0;
   /** regionId → SharedArrayBuffer, posted by the broker (pages this driver allocated or maps). */
@@ -97,6 +102,7 @@ export class DriverRuntime {
     this.name = init.name;
     this.port = init.port;
     this.spin = new AdaptiveSpin(spinBlockOf(init.control), init.owner, null, init.maxSpinners);
+    this.idleSpin = new AdaptiveSpin(spinBlockOf(init.control), init.owner, null, init.maxSpinners);
   }
 
   /** The errno a wait gives up with once the driver is cut off: ENODEV (declared dead), ESHUTDOWN (kernel gone). */
@@ -134,19 +140,35 @@ export class DriverRuntime {
    * Takes frame `i` for a downcall (compareExchange F_IDLE → F_DRIVER_CLAIM). Frame 0 races the broker posting an
    * upcall to an idle driver: when the broker won, its upcall is served first (it is a call into this driver
    * like any other), then the claim is tried again. A frame still holding our own reply (F_UP_REPLY) becomes idle
-   * as soon as the broker consumed it (it rings us then).
+   * as soon as the broker consumed it.
+   *
+   * Race-free: H_CLAIM_WAIT is stored before the compareExchange and the doorbell is read before it; the broker
+   * stores F_IDLE and then loads H_CLAIM_WAIT (both seq-cst), so either our compareExchange sees F_IDLE or the
+   * broker sees the flag and rings after the value we read. Bounded: DRIVER_SLICE_MS sleeps, and a driver the
+   * broker cut off gives up (a dead driver's frame is never consumed).
    */
   private claim(i: number): void {
     const f = this.ch.frames[i]!;
-    for (;;) {
-      const seen = Atomics.load(this.ch.header, H_DOORBELL);
-      const s = Atomics.compareExchange(f.i32, F_STATE, F_IDLE, F_DRIVER_CLAIM);
-      if (s === F_IDLE) return;
-      if (s === F_UP_REQ) {
-        this.serve(i);
-        continue;
+    const header = this.ch.header;
+    try {
+      for (;;) {
+        const seen = Atomics.load(header, H_DOORBELL);
+        const s = Atomics.compareExchange(f.i32, F_STATE, F_IDLE, F_DRIVER_CLAIM);
+        if (s === F_IDLE) return;
+        if (s === F_UP_REQ) {
+          this.serve(i);
+          continue;
+        }
+        const gone = this.goneErrno();
+        if (gone) throw new KernelError(gone, 'the kernel cut this driver off');
+        if (Atomics.load(header, H_CLAIM_WAIT) === 0) {
+          Atomics.store(header, H_CLAIM_WAIT, 1);
+          continue; // look again with the flag up
+        }
+        this.sleep(seen);
       }
-      this.sleep(seen);
+    } finally {
+      if (Atomics.load(header, H_CLAIM_WAIT) !== 0) Atomics.store(header, H_CLAIM_WAIT, 0);
     }
   }
 
@@ -208,16 +230,23 @@ export class DriverRuntime {
   }
 
   /**
-   * The idle loop: serves top-level upcalls in frame 0 from the event loop. A hot phase serves and spins briefly
-   * (like the broker's); then short synchronous sleeps (a wake costs less than waitAsync's) for IDLE_SYNC_MS; then
-   * Atomics.waitAsync in DRIVER_SLICE_MS slices. The event loop gets a turn at least every SERVE_SLICE_MS.
-   * Race-free as waitReply: the doorbell is read before frame 0 is checked.
+   * The idle loop: serves top-level upcalls in frame 0, in a synchronous hot phase like the broker's serve loop.
+   * After each upcall it keeps looking for the next one: spinning while it holds a spin slot and the adaptive
+   * budget allows (on a 2-vCPU machine a process usually holds the only slot, or the spins miss and the budget
+   * drops to zero: then this never spins), else sleeping with Atomics.wait on the doorbell in IDLE_SYNC_SLICE_MS
+   * slices — a synchronous sleeper is woken by the broker's notify without an event-loop turn. The event loop gets
+   * a turn at least every SERVE_SLICE_MS (timers, promises, port messages). IDLE_HOT_MS after its last upcall the
+   * driver is idle: it sleeps with Atomics.waitAsync in DRIVER_SLICE_MS slices and burns no CPU.
+   *
+   * Race-free as waitReply: the doorbell is read before frame 0 is checked, and the broker rings after every
+   * upcall it posts, so a post after the check ends the spin or the sleep at once. Bounded: every sleep is a slice;
+   * a driver the broker cut off (H_GONE) stops.
    */
   start(): void {
     const keepAlive = setInterval(() => {}, 1 << 30);
     const f0 = this.ch.frames[0]!;
     const header = this.ch.header;
-    let lastWork = performance.now();
+    let lastWork = -Infinity;
     const pump = (): void => {
       if (this.stopped || this.goneErrno()) {
         clearInterval(keepAlive);
@@ -236,20 +265,14 @@ export class DriverRuntime {
           setImmediate(pump);
           return;
         }
-        if (now - lastWork <= IDLE_SPIN_MS) continue;
-        if (now - lastWork <= IDLE_SYNC_MS) {
+        if (now - lastWork <= IDLE_HOT_MS) {
+          if (this.idleSpin.spinWhileEquals(header, H_DOORBELL, seen)) continue;
           Atomics.wait(header, H_DOORBELL, seen, IDLE_SYNC_SLICE_MS);
           continue;
         }
         const w = Atomics.waitAsync(header, H_DOORBELL, seen, DRIVER_SLICE_MS);
-        if (!w.async) {
-          setImmediate(pump);
-          return;
-        }
-        void w.value.then(() => {
-          lastWork = performance.now() - IDLE_SPIN_MS; // woken: poll once more, then back to short sleeps
-          pump();
-        });
+        if (!w.async) continue;
+        void w.value.then(pump);
         return;
       }
     };

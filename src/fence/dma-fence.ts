@@ -271,12 +271,38 @@ export function dmaFenceMightWait(): void {
 export interface FenceWaitHooks {
   sleep(gen: number, f: DmaFence, blockers: readonly DmaFence[], any: boolean): number;
   end(gen: number): void;
+  /**
+   * A process's syscall that waits for fences inside the kernel (`what`: DMA_BUF_IOCTL_SYNC, poll) has been parked
+   * for a slice: with gen 0 it may publish the wait (returns its number, 0: nothing published), later it refreshes
+   * it. Such a wait cannot be failed from here (the kernel holds it): hung reports only.
+   */
+  parked(gen: number, what: string): number;
 }
 
 let waitHooks: FenceWaitHooks | null = null;
 
 export function setFenceWaitHooks(hooks: FenceWaitHooks | null): void {
   waitHooks = hooks;
+}
+
+/**
+ * Runs `call` (a syscall that may park in the kernel waiting for fences) with its parked slices published through
+ * the watchdog hooks (`runtime.sliceHook`: the process C library's per-slice hook). Costs nothing unless the call
+ * stays parked a whole slice.
+ */
+export function fenceParkedCall<R>(runtime: { sliceHook: (() => void) | null }, what: string, call: () => R): R {
+  const hooks = waitHooks;
+  if (hooks === null) return call();
+  let gen = 0;
+  runtime.sliceHook = () => {
+    gen = hooks.parked(gen, what);
+  };
+  try {
+    return call();
+  } finally {
+    runtime.sliceHook = null;
+    if (gen !== 0) hooks.end(gen);
+  }
 }
 
 /**

@@ -59,7 +59,8 @@
  * Allocation and free are lock-free (compareExchange on tagged heads; no worker holds anything between steps).
  * Every list change is published with a single store (O_LIST, an entry, C_NUM) after the data it publishes, so a
  * worker killed at any instruction leaves every list consistent; what it dies owning — a chunk popped and not yet
- * published, a fence reference taken and not yet stored — is lost to the table's life (a leak, never a corruption).
+ * published, an old list not yet freed, the chunks in its own cache (ResvTable.cache), a fence reference taken and
+ * not yet stored — is lost to the table's life (a leak, never a corruption).
  */
 import { threadId } from 'node:worker_threads';
 import { validateInteger } from '../validate.js';

@@ -20,7 +20,7 @@ import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { O_CLOEXEC, PAGE_ALIGN, PAGE_SIZE, POLLERR, POLLHUP } from '../uapi/posix.js';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDataDirection } from './dma-direction.js';
-import { OUT_LEN } from '../shm/channel.js';
+import { OUT_LEN, RFLAGS, RF_ELSEWHERE } from '../shm/channel.js';
 import {
   createDriverChannel,
   DOWN,
@@ -40,6 +40,7 @@ import {
   F_UP_REPLY,
   F_UP_REQ,
   G_DEAD,
+  H_CLAIM_WAIT,
   H_GONE,
   isFileOpUpcall,
   MAX_FRAMES,
@@ -105,8 +106,12 @@ interface Upcall {
   readonly data: Uint8Array | null;
   readonly pid: number;
   readonly fileOp: boolean;
-  readonly resolve: (r: UpReply) => void;
-  readonly reject: (e: unknown) => void;
+  /**
+   * Runs once, synchronously, when the answer is found (the serve loop's scan) or the driver dies: `err` is the
+   * KernelError to fail with, else `r` is the answer. Synchronous on purpose: a parked syscall completes in the
+   * same serve pass that found the reply, not in a microtask after the hot phase ends.
+   */
+  readonly settle: (err: unknown, r: UpReply | null) => void;
   postedAt: number;
 }
 
@@ -276,10 +281,10 @@ export class DriverHost {
     const gone = (): KernelError => new KernelError(E.ENODEV, `driver ${drv.name} is gone`);
     for (let i = 0; i < MAX_FRAMES; i++) {
       const s = drv.slots[i];
-      if (s?.kind === 'up') s.up.reject(gone());
       drv.slots[i] = null;
+      if (s?.kind === 'up') s.up.settle(gone(), null);
     }
-    for (const up of drv.queue.splice(0)) up.reject(gone());
+    for (const up of drv.queue.splice(0)) up.settle(gone(), null);
     for (const path of drv.devices) this.k.unregisterPath(path);
     drv.devices.clear();
     for (const q of drv.waitQueues.values()) q.wake();
@@ -328,11 +333,23 @@ export class DriverHost {
    * dead. `fileOp`: a process's file operation (served only when the driver is idle, one at a time).
    */
   upcall(drv: DriverInstance, op: number, args: readonly number[], data: Uint8Array | null = null, pid = 0): Promise<UpReply> {
-    if (drv.dead) return Promise.reject(new KernelError(E.ENODEV, `driver ${drv.name} is gone`));
     return new Promise<UpReply>((resolve, reject) => {
-      drv.queue.push({ op, args, data, pid, fileOp: isFileOpUpcall(op), resolve, reject, postedAt: 0 });
-      this.tryPost(drv);
+      this.upcallCb(drv, op, args, data, pid, (err, r) => (r ? resolve(r) : reject(err)));
     });
+  }
+
+  /**
+   * upcall() with a callback instead of a promise: `settle` runs synchronously when the answer is found (or the
+   * driver dies) — never inside this call: a driver already dead settles in a microtask, so a caller that
+   * registers what the callback wakes right after calling this (a parked syscall) cannot miss it.
+   */
+  upcallCb(drv: DriverInstance, op: number, args: readonly number[], data: Uint8Array | null, pid: number, settle: (err: unknown, r: UpReply | null) => void): void {
+    if (drv.dead) {
+      queueMicrotask(() => settle(new KernelError(E.ENODEV, `driver ${drv.name} is gone`), null));
+      return;
+    }
+    drv.queue.push({ op, args, data, pid, fileOp: isFileOpUpcall(op), settle, postedAt: 0 });
+    this.tryPost(drv);
   }
 
   /** Posts the first queued upcall that may go now (see the file comment), if any. */
@@ -393,11 +410,13 @@ export class DriverHost {
           };
           // Its downcalls were all answered and consumed before it could reply: the frames above are free.
           for (let j = i; j < MAX_FRAMES; j++) drv.slots[j] = null;
-          Atomics.store(f.i32, F_STATE, F_IDLE);
-          ringDriver(drv.ch.header);
           n++;
-          if (err) up.reject(new KernelError(err, `${drv.name} ${UP_NAMES[up.op]}`));
-          else up.resolve(reply);
+          // The caller first (a parked syscall is answered in this pass), then the frame goes back to the driver;
+          // an upcall the callback queues meanwhile is posted by tryPost below. The driver is rung only when it
+          // sleeps waiting to claim this frame (H_CLAIM_WAIT: see DriverRuntime.claim for why that is race-free).
+          up.settle(err ? new KernelError(err, `${drv.name} ${UP_NAMES[up.op]}`) : null, err ? null : reply);
+          Atomics.store(f.i32, F_STATE, F_IDLE);
+          if (Atomics.load(drv.ch.header, H_CLAIM_WAIT) !== 0) ringDriver(drv.ch.header);
           break;
         }
       }
@@ -638,29 +657,31 @@ export class DriverHost {
     let outcome: { ok: true; r: UpReply } | { ok: false; err: unknown } | null = null;
     let gone = false;
     let sub: { q: WaitQueue; w: () => void } | null = null;
+    // The process may stop spinning: its answer needs the driver's worker first (see RF_ELSEWHERE).
+    Atomics.or(t.channel.i32, RFLAGS, RF_ELSEWHERE);
     const start = (): void => {
-      this.upcall(drv, op, args, data, t.pid).then(
-        (r) => {
-          if (gone) return;
-          if (r.wouldBlock) {
-            const wq = this.driverQueue(drv, r.ret);
-            const w = (): void => {
-              wq.remove(w);
-              sub = null;
-              start();
-            };
-            sub = { q: wq, w };
-            wq.add(w);
-            return;
-          }
-          outcome = { ok: true, r };
-          q.wake();
-        },
-        (err: unknown) => {
+      // The callback form: the answer completes the parked call in the serve pass that found it.
+      this.upcallCb(drv, op, args, data, t.pid, (err, r) => {
+        if (!r) {
           outcome = { ok: false, err };
           if (!gone) q.wake();
-        },
-      );
+          return;
+        }
+        if (gone) return;
+        if (r.wouldBlock) {
+          const wq = this.driverQueue(drv, r.ret);
+          const w = (): void => {
+            wq.remove(w);
+            sub = null;
+            start();
+          };
+          sub = { q: wq, w };
+          wq.add(w);
+          return;
+        }
+        outcome = { ok: true, r };
+        q.wake();
+      });
     };
     start();
     return new Blocked(

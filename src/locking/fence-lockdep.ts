@@ -28,7 +28,7 @@
 import { setFenceLockdepHooks, setFenceWaitHooks, type DmaFence } from '../fence/dma-fence.js';
 import { setFenceCallbackHooks } from '../fence/runtime.js';
 import { LockDomain, PRIMED, WATCHDOG } from './domain.js';
-import { WAIT_FENCE, waitBeat, waitBegin, waitEnd } from './watchdog.js';
+import { FLAG_PARKED, WAIT_FENCE, WAIT_SYSCALL, waitBeat, waitBegin, waitEnd } from './watchdog.js';
 import { LockClass, LockMap, enterAtomic, exitAtomic, inAtomic, lockAcquire, lockIsHeld, lockRelease, mightSleep } from './lockdep.js';
 import { WwAcquireCtx, WwClass, WwMutex } from './ww-mutex.js';
 
@@ -160,7 +160,15 @@ export function installFenceLockdep(d: LockDomain = LockDomain.current()): void 
   // Fence callbacks run in atomic context (the kernel runs them under fence->lock): a sleeping lock or a fence
   // wait inside one is reported ('wait-context'), and a signal from inside one is no signalling section.
   setFenceCallbackHooks({ enter: () => enterAtomic(d), exit: () => exitAtomic(d) });
-  setFenceWaitHooks({ sleep: (gen, f, blockers, any) => fenceWaitSleep(d, gen, f, blockers, any), end: (gen) => waitEnd(d, gen) });
+  setFenceWaitHooks({
+    sleep: (gen, f, blockers, any) => fenceWaitSleep(d, gen, f, blockers, any),
+    end: (gen) => waitEnd(d, gen),
+    parked: (gen, what) => {
+      if (gen === 0) return waitBegin(d, WAIT_SYSCALL, -1, 0, 0, what, 0, 0, FLAG_PARKED);
+      waitBeat(d, gen, 0);
+      return gen;
+    },
+  });
 }
 
 /**

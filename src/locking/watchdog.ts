@@ -22,6 +22,7 @@
  * | 8        | W_WORKER_NO  | the worker's number ("worker N"), written at attach (domain.ts publishName)      |
  * | 9, 10    | W_NAME_LEN, W_TEXT_LEN | byte lengths of the name and text below                                |
  * | 11, 12   | W_CTX, W_SEQNO | fence: context and low 32 bits of the seqno of the fence waited on             |
+ * | 13       | W_FLAGS      | FLAG_PARKED: a syscall parked in the kernel (published after one reply slice)     |
  * | 16..31   | text         | UTF-8: the lock class, or the fence's driver:timeline (≤ 64 bytes)               |
  * | 32..47   | name         | UTF-8: the worker's display name (≤ 64 bytes)                                    |
  *
@@ -60,6 +61,9 @@ export const W_VERDICT = 7;
 export const W_TEXT_LEN = 10;
 export const W_CTX = 11;
 export const W_SEQNO = 12;
+export const W_FLAGS = 13;
+/** W_FLAGS: the wait is a syscall parked in the kernel (the broker holds it): it cannot be failed, only reported. */
+export const FLAG_PARKED = 1;
 const W_TEXT = 16;
 const STR_BYTES = W_STR_BYTES;
 
@@ -67,6 +71,8 @@ export const WAIT_MUTEX = 1;
 export const WAIT_WW = 2;
 export const WAIT_SPIN = 3;
 export const WAIT_FENCE = 4;
+/** A process's syscall parked in the kernel waiting for fences (DMA_BUF_IOCTL_SYNC START, poll): no edge known. */
+export const WAIT_SYSCALL = 5;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -88,7 +94,7 @@ function getStr(d: LockDomain, word: number, len: number): string {
  * names it. Returns the wait's number (pass it to waitBeat / waitEnd), or 0 when nothing was published (no watchdog
  * runs, or this worker has no slot). The sleeping path only; the caller's own thread.
  */
-export function waitBegin(d: LockDomain, kind: number, obj: number, obj2: number, holder: number, text: string, ctx = 0, seqno = 0): number {
+export function waitBegin(d: LockDomain, kind: number, obj: number, obj2: number, holder: number, text: string, ctx = 0, seqno = 0, flags = 0): number {
   const i32 = d.i32;
   if (Atomics.load(i32, WATCHDOG) === 0) return 0;
   const slot = d.waitSlot;
@@ -105,6 +111,7 @@ export function waitBegin(d: LockDomain, kind: number, obj: number, obj2: number
   Atomics.store(i32, b + W_HOLDER, holder);
   Atomics.store(i32, b + W_CTX, ctx);
   Atomics.store(i32, b + W_SEQNO, seqno);
+  Atomics.store(i32, b + W_FLAGS, flags);
   const gen = ((Atomics.add(i32, WAIT_SEQ, 1) + 1) & 0x7fffffff) || 1;
   // Published last: a reader that sees this number sees every word above (seq-cst store / load).
   Atomics.store(i32, b + W_GEN, gen);
@@ -183,6 +190,7 @@ interface Waiter {
   readonly workerNo: number;
   readonly ctx: number;
   readonly seqno: number;
+  readonly flags: number;
 }
 
 interface Candidate {
@@ -306,13 +314,14 @@ export class LockWatchdog {
       let text = getStr(d, b + W_TEXT, Atomics.load(i32, b + W_TEXT_LEN));
       const ctx = Atomics.load(i32, b + W_CTX);
       const seqno = Atomics.load(i32, b + W_SEQNO);
+      const flags = Atomics.load(i32, b + W_FLAGS);
       // Seqlock: the snapshot is good only if the wait is still the same one.
       if (Atomics.load(i32, b + W_GEN) !== gen) continue;
       if (kind === WAIT_FENCE && obj >= 0 && this.fences !== null) {
         if (holder === 0) holder = this.fences.signaller(obj, obj2);
         if (text.startsWith('?')) text = this.fences.name(obj, obj2) ?? text;
       }
-      waiters.set(token, { slot, token, gen, kind, obj, holder, beat, text, name, workerNo, ctx, seqno });
+      waiters.set(token, { slot, token, gen, kind, obj, holder, beat, text, name, workerNo, ctx, seqno, flags });
     }
     return { names, waiters };
   }
@@ -380,16 +389,21 @@ export class LockWatchdog {
     return out;
   }
 
-  /** Condemns the victim of a confirmed cycle and records the report. */
+  /**
+   * Condemns the victim of a confirmed cycle — the member whose wait began last, among those that can be failed (a
+   * syscall parked in the kernel cannot) — and records the report. A cycle of parked syscalls only is reported.
+   */
   private breakCycle(cycle: Waiter[], names: Map<number, string>): LockdepReport | null {
     const d = this.domain;
-    let victim = cycle[0]!;
-    for (const w of cycle) if (w.gen > victim.gen) victim = w;
-    this.done.add(`${victim.slot}:${victim.gen}`);
-    Atomics.store(d.i32, d.waitBase + victim.slot * WAIT_WORDS + W_VERDICT, victim.gen);
-    this.broken++;
+    let victim: Waiter | null = null;
+    for (const w of cycle) if ((w.flags & FLAG_PARKED) === 0 && (victim === null || w.gen > victim.gen)) victim = w;
+    for (const w of cycle) this.done.add(`${w.slot}:${w.gen}`);
+    if (victim !== null) {
+      Atomics.store(d.i32, d.waitBase + victim.slot * WAIT_WORDS + W_VERDICT, victim.gen);
+      this.broken++;
+    }
     // Order the cycle from the victim: victim waits for X held by A, A waits for Y held by B, ...
-    const vi = cycle.indexOf(victim);
+    const vi = victim === null ? 0 : cycle.indexOf(victim);
     const ordered = cycle.slice(vi).concat(cycle.slice(0, vi));
     const who = (w: Waiter): string => names.get(w.token) ?? label(w.workerNo, w.name, w.token);
     const lines = [
@@ -418,8 +432,9 @@ export class LockWatchdog {
       '',
       ' *** DEADLOCK ***',
       '',
-      `breaking it: ${who(victim)}'s wait on ${shortObj(victim)} fails with -EDEADLK`,
-      '(the victim is the member whose wait began last: the acquisition that closed the cycle)',
+      ...(victim !== null
+        ? [`breaking it: ${who(victim)}'s wait on ${shortObj(victim)} fails with -EDEADLK`, '(the victim is the member whose wait began last: the acquisition that closed the cycle)']
+        : ['not broken: every member is a syscall parked in the kernel, which the watchdog cannot fail']),
     );
     const objs = ordered.map((w) => keyObj(w));
     const r: LockdepReport = {
@@ -437,7 +452,9 @@ export class LockWatchdog {
     const holder = w.holder;
     const hw = holder !== 0 ? waiters.get(holder) : undefined;
     const holderText =
-      holder === 0
+      w.kind === WAIT_SYSCALL && holder === 0
+        ? 'whose fences are in the kernel (dma_buf/bufinfo and sync/info list them, and who created them)'
+        : holder === 0
         ? w.kind === WAIT_FENCE
           ? 'signaller unknown (annotate it: dmaFenceSetSignaller)'
           : 'held by nobody now (released as the watchdog looked)'
@@ -482,6 +499,8 @@ function keyObj(w: Waiter): string {
 
 function objText(w: Waiter): string {
   switch (w.kind) {
+    case WAIT_SYSCALL:
+      return `(${w.text}), a syscall parked in the kernel waiting for fences`;
     case WAIT_FENCE:
       return `(dma_fence ${w.text} context ${w.ctx >>> 0} seqno ${w.seqno >>> 0})`;
     case WAIT_WW:

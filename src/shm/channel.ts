@@ -9,7 +9,9 @@
  *   12  i32 ERRNO       0, or the positive errno of a failed call (reply)
  *   16  i32 IN_LEN      bytes of DATA the request carries (paths, ioctl structs, message bytes)
  *   20  i32 OUT_LEN     bytes of DATA the reply carries back (copy_to_user)
- *   24  i32 RFLAGS      reply flags: RF_PORT_MSG = SharedArrayBuffer handles were posted on the process's port
+ *   24  i32 RFLAGS      reply flags: RF_PORT_MSG = SharedArrayBuffer handles were posted on the process's port;
+ *                       RF_ELSEWHERE = set while the call runs, by the broker, when the call waits for another
+ *                       worker (a driver's file op): a hint to stop spinning (see Runtime.waitReply)
  *   28  i32 STACK_LEN   see STACK below
  *   32  i32 SHUTDOWN    0, then SHUTDOWN_BEGUN once the machine shuts down (written by the kernel in every
  *                       channel), or SHUTDOWN_KERNEL_GONE once the broker worker exited (written by the main
@@ -50,6 +52,13 @@ export const ST_REQUEST = 1;
 export const ST_REPLY = 2;
 
 export const RF_PORT_MSG = 1;
+/**
+ * Set by the broker, during the call, in a call that parked on another worker (a driver serving the file op): the
+ * reply will take at least one more hand-over, and on a machine with a single spin slot the process's spinning
+ * would keep that worker off the vCPU it needs, so the process sleeps instead. A hint only: it changes nothing but
+ * how the process waits (the process may write it too, and only changes its own waiting).
+ */
+export const RF_ELSEWHERE = 2;
 
 export const ARGS_OFFSET = 64;
 export const NARGS = 8;

@@ -11,6 +11,9 @@
  *                 it stopped answering) or G_KERNEL_GONE once the broker worker exited (written by the main thread).
  *                 The driver's waits give up with ENODEV / ESHUTDOWN
  *   2 H_SEQ       the driver's own counter (port messages are matched by region id, not by this)
+ *   3 H_CLAIM_WAIT 1 while the driver sleeps waiting for the broker to consume its reply in a frame it wants to
+ *                 claim (`DriverRuntime.claim`); the broker rings the doorbell after such a consumption only then,
+ *                 so a driver sleeping in its idle loop is not woken for nothing on every call
  *
  * ## Frames (MAX_FRAMES of FRAME_BYTES each, from FRAMES_OFFSET)
  *
@@ -44,6 +47,7 @@
 export const H_DOORBELL = 0;
 export const H_GONE = 1;
 export const H_SEQ = 2;
+export const H_CLAIM_WAIT = 3;
 export const G_DEAD = 1;
 export const G_KERNEL_GONE = 2;
 

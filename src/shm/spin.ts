@@ -105,9 +105,10 @@ export class AdaptiveSpin {
 
   /**
    * Spins until `word[index] !== value` or the budget runs out. Returns true if the value changed while spinning.
-   * Only while holding a spin slot; without a free slot it returns false at once.
+   * Only while holding a spin slot; without a free slot it returns false at once. `abort`, polled every few
+   * dozen loads, ends the spin early (false) without changing the budget.
    */
-  spinWhileEquals(word: Int32Array, index: number, value: number): boolean {
+  spinWhileEquals(word: Int32Array, index: number, value: number, abort?: () => boolean): boolean {
     if (this.budgetUs <= 0) {
       // Occasionally probe again, so a machine that became quiet regains fast round trips.
       if (++this.misses % 64 === 0) this.budgetUs = SPIN_MIN_US * 4;
@@ -117,17 +118,26 @@ export class AdaptiveSpin {
     if (slot < 0) return false;
     const deadline = performance.now() + this.budgetUs / 1000;
     let hit = false;
+    let aborted = false;
     try {
       for (let i = 0; ; i++) {
         if (Atomics.load(word, index) !== value) {
           hit = true;
           break;
         }
-        if ((i & 31) === 31 && performance.now() > deadline) break;
+        if ((i & 31) === 31) {
+          if (performance.now() > deadline) break;
+          if (abort?.()) {
+            aborted = true;
+            break;
+          }
+        }
       }
     } finally {
       Atomics.compareExchange(this.block, slot, this.owner, 0);
     }
+    // An aborted spin says nothing about how long waits last: the budget stays.
+    if (aborted) return false;
     if (hit) this.budgetUs = Math.min(SPIN_MAX_US, this.budgetUs * 2 || SPIN_MIN_US);
     else this.budgetUs = this.budgetUs > SPIN_MIN_US ? this.budgetUs / 2 : 0;
     return hit;

@@ -14,6 +14,7 @@ import {
   OP,
   OUT_LEN,
   RFLAGS,
+  RF_ELSEWHERE,
   RF_PORT_MSG,
   SEQ,
   SHUTDOWN,
@@ -195,14 +196,28 @@ export class Runtime {
   private waitReply(): boolean {
     const i32 = this.ch.i32;
     if (Atomics.load(i32, STATE) === ST_REPLY) return true;
-    if (this.spin.spinWhileEquals(i32, STATE, ST_REQUEST)) return true;
+    if (this.spin.spinWhileEquals(i32, STATE, ST_REQUEST, this.elsewhere)) return true;
     while (Atomics.load(i32, STATE) === ST_REQUEST) {
-      if (Atomics.wait(i32, STATE, ST_REQUEST, REPLY_SLICE_MS) === 'timed-out' && !this.kernelAlive()) {
-        return Atomics.load(i32, STATE) !== ST_REQUEST;
+      if (Atomics.wait(i32, STATE, ST_REQUEST, REPLY_SLICE_MS) === 'timed-out') {
+        // A whole slice parked in the kernel: the caller may publish the wait (the lock watchdog's hung reports).
+        this.sliceHook?.();
+        if (!this.kernelAlive()) return Atomics.load(i32, STATE) !== ST_REQUEST;
       }
     }
     return true;
   }
+
+  /**
+   * Runs after every REPLY_SLICE_MS slice the current call spends parked in the kernel (set around one call by the C
+   * library; null otherwise): never on a call that returns within a slice.
+   */
+  sliceHook: (() => void) | null = null;
+
+  /**
+   * The spin's early end: the broker handed the call to another worker (RF_ELSEWHERE) and the machine has a single
+   * spin slot (2 vCPUs): that worker needs the vCPU this process spins on, so sleeping is the faster wait.
+   */
+  private readonly elsewhere = (): boolean => this.maxSpinners < 2 && (Atomics.load(this.ch.i32, RFLAGS) & RF_ELSEWHERE) !== 0;
 
   /**
    * False once the main thread marked this channel SHUTDOWN_KERNEL_GONE (the broker worker exited). A word of this

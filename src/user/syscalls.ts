@@ -10,7 +10,7 @@ import { F_DUPFD, F_DUPFD_CLOEXEC, F_GETFD, F_SETFD, F_SETFL, O_RDONLY, POLLIN, 
 import { DATA_SIZE, SYS } from '../shm/channel.js';
 import { ProcessExit, rt } from './runtime.js';
 import { DMA_BUF_IOCTL_SYNC, DMA_BUF_SYNC_END, DMA_BUF_SYNC_RW, DMA_BUF_SYNC_VALID_FLAGS_MASK, dma_buf_sync } from '../uapi/dma-buf.js';
-import { dmaFenceMightWait } from '../fence/dma-fence.js';
+import { dmaFenceMightWait, fenceParkedCall } from '../fence/dma-fence.js';
 import {
   validateArray,
   validateData,
@@ -111,8 +111,10 @@ export function ioctl(fd: number, request: number, arg?: ArrayBufferView | strin
   const bytes = typeof arg === 'string' ? cstr(arg) : new Uint8Array(arg.buffer, arg.byteOffset, arg.byteLength);
   // DMA_BUF_IOCTL_SYNC START waits for the buffer's fences (dma_buf_begin_cpu_access → dma_resv_wait_timeout): an
   // annotated fence wait in the caller's context, whether or not a fence is pending (issue 8; src/locking).
-  if (req === DMA_BUF_IOCTL_SYNC && bytes.length >= 8 && isSyncStart(bytes)) dmaFenceMightWait();
+  const start = req === DMA_BUF_IOCTL_SYNC && bytes.length >= 8 && isSyncStart(bytes);
+  if (start) dmaFenceMightWait();
   try {
+    if (start) return fenceParkedCall(r, 'DMA_BUF_IOCTL_SYNC(START)', () => r.call(SYS.ioctl, f, req, 1, 0, 0, 0, bytes, 'ioctl'));
     return r.call(SYS.ioctl, f, req, 1, 0, 0, 0, bytes, 'ioctl');
   } finally {
     // copy_to_user already happened in the kernel's view of the buffer; bring it back even on failure, since
@@ -242,7 +244,7 @@ export function poll(fds: PollFd[], timeoutMs: number): number {
   // A poll that may sleep may sleep on a fence (a sync_file, a dma-buf): annotated like a fence wait, so holding a
   // lock a signaller needs across it is reported (issue 8's addition; timeout 0 never sleeps).
   if (timeout !== 0) dmaFenceMightWait();
-  const n = r.call(SYS.poll, list.length, timeout, 0, 0, 0, 0, buf, 'poll');
+  const n = timeout !== 0 ? fenceParkedCall(r, 'poll', () => r.call(SYS.poll, list.length, timeout, 0, 0, 0, 0, buf, 'poll')) : r.call(SYS.poll, list.length, timeout, 0, 0, 0, 0, buf, 'poll');
   const out = r.outBytes();
   const odv = new DataView(out.buffer, out.byteOffset, out.byteLength);
   fds.forEach((p, i) => (p.revents = odv.getUint16(i * 8 + 6, true)));
