@@ -136,6 +136,26 @@ test('dynamic importers: move_notify runs in the importer\'s worker under the ex
   });
 });
 
+test('begin/end_cpu_access from a driver: the exporter\'s hooks run without the reservation lock; calling them with it held WARNs (might_lock)', async (t) => {
+  await checked(t, async (m) => {
+    const p = await pair(m);
+    const { id, att } = await imported(p);
+    await run(p, '/dev/testimp', { op: 'cpu', id, dir: 1 });
+    await run(p, '/dev/testimp', { op: 'cpu', id, dir: 1, end: true });
+    t.like(await calls(p), { begin_cpu_access: 1, end_cpu_access: 1 });
+    t.is((await calls(p))['begin_cpu_access-resv'], undefined);
+    const w = await expectKernelWarnings(m, /might_lock/, 'CPU access under the reservation lock');
+    await run(p, '/dev/testimp', { op: 'cpu', id, dir: 2, locked: true });
+    await run(p, '/dev/testimp', { op: 'cpu', id, dir: 2, end: true, locked: true });
+    t.deepEqual(
+      (await w.end()).map((x) => /^driver testimp: (dma_buf_\w+): might_lock/.exec(x)?.[1]),
+      ['dma_buf_begin_cpu_access', 'dma_buf_end_cpu_access'],
+    );
+    await run(p, '/dev/testimp', { op: 'detach', att });
+    await run(p, '/dev/testimp', { op: 'put', id });
+  });
+});
+
 test('vmap counts under the buffer\'s lock (dmabuf->lock), taken in the caller\'s worker', async (t) => {
   await checked(t, async (m) => {
     const p = await pair(m);
@@ -210,8 +230,12 @@ test('vunmap at count 0 or of another mapping is a reported BUG and refused (EIN
     t.regex(warned[0]!, /unmapping a different mapping/);
     t.regex(warned[1]!, /is not vmapped/);
     t.like(await calls(p), { vmap: 1, vunmap: 1 });
+    // A vmap holds no reference: the importer may put its own (the process's fd keeps the buffer) and vunmap after.
+    const v2 = await run<{ id: number }>(p, '/dev/testimp', { op: 'vmap', id });
     await run(p, '/dev/testimp', { op: 'detach', att });
-    await run(p, '/dev/testimp', { op: 'put', id });
+    await run(p, '/dev/testimp', { op: 'put', id, forget: false });
+    t.is(await run(p, '/dev/testimp', { op: 'vunmap', vmap: v2.id }), 0);
+    t.like(await calls(p), { vmap: 2, vunmap: 2 });
   });
 });
 

@@ -10,7 +10,7 @@
  */
 import { KernelError } from '../errors.js';
 import { BUG, printLine, setWarningSink, warn } from '../bug.js';
-import { validateFd, validateFlags, validateInt, validateInteger, validateWord } from '../validate.js';
+import { validateFd, validateFlags, validateInt, validateInteger, validatePath, validateString, validateWord } from '../validate.js';
 import { E } from '../uapi/errno.js';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_NONE, DMA_TO_DEVICE, type DmaDataDirection } from '../kernel/dma-direction.js'; // a leaf file of constants: the one import of src/kernel/ a driver makes
 import { IoMem, IosysMap } from '../shm/iosys-map.js';
@@ -158,7 +158,8 @@ export function makeDriver(name: string): Driver {
   return {
     name,
     registerChrdev(path: string, fops: FileOps): void {
-      if (typeof path !== 'string' || !path.startsWith('/dev/')) throw new KernelError(E.EINVAL, `device path ${String(path)}`);
+      validatePath(path);
+      if (!path.startsWith('/dev/')) throw new KernelError(E.EINVAL, `device path ${path}`);
       drt().call(DOWN.register_chrdev, [], enc.encode(path));
       chrdevs.set(path, { path, fops });
     },
@@ -350,6 +351,7 @@ export interface DmaBufExportInfo<P> {
 export function dmaBufExport<P>(info: DmaBufExportInfo<P>): DmaBuf<P> {
   const ops = info.ops;
   validateWord(info.size, 'info.size'); // a size_t: any C value goes on to the core's check
+  if (info.expName !== undefined) validateString(info.expName, 'info.expName');
   if (info.flags !== undefined) validateFlags(info.flags, 'info.flags');
   if (typeof ops !== 'object' || ops === null) throw new KernelError(E.EINVAL, 'dma_buf_export: no ops');
   let bits = 0;
@@ -633,11 +635,24 @@ export function dmaBufMoveNotify(buf: DmaBuf): void {
 
 /** dma_buf_begin_cpu_access from kernel code: the exporter's hook, then the implicit fences of the direction. */
 export function dmaBufBeginCpuAccess(buf: DmaBuf, dir: DmaDataDirection): void {
-  drt().call(DOWN.begin_cpu_access, [checkBuf(buf, 'dma_buf_begin_cpu_access').ino, checkDir(dir)]);
+  const b = checkBuf(buf, 'dma_buf_begin_cpu_access');
+  mightLockResv(b, 'dma_buf_begin_cpu_access');
+  drt().call(DOWN.begin_cpu_access, [b.ino, checkDir(dir)]);
 }
 
+/** dma_buf_end_cpu_access: the exporter's end_cpu_access. Call it without the reservation lock held. */
 export function dmaBufEndCpuAccess(buf: DmaBuf, dir: DmaDataDirection): void {
-  drt().call(DOWN.end_cpu_access, [checkBuf(buf, 'dma_buf_end_cpu_access').ino, checkDir(dir)]);
+  const b = checkBuf(buf, 'dma_buf_end_cpu_access');
+  mightLockResv(b, 'dma_buf_end_cpu_access');
+  drt().call(DOWN.end_cpu_access, [b.ino, checkDir(dir)]);
+}
+
+/**
+ * might_lock(&dmabuf->resv->lock.base): the exporter's CPU-access hooks may take the reservation lock, so the
+ * caller must not hold it (mainline's convention; lockdep reports the recursion). A WARN when this worker does.
+ */
+function mightLockResv(buf: DmaBuf, what: string): void {
+  if (dmaResvHeld(buf.resv)) warn(`${what}: might_lock(&dmabuf->resv->lock.base) while this worker holds it (recursive locking)`);
 }
 
 /**

@@ -150,8 +150,9 @@ export class DriverInstance {
   readonly atts = new Map<number, DmaBufAttachment>();
   /** sg tables handed to this driver, by id. */
   readonly maps = new Map<number, { readonly att: DmaBufAttachment; readonly sgt: SgTable }>();
-  /** dma-buf ino → vmaps this driver holds. */
-  readonly vmaps = new Map<number, number>();
+  /** dma-buf ino → the buffer and the vmaps this driver holds on it (a vmap holds no reference: it may outlive
+   *  the driver's own, as in C). */
+  readonly vmaps = new Map<number, { readonly buf: DmaBuf; n: number }>();
   readonly regions = new Map<number, { readonly region: ShmRegion; readonly trackId: number }>();
   /** Region ids whose SharedArrayBuffer this worker has been sent; buffer inos whose lock it has been sent. */
   readonly postedRegions = new Set<number>();
@@ -298,9 +299,8 @@ export class DriverHost {
       if (!(e instanceof KernelError)) this.entry.recordOops(0, `driver ${drv.name} teardown`, e);
     };
     const undo: Promise<void>[] = [];
-    for (const [ino, n] of drv.vmaps) {
-      const buf = drv.refs.get(ino)?.buf;
-      if (buf) for (let i = 0; i < n; i++) undo.push(dmaBufVunmapAsync(k, buf, buf.vmapPtr).catch(report));
+    for (const { buf, n } of drv.vmaps.values()) {
+      if (buf.file.count > 0) for (let i = 0; i < n; i++) undo.push(dmaBufVunmapAsync(k, buf, buf.vmapPtr).catch(report));
     }
     drv.vmaps.clear();
     for (const { att, sgt } of drv.maps.values()) {
@@ -1049,13 +1049,16 @@ on(DOWN.vmap, async (h, drv, a) => {
     await dmaBufVunmapAsync(h.k, buf, map);
     throw e;
   }
-  drv.vmaps.set(buf.ino, (drv.vmaps.get(buf.ino) ?? 0) + 1);
+  const held = drv.vmaps.get(buf.ino);
+  if (held) held.n++;
+  else drv.vmaps.set(buf.ino, { buf, n: 1 });
   h.postRegion(drv, v.region);
   return { ret: v.region.id, res: [v.offset, v.length, v.iomem ? 1 : 0, v.gen] };
 });
 on(DOWN.vunmap, async (h, drv, a) => {
-  const buf = h.heldBuf(drv, a[0]!);
-  const held = drv.vmaps.get(buf.ino) ?? 0;
+  // The buffer of one of this driver's vmaps, or one it holds a reference on (dma_buf_vunmap takes none).
+  const held = drv.vmaps.get(a[0]!);
+  const buf = held?.buf ?? h.heldBuf(drv, a[0]!);
   const cur = buf.vmapPtr.isNull ? -2 : h.vmapRange(buf.vmapPtr).gen;
   // The caller's map is the core's current one when the generations agree; anything else is "a different
   // mapping" (or none), which the core reports as the BUG it is.
@@ -1070,8 +1073,7 @@ on(DOWN.vunmap, async (h, drv, a) => {
     }
     throw e;
   }
-  if (held > 1) drv.vmaps.set(buf.ino, held - 1);
-  else drv.vmaps.delete(buf.ino);
+  if (held && --held.n === 0) drv.vmaps.delete(buf.ino);
   return { ret: buf.vmappingCounter === 0 ? 0 : 1 };
 });
 on(DOWN.pin, async (h, drv, a) => {
