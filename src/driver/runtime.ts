@@ -179,17 +179,24 @@ export class DriverRuntime {
    * after every state it stores for us, so a store after the check makes the sleep return at once. Bounded: each
    * sleep is at most DRIVER_SLICE_MS; after each the cut-off word is checked (the broker declared this driver dead,
    * or exited): then the call fails with ENODEV / ESHUTDOWN instead of waiting forever.
+   *
+   * A nested upcall is served before the reply is taken: the broker posts into frame i + 1 only while frame i is
+   * unanswered and may answer right after (a put that releases one of our buffers), so both can be there at
+   * once. Returning on the reply alone would leave the upcall unserved — its caller waiting for ever, and its
+   * stale request found by a later downcall's wait. The UP_REQ store precedes the DOWN_REPLY store, so reading
+   * our reply first and the next frame second cannot miss it.
    */
   private waitReply(i: number): void {
     const f = this.ch.frames[i]!;
     const next = i + 1 < MAX_FRAMES ? this.ch.frames[i + 1]! : null;
     for (;;) {
       const seen = Atomics.load(this.ch.header, H_DOORBELL);
-      if (Atomics.load(f.i32, F_STATE) === F_DOWN_REPLY) return;
+      const replied = Atomics.load(f.i32, F_STATE) === F_DOWN_REPLY;
       if (next && Atomics.load(next.i32, F_STATE) === F_UP_REQ) {
         this.serve(i + 1);
         continue;
       }
+      if (replied) return;
       const gone = this.goneErrno();
       if (gone) throw new KernelError(gone, 'the kernel cut this driver off');
       if (this.spin.spinWhileEquals(this.ch.header, H_DOORBELL, seen)) continue;

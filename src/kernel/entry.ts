@@ -7,7 +7,8 @@
  * on the doorbell while idle). The hot phase yields to the event loop at least every SLICE_MS, so control calls
  * and poll timeouts are never starved by a busy process.
  */
-import { KernelBug, printLine } from '../bug.js';
+import { KernelBug, printLine, warn } from '../bug.js';
+import { fenceRuntime, fenceRuntimeAttached } from '../fence/runtime.js';
 import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import {
@@ -220,6 +221,7 @@ export class SyscallEntry {
       this.finish(t, -1, E.ESRCH);
       return;
     }
+    pumpSignalledFences();
     try {
       const h = this.handlers[op];
       if (!h) throw new KernelError(E.ENOSYS);
@@ -429,4 +431,19 @@ export class ServeLoop {
       this.pump();
     });
   };
+}
+
+/**
+ * Runs the broker's callbacks of fences another worker (a driver, a process) signalled since the broker last
+ * looked, before a syscall is dispatched. In Linux dma_fence_signal runs the callbacks before the signaller goes
+ * on, so nothing that happens after a signal — here: a call the signaller, or anyone it told, makes next — sees a
+ * dma-buf poll slot still armed on the signalled fence. Two loads when nothing rang (FenceRuntime.pumpIfRung).
+ */
+function pumpSignalledFences(): void {
+  if (!fenceRuntimeAttached()) return;
+  try {
+    fenceRuntime().pumpIfRung();
+  } catch (e) {
+    warn(`fence callback threw: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+  }
 }
