@@ -175,17 +175,23 @@ test('lifetimes: use after detach, detach twice, unmap of a table never mapped a
     const { id, att } = await imported(p);
     const att2 = await run<number>(p, '/dev/testimp', { op: 'attach', id, dev: 'other0' });
     const a = await run<{ id: number }>(p, '/dev/testimp', { op: 'map', att, dir: 1 });
-    const w = await expectKernelWarnings(m, /never mapped|after dma_buf_detach|detached already/, 'attachment lifetimes');
+    const w = await expectKernelWarnings(m, /never mapped|after dma_buf_detach|detached already|dmabuf != attach->dmabuf/, 'attachment lifetimes');
     // The table of `att` unmapped through `att2`: a WARN, the exporter not called.
     t.is(await run(p, '/dev/testimp', { op: 'unmap', map: a.id, att: att2, dir: 1, keep: true }), 0);
     t.is((await calls(p))['unmap'], undefined);
     t.is(await run(p, '/dev/testimp', { op: 'unmap', map: a.id, dir: 1 }), 0);
     t.like(await calls(p), { unmap: 1 });
+    const other = await run<number>(p, '/dev/testdrv', { op: 'export', size: 4096 });
+    const og = await run<{ id: number }>(p, '/dev/testimp', { op: 'get', fd: other });
+    t.is(await run(p, '/dev/testimp', { op: 'detach', att, id: og.id, keep: true }), 0, 'detach from the wrong buffer: WARN, nothing');
+    await run(p, '/dev/testimp', { op: 'put', id: og.id });
+    await p.call('closeFd', other);
+    t.deepEqual((await m.dmabufs()).find((b) => b.size === 8192)!.attachments, ['other0', 'testdev']);
     t.is(await run(p, '/dev/testimp', { op: 'detach', att, keep: true }), 0);
     t.deepEqual(await run(p, '/dev/testimp', { op: 'map', att, dir: 1 }), { err: 'EINVAL' }, 'map after detach');
     t.is(await run(p, '/dev/testimp', { op: 'detach', att }), 0, 'a second detach returns (void), reported');
     const warned = await w.end();
-    t.is(warned.length, 3, warned.join('\n'));
+    t.is(warned.length, 4, warned.join('\n'));
     t.like(await calls(p), { map: 1, detach: 1 });
     t.deepEqual((await m.dmabufs())[0]!.attachments, ['other0']);
     await run(p, '/dev/testimp', { op: 'detach', att: att2 });
@@ -350,5 +356,30 @@ test('two user-written drivers exchange buffers both ways through processes pass
     for (const [p, f] of [[a, one.fdSrc], [b, one.fdDst], [b, two.fdSrc], [a, two.fdDst]] as const) await p.call('closeFd', f);
     t.like(await calls(a, '/dev/testdrv'), { release: 1 });
     t.like(await calls(a, '/dev/testimp'), { release: 1 });
+  });
+});
+
+test('an importer killed while it holds the reservation lock in a map: the exporter takes the lock over (EOWNERDEAD, a WARN) and moves; nothing leaks', async (t) => {
+  await checked(t, async (m) => {
+    await m.loadDriver(exporter, { name: 'testdrv' });
+    const imp = await m.loadDriver(exporter, { name: 'testimp' });
+    const p = await m.spawn(user, { name: 'user' });
+    const fd = await run<number>(p, '/dev/testdrv', { op: 'export', size: 4096, dynamic: true });
+    const own = await run<{ id: number }>(p, '/dev/testdrv', { op: 'get', fd });
+    const { id } = await run<{ id: number }>(p, '/dev/testimp', { op: 'get', fd });
+    const att = await run<number>(p, '/dev/testimp', { op: 'attach', id, dynamic: true });
+    await run(p, '/dev/testdrv', { op: 'knobs', set: { slowMapMs: 400 } });
+    const q = await m.spawn(user, { name: 'q' });
+    const qfd = await passFd(m, p, fd, q);
+    void qfd;
+    const mapping = run(p, '/dev/testimp', { op: 'map', att, dir: 1 }).catch(() => 'killed');
+    await delay(150); // the importer holds the lock now; the exporter sits in its slow map
+    const w = await expectKernelWarnings(m, /died holding the lock/, 'a dead importer\'s reservation lock');
+    await imp.kill();
+    await mapping;
+    await run(q, '/dev/testdrv', { op: 'knobs', set: { slowMapMs: 0 } });
+    t.is(await run(q, '/dev/testdrv', { op: 'move', id: own.id }), 0);
+    t.is((await w.end()).length, 1);
+    await run(q, '/dev/testdrv', { op: 'put', id: own.id });
   });
 });
