@@ -100,7 +100,7 @@ export interface DriverFile {
   privateData: unknown;
 }
 
-/** An ioctl's argument: the caller's struct bytes (a copy, copied back to the caller after the op) and its value. */
+/** An ioctl's argument: the caller's struct bytes (a copy, copied back to the caller after the op — also when it throws, as drm_ioctl copies out before returning its error) and its value. */
 export interface IoctlArg {
   /** null when the caller passed no struct (an integer argument). */
   readonly bytes: Uint8Array | null;
@@ -134,7 +134,7 @@ export interface FileOps {
   release?(file: DriverFile): void;
   ioctl?(file: DriverFile, cmd: number, arg: IoctlArg, ctx: CallContext): number | WouldBlock;
   /** Where the mapping of [pgoff, +length) comes from: a region of this driver and the offset in it. */
-  mmap?(file: DriverFile, vma: { readonly pgoff: number; readonly length: number; readonly prot: number }, ctx: CallContext): { region: PageRegion; offset: number };
+  mmap?(file: DriverFile, vma: { readonly pgoff: number; readonly length: number; readonly prot: number; readonly flags: number }, ctx: CallContext): { region: PageRegion; offset: number };
   poll?(file: DriverFile, pt: PollTable): number;
   read?(file: DriverFile, count: number, ctx: CallContext): Uint8Array | WouldBlock;
 }
@@ -769,7 +769,14 @@ export function serveUpcall(op: number, f: FrameViews): void {
       const { file, dev } = fileOf(a[0]!);
       if (!dev.fops.ioctl) throw new KernelError(E.ENOTTY);
       const bytes = a[2] ? f.bytes(F_IN_LEN).slice() : null;
-      const r = dev.fops.ioctl(file, a[1]! >>> 0, { bytes, value: a[3]! }, ctx);
+      let r: number | WouldBlock;
+      try {
+        r = dev.fops.ioctl(file, a[1]! >>> 0, { bytes, value: a[3]! }, ctx);
+      } catch (e) {
+        // The struct goes back to the caller on failure too: drm_ioctl copies kdata out before returning the error.
+        if (bytes) f.put(F_OUT_LEN, bytes);
+        throw e;
+      }
       if (r instanceof WouldBlock) return wouldBlock(f, r);
       f.res[0] = r;
       if (bytes) f.put(F_OUT_LEN, bytes);
@@ -778,7 +785,7 @@ export function serveUpcall(op: number, f: FrameViews): void {
     case UP.mmap: {
       const { file, dev } = fileOf(a[0]!);
       if (!dev.fops.mmap) throw new KernelError(E.ENODEV);
-      const m = dev.fops.mmap(file, { pgoff: a[1]!, length: a[2]!, prot: a[3]! }, ctx);
+      const m = dev.fops.mmap(file, { pgoff: a[1]!, length: a[2]!, prot: a[3]!, flags: a[4]! }, ctx);
       f.res[0] = m.region.id;
       f.res[1] = m.offset;
       return;

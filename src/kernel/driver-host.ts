@@ -414,7 +414,8 @@ export class DriverHost {
           // The caller first (a parked syscall is answered in this pass), then the frame goes back to the driver;
           // an upcall the callback queues meanwhile is posted by tryPost below. The driver is rung only when it
           // sleeps waiting to claim this frame (H_CLAIM_WAIT: see DriverRuntime.claim for why that is race-free).
-          up.settle(err ? new KernelError(err, `${drv.name} ${UP_NAMES[up.op]}`) : null, err ? null : reply);
+          // A failed op's reply still carries what it wrote (an ioctl's struct: copied back on failure too).
+          up.settle(err ? Object.assign(new KernelError(err, `${drv.name} ${UP_NAMES[up.op]}`), { reply }) : null, err ? null : reply);
           Atomics.store(f.i32, F_STATE, F_IDLE);
           if (Atomics.load(drv.ch.header, H_CLAIM_WAIT) !== 0) ringDriver(drv.ch.header);
           break;
@@ -651,7 +652,15 @@ export class DriverHost {
    * A file op as a parked call: the upcall, then `then` with its answer in the task's context. A "would block on
    * queue Q" answer parks the call on Q (the driver's wake_up retries the op).
    */
-  fileOpCall(st: DriverFileState, op: number, args: readonly number[], data: Uint8Array | null, t: Task, then: (r: UpReply) => number): Blocked {
+  fileOpCall(
+    st: DriverFileState,
+    op: number,
+    args: readonly number[],
+    data: Uint8Array | null,
+    t: Task,
+    then: (r: UpReply) => number,
+    onError?: (r: UpReply) => void,
+  ): Blocked {
     const drv = st.drv;
     const q = new WaitQueue();
     let outcome: { ok: true; r: UpReply } | { ok: false; err: unknown } | null = null;
@@ -688,7 +697,11 @@ export class DriverHost {
       () => {
         const o = outcome as { ok: true; r: UpReply } | { ok: false; err: unknown } | null;
         if (!o) return undefined;
-        if (!o.ok) throw o.err;
+        if (!o.ok) {
+          const reply = (o.err as { reply?: UpReply } | null)?.reply;
+          if (reply && onError) onError(reply);
+          throw o.err;
+        }
         return then(o.r);
       },
       [q],
@@ -1113,16 +1126,28 @@ export const driverFops: FileOperations = {
     const st = stOf(f);
     const bytes = arg.bytes ? arg.bytes.slice() : null;
     const t = ctx.task;
-    return host(st).fileOpCall(st, UP.ioctl, [st.id, cmd, bytes ? 1 : 0, arg.value], bytes, t, (r) => {
-      // copy_to_user of what the driver left in the argument (the ioctl syscall sent the whole struct back).
-      if (bytes) t.channel.data.set(r.data.subarray(0, bytes.length));
-      return r.ret;
-    });
+    // copy_to_user of what the driver left in the argument (the ioctl syscall sent the whole struct back) —
+    // after a failure too, when the driver sent it (drm_ioctl copies kdata out before returning the error).
+    const copyOut = (r: UpReply): void => {
+      if (bytes && r.data.length > 0) t.channel.data.set(r.data.subarray(0, bytes.length));
+    };
+    return host(st).fileOpCall(
+      st,
+      UP.ioctl,
+      [st.id, cmd, bytes ? 1 : 0, arg.value],
+      bytes,
+      t,
+      (r) => {
+        copyOut(r);
+        return r.ret;
+      },
+      copyOut,
+    );
   },
   mmap(f, vma) {
     const st = stOf(f);
     const h = host(st);
-    return h.upcall(st.drv, UP.mmap, [st.id, vma.pgoff, vma.length, vma.prot], null, h.k.current?.pid ?? 0).then((r) => {
+    return h.upcall(st.drv, UP.mmap, [st.id, vma.pgoff, vma.length, vma.prot, vma.flags], null, h.k.current?.pid ?? 0).then((r) => {
       vma.region = h.regionRange(r.res[0]!, r.res[1]!, vma.length, `mmap of ${st.drv.name}`);
       vma.regionOffset = r.res[1]!;
     });

@@ -5,7 +5,7 @@
  */
 import { KernelError, E, allocPages, freePages, type DmaBufAttachment, type PageRegion, type SgTable } from '../../driver/index.js';
 import { warn } from '../../bug.js';
-import { PAGE_SIZE } from '../../uapi/posix.js';
+import { MAP_PRIVATE, MAP_TYPE, PAGE_SIZE } from '../../uapi/posix.js';
 import { type DrmDevice, type DrmFile, GemObject, type GemObjectFuncs, drmGemHandleCreate, drmGemObjectPut } from './drm-gem.js';
 import { drmPrimeGemDestroy } from './drm-prime.js';
 
@@ -61,6 +61,8 @@ const shmemFuncs: GemObjectFuncs = {
     shmemOf(obj).vmapUseCount--;
   },
   mmap(obj, vma) {
+    // drm_gem_shmem_mmap: is_cow_mapping() — a private mapping may be written (VM_MAYWRITE) but not shared.
+    if (vma.flags !== undefined && (vma.flags & MAP_TYPE) === MAP_PRIVATE) throw new KernelError(E.EINVAL);
     if (vma.pgoff * PAGE_SIZE + vma.length > obj.size) throw new KernelError(E.EINVAL);
     const region = getPages(obj);
     return { region, offset: vma.pgoff * PAGE_SIZE };

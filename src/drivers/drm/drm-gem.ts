@@ -61,8 +61,11 @@ export interface GemObjectFuncs {
   getSgTable(obj: GemObject): readonly SgRange[];
   vmap(obj: GemObject): VmapRange;
   vunmap(obj: GemObject): void;
-  /** Where a mapping of the object comes from (card mmap and dma-buf mmap); EINVAL for a copy-on-write one. */
-  mmap(obj: GemObject, vma: { readonly pgoff: number; readonly length: number }): { region: PageRegion; offset: number };
+  /**
+   * Where a mapping of the object comes from (card mmap and dma-buf mmap); EINVAL for a copy-on-write one
+   * (`flags` of the card mmap: MAP_PRIVATE; the dma-buf path does not pass them).
+   */
+  mmap(obj: GemObject, vma: { readonly pgoff: number; readonly length: number; readonly flags?: number }): { region: PageRegion; offset: number };
 }
 
 let nextObjectId = 1;
@@ -399,7 +402,7 @@ export function drmGemMmapOffset(obj: GemObject): number {
  * close yet, so the mapping holds the *pages* (the broker's region reference) but not the object: after GEM_CLOSE
  * the data stays mapped and correct, while the fake offset may be handed to a new object.
  */
-export function drmGemMmap(file: DrmFile, vma: { readonly pgoff: number; readonly length: number }): { region: PageRegion; offset: number } {
+export function drmGemMmap(file: DrmFile, vma: { readonly pgoff: number; readonly length: number; readonly flags: number }): { region: PageRegion; offset: number } {
   const pages = Math.ceil(vma.length / PAGE_SIZE);
   const obj = file.dev.vma.exactLookup(vma.pgoff, pages);
   if (!obj) throw new KernelError(E.EINVAL);
@@ -407,7 +410,7 @@ export function drmGemMmap(file: DrmFile, vma: { readonly pgoff: number; readonl
   try {
     if (!obj.vmaAllowed.has(file)) throw new KernelError(E.EACCES);
     if (obj.size < vma.length) throw new KernelError(E.EINVAL);
-    return obj.funcs.mmap(obj, { pgoff: 0, length: vma.length });
+    return obj.funcs.mmap(obj, { pgoff: 0, length: vma.length, flags: vma.flags });
   } finally {
     drmGemObjectPut(obj);
   }
