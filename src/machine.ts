@@ -188,19 +188,34 @@ function moduleLoaded(worker: Worker, exited: Promise<ExitStatus>, module: strin
   });
 }
 
-/** A driver worker's report that its module loaded and its probe returned (workers/driver.ts). */
-function driverLoaded(worker: Worker, exited: Promise<unknown>, module: string): Promise<void> {
+/** The default bound on a driver's probe: the kernel's default driverTimeoutMs (src/kernel/driver-host.ts). */
+const DEFAULT_PROBE_TIMEOUT_MS = 10_000;
+
+/**
+ * A driver worker's report that its module loaded and its probe returned (workers/driver.ts). Bounded: a probe
+ * still running after `timeoutMs` (a loop, a sleep, a promise that never settles) fails the load — the caller
+ * kills the worker — so neither loadDriver nor Machine.boot can wait for ever on a driver.
+ */
+function driverLoaded(worker: Worker, exited: Promise<unknown>, module: string, timeoutMs: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
+    const done = (): void => {
+      worker.off('message', onMessage);
+      clearTimeout(timer);
+    };
     const onMessage = (msg: unknown): void => {
       const r = (msg as { [LOADED]?: LoadReport } | null)?.[LOADED];
       if (!r) return;
-      worker.off('message', onMessage);
+      done();
       if (r.ok) resolve();
       else reject(simError('ERR_DMABUF_SIM_DRIVER_LOAD', [module, r.missing !== undefined ? `it exports no ${r.missing}()` : r.message]));
     };
+    const timer = setTimeout(() => {
+      done();
+      reject(simError('ERR_DMABUF_SIM_DRIVER_LOAD', [module, `its probe() did not return within ${timeoutMs} ms (driverTimeoutMs)`]));
+    }, timeoutMs);
     worker.on('message', onMessage);
     void exited.then(() => {
-      worker.off('message', onMessage);
+      done();
       reject(simError('ERR_DMABUF_SIM_DRIVER_LOAD', [module, 'the driver worker ended while loading']));
     });
   });
@@ -365,6 +380,8 @@ export class Machine {
   /** The machine's lock domain when booted with `lockdep` or `watchdog` (src/locking/domain.ts). */
   private lockDomain: LockDomain | null = null;
   private watchdog: LockWatchdog | null = null;
+  /** How long a driver's probe may take (Machine.boot's driverTimeoutMs, as for one call into a driver). */
+  private probeTimeoutMs = DEFAULT_PROBE_TIMEOUT_MS;
 
   /**
    * Lock validation: the domain processes attach (null when off), every report so far (the validator's and the
@@ -476,6 +493,7 @@ export class Machine {
     broker.once('exit', () => alive.clear(kernelOwner));
     const { table: resvTable, locks } = await kernel.resvTable();
     const m = new Machine(broker, kernel, control, table, fenceKernel, opts.recordStacks ?? false, maxSpinners, resvTable, locks);
+    if (opts.driverTimeoutMs !== undefined) m.probeTimeoutMs = opts.driverTimeoutMs;
     // The kernel lock domain (the broker made it: reservation locks live in it; with lockdep: true the validator
     // runs in it too). The main thread's owner is untracked (never presumed dead); it sees who died in the alive table.
     const domain = LockDomain.attach(locks, 'main', { owner: untrackedOwner(), liveness: alive });
@@ -505,7 +523,8 @@ export class Machine {
   /**
    * Starts a driver in its own worker: `spec` is a built-in name ('vgem') or a driver module's URL or path. Resolves
    * once its probe() returned (its device nodes exist then); rejects with ERR_DMABUF_SIM_NO_DRIVER for an unknown
-   * built-in name and ERR_DMABUF_SIM_DRIVER_LOAD when the module does not load, has no probe or its probe throws.
+   * built-in name and ERR_DMABUF_SIM_DRIVER_LOAD when the module does not load, has no probe, its probe throws or
+   * does not return within driverTimeoutMs (the worker is killed then).
    */
   async loadDriver(spec: string | URL, opts: { readonly name?: string } = {}): Promise<DriverProc> {
     const kernel = this.live('loadDriver');
@@ -523,6 +542,7 @@ export class Machine {
       port: port2,
       maxSpinners: this.maxSpinners,
       owner: info.owner,
+      fenceAttachId: info.fenceAttachId,
       module: url,
       fences: this.fences,
       fenceKernel: this.fenceKernel,
@@ -539,7 +559,7 @@ export class Machine {
       this.driverChannels.delete(info.channel);
     });
     try {
-      await driverLoaded(worker, d.exited, url);
+      await driverLoaded(worker, d.exited, url, this.probeTimeoutMs);
     } catch (e) {
       await d.kill();
       throw e;

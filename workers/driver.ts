@@ -24,6 +24,8 @@ export interface DriverWorkerData extends DriverInit {
   readonly resv: SharedArrayBuffer;
   /** The machine was booted with lockdep: annotate fence waits too. */
   readonly lockdep: boolean;
+  /** The driver's creator id in the fence table, allocated by the broker (it signals a dead driver's fences). */
+  readonly fenceAttachId: number;
 }
 
 if (!parentPort) throw new Error('a driver must run in a worker thread');
@@ -32,7 +34,7 @@ const rt = initDriverRuntime(data);
 rt.server = serveUpcall;
 routeReportsToKernel();
 setDefaultFenceOwner(data.owner);
-attachFenceTable(data.fences, { control: data.control, maxSpinners: data.maxSpinners, kernel: data.fenceKernel });
+attachFenceTable(data.fences, { control: data.control, maxSpinners: data.maxSpinners, kernel: data.fenceKernel, attachId: data.fenceAttachId });
 const alive = new AliveTable(new Int32Array(data.fenceKernel), K_ALIVE);
 attachLocking(data.locks, `driver ${data.name}`, {}, { owner: data.owner, liveness: alive });
 attachResvTable(data.resv, { locks: data.locks, name: `driver ${data.name}`, owner: { owner: data.owner, liveness: alive } });

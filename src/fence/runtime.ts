@@ -59,6 +59,12 @@ export interface FenceAttachOptions {
    * waiting works, creating or freeing a fence throws FenceWaitOnlyError. A standalone table carries its own.
    */
   readonly kernel?: SharedArrayBuffer;
+  /**
+   * This worker's creator id, when the kernel handed one out for it (a driver worker: the broker allocates it so
+   * that, when the driver dies, it can find the fences the driver created and nobody else will ever signal).
+   * Without it the worker takes a new one from the table.
+   */
+  readonly attachId?: number;
 }
 
 /**
@@ -107,7 +113,7 @@ export class FenceRuntime {
   constructor(sab: SharedArrayBuffer, opts: FenceAttachOptions = {}) {
     this.table = new FenceTable(sab, opts.kernel ?? null);
     this.i32 = this.table.i32;
-    this.attachId = this.table.newAttachId();
+    this.attachId = opts.attachId ?? this.table.newAttachId();
     const bucket = this.attachId % DOORBELL_BUCKETS;
     this.bit = 1 << bucket;
     this.bell = this.table.doorbellWord(bucket);

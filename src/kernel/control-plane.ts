@@ -73,6 +73,8 @@ export interface DriverInfo {
   readonly id: number;
   readonly channel: SharedArrayBuffer;
   readonly owner: number;
+  /** The driver's creator id in the fence table (FenceAttachOptions.attachId): its fences are found by it. */
+  readonly fenceAttachId: number;
 }
 
 export interface ProcessInfo {
@@ -239,7 +241,9 @@ export class KernelControl {
     const drv = createDriver(this.drivers!, name.slice(0, 64), port);
     const owner = this.newOwner();
     this.driverOwners.set(drv.id, owner);
-    return { id: drv.id, channel: drv.channel, owner };
+    drv.fenceCreator = this.fenceRt!.table.newAttachId();
+    drv.owner = owner;
+    return { id: drv.id, channel: drv.channel, owner, fenceAttachId: drv.fenceCreator };
   }
 
   private readonly driverOwners = new Map<number, number>();

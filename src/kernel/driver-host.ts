@@ -53,7 +53,9 @@ import {
 import { IoMem, IosysMap } from '../shm/iosys-map.js';
 import { LockClass, LockDomain, Mutex } from '../locking/index.js';
 import { ModuleState } from './module-state.js';
-import { dmaResvFromId, dmaResvId } from '../fence/dma-resv.js';
+import { dmaResvFini, dmaResvFromId, dmaResvId, resvAttachment } from '../fence/dma-resv.js';
+import { dmaFenceIsSignaled, dmaFencePut, dmaFenceSetError, dmaFenceSignal } from '../fence/dma-fence.js';
+import { fenceRuntime, fenceRuntimeAttached } from '../fence/runtime.js';
 import {
   dmaBufAttachCachedMapAsync,
   dmaBufAttachNeedsCachedMap,
@@ -65,6 +67,7 @@ import {
   dmaBufExport,
   dmaBufFd,
   dmaBufGet,
+  dmaBufList,
   dmaBufMapAttachmentAsync,
   dmaBufMoveNotifyAsync,
   dmaBufPinAsync,
@@ -136,6 +139,15 @@ interface DriverFileState {
 /** One driver worker, as the kernel knows it. */
 export class DriverInstance {
   dead = false;
+  /** The driver worker's creator id in the fence table (0: unknown): its orphaned fences are found by it. */
+  fenceCreator = 0;
+  /** The driver worker's owner token (0: unknown): the reservation objects it made record it as their creator. */
+  owner = 0;
+  /**
+   * Once dead: reservation objects it made that live dma-bufs still use (exp_info->resv), by id, with how many
+   * buffers use each — finalised by the kernel when the last of them is released (the exporter cannot any more).
+   */
+  readonly orphanResvs = new Map<number, number>();
   /** Settles once a dead driver's holdings are released (kill()). */
   teardown: Promise<void> = Promise.resolve();
   readonly ch: DriverChannelViews;
@@ -236,13 +248,77 @@ export class DriverHost {
   reap(id: number): Promise<void> {
     const drv = this.drivers.get(id);
     if (!drv) return Promise.resolve();
-    const done = this.kill(drv, 'its worker exited', false);
+    const killed = this.kill(drv, 'its worker exited', false);
+    this.signalOrphanedFences(drv);
+    const done = killed.then(() => this.finiOrphanedResvs(drv));
     this.drivers.delete(id);
     if (this.drivers.size === 0 && this.watchdog) {
       clearInterval(this.watchdog);
       this.watchdog = null;
     }
     return done;
+  }
+
+  /**
+   * The fences a dead driver created and left unsignaled (vgem's attached fences, a device's job fences) would
+   * never signal: their signaller and its timers died with the worker, and every waiter — a SYNC START or poll
+   * parked on a buffer's reservation, syncWait on an exported sync_file, another driver — would wait for ever. So
+   * each is signaled here with -ENODEV, as a driver signals its pending fences with an error when its device goes
+   * away. Runs at reap, once the worker has exited (nothing can signal them concurrently any more).
+   *
+   * The references the driver held on them in its own JavaScript are gone with it (see ARCHITECTURE "Not
+   * covered"): fences only the dead driver referenced stay live and appear in the shutdown report.
+   */
+  private signalOrphanedFences(drv: DriverInstance): void {
+    if (!drv.fenceCreator || !fenceRuntimeAttached()) return;
+    const rt = fenceRuntime();
+    for (const info of rt.table.liveFences()) {
+      if (info.creator !== drv.fenceCreator || info.signaled || info.kind !== 'fence') continue;
+      const f = rt.tryGet(info.index, info.gen);
+      if (!f) continue;
+      try {
+        if (!dmaFenceIsSignaled(f)) {
+          dmaFenceSetError(f, -E.ENODEV);
+          dmaFenceSignal(f);
+        }
+      } finally {
+        dmaFencePut(f);
+      }
+    }
+  }
+
+  /**
+   * The reservation objects a dead driver made (a GEM object's resv, shared with its dma-buf as exp_info->resv) are
+   * its to finalise, at its objects' release — which will never run now. Those no live dma-buf uses are finalised
+   * here (their fences put); those a live dma-buf still uses are finalised when the last such buffer is released
+   * (remoteOps' release). Runs at reap, after the teardown released what the driver held.
+   */
+  private finiOrphanedResvs(drv: DriverInstance): void {
+    const att = resvAttachment();
+    if (!drv.owner || !att) return;
+    const users = new Map<number, number>();
+    for (const buf of dmaBufList(this.k)) {
+      const id = dmaResvId(buf.resv);
+      users.set(id, (users.get(id) ?? 0) + 1);
+    }
+    for (const info of att.table.live()) {
+      if (info.creator !== drv.owner) continue;
+      const n = users.get(info.id) ?? 0;
+      if (n > 0) drv.orphanResvs.set(info.id, n);
+      else dmaResvFini(dmaResvFromId(info.id));
+    }
+  }
+
+  /** A dead driver's buffer was released: the last one using an orphaned reservation object finalises it. */
+  releaseOrphanResv(drv: DriverInstance, buf: DmaBuf): void {
+    const id = dmaResvId(buf.resv);
+    const n = drv.orphanResvs.get(id);
+    if (n === undefined) return;
+    if (n > 1) drv.orphanResvs.set(id, n - 1);
+    else {
+      drv.orphanResvs.delete(id);
+      dmaResvFini(buf.resv);
+    }
   }
 
   stop(): void {
@@ -831,6 +907,7 @@ function remoteOps(h: DriverHost, drv: DriverInstance, bits: number): RemoteDmaB
     release: (buf) => {
       drv.exports.delete(buf.ino);
       if (!drv.dead) up(UP.exp_release, [buf.ino]).catch(() => {});
+      else h.releaseOrphanResv(drv, buf);
     },
     beginCpuAccess: async (buf, dir) => void (await up(UP.exp_begin_cpu_access, [buf.ino, dir])),
     endCpuAccess: async (buf, dir) => void (await up(UP.exp_end_cpu_access, [buf.ino, dir])),

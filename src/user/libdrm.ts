@@ -31,7 +31,11 @@ import { O_CLOEXEC, O_RDWR } from '../uapi/posix.js';
 import { ioctl, open } from './syscalls.js';
 import { validateFd, validateFlags, validateInteger, validateU64 } from '../validate.js';
 
-const u32 = (v: unknown, name: string): number => validateInteger(v, name, 0, 0xffff_ffff);
+/**
+ * A __u32 struct field (handle, flags, width...): either view of its 32 bits, as C converts an int to it — so
+ * `~VGEM_FENCE_WRITE` or a handle of -1 reach the kernel (EINVAL / ENOENT there); NaN, 3.5 or a string cannot.
+ */
+const u32 = (v: unknown, name: string): number => validateFlags(v, name) >>> 0;
 
 /** drmOpen-style: opens /dev/dri/card<minor> read/write and close-on-exec. Returns the DRM fd. */
 export function drmOpenCard(minor = 0, flags = O_RDWR | O_CLOEXEC): number {

@@ -69,8 +69,12 @@ const shmemFuncs: GemObjectFuncs = {
   },
 };
 
-/** drm_gem_shmem_create: an object of `size` bytes (page-aligned), no pages yet. */
+/**
+ * drm_gem_shmem_create: an object of `size` bytes (page-aligned), no pages yet. ENOSPC for 0 bytes: the kernel
+ * gives every shmem object its fake mmap offset at creation, and a 0-page node fits nowhere (drm_mm_insert_node).
+ */
 export function drmGemShmemCreate(dev: DrmDevice, size: number): GemObject {
+  if (size === 0) throw new KernelError(E.ENOSPC);
   const obj = new GemObject(dev, Math.ceil(size / PAGE_SIZE) * PAGE_SIZE, shmemFuncs);
   obj.priv = { region: null, pinCount: 0, vmapUseCount: 0 } satisfies Shmem;
   return obj;
@@ -82,7 +86,8 @@ export function drmGemShmemCreate(dev: DrmDevice, size: number): GemObject {
  */
 export function drmGemShmemDumbCreate(file: DrmFile, dev: DrmDevice, args: { width: number; height: number; bpp: number; handle: number; pitch: number; size: number }): void {
   const pageAlign32 = (x: number): number => ((x + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)) >>> 0;
-  args.pitch = Math.ceil((Math.imul(args.width, args.bpp) >>> 0) / 8); // DIV_ROUND_UP(width * bpp, 8), u32 product
+  // DIV_ROUND_UP(width * bpp, 8) in u32: the product wraps, and so does the + 7 (a product ≥ 0xfffffff9 gives 0).
+  args.pitch = ((Math.imul(args.width, args.bpp) + 7) >>> 0) >>> 3;
   args.size = pageAlign32(Math.imul(args.pitch, args.height) >>> 0);
   const obj = drmGemShmemCreate(dev, args.size);
   args.handle = drmGemHandleCreate(file, obj);
