@@ -24,7 +24,7 @@ import { ARGS_OFFSET, SHUTDOWN as CH_SHUTDOWN, SHUTDOWN_KERNEL_GONE, STATE } fro
 
 const CHANNEL_HEADER_WORDS = ARGS_OFFSET / 4;
 import type { ProcessWorkerData } from '../workers/process.js';
-import { LOADED, type LoadReport } from './rpc/process-loaded.js';
+import { LOADED, PROBING, type LoadReport } from './rpc/process-loaded.js';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { checkDriverOptions, checkDriverSpec } from './options.js';
@@ -190,29 +190,38 @@ function moduleLoaded(worker: Worker, exited: Promise<ExitStatus>, module: strin
 
 /** The default bound on a driver's probe: the kernel's default driverTimeoutMs (src/kernel/driver-host.ts). */
 const DEFAULT_PROBE_TIMEOUT_MS = 10_000;
+/** The least a probe is given, however short driverTimeoutMs (its downcalls wait for a broker other workers load). */
+const PROBE_MIN_MS = 5_000;
 
 /**
  * A driver worker's report that its module loaded and its probe returned (workers/driver.ts). Bounded: a probe
- * still running after `timeoutMs` (a loop, a sleep, a promise that never settles) fails the load — the caller
- * kills the worker — so neither loadDriver nor Machine.boot can wait for ever on a driver.
+ * still running max(`timeoutMs`, PROBE_MIN_MS) after it started (a loop, a sleep, a promise that never settles)
+ * fails the load — the caller kills the worker — so neither loadDriver nor Machine.boot waits for ever on a driver.
+ * Importing the module is not timed (on a busy machine that is not the driver's fault; a worker that dies doing
+ * it ends the wait).
  */
 function driverLoaded(worker: Worker, exited: Promise<unknown>, module: string, timeoutMs: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
+    let timer: NodeJS.Timeout | undefined;
     const done = (): void => {
       worker.off('message', onMessage);
       clearTimeout(timer);
     };
     const onMessage = (msg: unknown): void => {
+      if ((msg as { [PROBING]?: boolean } | null)?.[PROBING] === true) {
+        const ms = Math.max(timeoutMs, PROBE_MIN_MS);
+        timer = setTimeout(() => {
+          done();
+          reject(simError('ERR_DMABUF_SIM_DRIVER_LOAD', [module, `its probe() did not return within ${ms} ms`]));
+        }, ms);
+        return;
+      }
       const r = (msg as { [LOADED]?: LoadReport } | null)?.[LOADED];
       if (!r) return;
       done();
       if (r.ok) resolve();
       else reject(simError('ERR_DMABUF_SIM_DRIVER_LOAD', [module, r.missing !== undefined ? `it exports no ${r.missing}()` : r.message]));
     };
-    const timer = setTimeout(() => {
-      done();
-      reject(simError('ERR_DMABUF_SIM_DRIVER_LOAD', [module, `its probe() did not return within ${timeoutMs} ms (driverTimeoutMs)`]));
-    }, timeoutMs);
     worker.on('message', onMessage);
     void exited.then(() => {
       done();
@@ -524,7 +533,7 @@ export class Machine {
    * Starts a driver in its own worker: `spec` is a built-in name ('vgem') or a driver module's URL or path. Resolves
    * once its probe() returned (its device nodes exist then); rejects with ERR_DMABUF_SIM_NO_DRIVER for an unknown
    * built-in name and ERR_DMABUF_SIM_DRIVER_LOAD when the module does not load, has no probe, its probe throws or
-   * does not return within driverTimeoutMs (the worker is killed then).
+   * does not return within driverTimeoutMs (at least 5 s; the worker is killed then).
    */
   async loadDriver(spec: string | URL, opts: { readonly name?: string } = {}): Promise<DriverProc> {
     const kernel = this.live('loadDriver');

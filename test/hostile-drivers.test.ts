@@ -130,7 +130,7 @@ test.serial('vgem killed while processes wait on its fence (SYNC START, poll, sy
   t.is(await w[0]!.ok('getpid'), w[0]!.pid, 'the machine still serves');
   t.is(await a.err('open', '/dev/dri/card0', O_RDWR), 'ENOENT', 'the node went with the driver');
   for (const p of [a, ...w]) await p.proc.kill();
-  const r = await m.shutdown();
+  const r = await m.shutdown({ quiet: true }); // the one leak below is asserted, not printed
   // What is left is the reference vgem's fence table held in the dead worker's JavaScript (ARCHITECTURE
   // "Not covered"): the fence, signaled. The GEM object's reservation object it shared with the dma-buf is not.
   t.deepEqual(
@@ -140,18 +140,18 @@ test.serial('vgem killed while processes wait on its fence (SYNC START, poll, sy
   t.deepEqual([r.oopses, r.warnings], [[], []]);
 });
 
-test.serial('a driver whose probe never returns (a busy loop, a long sleep) fails to load after driverTimeoutMs; boot with it rejects; the machine keeps serving', async (t) => {
+test.serial('a driver whose probe never returns (a busy loop, a long sleep) fails to load after driverTimeoutMs (at least 5 s); boot with it rejects; the machine keeps serving', async (t) => {
   t.timeout(60_000);
   const m = await Machine.boot({ driverTimeoutMs: 500 });
   t.teardown(async () => {
     await m.shutdown({ quiet: true }).catch(() => {});
   });
-  for (const name of ['spin-probe', 'sleep-probe']) {
+  for (const name of ['spin-probe']) {
     const t0 = performance.now();
-    const e = await t.throwsAsync(within(m.loadDriver(hostile, { name }), 5000));
+    const e = await t.throwsAsync(within(m.loadDriver(hostile, { name }), 15_000));
     t.log(`${name}: refused after ${(performance.now() - t0).toFixed(0)} ms`);
     t.is((e as { code?: string }).code, 'ERR_DMABUF_SIM_DRIVER_LOAD', name);
-    t.regex(e!.message, /probe\(\) did not return within 500 ms/);
+    t.regex(e!.message, /probe\(\) did not return within 5000 ms/);
   }
   const e = await t.throwsAsync(m.loadDriver(hostile, { name: 'throw-probe' }));
   t.regex(e!.message, /probe failed: probe exploded/);
@@ -165,15 +165,15 @@ test.serial('a driver whose probe never returns (a busy loop, a long sleep) fail
   const r = await m.shutdown();
   t.deepEqual([r.leaks, r.oopses, r.warnings], [[], [], []]);
 
-  // Machine.boot waits for every probe: one that spins fails the boot (the machine is shut down, nothing left).
-  const spin = new URL('./fixtures/hostile-drivers.js?mode=spin-probe', import.meta.url);
+  // Machine.boot waits for every probe: one that sleeps for ever fails the boot (the machine is shut down, nothing left).
+  const sleeper = new URL('./fixtures/hostile-drivers.js?mode=sleep-probe', import.meta.url);
   const t0 = performance.now();
   const booted = await within(
-    Machine.boot({ driverTimeoutMs: 500, drivers: ['vgem', spin] }).then(
+    Machine.boot({ driverTimeoutMs: 500, drivers: ['vgem', sleeper] }).then(
       async (mm) => (await mm.shutdown(), 'booted'),
       (err: { code?: string }) => err.code,
     ),
-    10_000,
+    20_000,
   );
   t.is(booted, 'ERR_DMABUF_SIM_DRIVER_LOAD');
   t.log(`boot refused after ${(performance.now() - t0).toFixed(0)} ms`);

@@ -12,7 +12,7 @@ import { attachLocking, installFenceLockdep } from '../src/locking/index.js';
 import { AliveTable } from '../src/shm/alive.js';
 import { K_ALIVE } from '../src/fence/table.js';
 import { attachResvTable } from '../src/fence/dma-resv.js';
-import { LOADED, type LoadReport } from '../src/rpc/process-loaded.js';
+import { LOADED, PROBING, type LoadReport } from '../src/rpc/process-loaded.js';
 
 export interface DriverWorkerData extends DriverInit {
   readonly module: string;
@@ -59,6 +59,7 @@ async function load(): Promise<boolean> {
     report({ ok: false, missing: 'probe' });
     return false;
   }
+  parentPort!.postMessage({ [PROBING]: true });
   try {
     await (m['probe'] as (drv: unknown) => unknown)(makeDriver(data.name));
   } catch (e) {

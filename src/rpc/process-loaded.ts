@@ -7,6 +7,12 @@
 /** The key of the message (comlink ignores messages without its own `id`). */
 export const LOADED = 'dmabuf-sim:loaded';
 
+/**
+ * A driver worker's word that its module imported and its probe() starts now (Machine.loadDriver bounds the
+ * probe from here: module loading on a busy machine is not the driver's fault).
+ */
+export const PROBING = 'dmabuf-sim:probing';
+
 export type LoadReport =
   | { readonly ok: true }
   /** The module imported but lacks `missing` (its `main`, when args were given). */
