@@ -410,7 +410,11 @@ export class DriverHost {
    */
   upcall(drv: DriverInstance, op: number, args: readonly number[], data: Uint8Array | null = null, pid = 0): Promise<UpReply> {
     return new Promise<UpReply>((resolve, reject) => {
-      this.upcallCb(drv, op, args, data, pid, (err, r) => (r ? resolve(r) : reject(err)));
+      this.upcallCb(drv, op, args, data, pid, (err, r) => {
+        this.entry.turnWanted = true; // whoever awaits this runs in a microtask: let the hot phase end
+        if (r) resolve(r);
+        else reject(err);
+      });
     });
   }
 
@@ -531,6 +535,7 @@ export class DriverHost {
       k.current = prev;
     }
     if (r instanceof Promise) {
+      this.entry.turnWanted = true; // the answer comes from a microtask: let the hot phase end
       r.then(
         (v) => this.answer(drv, i, v, 0),
         (e: unknown) => this.answer(drv, i, null, this.errnoOf(drv, op, e)),

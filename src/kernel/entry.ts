@@ -183,6 +183,13 @@ export class SyscallEntry {
    */
   readonly sources: (() => number)[] = [];
 
+  /**
+   * Set by kernel code that left promise work for the microtask queue (a driver's async downcall handler, an
+   * upcall's answer settling a promise): microtasks run only once the serve loop's synchronous hot phase returns,
+   * so the loop gives up the rest of its slice at once (setImmediate) instead of spinning on for 0.1 ms first.
+   */
+  turnWanted = false;
+
   /** Serves every posted request once. Returns how many were dispatched. */
   serveAll(): number {
     let n = 0;
@@ -406,6 +413,12 @@ export class ServeLoop {
     let lastWork = start;
     for (;;) {
       const n = entry.serveAll();
+      if (entry.turnWanted) {
+        // Promise work is waiting (see SyscallEntry.turnWanted): microtasks run as soon as this returns.
+        entry.turnWanted = false;
+        setImmediate(this.pump);
+        return;
+      }
       const now = performance.now();
       if (n > 0) lastWork = now;
       else if (now - lastWork > SPIN_MS) break;
