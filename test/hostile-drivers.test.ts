@@ -6,6 +6,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { Machine, uapi } from '../src/index.js';
+import { chooseSeed, Prng } from '../src/shm/prng.js';
 import type { RawIoctl } from './fixtures/drm.js';
 import { delay, settlesWithin, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
 
@@ -177,4 +178,79 @@ test.serial('a driver whose probe never returns (a busy loop, a long sleep) fail
   );
   t.is(booted, 'ERR_DMABUF_SIM_DRIVER_LOAD');
   t.log(`boot refused after ${(performance.now() - t0).toFixed(0)} ms`);
+});
+
+test.serial('seeded kill loop: processes churning vgem ioctls (create, PRIME, fences, card mmap, closes) killed at random points; vgem keeps serving, everything is released', async (t) => {
+  t.timeout(120_000);
+  const seed = chooseSeed();
+  t.log(`seed ${seed} (replay with DMABUF_SIM_SEED=${seed})`);
+  const prng = new Prng(seed);
+  const m = await bootVgem(t);
+  const churn = new URL('./fixtures/hostile-vgem-procs.js', import.meta.url);
+  const ROUNDS = 6;
+  for (let round = 0; round < ROUNDS; round++) {
+    const procs = [await m.spawn(churn, { name: `churn${round}a` }), await m.spawn(churn, { name: `churn${round}b` })];
+    const runs = procs.map((p) => p.call<{ steps: number }>('vgemChurn', prng.nextU32(), 300).then(
+      (r) => `done ${r.steps}`,
+      (e: Error) => (/ended|killed|exited/i.test(e.message) ? 'killed' : `failed: ${e.message}`),
+    ));
+    const victim = prng.below(2);
+    await delay(prng.below(80));
+    await procs[victim]!.kill();
+    const survivor = await within(runs[1 - victim]!, 30_000);
+    t.regex(String(survivor), /^done 300$/, `round ${round}: the other process's churn completes (seed ${seed})`);
+    t.regex(String(await runs[victim]), /^(killed|done 300)$/, `round ${round}: the victim only died`);
+    await procs[1 - victim]!.kill();
+    // Every dma-buf goes once both processes' files are released (the driver's release runs after the exit).
+    let left = await m.dmabufs();
+    for (let i = 0; i < 250 && left.length > 0; i++) {
+      await delay(20);
+      left = await m.dmabufs();
+    }
+    t.deepEqual(left, [], `round ${round}: no dma-buf outlives the processes (seed ${seed})`);
+  }
+  const p = await drm(m, 'after');
+  const card = await p.ok<number>('drmOpenCard', 0);
+  const bo = await p.ok<{ handle: number }>('drmModeCreateDumbBuffer', card, 8, 8, 32);
+  const fd = await p.ok<number>('drmPrimeHandleToFD', card, bo.handle, O_CLOEXEC);
+  t.is(await p.ok('drmPrimeFDToHandle', card, fd), bo.handle, 'vgem serves a new process as before');
+  t.is(await p.ok('vgemFenceSignal', card, await p.ok<number>('vgemFenceAttach', card, bo.handle, VGEM_FENCE_WRITE)), 0);
+  await p.proc.kill();
+  const r = await m.shutdown();
+  t.deepEqual([r.leaks, r.oopses, r.warnings], [[], [], []], `seed ${seed}`);
+});
+
+test.serial('seeded kill loop: the vgem worker killed while processes churn its ioctls — every call ends (ENODEV), nothing hangs, every buffer is released with its last holder', async (t) => {
+  t.timeout(120_000);
+  const seed = chooseSeed();
+  t.log(`seed ${seed} (replay with DMABUF_SIM_SEED=${seed})`);
+  const prng = new Prng(seed);
+  const churn = new URL('./fixtures/hostile-vgem-procs.js', import.meta.url);
+  const ROUNDS = 3;
+  for (let round = 0; round < ROUNDS; round++) {
+    const m = await bootVgem(t);
+    const procs = [await m.spawn(churn, { name: `churn${round}a` }), await m.spawn(churn, { name: `churn${round}b` })];
+    const runs = procs.map((p) =>
+      p.call<{ steps: number; errnos: Record<string, number> }>('vgemChurn', prng.nextU32(), 100_000, true).then(
+        (r) => (r.errnos['ENODEV'] ? 'ENODEV' : `done ${r.steps}`),
+        (e: Error) => `failed: ${e.message}`,
+      ),
+    );
+    await delay(20 + prng.below(150));
+    await m.drivers()[0]!.kill();
+    t.deepEqual(await Promise.all(runs.map((r) => within(r, 20_000))), ['ENODEV', 'ENODEV'], `round ${round}: both churns end with ENODEV (seed ${seed})`);
+    const after = await drm(m, 'after');
+    t.is(await after.err('drmOpenCard', 0), 'ENOENT', 'the card went with the driver');
+    t.is(await after.ok('getpid'), after.pid, 'the machine still serves');
+    for (const p of [...procs, after.proc]) await p.kill();
+    t.deepEqual(await m.dmabufs(), [], `round ${round}: every dma-buf released with its last holder (seed ${seed})`);
+    const r = await m.shutdown({ quiet: true });
+    // Left: only references the dead vgem's own JavaScript held on its fences (signaled, -ENODEV or by the churn).
+    t.deepEqual(
+      r.leaks.filter((l) => !(l.kind === 'dma_fence' && /^fence vgem:unbound ctx \d+ seq 1 signaled refcount 1$/.test(l.what))),
+      [],
+      `round ${round} (seed ${seed})`,
+    );
+    t.deepEqual([r.oopses, r.warnings], [[], []], `round ${round} (seed ${seed})`);
+  }
 });
