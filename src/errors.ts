@@ -63,6 +63,8 @@ export const SIM_ERRORS = {
   ERR_DMABUF_SIM_NO_DRIVER: (name: string, have: string) => `no built-in driver '${name}' (have: ${have})`,
   /** A driver module that did not load, has no probe(), or whose probe threw. */
   ERR_DMABUF_SIM_DRIVER_LOAD: (module: string, why: string) => `cannot load driver ${module}: ${why}`,
+  /** shutdown() of a machine whose kernel (the broker worker) had exited: its workers are ended, there is no report. */
+  ERR_DMABUF_SIM_KERNEL_GONE: (what: string) => `${what}: the kernel (broker worker) exited before the machine was shut down; no report`,
   /** testing.kunit() of a case that does not exist. */
   ERR_DMABUF_SIM_NO_KUNIT_CASE: (name: string, have: string) => `no kunit case ${name} (have: ${have})`,
 } as const;

@@ -1,6 +1,7 @@
 /** Public entry point of dmabuf-sim for the main thread: the Machine and the uAPI facts. */
-export { Machine, Proc, DriverProc, BUILTIN_DRIVERS, type BootOptions, type SpawnOptions, type ExitStatus, type CloneOptions } from './machine.js';
+export { Machine, Proc, DriverProc, BUILTIN_DRIVERS, formatUnexpectedLockdep, type BootOptions, type SpawnOptions, type ExitStatus, type CloneOptions } from './machine.js';
 export type { KernelStats, ShutdownReport } from './kernel/control-plane.js';
+export type { LockdepReport } from './locking/index.js';
 export type { KernelWarning } from './kernel/kernel.js';
 export type { DmaBufSnapshot } from './kernel/dma-buf.js';
 export type { DmaHeapInfo } from './kernel/dma-heap.js';

@@ -15,7 +15,7 @@ import { fenceTableSizes, untrackedOwner } from './fence/table.js';
 import { resvTableSizes } from './fence/resv-table.js';
 import { CLONE_PTHREAD, SOCK_STREAM } from './uapi/posix.js';
 import { simError } from './errors.js';
-import { checkBootOptions, checkCloneArgs, checkSpawnArgs } from './options.js';
+import { checkBootOptions, checkCloneArgs, checkSpawnArgs, lockdepDefault } from './options.js';
 import { InvalidArgTypeError, validateFlags, validateInt, validateString } from './validate.js';
 import { AliveTable } from './shm/alive.js';
 import { LockDomain, LockWatchdog, fenceTableLookup, lockdepReports, type LockdepReport, type PublishedWait } from './locking/index.js';
@@ -54,14 +54,18 @@ export interface BootOptions {
   readonly resv?: { readonly objects?: number; readonly listBytes?: number };
   /**
    * Lock validation (src/locking): a lock domain every process attaches (its Mutex / WwMutex / fence waits are
-   * checked; owner liveness from the machine's alive table). Off by default; off costs nothing.
+   * checked; owner liveness from the machine's alive table). Default: on under a test runner (NODE_ENV 'test', which
+   * ava sets), off elsewhere; the environment variable DMABUF_SIM_LOCKDEP=1/0 overrides that default, and this
+   * option overrides both (options.ts lockdepDefault). Off costs nothing. Reports no expectation matched are
+   * returned by shutdown() (`lockdep`), so a test helper can fail on them.
    */
   readonly lockdep?: boolean;
   /**
    * The real-deadlock watchdog (src/locking/watchdog.ts), in the main thread: a process sleeping on a checked lock
    * or a fence publishes what it waits for; a cycle of waits is reported (kind 'deadlock') and broken within a
-   * second by failing one wait with -EDEADLK. Default: on when `lockdep` is (alone it makes a lock domain with the
-   * validator off). Off costs nothing: waits publish only while a watchdog runs, and only when they sleep.
+   * second by failing one wait with -EDEADLK. Default: on when lock validation is (the `lockdep` option or its
+   * default; alone it makes a lock domain with the validator off). Off costs nothing: waits publish only while a
+   * watchdog runs, and only when they sleep.
    */
   readonly watchdog?: boolean;
   /**
@@ -81,6 +85,14 @@ export interface BootOptions {
   readonly drivers?: readonly (string | URL)[];
   /** How long a driver may sit on one call from the kernel before it is declared dead (default 10000 ms). */
   readonly driverTimeoutMs?: number;
+}
+
+/** One line naming the unexpected lock reports a machine leaves (their full text was printed when each happened). */
+export function formatUnexpectedLockdep(reports: readonly LockdepReport[]): string {
+  const n = reports.length;
+  const keys = reports.slice(0, 4).map((r) => r.key);
+  const more = n > keys.length ? `, and ${n - keys.length} more` : '';
+  return `${n} unexpected lockdep report${n === 1 ? '' : 's'} (${keys.join('; ')}${more}): label the ones a test provokes with expectLockdepReports`;
 }
 
 /** Built-in drivers by name: their module under src/drivers/ (a missing one is ERR_DMABUF_SIM_NO_DRIVER). */
@@ -475,6 +487,8 @@ export class Machine {
   static async boot(opts: BootOptions = {}): Promise<Machine> {
     // Checked here, before a worker starts, so the error is thrown in the caller's thread with its class and code.
     checkBootOptions(opts);
+    const lockdep = opts.lockdep ?? lockdepDefault();
+    const watch = opts.watchdog ?? lockdep;
     const fences = fenceTableSizes(opts.fences ?? {}, 'options.fences.');
     const resv = resvTableSizes(opts.resv ?? {}, 'options.resv.');
     const broker = new Worker(new URL('../workers/broker.js', import.meta.url));
@@ -489,8 +503,8 @@ export class Machine {
       recordStacks: opts.recordStacks ?? false,
       fences,
       resv,
-      lockdep: opts.lockdep === true,
-      watchdog: opts.watchdog ?? opts.lockdep === true,
+      lockdep,
+      watchdog: watch,
       ...(opts.threadsMax !== undefined ? { threadsMax: opts.threadsMax } : {}),
       ...(opts.driverTimeoutMs !== undefined ? { driverTimeoutMs: opts.driverTimeoutMs } : {}),
     });
@@ -506,8 +520,7 @@ export class Machine {
     // The kernel lock domain (the broker made it: reservation locks live in it; with lockdep: true the validator
     // runs in it too). The main thread's owner is untracked (never presumed dead); it sees who died in the alive table.
     const domain = LockDomain.attach(locks, 'main', { owner: untrackedOwner(), liveness: alive });
-    const watch = opts.watchdog ?? opts.lockdep === true;
-    if (opts.lockdep || watch) {
+    if (lockdep || watch) {
       // The main thread uses the machine's domain for the locks it makes and hands to processes (reap clears a dead
       // process's token in the alive table: its locks and its published wait are let go).
       m.lockDomain = domain;
@@ -725,21 +738,33 @@ export class Machine {
 
   /**
    * Shuts down: blocked syscalls fail with ESHUTDOWN, remaining processes are killed and torn down, and the report
-   * lists every kernel object still alive (a leak, with where it was created) and every kernel oops.
+   * lists every kernel object still alive (a leak, with where it was created), every kernel oops and WARN, and every
+   * lock report no expectation matched (`lockdep`: each was printed in full when it happened; unless `quiet`, one
+   * more line counts them here, as leaks are printed). Rejects with ERR_DMABUF_SIM_KERNEL_GONE, once every
+   * process and driver worker has ended, when the kernel itself had exited.
    */
   async shutdown(opts: { quiet?: boolean } = {}): Promise<ShutdownReport> {
     this.live('shutdown');
     this.down = true;
     this.watchdog?.stop();
     if (this.lockDomain && LockDomain.current() === this.lockDomain) LockDomain.setCurrent(null);
-    await this.kernel.beginShutdown();
+    // A kernel that already exited (crashed, terminated) answers nothing: every control-plane call is raced with
+    // its exit, the workers are ended all the same, and shutdown rejects instead of waiting forever.
+    const GONE: unique symbol = Symbol('kernel gone');
+    const orGone = <T>(p: Promise<T>): Promise<T | typeof GONE> => Promise.race([p, this.brokerExited.then((): typeof GONE => GONE)]);
+    const begun = await orGone(this.kernel.beginShutdown());
     await Promise.all([...this.procs.values()].map((p) => p.kill()));
     // Drivers after the processes: a process's last close may still need its driver's release.
     await Promise.all([...this.driverProcs.values()].map((d) => d.kill()));
-    const report = await this.kernel.finishShutdown();
+    const kernelReport = begun === GONE ? GONE : await orGone(this.kernel.finishShutdown());
     this.kernel[Comlink.releaseProxy]();
     await this.broker.terminate();
+    if (kernelReport === GONE) throw simError('ERR_DMABUF_SIM_KERNEL_GONE', ['shutdown']);
+    // Every worker has ended: nothing records into the domain any more.
+    const lockdep = this.lockDomain ? lockdepReports(this.lockDomain).filter((r) => r.expected !== true) : [];
+    const report: ShutdownReport = { ...kernelReport, lockdep };
     if (!opts.quiet && report.leaks.length > 0) process.stderr.write(`dmabuf-sim: ${formatLeaks(report.leaks)}`);
+    if (!opts.quiet && lockdep.length > 0) process.stderr.write(`dmabuf-sim: ${formatUnexpectedLockdep(lockdep)}\n`);
     return report;
   }
 }

@@ -56,6 +56,27 @@ export function checkBootOptions(opts: unknown): void {
   if (o['driverTimeoutMs'] !== undefined) validateInteger(o['driverTimeoutMs'], 'options.driverTimeoutMs', 1, 2 ** 31 - 1);
 }
 
+/** The environment variable that turns lock validation on or off for every Machine.boot without a `lockdep` option. */
+export const LOCKDEP_ENV = 'DMABUF_SIM_LOCKDEP';
+
+/**
+ * Whether a Machine.boot without a `lockdep` option validates locks: DMABUF_SIM_LOCKDEP when set ('1', 'on',
+ * 'true' / '0', 'off', 'false'; empty counts as unset), else on exactly when NODE_ENV is 'test' (ava, jest and
+ * vitest set it in their workers), so a test suite runs with the validator and the watchdog and a program
+ * outside tests pays nothing. An explicit `lockdep` option always wins over both. Any other value of the variable
+ * is a TypeError (ERR_INVALID_ARG_VALUE) naming it: a misspelt override is never silently ignored.
+ */
+export function lockdepDefault(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env[LOCKDEP_ENV];
+  if (v !== undefined && v !== '') {
+    const s = v.trim().toLowerCase();
+    if (s === '1' || s === 'on' || s === 'true') return true;
+    if (s === '0' || s === 'off' || s === 'false') return false;
+    throw new InvalidArgValueError(`process.env.${LOCKDEP_ENV}`, v, "must be one of '1', 'on', 'true', '0', 'off', 'false'");
+  }
+  return env['NODE_ENV'] === 'test';
+}
+
 /** A driver: a built-in name ('vgem'), a module URL, or a path (anything with a '/' or ending in .js). */
 export function checkDriverSpec(spec: unknown, name = 'driver'): void {
   if (!(spec instanceof URL) && typeof spec !== 'string') throw new InvalidArgTypeError(name, ['string', 'URL'], spec);

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { beginExpectWarnings, endExpectWarnings, expectWarnings, setWarningSink, takeWarnings, warn, warnOn } from '../src/bug.js';
 import { attachFenceTable, dmaFenceArrayCreate, dmaFenceContextAlloc, dmaFenceInit, dmaFencePut, dmaFenceSignal, fenceHandle } from '../src/fence/index.js';
-import { Machine } from '../src/machine.js';
+import { bootChecked } from './helpers/sim.js';
 import { dmaBufAddFence, DMA_RESV_USAGE_WRITE, expectKernelWarnings, fenceTable } from '../src/testing.js';
 
 /**
@@ -174,7 +174,7 @@ test.serial('an expectation across awaits (begin/end) covers what happens in bet
 });
 
 test.serial('expectKernelWarnings: a kernel WARN a test provokes through the control plane is marked expected', async (t) => {
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     // A container fence added to a buffer's reservation: dma_resv_add_fence WARNs in the broker (arrays must be
     // unwrapped first), and carries on.

@@ -182,8 +182,12 @@ test.serial('poll: a pending poll callback keeps the buffer alive after every fd
   const q = await m.spawn(fixture, { name: 'dies-polling' });
   const fd2 = await q.call<number>('alloc', 'reserved', 4096);
   const g = await gpu.add(q, fd2, U_READ, 'copy');
+  const parked = await testing.parkedCalls(m);
   const pending = q.call('pollWait', fd2, OUT, -1);
-  t.false(await settlesWithin(pending, 50));
+  // Killed once its poll is parked in the kernel (the slot armed), not after a blind delay: under load the call
+  // may not have reached the kernel 50 ms later, and a kill before it arms leaves nothing to keep the buffer alive.
+  await waitFor(t, 'the poll to park', async () => (await testing.parkedCalls(m)) > parked);
+  t.false(await settlesWithin(pending, 0));
   await q.kill();
   t.like((await m.dmabufs())[0], { fileCount: 1, pollActive: { in: 0, out: OUT } }, 'alive after its process died');
   await gpu.signal(g);

@@ -15,9 +15,11 @@ import { FAULT_RESV_ADD, FAULT_RESV_RESERVE } from '../src/fault-inject.js';
 import { DMA_BUF_SYNC_WRITE, POLLIN, POLLOUT } from '../src/uapi/index.js';
 import { E } from '../src/uapi/errno.js';
 import { Mutex, beginExpectLockdepReports, endExpectLockdepReports } from '../src/locking/index.js';
-import { delay, settlesWithin, shutdownNoLeaks, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
+import { bootChecked, delay, expectMachineLockdep, noUnexpectedLockdep, settlesWithin, shutdownNoLeaks, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/resv-driver.js', import.meta.url);
+/** lockdep's report of a lock recovered from a killed holder (the tests below kill holders on purpose). */
+const OWNER_DIED = { kind: 'api', key: /^api:owner-died:/ } as const;
 
 /** A driver-playing process of the resv-driver fixture. */
 const driver = (m: Machine, name: string): Promise<SockProc> => spawnSock(m, name, { kernelFences: true }, fixture);
@@ -42,7 +44,7 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 async function machine(t: ExecutionContext, body: (m: Machine) => Promise<void>, opts: Parameters<typeof Machine.boot>[0] = {}): Promise<void> {
-  const m = await Machine.boot(opts);
+  const m = await bootChecked(t, opts);
   try {
     await body(m);
   } finally {
@@ -116,9 +118,12 @@ test.serial('a worker killed holding the lock: the next locker takes it over (-E
     await reached(held, 'holder');
     const next = B.proc.call<{ ret: number; warnings: number; entries: string[]; added: FenceHandle }>('lockAfterKill', id);
     t.false(await settlesWithin(next, 30), 'the next locker waits while the holder lives');
-    await H.proc.kill();
-    await hold;
-    const r = await within(next, 5000, 'the next locker');
+    const { result: r, reports } = await expectMachineLockdep(m, OWNER_DIED, 'the next locker after the holder was killed', async () => {
+      await H.proc.kill();
+      await hold;
+      return within(next, 5000, 'the next locker');
+    });
+    t.is(reports.length, m.lockdep.domain() ? 1 : 0, 'lockdep reports the recovered lock once (when it validates)');
     t.is(r.ret, -E.EOWNERDEAD);
     t.is(r.warnings, 1, 'the takeover is reported');
     t.is(r.entries.length, 2, 'the old fence and the new one');
@@ -146,7 +151,9 @@ for (const [point, name] of [
       const lost: FenceHandle = { index: w[1]!, gen: w[2]! };
       await K.proc.kill();
       await stopped;
-      const r = await within(B.proc.call<{ ret: number; warnings: number; entries: string[]; added: FenceHandle }>('lockAfterKill', id), 5000, 'the next locker');
+      const { result: r } = await expectMachineLockdep(m, OWNER_DIED, `the next locker after a kill inside ${name.replace(/ .*/, '')}`, () =>
+        within(B.proc.call<{ ret: number; warnings: number; entries: string[]; added: FenceHandle }>('lockAfterKill', id), 5000, 'the next locker'),
+      );
       t.is(r.ret, -E.EOWNERDEAD);
       t.is(r.entries.length, 2, 'the first fence and the next locker\'s: the half-added one never appears');
       t.true(r.entries.every((e) => e.endsWith(':live')));
@@ -262,9 +269,11 @@ test.serial('a driver killed holding a buffer\'s lock while the kernel waits for
     const imp = P.ok('dmaBufImportSyncFile', fd, DMA_BUF_SYNC_WRITE, sf);
     await waitParked(m, before + 1);
     const expecting = await expectKernelWarnings(m, /EOWNERDEAD/, 'the broker taking over a dead driver\'s resv lock');
-    await H.proc.kill();
-    await hold;
-    t.is(await within(imp, 5000, 'IMPORT_SYNC_FILE'), 0);
+    await expectMachineLockdep(m, OWNER_DIED, 'the broker taking over a dead driver\'s resv lock', async () => {
+      await H.proc.kill();
+      await hold;
+      t.is(await within(imp, 5000, 'IMPORT_SYNC_FILE'), 0);
+    });
     t.is((await expecting.end()).length, 1, 'the takeover is reported once');
     await P.ok('swSyncTimelineInc', tl, 1);
     await P.fx('unmapFd', fd);
@@ -284,12 +293,13 @@ test.serial('finalising a reservation object puts its fences, whichever worker f
   }));
 
 test.serial('leak reports name where a reservation object was made', async (t) => {
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   const K = await driver(m, 'leaky');
   await K.proc.call('makeResv');
   await K.proc.call('makeResv', 'my gem object');
   await K.proc.kill();
   const r = await m.shutdown({ quiet: true });
+  noUnexpectedLockdep(t, r);
   const resvs = r.leaks.filter((l) => l.kind === 'dma_resv');
   t.is(resvs.length, 2);
   t.regex(resvs[0]!.createdBy.comm, /^leaky \(pid \d+\) resv-driver\.[jt]s:\d+$/, 'the worker and the line of the dma_resv_init call');

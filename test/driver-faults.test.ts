@@ -5,7 +5,7 @@
  */
 import test from 'ava';
 import { Machine, type Proc } from '../src/index.js';
-import { delay, passFd, withMachine } from './helpers/sim.js';
+import { bootChecked, delay, passFd, withMachine } from './helpers/sim.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
 
 const exporter = new URL('./fixtures/drv-exporter.js', import.meta.url);
@@ -100,7 +100,7 @@ test('seeded kill loop: exporter, importer or process killed at a random point o
   const prng = new Prng(seed);
   const rng = (): number => prng.below(1_000_000) / 1_000_000;
   for (let round = 0; round < 4; round++) {
-    const m = await Machine.boot({ driverTimeoutMs: 2000 });
+    const m = await bootChecked(t, { driverTimeoutMs: 2000 });
     try {
       const exp = await m.loadDriver(exporter, { name: 'testdrv' });
       const imp = await m.loadDriver(exporter, { name: 'testimp' });

@@ -7,7 +7,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { Machine, type Proc } from '../src/index.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
-import { delay, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
+import { bootChecked, delay, expectMachineLockdep, noUnexpectedLockdep, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
 import { dmaBufAddFence, DMA_RESV_USAGE_WRITE, expectKernelWarnings, spinSlots } from '../src/testing.js';
 import { DMA_BUF_SYNC_READ } from '../src/uapi/dma-buf.js';
 import { E } from '../src/uapi/errno.js';
@@ -90,6 +90,7 @@ async function shutdownBounded(t: ExecutionContext, m: Machine, what: string): P
   const r = await within(m.shutdown(), 15_000, `${what}: shutdown`);
   t.deepEqual(r.leaks, [], `${what}: nothing leaked`);
   t.deepEqual(r.oopses, [], `${what}: no oops`);
+  noUnexpectedLockdep(t, r);
   return r.warnings.map((w) => w.message);
 }
 
@@ -117,8 +118,8 @@ async function killSpinners(m: Machine, prng: Prng, count: number, batch: number
 // leaves room for that noise and still fails on the leak.
 test.serial('60 processes killed mid-syscall while spinning leak no spin slot: a fresh process runs at a fresh machine\'s speed', async (t) => {
   const prng = logSeed(t);
-  const fresh = await Machine.boot();
-  const used = await Machine.boot();
+  const fresh = await bootChecked(t);
+  const used = await bootChecked(t);
   try {
     await within(killSpinners(used, prng, 60, 1), 90_000, 'killing 60 spinning processes');
     t.deepEqual(await spinSlots(used), await spinSlots(fresh), 'every spin slot is free again');
@@ -220,9 +221,12 @@ async function killCase(t: ExecutionContext, m: Machine, c: Case, prng: Prng, su
       await reached(held, 'resv holder');
       const lock = L.proc.call('lockResv', id);
       await delay(prng.below(20));
-      await H.proc.kill();
-      await hold;
-      t.deepEqual(await within(lock, 5000, 'resv: the next locker'), { ret: -E.EOWNERDEAD, warnings: 1 }, 'resv: taken over, EOWNERDEAD, reported');
+      const { result } = await expectMachineLockdep(m, { kind: 'api', key: /^api:owner-died:/ }, 'resv: the next locker after the holder was killed', async () => {
+        await H.proc.kill();
+        await hold;
+        return within(lock, 5000, 'resv: the next locker');
+      });
+      t.deepEqual(result, { ret: -E.EOWNERDEAD, warnings: 1 }, 'resv: taken over, EOWNERDEAD, reported');
       t.deepEqual(await within(L.proc.call('lockResv', id), 5000, 'resv: locking again'), { ret: 0, warnings: 0 }, 'resv: then an ordinary lock');
       await L.proc.call('finiResv', id);
       await L.proc.kill();
@@ -275,8 +279,8 @@ async function parkedCallsOf(m: Machine): Promise<number> {
 // 'fence-wait' leaks the references the sleeper took on the leaves it slept on.
 test.serial('seeded kill loop: a process killed mid-syscall, while spinning, mid-signal, holding the resv lock or mid-fd-pass wedges, slows and leaks nothing', async (t) => {
   const prng = logSeed(t);
-  const fresh = await Machine.boot();
-  const m = await Machine.boot();
+  const fresh = await bootChecked(t);
+  const m = await bootChecked(t);
   let signals = -1;
   try {
     const survivor = await victim(m, 'survivor');

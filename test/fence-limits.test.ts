@@ -17,7 +17,7 @@ import {
   type DmaFence,
 } from '../src/fence/index.js';
 import { FenceTable } from '../src/fence/table.js';
-import { shutdownNoLeaks, spawnSock, syncFixture } from './helpers/sim.js';
+import { bootChecked, shutdownNoLeaks, spawnSock, syncFixture } from './helpers/sim.js';
 
 /** Runs `fn` with stderr captured; returns what it printed. */
 function captureStderr(fn: () => void): string {
@@ -98,7 +98,7 @@ test.serial('a names entry lives as long as any fence holding it, across puts in
 
 test.serial('processes with more distinct names than the table holds make sw_sync fences in turn (no ENOMEM)', async (t) => {
   // names: 6 leaves 3 entries beyond the fixed ones; sw_sync names each timeline after its process.
-  const m = await Machine.boot({ fences: { names: 6 } });
+  const m = await bootChecked(t, { fences: { names: 6 } });
   try {
     for (let i = 0; i < 8; i++) {
       const p = await spawnSock(m, `namer-${i}`, {}, syncFixture);
@@ -144,7 +144,7 @@ test('Machine.boot validates the fence table sizes and names the field', async (
 });
 
 test.serial('fences.slots sizes the machine fence table; a full table is ENOMEM and its message names the option', async (t) => {
-  const m = await Machine.boot({ fences: { slots: 8 } });
+  const m = await bootChecked(t, { fences: { slots: 8 } });
   try {
     const p = await spawnSock(m, 'filler', {}, syncFixture);
     const tl = await p.ok<number>('swSyncTimelineCreate');

@@ -6,7 +6,7 @@
 import test from 'ava';
 import type { FdView } from './fixtures/fork.js';
 import { Machine } from '../src/index.js';
-import { bootFor, shutdownNoLeaks } from './helpers/sim.js';
+import { bootChecked, bootFor, shutdownNoLeaks } from './helpers/sim.js';
 
 const fixture = new URL('./fixtures/fork.js', import.meta.url);
 type R<T> = { ok: T } | { err: string };
@@ -161,7 +161,7 @@ test.serial('shutdown ends forked children and threads made inside processes; no
 test.serial('threads-max: fork and thread beyond Machine.boot({ threadsMax }) tasks fail with EAGAIN; a bad value throws', async (t) => {
   await t.throwsAsync(Machine.boot({ threadsMax: 0 }), { code: 'ERR_OUT_OF_RANGE', message: /options\.threadsMax/ });
   await t.throwsAsync(Machine.boot({ threadsMax: 1.5 }), { code: 'ERR_OUT_OF_RANGE' });
-  const m = await Machine.boot({ threadsMax: 4 });
+  const m = await bootChecked(t, { threadsMax: 4 });
   t.teardown(() => m.shutdown({ quiet: true }).catch(() => {}));
   const p = await m.spawn(fixture, { name: 'forker' });
   const [s0] = await p.call<[number, number]>('socketpair');

@@ -5,10 +5,10 @@
  */
 import test from 'ava';
 import { DATA_OFFSET } from '../src/shm/channel.js';
-import { Machine, type Proc, uapi } from '../src/index.js';
+import { type Proc, uapi } from '../src/index.js';
 import { dmaBufAddFence, dmaBufCpuAccessAsync, dmaBufMapAsync, kunit, spinSlots } from '../src/testing.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
-import { shutdownNoLeaks, sockFixture, waitParked } from './helpers/sim.js';
+import { bootChecked, shutdownNoLeaks, sockFixture, waitParked } from './helpers/sim.js';
 
 /** Whether `p` settles within `ms` (resolves as soon as it does; `p`'s rejection is left to its other awaiters). */
 async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
@@ -49,7 +49,7 @@ test('the Machine API and dmabuf-sim/testing refuse JavaScript values no caller 
   // worker on "file:///<cwd>/undefined" and took any options; a non-Proc gave "process undefined (undefined)
   // belongs to another machine" or a bare TypeError without a code; m.process('1') was silently undefined; a fence
   // handle of the wrong shape was "stale fence handle undefined.undefined"; fd '1' reached the kernel as EBADF.
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const a = await m.spawn(sockFixture, { name: 'a' });
     const b = await m.spawn(sockFixture, { name: 'b' });
@@ -113,7 +113,7 @@ test('a process that forges a holder in the fence table\'s names lock cannot wed
   // Before: the broker, interning a new timeline's names for another process's SW_SYNC_IOC_CREATE_FENCE, waited in
   // robustLock for a holder that is alive and never unlocks: its loop blocked, every process's calls and
   // shutdown() hung. The forged holder here is the hostile process's own live token, then an untracked owner.
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const hostile = await m.spawn(fixture, { name: 'hostile', kernelFences: true });
     const other = await m.spawn(fixture, { name: 'other' });
@@ -139,7 +139,7 @@ test('seeded kill loop over fork, threads and waitpid: mid-clone, a thread or ch
   const seed = chooseSeed();
   t.log(`seed ${seed} (replay with DMABUF_SIM_SEED=${seed})`);
   const rng = new Prng(seed);
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const survivor = await m.spawn(fixture, { name: 'survivor' });
     t.is(await survivor.call<number>('ordinaryCalls', 5), 5);
@@ -178,7 +178,7 @@ test('a process that fills the alive table (in the fence table it is handed) doe
   // Before: every later spawn rejected ("the alive table is full") leaving its half-made task and three /dev/null
   // files in the kernel for good, and another process's fork was a kernel oops (EIO) that leaked the new task with
   // copies of its parent's fds and mappings. The same happens to a machine with more than 1024 live tasks.
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const hostile = await m.spawn(fixture, { name: 'hostile', kernelFences: true });
     const other = await m.spawn(fixture, { name: 'other' });
@@ -198,7 +198,7 @@ test('a process that fills the alive table (in the fence table it is handed) doe
 
 test('a spawn that shutdown() overtakes says the machine is shut down, not that its module failed to load', async (t) => {
   // Before: ERR_DMABUF_SIM_MODULE_LOAD "the process ended while loading it", blaming a module that was fine.
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   const spawning = m.spawn(fixture, { name: 'late' }).then(
     () => 'spawned',
     (e: { code?: string }) => e.code,
@@ -210,7 +210,7 @@ test('a spawn that shutdown() overtakes says the machine is shut down, not that 
 
 test('an exit status is its low 8 bits, as wait4 reports it (exit(256) is 0, exit(-1) is 255)', async (t) => {
   // Before: waitpid returned the whole int a child passed to exit() or returned from main (256, -1, -2).
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const parent = await m.spawn(fixture, { name: 'parent' });
     t.deepEqual(await parent.call('forkAndWait', 255), [255, 0]);
@@ -223,7 +223,7 @@ test('an exit status is its low 8 bits, as wait4 reports it (exit(256) is 0, exi
 
 test('write(2) of more than the channel carries is a short write (a stream, /dev/null) or EMSGSIZE (a datagram), never E2BIG', async (t) => {
   // Before: E2BIG, an errno write(2) never returns on Linux.
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const p = await m.spawn(fixture, { name: 'writer' });
     const r = await p.call<{ stream: number | string; got: number; devnull: number | string; seqpacket: number | string }>('bigWrites', 100_000);
@@ -240,7 +240,7 @@ test('a thread blocked in recvmsg keeps its socket when another thread closes th
   // Before: the parked call held no reference (fdget's), so the close released the socket under it: the peer's
   // send failed with EPIPE and the blocked thread never got the message. In Linux the blocked recvmsg holds the
   // file (fdget takes a reference when the table is shared), so the message reaches it.
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const p = await m.spawn(fixture, { name: 'threads' });
     const [a, b, tid] = await p.call<number[]>('threadBlockedOnSocket');
@@ -254,7 +254,7 @@ test('a thread blocked in recvmsg keeps its socket when another thread closes th
 test('a thread blocked in poll keeps the polled socket when another thread closes the fd; it wakes with POLLNVAL', async (t) => {
   // Before: the close released the socket under the sleeping poll: the peer's send failed with EPIPE. In Linux
   // poll_wait holds the file, the send succeeds and wakes the poller, whose next pass finds the fd closed.
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const p = await m.spawn(fixture, { name: 'threads' });
     const [a, b, tid] = await p.call<number[]>('threadPollingSocket');
@@ -268,7 +268,7 @@ test('a thread blocked in poll keeps the polled socket when another thread close
 test('a process that maps and unmaps in a loop never runs out of address space (freed ranges are reused)', async (t) => {
   // Before: mmap bumped an address pointer and never reused a freed range, so after ~1 TiB of mappings (4096 maps of
   // 256 MiB, e.g. `npm run bench`'s fd-passing figure) every mmap of the process failed with ENOMEM for good.
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const p = await m.spawn(fixture, { name: 'mapper' });
     const size = 256 << 20;
@@ -283,7 +283,7 @@ test('a process that maps and unmaps in a loop never runs out of address space (
 test('a process rewriting its pollfd array while its poll is parked cannot change what the kernel polls (copied once)', async (t) => {
   // Before: every pass of a parked poll re-read fd and events from the caller's channel, so a write there (from a
   // thread given the channel) changed what was polled mid-call; Linux copies the array into the kernel once.
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const victim = await m.spawn(fixture, { name: 'poller' });
     const peer = await m.spawn(fixture, { name: 'peer' });

@@ -3,15 +3,14 @@
  * never make another process's call fail, nor crash or wedge the broker (docs/ARCHITECTURE.md, trust boundary).
  */
 import test from 'ava';
-import { Machine } from '../src/index.js';
-import { shutdownNoLeaks } from './helpers/sim.js';
+import { bootChecked, shutdownNoLeaks } from './helpers/sim.js';
 import { attachFenceTable } from '../src/fence/index.js';
 import { fenceTable } from '../src/testing.js';
 
 const fixture = new URL('./fixtures/hostile.js', import.meta.url);
 
 test('a hostile process writing every control-block and channel word it holds cannot fail another process\'s calls', async (t) => {
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const victim = await m.spawn(fixture, { name: 'victim' });
     const hostile = await m.spawn(fixture, { name: 'hostile' });
@@ -42,7 +41,7 @@ test('a hostile process writing every control-block and channel word it holds ca
 });
 
 test('a forged "kernel died" in the shared fence table does not make another process\'s long call give up', async (t) => {
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const victim = await m.spawn(fixture, { name: 'victim' });
     // A process trusted with the fence kernel state (it plays a driver): a plain one cannot even reach the alive table.
@@ -58,7 +57,7 @@ test('a forged "kernel died" in the shared fence table does not make another pro
 });
 
 test('when the broker worker dies, a process waiting for a reply gives up with ESHUTDOWN', async (t) => {
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   const victim = await m.spawn(fixture, { name: 'victim' });
   const other = await m.spawn(fixture, { name: 'other' });
   const [a] = await m.socketpair(victim, other);
@@ -69,10 +68,16 @@ test('when the broker worker dies, a process waiting for a reply gives up with E
   // kill() settles although no kernel is left to reap the process (it used to wait for the reap forever).
   const killed = await Promise.race([Promise.all([victim, other].map((p) => p.kill())), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 5000))]);
   t.not(killed, 'hung', 'kill() after the broker died settles');
+  // shutdown() too: it ends what is left and says there is no report (it used to wait for the kernel forever).
+  const m2 = await bootChecked(t);
+  const left = await m2.spawn(fixture, { name: 'left' });
+  await (m2 as unknown as { broker: { terminate(): Promise<number> } }).broker.terminate();
+  await t.throwsAsync(m2.shutdown(), { code: 'ERR_DMABUF_SIM_KERNEL_GONE', message: /^shutdown: the kernel \(broker worker\) exited/ });
+  t.true((await left.exited).killed, 'its processes were ended');
 });
 
 test('fence words a process corrupted (a link cycle, a huge count, an index outside the table) are a reported BUG in the broker, never a hang or a crash', async (t) => {
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   const victim = await m.spawn(fixture, { name: 'victim' });
   const hostile = await m.spawn(fixture, { name: 'hostile' });
   for (const how of ['cycle', 'count', 'link'] as const) {
@@ -89,7 +94,7 @@ test('fence words a process corrupted (a link cycle, a huge count, an index outs
 });
 
 test('a process holding the fence names lock forever makes the kernel fail a fence creation (ENOMEM), never stall', async (t) => {
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const victim = await m.spawn(fixture, { name: 'victim' });
     const other = await m.spawn(fixture, { name: 'other' });
@@ -111,7 +116,7 @@ test('a process holding the fence names lock forever makes the kernel fail a fen
 // process is handed: zeroing it "killed" every owner and freed every names entry, and a 1 in every word left the
 // names lock held by a live-looking owner (the kernel's fence creations failed with ENOMEM).
 test('a plain process writing every word of every buffer it is handed cannot forge a death, change fence names or stall fence creation', async (t) => {
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   try {
     const victim = await m.spawn(fixture, { name: 'victim' });
     const hostile = await m.spawn(fixture, { name: 'hostile' });

@@ -177,6 +177,8 @@ test('a wait longer than the hung-task time, no cycle: reported hung, naming the
     t.is((await r.step(0, 'unlock', 'A')).value, true);
     t.is((await waiting).value, 0, 'a hung report breaks nothing');
     t.is(r.wd.broken, 0);
+    t.true(r.wd.longestWait.ms >= 250, `the longest wait seen: ${r.wd.longestWait.ms} ms`);
+    t.regex(r.wd.longestWait.what, /^worker 3 \(w1\) on .*wd_hung_A/);
   } finally {
     endExpectLockdepReports(exp);
     await r.close();

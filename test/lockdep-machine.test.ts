@@ -1,11 +1,15 @@
 /**
- * Machine.boot({ lockdep: true }): processes attach the machine's lock domain, so an inversion between two
- * processes is reported in machine.lockdep.reports(), and a process killed holding a lock has it recovered by
- * the next waiter through the machine's alive table (reap clears the dead process's token).
+ * Machine.boot({ lockdep: true }) — the default under a test runner —: processes attach the machine's lock domain,
+ * so an inversion between two processes is reported in machine.lockdep.reports(), and a process killed holding a
+ * lock has it recovered by the next waiter through the machine's alive table (reap clears the dead process's
+ * token); a report nobody expected comes back from shutdown().
  */
 import test from 'ava';
-import { Machine } from '../src/index.js';
-import { Mutex, beginExpectLockdepReports, endExpectLockdepReports } from '../src/locking/index.js';
+import { Machine, formatUnexpectedLockdep, type BootOptions } from '../src/index.js';
+import { lockdepDefault } from '../src/options.js';
+import { Mutex, beginExpectLockdepReports, endExpectLockdepReports, expectLockdepReports, setLockdepSink, type LockdepReport } from '../src/locking/index.js';
+import { noUnexpectedLockdep, sockFixture, throwUnexpectedLockdep } from './helpers/sim.js';
+import { CAP_ALIVE, WAIT_WORDS, W_OWNER } from '../src/locking/domain.js';
 
 const fixture = new URL('./fixtures/locking-proc.js', import.meta.url);
 const syncProcs = new URL('../src/demos/implicit-sync-procs.js', import.meta.url);
@@ -28,7 +32,7 @@ test('an ABBA between two processes is reported, nothing blocks', async (t) => {
     t.regex(reps[0]!.text, /first recorded by worker \d+ \(p1 \(pid \d+\)\):/);
   } finally {
     endExpectLockdepReports(exp);
-    await m.shutdown();
+    noUnexpectedLockdep(t, await m.shutdown());
   }
 });
 
@@ -47,18 +51,110 @@ test('a process killed holding a lock: the next waiter gets it with EOWNERDEAD',
     t.false(l.isLocked());
   } finally {
     endExpectLockdepReports(exp);
-    await m.shutdown();
+    noUnexpectedLockdep(t, await m.shutdown());
   }
 });
 
-test('lockdep off by default: no domain', async (t) => {
-  const m = await Machine.boot();
+test('lockdep default: on under a test runner (NODE_ENV=test), off elsewhere; DMABUF_SIM_LOCKDEP overrides, the option wins', async (t) => {
+  t.is(process.env['NODE_ENV'], 'test', 'ava sets NODE_ENV in its workers');
+  t.true(lockdepDefault({ NODE_ENV: 'test' }));
+  t.false(lockdepDefault({}), 'outside tests: off');
+  t.false(lockdepDefault({ NODE_ENV: 'production' }));
+  for (const v of ['1', 'on', 'true', ' ON ']) t.true(lockdepDefault({ DMABUF_SIM_LOCKDEP: v }), v);
+  for (const v of ['0', 'off', 'false']) t.false(lockdepDefault({ NODE_ENV: 'test', DMABUF_SIM_LOCKDEP: v }), v);
+  t.true(lockdepDefault({ NODE_ENV: 'test', DMABUF_SIM_LOCKDEP: '' }), 'empty counts as unset');
+  t.throws(() => lockdepDefault({ DMABUF_SIM_LOCKDEP: 'yes please' }), { code: 'ERR_INVALID_ARG_VALUE', message: /process\.env\.DMABUF_SIM_LOCKDEP/ });
+
+  // The variable is read at boot, synchronously (before boot's first await): set and restored around the call
+  // (this run may itself have been started with DMABUF_SIM_LOCKDEP=0).
+  const saved = process.env['DMABUF_SIM_LOCKDEP'];
+  const withEnv = (v: string, opts?: BootOptions): Promise<Machine> => {
+    process.env['DMABUF_SIM_LOCKDEP'] = v;
+    try {
+      return Machine.boot(opts);
+    } finally {
+      if (saved === undefined) delete process.env['DMABUF_SIM_LOCKDEP'];
+      else process.env['DMABUF_SIM_LOCKDEP'] = saved;
+    }
+  };
+  // Here (ava, the variable unset): on by default, with the watchdog; an explicit option wins over the default.
+  const on = await withEnv('');
   try {
-    t.is(m.lockdep.domain(), null);
-    t.deepEqual(m.lockdep.reports(), []);
+    t.true(on.lockdep.domain()?.enabled, 'the validator runs');
+    t.truthy(on.lockdep.watchdog(), 'and the watchdog');
   } finally {
-    await m.shutdown();
+    noUnexpectedLockdep(t, await on.shutdown());
   }
+  const off = await withEnv('', { lockdep: false });
+  try {
+    t.is(off.lockdep.domain(), null);
+    t.is(off.lockdep.watchdog(), null);
+    t.deepEqual(off.lockdep.reports(), []);
+  } finally {
+    t.deepEqual((await off.shutdown()).lockdep, []);
+  }
+  const envOff = await withEnv('0');
+  t.is(envOff.lockdep.domain(), null, 'DMABUF_SIM_LOCKDEP=0 turns the default off');
+  await envOff.shutdown();
+  const optionWins = await withEnv('0', { lockdep: true });
+  t.true(optionWins.lockdep.domain()?.enabled, 'the option wins over the variable');
+  await optionWins.shutdown();
+  await t.throwsAsync(withEnv('maybe'), { code: 'ERR_INVALID_ARG_VALUE', message: /DMABUF_SIM_LOCKDEP/ });
+});
+
+test('attaching to the lock domain costs a process no syscall; reap frees a dead worker\'s wait slot', async (t) => {
+  const m = await Machine.boot({ lockdep: true });
+  const d = m.lockdep.domain()!;
+  const slotsTaken = (): number => {
+    let n = 0;
+    for (let i = 0; i < d.i32[CAP_ALIVE]!; i++) if (Atomics.load(d.i32, d.waitBase + i * WAIT_WORDS + W_OWNER) !== 0) n++;
+    return n;
+  };
+  try {
+    const base = slotsTaken(); // the broker's and the main thread's
+    const ps = [];
+    for (let i = 0; i < 4; i++) ps.push(await m.spawn(sockFixture, { name: `early${i}` }));
+    t.is(slotsTaken(), base + 4);
+    for (const p of ps.slice(0, 2)) await p.kill();
+    t.is(slotsTaken(), base + 2, 'the killed processes\' slots are free again');
+    // Before the fix, a process attaching asked the kernel (SYS.owner_alive) about every taken slot before it found
+    // a free one: its first syscall of its own was numbered #2 or more in origins and leak reports.
+    const late = await m.spawn(sockFixture, { name: 'late' });
+    t.is(slotsTaken(), base + 3, 'a freed slot is reused');
+    await m.socketpair(late, ps[2]!);
+    const r = await m.shutdown({ quiet: true });
+    const held = r.held.find((h) => h.comm === 'late');
+    t.deepEqual(held?.fds.map((f) => [f.createdBy.call, f.createdBy.seq]), [['Machine.socketpair', 0]], 'the process made no syscall before');
+    noUnexpectedLockdep(t, r);
+  } finally {
+    await m.shutdown({ quiet: true }).catch(() => {});
+  }
+});
+
+test('a report nobody expected is returned by shutdown() and fails the test helpers; an expected one is not', async (t) => {
+  const m = await Machine.boot({ lockdep: true });
+  const d = m.lockdep.domain()!;
+  const seen: LockdepReport[] = [];
+  setLockdepSink((r) => seen.push(r)); // the main thread's reports, kept off stderr
+  try {
+    const a = new Mutex('unexpected_a');
+    const b = new Mutex('unexpected_b');
+    await expectLockdepReports(d, { kind: 'circular', key: /expected_x/ }, 'a labelled inversion', () => {
+      const x = new Mutex('expected_x');
+      const y = new Mutex('expected_y');
+      x.lock(); y.lock(); y.unlock(); x.unlock();
+      y.lock(); x.lock(); x.unlock(); y.unlock();
+    });
+    a.lock(); b.lock(); b.unlock(); a.unlock();
+    b.lock(); a.lock(); a.unlock(); b.unlock();
+  } finally {
+    setLockdepSink(null);
+  }
+  t.deepEqual(seen.map((r) => [r.key, r.expected === true]), [['circular:expected_x -> expected_y', true], ['circular:unexpected_a -> unexpected_b', false]]);
+  const r = await m.shutdown({ quiet: true });
+  t.deepEqual(r.lockdep.map((x) => x.key), ['circular:unexpected_a -> unexpected_b'], 'only the unexpected one');
+  t.regex(formatUnexpectedLockdep(r.lockdep), /^1 unexpected lockdep report \(circular:unexpected_a -> unexpected_b\): label the ones a test provokes with expectLockdepReports$/);
+  t.throws(() => throwUnexpectedLockdep(m), { message: /1 unexpected lockdep report[^]*possible circular locking dependency detected/ }, 'bootFor / bootChecked teardowns fail the test with it');
 });
 
 test('sync_wait is an annotated wait: lock(A) + sync_wait(timeout 0) vs A inside a signalling section', async (t) => {
@@ -76,7 +172,7 @@ test('sync_wait is an annotated wait: lock(A) + sync_wait(timeout 0) vs A inside
     t.is(reps[0]!.key, 'circular:dma_fence_map -> proc_wait_lock');
   } finally {
     endExpectLockdepReports(exp);
-    await m.shutdown();
+    noUnexpectedLockdep(t, await m.shutdown());
   }
 });
 
@@ -107,12 +203,12 @@ test('watchdog: a process holding A waits on a sw_sync fence whose timeline hold
     t.regex(dl[0]!.text, /\(proc_wd_lock\)\{\+\.\+\.\}, mutex #\d+, held by worker \d+ \(waiter \(pid \d+\)\)/);
   } finally {
     endExpectLockdepReports(exp);
-    await m.shutdown();
+    noUnexpectedLockdep(t, await m.shutdown());
   }
 });
 
 test('watchdog off: no domain unless asked; watchdog alone makes one with the validator off; options validated', async (t) => {
-  const m = await Machine.boot({ watchdog: true, hungTaskTimeoutMs: 0 });
+  const m = await Machine.boot({ lockdep: false, watchdog: true, hungTaskTimeoutMs: 0 });
   try {
     t.truthy(m.lockdep.watchdog());
     t.false(m.lockdep.domain()!.enabled, 'validator off');
@@ -145,6 +241,6 @@ test('watchdog: a DMA_BUF_IOCTL_SYNC START parked in the kernel past the hung-ta
     t.deepEqual(m.lockdep.waits(), []);
   } finally {
     endExpectLockdepReports(exp);
-    await m.shutdown();
+    noUnexpectedLockdep(t, await m.shutdown());
   }
 });

@@ -7,7 +7,7 @@ import test from 'ava';
 import { formatHeld, Machine, SyscallError } from '../src/index.js';
 import type { Outcome } from './fixtures/dmabuf.js';
 import { kunit } from '../src/testing.js';
-import { withMachine } from './helpers/sim.js';
+import { bootChecked, withMachine } from './helpers/sim.js';
 
 const basic = new URL('./fixtures/basic.js', import.meta.url);
 const noMain = new URL('./fixtures/no-main.js', import.meta.url);
@@ -84,7 +84,7 @@ test('socketpair of processes from two machines throws', async (t) => {
 });
 
 test('every method after shutdown() says the machine is shut down', async (t) => {
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   const p = await m.spawn(basic, { name: 'p' });
   await m.shutdown();
   const code = 'ERR_DMABUF_SIM_SHUT_DOWN';
@@ -100,7 +100,7 @@ test('every method after shutdown() says the machine is shut down', async (t) =>
 });
 
 test('shutdown() reports what each process still held when it ended (fds, mappings, their calls and stacks)', async (t) => {
-  const m = await Machine.boot({ recordStacks: true });
+  const m = await bootChecked(t, { recordStacks: true });
   const cam = await m.spawn(dmabuf, { name: 'camera' });
   const fd = await cam.call<number>('alloc', 'system', 8192);
   const addr = ((await cam.call<Outcome>('map', fd, 8192)) as { ok: number }).ok;

@@ -45,7 +45,7 @@ import { setWarningSink, takeWarnings } from '../src/bug.js';
 import { ktimeGetNs } from '../src/shm/clock.js';
 import { E } from '../src/uapi/errno.js';
 import { benchFenceWake } from '../bench/fence.js';
-import { Machine } from '../src/index.js';
+import { bootChecked } from './helpers/sim.js';
 import { assertNoLiveFences, fenceSuite, joinAll, msleep, startFenceWorker, type WorkerResult } from './fence-harness.js';
 
 const { sab: table } = createAndAttachFenceTable({ slots: 8192 });
@@ -528,7 +528,7 @@ model('benchFenceWake runs (small counts) and reports both latencies', async (t)
 });
 
 model("the machine's fence table: a process signals a fence through it; a leaked fence is in the shutdown report", async (t) => {
-  const m = await Machine.boot();
+  const m = await bootChecked(t);
   let leaked: DmaFence | null = null;
   let down = false;
   try {

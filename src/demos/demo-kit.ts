@@ -1,6 +1,6 @@
 /** What the demos share: the line sink, headings, "ok"/"FAIL" check lines, indented debugfs text, and the clean-shutdown verdict. */
 import { formatLeaks } from '../kernel/leaks.js';
-import type { Machine } from '../machine.js';
+import { formatUnexpectedLockdep, type Machine } from '../machine.js';
 
 /** Where a demo prints, one line at a time. */
 export type Out = (line: string) => void;
@@ -41,10 +41,14 @@ export class DemoChecks {
     if (!ok) this.failures++;
   };
 
-  /** Shuts `m` down (a leak or an oops fails the demo), prints the verdict and returns the exit status (0: passed). */
+  /**
+   * Shuts `m` down (a leak, an oops or a lock report the demo did not label fails it), prints the verdict and
+   * returns the exit status (0: passed).
+   */
   async finish(m: Machine): Promise<number> {
     const report = await m.shutdown({ quiet: true });
-    this.check(report.leaks.length === 0 && report.oopses.length === 0, `clean shutdown: ${formatLeaks(report.leaks).trim()}, ${report.oopses.length} oopses`);
+    const locks = report.lockdep.length > 0 ? `, ${formatUnexpectedLockdep(report.lockdep)}` : '';
+    this.check(report.leaks.length === 0 && report.oopses.length === 0 && report.lockdep.length === 0, `clean shutdown: ${formatLeaks(report.leaks).trim()}, ${report.oopses.length} oopses${locks}`);
     this.out(this.failures === 0 ? '\ndemo passed' : `\ndemo FAILED (${this.failures} checks)`);
     return this.failures === 0 ? 0 : 1;
   }

@@ -37,6 +37,7 @@ import {
 import { attachResvTable, dmaResvAddFence, dmaResvLockAsync, dmaResvReserveFences, dmaResvUnlock, type DmaResvUsage } from '../fence/dma-resv.js';
 import { createResvTable, liveResvs, resvTableSizes, type ResvTableOptions } from '../fence/resv-table.js';
 import { LockDomain } from '../locking/domain.js';
+import type { LockdepReport } from '../locking/lockdep.js';
 import { dmaHeapList, type DmaHeapInfo } from './dma-heap.js';
 import { Kernel, THREADS_MAX_LIMIT, type KernelWarning } from './kernel.js';
 import type { HeldReport, LeakReport } from './leaks.js';
@@ -103,6 +104,12 @@ export interface ShutdownReport {
   readonly oopses: Oops[];
   /** Every WARN() the kernel hit (execution went on). */
   readonly warnings: KernelWarning[];
+  /**
+   * Every lock report of the machine's lock domain no expectation matched (expectLockdepReports), oldest first:
+   * validator findings, API misuse, watchdog deadlocks and hung waits. Filled in by Machine.shutdown (the main
+   * thread reads the domain once every worker has ended); [] when lock validation was off.
+   */
+  readonly lockdep: LockdepReport[];
 }
 
 export class KernelControl {
@@ -255,6 +262,7 @@ export class KernelControl {
       this.driverOwners.delete(id);
       releaseSpinSlots(spinBlockOf(this.ctl!.buffer as SharedArrayBuffer), owner);
       this.fenceRt!.table.alive!.clear(owner);
+      this.kernelLocks?.releaseWaitSlot(owner);
     }
     await this.drivers?.reap(id);
     this.loop!.kick();
@@ -323,6 +331,7 @@ export class KernelControl {
       this.owners.delete(pid);
       releaseSpinSlots(spinBlockOf(this.ctl!.buffer as SharedArrayBuffer), owner);
       this.fenceRt!.table.alive!.clear(owner);
+      this.kernelLocks?.releaseWaitSlot(owner);
     }
     const t = k.tasks.get(pid);
     if (!t) return;
@@ -578,8 +587,8 @@ export class KernelControl {
     this.entry!.abortParked(E.ESHUTDOWN);
   }
 
-  /** Last half: the report; the loop stops (the worker is terminated next). */
-  finishShutdown(): ShutdownReport {
+  /** Last half: the report (its lockdep part is the main thread's); the loop stops (the worker is terminated next). */
+  finishShutdown(): Omit<ShutdownReport, 'lockdep'> {
     const k = this.kernel;
     const report = {
       leaks: this.leaks(),

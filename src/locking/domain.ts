@@ -252,22 +252,43 @@ export class LockDomain {
   /**
    * Claims a wait slot for this worker (compareExchange from free, or from a dead owner's token): the watchdog
    * learns every attached worker's name from it, and the worker publishes its sleeps there. −1 when all are taken.
+   * A free slot is looked for first, without asking whether anyone is alive: for a plain process each such
+   * question is a syscall (SYS.owner_alive), and attaching must cost none — the broker frees a dead worker's slot
+   * when it reaps it (releaseWaitSlot), so taking over a dead owner's slot is only the fallback of a full table.
    */
   private claimWaitSlot(): number {
     const i32 = this.i32;
     const n = i32[CAP_ALIVE]!;
-    for (let i = 0; i < n; i++) {
-      const w = this.waitBase + i * WAIT_WORDS + W_OWNER;
-      const cur = Atomics.load(i32, w);
-      if (cur === this.token) return i;
-      if (cur !== 0 && this.isAlive(cur)) continue;
-      if (Atomics.compareExchange(i32, w, cur, this.token) === cur) {
-        // A dead owner may have died mid-wait: its publication goes with it.
-        Atomics.store(i32, this.waitBase + i * WAIT_WORDS + W_GEN, 0);
-        return i;
+    for (let pass = 0; pass < 2; pass++) {
+      for (let i = 0; i < n; i++) {
+        const w = this.waitBase + i * WAIT_WORDS + W_OWNER;
+        const cur = Atomics.load(i32, w);
+        if (cur === this.token) return i;
+        if (cur !== 0 && (pass === 0 || this.isAlive(cur))) continue;
+        if (Atomics.compareExchange(i32, w, cur, this.token) === cur) {
+          // A dead owner may have died mid-wait: its publication goes with it.
+          Atomics.store(i32, this.waitBase + i * WAIT_WORDS + W_GEN, 0);
+          return i;
+        }
       }
     }
     return -1;
+  }
+
+  /**
+   * Frees the wait slot of `token`'s worker, which has ended (the broker's reap, after clearing the token in the
+   * machine's alive table): its publication is dropped and the slot is free for the next worker to attach. Any
+   * thread may call it; a slot another worker already took over is left alone (compareExchange on the owner).
+   */
+  releaseWaitSlot(token: number): void {
+    const i32 = this.i32;
+    const n = i32[CAP_ALIVE]!;
+    for (let i = 0; i < n; i++) {
+      const b = this.waitBase + i * WAIT_WORDS;
+      if (Atomics.load(i32, b + W_OWNER) !== token) continue;
+      Atomics.store(i32, b + W_GEN, 0);
+      Atomics.compareExchange(i32, b + W_OWNER, token, 0);
+    }
   }
 
   /** Creates a new domain (all tables empty) and attaches the calling worker to it. */

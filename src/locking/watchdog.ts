@@ -223,6 +223,11 @@ export class LockWatchdog {
   private readonly done = new Set<string>();
   /** Deadlocks broken so far (every occurrence, not only the first of a key). */
   broken = 0;
+  /**
+   * The longest wait in no cycle this watchdog has seen (ms, as of its last scan that saw it) and what it was:
+   * what a hungTaskTimeoutMs must stay above for a workload whose waits are all legitimate.
+   */
+  longestWait: { readonly ms: number; readonly what: string } = { ms: 0, what: '' };
 
   constructor(
     readonly domain: LockDomain,
@@ -298,7 +303,8 @@ export class LockWatchdog {
     for (let slot = 0; slot < n; slot++) {
       const b = d.waitBase + slot * WAIT_WORDS;
       const token = Atomics.load(i32, b + W_OWNER);
-      // A worker killed mid-wait leaves its publication: it waits for nothing any more (its slot is reclaimed later).
+      // A worker killed mid-wait leaves its publication until its reap frees the slot (domain.releaseWaitSlot):
+      // it waits for nothing any more.
       if (token === 0 || !d.isAlive(token)) continue;
       const nameLen = Atomics.load(i32, b + W_NAME_LEN);
       const workerNo = Atomics.load(i32, b + W_WORKER_NO);
@@ -373,6 +379,10 @@ export class LockWatchdog {
     }
     for (const sig of this.candidates.keys()) if (!seenCycles.has(sig)) this.candidates.delete(sig);
 
+    for (const w of waiters.values()) {
+      const age = now - this.firstSeen.get(`${w.slot}:${w.gen}`)!;
+      if (age > this.longestWait.ms && !inCycle.has(w.token)) this.longestWait = { ms: Math.round(age), what: `${names.get(w.token) ?? w.name} on ${shortObj(w)}` };
+    }
     // Hung tasks: waits older than the hung-task time that are in no cycle, each reported once.
     const hungMs = this.hungTaskTimeoutMs;
     if (hungMs > 0) {

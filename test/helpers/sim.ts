@@ -1,8 +1,9 @@
 /** Shared test plumbing: a machine per test that must shut down clean, and typed calls into test/fixtures/sock. */
 import type { ExecutionContext } from 'ava';
-import { Machine, type BootOptions, type Proc, type ShutdownReport, type SpawnOptions } from '../../src/index.js';
+import { Machine, formatUnexpectedLockdep, type BootOptions, type Proc, type ShutdownReport, type SpawnOptions } from '../../src/index.js';
 import type { Msg, R } from '../fixtures/sock.js';
 import { parkedCalls } from '../../src/testing.js';
+import { expectLockdepReports, type LockdepReport, type ReportPattern } from '../../src/locking/index.js';
 
 export const sockFixture = new URL('../fixtures/sock.js', import.meta.url);
 /** test/fixtures/sync: sock's C library plus the sync_file / sw_sync raw helpers. */
@@ -120,21 +121,67 @@ export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<bo
 /** Heaps most tests boot with: the system heap and a 64 MiB carve-out. */
 export const TEST_HEAPS = { system: {}, reserved: { sizeBytes: 64 << 20 } } as const;
 
-/** Boots a machine that is shut down at the end of the test even when an assertion fails first. */
+/**
+ * Boots a machine that is shut down at the end of the test even when an assertion fails first; the test fails if
+ * the machine made a lock report nobody expected, whether or not the test shut it down itself.
+ */
 export async function bootFor(t: ExecutionContext, heaps: BootOptions['heaps'] = TEST_HEAPS): Promise<Machine> {
-  const m = await Machine.boot({ heaps });
+  return bootChecked(t, { heaps });
+}
+
+/**
+ * Machine.boot(opts) for a test: the machine is shut down at the end of the test if the test did not (a failed
+ * assertion, a throw), and the test fails if the machine made a lock report nobody expected.
+ */
+export async function bootChecked(t: ExecutionContext, opts: BootOptions = {}): Promise<Machine> {
+  const m = await Machine.boot(opts);
   t.teardown(async () => {
     await m.shutdown({ quiet: true }).catch(() => {});
+    throwUnexpectedLockdep(m);
   });
   return m;
 }
 
-/** Shuts `m` down and asserts no leaked kernel object and no oops; returns the report for further checks (WARNs). */
+/**
+ * Throws (for a t.teardown: ava fails the test with it) when `m` recorded a lock report no expectation matched —
+ * the net under tests that shut their machine down without asserting its report.
+ */
+export function throwUnexpectedLockdep(m: Machine): void {
+  const bad = m.lockdep.reports().filter((r) => r.expected !== true);
+  if (bad.length > 0) throw new Error(`dmabuf-sim: ${formatUnexpectedLockdep(bad)}\n\n${bad.map((r) => r.text).join('\n\n')}`);
+}
+
+/**
+ * Shuts `m` down and asserts no leaked kernel object, no oops and no lock report nobody expected (lockdep is on by
+ * default under ava: a report the test provokes on purpose is labelled with expectLockdepReports); returns the
+ * report for further checks (WARNs).
+ */
 export async function shutdownNoLeaks(t: ExecutionContext, m: Machine): Promise<ShutdownReport> {
   const r = await m.shutdown();
   t.deepEqual(r.leaks, [], 'no leaked kernel objects at shutdown');
   t.deepEqual(r.oopses, [], 'no kernel oops');
+  noUnexpectedLockdep(t, r);
   return r;
+}
+
+/**
+ * Runs `fn` with the lock reports of `m` matching `pattern` expected (expectLockdepReports in the machine's domain:
+ * they are matched in whichever worker makes them, and print one summary line). Returns fn's result and the
+ * expected reports; with lock validation off there is nothing to expect and the list is empty.
+ */
+export async function expectMachineLockdep<R>(m: Machine, pattern: ReportPattern, label: string, fn: () => Promise<R>): Promise<{ result: R; reports: LockdepReport[] }> {
+  const d = m.lockdep.domain();
+  if (!d) return { result: await fn(), reports: [] };
+  return expectLockdepReports(d, pattern, label, fn);
+}
+
+/** Asserts a shutdown report holds no lock report nobody expected; each one is shown with its kind, key and text. */
+export function noUnexpectedLockdep(t: ExecutionContext, r: ShutdownReport): void {
+  t.deepEqual(
+    r.lockdep.map((x) => `${x.kind} ${x.key}\n${x.text}`),
+    [],
+    'no unexpected lockdep report (label the ones this test provokes with expectLockdepReports)',
+  );
 }
 
 /** Shuts `m` down and asserts the report is clean: no leak, no oops, no WARN. */
