@@ -6,7 +6,7 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { Machine, type Proc } from '../src/index.js';
-import { delay, passFd, shutdownNoLeaks, waitParked } from './helpers/sim.js';
+import { delay, expectMachineLockdep, noUnexpectedLockdep, passFd, shutdownNoLeaks, waitParked } from './helpers/sim.js';
 import { expectKernelWarnings } from '../src/testing.js';
 
 const exporter = new URL('./fixtures/drv-exporter.js', import.meta.url);
@@ -284,6 +284,7 @@ test('driver WARNs and BUGs are in the kernel\'s record: with the calling proces
   } finally {
     const r = await m.shutdown({ quiet: true });
     t.deepEqual(r.leaks, []);
+    noUnexpectedLockdep(t, r);
     t.deepEqual(
       r.warnings.map((w) => ({ pid: w.pid, expected: w.expected, message: w.message })),
       [
@@ -375,10 +376,13 @@ test('an importer killed while it holds the reservation lock in a map: the expor
     const mapping = run(p, '/dev/testimp', { op: 'map', att, dir: 1 }).catch(() => 'killed');
     await delay(150); // the importer holds the lock now; the exporter sits in its slow map
     const w = await expectKernelWarnings(m, /died holding the lock/, 'a dead importer\'s reservation lock');
-    await imp.kill();
-    await mapping;
-    await run(q, '/dev/testdrv', { op: 'knobs', set: { slowMapMs: 0 } });
-    t.is(await run(q, '/dev/testdrv', { op: 'move', id: own.id }), 0);
+    // lockdep reports the recovered lock as well (when it validates: the default under ava).
+    await expectMachineLockdep(m, { kind: 'api', key: /^api:owner-died:/ }, 'a dead importer\'s reservation lock', async () => {
+      await imp.kill();
+      await mapping;
+      await run(q, '/dev/testdrv', { op: 'knobs', set: { slowMapMs: 0 } });
+      t.is(await run(q, '/dev/testdrv', { op: 'move', id: own.id }), 0);
+    });
     t.is((await w.end()).length, 1);
     await run(q, '/dev/testdrv', { op: 'put', id: own.id });
   });

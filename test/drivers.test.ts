@@ -244,10 +244,10 @@ test('a driver idle for a while answers promptly, and an idle driver burns no CP
     // the driver itself: the process-wide cpuUsage would count every thread of the test). A driver that spun
     // while idle would use most of that second (at least its share of a loaded machine); a sleeping one uses a
     // few ticks at most (20 ms of short sleeps after the last call, then 100 ms slices).
-    const cpu0 = await run<number>(p, '/dev/testdrv', { op: 'cpu' });
+    const cpu0 = await run<number>(p, '/dev/testdrv', { op: 'threadCpu' });
     const t0 = performance.now();
     await delay(1000);
-    const cpu1 = await run<number>(p, '/dev/testdrv', { op: 'cpu' });
+    const cpu1 = await run<number>(p, '/dev/testdrv', { op: 'threadCpu' });
     const wall = performance.now() - t0;
     t.true(cpu1 - cpu0 <= 50, `the idle driver used ${cpu1 - cpu0} ms of CPU in ${wall.toFixed(0)} ms`);
   });
