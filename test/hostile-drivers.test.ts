@@ -254,3 +254,22 @@ test.serial('seeded kill loop: the vgem worker killed while processes churn its 
     t.deepEqual([r.oopses, r.warnings], [[], []], `round ${round} (seed ${seed})`);
   }
 });
+
+test.serial('a vgem dma-buf refuses MAP_PRIVATE as the card does (drm_gem_shmem_mmap: is_cow_mapping → EINVAL, through the exporter\'s mmap); a card fd never polls ready (drm_poll: no events)', async (t) => {
+  const m = await bootVgem(t);
+  const p = await drm(m, 'private');
+  const card = await p.ok<number>('drmOpenCard', 0);
+  const bo = await p.ok<{ handle: number; size: number }>('drmModeCreateDumbBuffer', card, 32, 32, 32);
+  const fd = await p.ok<number>('drmPrimeHandleToFD', card, bo.handle, O_CLOEXEC | O_RDWR);
+  t.is(await p.fxErr('mapAt', fd, 4096, PROT_READ | PROT_WRITE, uapi.MAP_PRIVATE, 0), 'EINVAL', 'a private writable mapping of the dma-buf');
+  t.is(await p.fxErr('mapAt', fd, 4096, PROT_READ, uapi.MAP_PRIVATE, 0), 'EINVAL', 'read-only private: still VM_MAYWRITE, still copy-on-write');
+  t.is(await p.fxErr('mapAt', card, 4096, PROT_READ, uapi.MAP_PRIVATE, await p.ok<number>('drmModeMapDumbBuffer', card, bo.handle)), 'EINVAL', 'the card, the same rule');
+  const shared = await p.fx<number>('mapAt', fd, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, 0);
+  t.true(shared > 0, 'MAP_SHARED is fine');
+  const t0 = performance.now();
+  t.is(await p.fx('poll1', card, POLLIN | uapi.POLLOUT, 100), 0, 'nothing to read or write on a card fd');
+  t.true(performance.now() - t0 >= 90, 'poll slept its timeout');
+  await p.proc.kill();
+  const r = await m.shutdown();
+  t.deepEqual([r.leaks, r.oopses, r.warnings], [[], [], []]);
+});

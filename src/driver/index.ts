@@ -189,7 +189,8 @@ export interface DmaBufOps<P = unknown> {
   release(buf: DmaBuf<P>): void;
   beginCpuAccess?(buf: DmaBuf<P>, dir: DmaDataDirection): void;
   endCpuAccess?(buf: DmaBuf<P>, dir: DmaDataDirection): void;
-  mmap?(buf: DmaBuf<P>, vma: { readonly pgoff: number; readonly length: number }): { region: PageRegion; offset: number };
+  /** A process's mmap of the dma-buf: [pgoff, +length) of the buffer, its PROT_* and MAP_* (MAP_PRIVATE...). */
+  mmap?(buf: DmaBuf<P>, vma: { readonly pgoff: number; readonly length: number; readonly prot: number; readonly flags: number }): { region: PageRegion; offset: number };
   /** The kernel mapping: a range of one region, system memory or (iomem: true) I/O memory. */
   vmap?(buf: DmaBuf<P>): VmapRange;
   vunmap?(buf: DmaBuf<P>): void;
@@ -860,7 +861,7 @@ export function serveUpcall(op: number, f: FrameViews): void {
     case UP.exp_mmap: {
       const buf = exported(a[0]!);
       if (!buf.ops!.mmap) throw new KernelError(E.EINVAL);
-      const m = buf.ops!.mmap(buf, { pgoff: a[1]!, length: a[2]! });
+      const m = buf.ops!.mmap(buf, { pgoff: a[1]!, length: a[2]!, prot: a[3]!, flags: a[4]! });
       f.res[0] = m.region.id;
       f.res[1] = m.offset;
       return;

@@ -917,7 +917,7 @@ function remoteOps(h: DriverHost, drv: DriverInstance, bits: number): RemoteDmaB
     beginCpuAccess: async (buf, dir) => void (await up(UP.exp_begin_cpu_access, [buf.ino, dir])),
     endCpuAccess: async (buf, dir) => void (await up(UP.exp_end_cpu_access, [buf.ino, dir])),
     mmap: async (buf, vma: Vma) => {
-      const r = await up(UP.exp_mmap, [buf.ino, vma.pgoff, vma.length]);
+      const r = await up(UP.exp_mmap, [buf.ino, vma.pgoff, vma.length, vma.prot, vma.flags]);
       vma.region = h.regionRange(r.res[0]!, r.res[1]!, vma.length, `mmap of ${drv.name}`);
       vma.regionOffset = r.res[1]!;
     },

@@ -45,6 +45,13 @@ function drmFops(dev: DrmDevice, minor: DrmMinorType): FileOps {
     ioctl(file, cmd, arg) {
       return drmIoctl(dev, drmFileOf(file), cmd, arg.bytes);
     },
+    /**
+     * drm_poll: EPOLLIN | EPOLLRDNORM while the file has pending DRM events. This core queues none (no vblank or
+     * flip events on a GEM-only device), so a card fd is never ready: poll sleeps its whole timeout, as on vgem.
+     */
+    poll() {
+      return 0;
+    },
     mmap(file, vma) {
       return drmGemMmap(drmFileOf(file), vma);
     },
