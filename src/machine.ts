@@ -754,6 +754,9 @@ export class Machine {
     const orGone = <T>(p: Promise<T>): Promise<T | typeof GONE> => Promise.race([p, this.brokerExited.then((): typeof GONE => GONE)]);
     const begun = await orGone(this.kernel.beginShutdown());
     await Promise.all([...this.procs.values()].map((p) => p.kill()));
+    // Then the driver releases still in flight (bounded: control-plane settleReleases), so the drivers free what
+    // the last puts released before they are stopped and the leaks counted.
+    if (begun !== GONE) await orGone(this.kernel.settleReleases());
     // Drivers after the processes: a process's last close may still need its driver's release.
     await Promise.all([...this.driverProcs.values()].map((d) => d.kill()));
     const kernelReport = begun === GONE ? GONE : await orGone(this.kernel.finishShutdown());

@@ -56,7 +56,6 @@ test.serial('IGT vgem_basic: every dma-buf and fence subtest passes on the vgem 
   const results = await p.call<IgtResult[]>('vgem_basic', names);
   allPass(t, results, names);
   t.is(results[0]!.msg, 'vgem DRM interface v1.4, device v1.0', 'igt_info of setversion');
-  await p.call('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.kill();
   t.deepEqual(await m.dmabufs(), [], 'every dma-buf went with the objects');
   await shutdownClean(t, m);
@@ -77,7 +76,6 @@ test.serial('IGT prime_self_import on vgem: handle identity, flink, fd dup, llse
     'basic-llseek-bad',
   ]);
   allPass(t, await p.call<IgtResult[]>('prime_self_import', names, { threads: 2, ms: 1000 }), names);
-  await p.call('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.kill();
   t.deepEqual(await m.dmabufs(), []);
   await shutdownClean(t, m);
@@ -97,7 +95,6 @@ test.serial('IGT dmabuf_sync_file with real vgem fences: export snapshots, impor
     'import-multiple-read-write',
   ]);
   allPass(t, await p.call<IgtResult[]>('dmabuf_sync_file', names), names);
-  await p.call('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.kill();
   t.is(await m.debugfs.read('sync/info'), 'objs:\n--------------\nfences:\n--------------\n', 'no timeline left');
   await shutdownClean(t, m);
@@ -172,7 +169,6 @@ test.serial('drm_ioctl: type, nr, permissions, EFAULT, zero-extension and trunca
   t.is(await p.err('drmGetCap', card, uapi.DRM_CAP_DUMB_BUFFER), 'EOPNOTSUPP');
   t.is(await p.err('drmGetCap', card, 0x1234), 'EOPNOTSUPP');
   for (const fd of [card, second, render]) await p.ok('close', fd);
-  await p.fx('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.proc.kill();
   await shutdownClean(t, m);
 });
@@ -190,7 +186,6 @@ test.serial('drm_ioctl copies the struct back when the handler fails; MAP_PRIVAT
   const off = await p.ok<number>('drmModeMapDumbBuffer', card, o.handle);
   t.is(await p.fxErr('mapAt', card, o.size, PROT_READ | PROT_WRITE, MAP_PRIVATE, off), 'EINVAL');
   await p.ok('close', card);
-  await p.fx('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.proc.kill();
   await shutdownClean(t, m);
 });
@@ -218,7 +213,6 @@ test.serial('handles: per file, lowest free from 1; GEM_CLOSE/DESTROY_DUMB EINVA
   t.is(await p.err('drmPrimeFDToHandle', a, 0), 'EINVAL', 'fd 0 is /dev/null, not a dma-buf');
   await p.ok('close', a);
   await p.ok('close', b);
-  await p.fx('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.proc.kill();
   await shutdownClean(t, m);
 });
@@ -273,10 +267,8 @@ test.serial('PRIME: one dma-buf per object, one handle per dma-buf per file, buf
   await p.ok('close', again);
   await p.ok('close', a);
   await p.ok('close', b);
-  await p.fx('drmBarrier'); // interim: close() returns before the driver's release ran (REQUESTS-H4 g)
   t.deepEqual(await m.dmabufs(), [], 'closing the files released the imports: detached and put');
   await p.ok('close', heapFd);
-  await p.fx('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.proc.kill();
   await shutdownClean(t, m);
 });
@@ -311,7 +303,6 @@ test.serial('mmap of the card fd: at the fake offset, by a file with a handle; o
   await p.ok('close', dfd);
   await p.ok('close', a);
   await p.ok('close', b);
-  await p.fx('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.proc.kill();
   await shutdownClean(t, m);
 });
@@ -330,7 +321,6 @@ test.serial('a 2 GiB dumb buffer never touched allocates nothing; the first mmap
   t.not(JSON.stringify((await m.stats()).objects), JSON.stringify(before), 'the first mmap allocated the pages');
   await p.fx('unmap', addr);
   await p.ok('close', a);
-  await p.fx('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.proc.kill();
   await shutdownClean(t, m);
 });
@@ -367,11 +357,9 @@ test.serial('vgem fences: ids never reused, EBUSY rules, closing the file signal
   t.is(await p.err('vgemFenceSignal', b, f3), 'ENOENT');
   t.is(await p.ok('pollOne', fd, uapi.POLLIN, 0), 0, 'the writer blocks readers');
   await p.ok('close', a); // vgem_fence_close signals f3
-  await p.fx('drmBarrier'); // interim: close() returns before the driver's release ran (REQUESTS-H4 g)
   t.is(await p.ok('pollOne', fd, uapi.POLLIN | uapi.POLLOUT, 0), uapi.POLLIN | uapi.POLLOUT, 'closing the file signalled it');
   await p.ok('close', fd);
   await p.ok('close', b);
-  await p.fx('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.proc.kill();
   await shutdownClean(t, m);
 });
@@ -395,7 +383,6 @@ test.serial('a process killed with a vgem fence pending: its file release signal
   t.like((await m.dmabufs())[0], { fileCount: 1, fences: [{ usage: 'write', signaled: true }] }, 'the object went with the process; the viewer\'s fd keeps the dma-buf');
   await viewer.ok('close', vfd);
   t.deepEqual(await m.dmabufs(), []);
-  await viewer.fx('drmBarrier'); // interim (REQUESTS-H4 g)
   await viewer.proc.kill();
   await shutdownClean(t, m);
 });
@@ -416,7 +403,6 @@ test.serial('vgem fence timeout: 10 s later the fence signals itself and FENCE_S
   t.is(await p.err('vgemFenceSignal', a, f), 'ENOENT', 'and it is gone');
   await p.ok('close', fd);
   await p.ok('close', a);
-  await p.fx('drmBarrier'); // interim: the driver's releases of the closed files ran (REQUESTS-H4 g)
   await p.proc.kill();
   await shutdownClean(t, m);
 });

@@ -4,7 +4,7 @@
  * shutdown report. Runs on the broker thread, between hot-loop slices.
  */
 import type { MessagePort } from 'node:worker_threads';
-import { KernelBug } from '../bug.js';
+import { KernelBug, warn } from '../bug.js';
 import { KernelError, simError, SyscallError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { AF_UNIX, O_CLOEXEC, O_LARGEFILE, O_RDWR, SOCK_TYPE_MASK } from '../uapi/posix.js';
@@ -46,7 +46,7 @@ import { registerPollSyscall } from './select.js';
 import { findKunitCase, runKunitCase, type KunitResult } from './kunit.js';
 import { DMA_TO_DEVICE, type DmaDataDirection } from './dma-direction.js';
 import { Task } from './task.js';
-import { createDriver, driverHostInit, type DriverDeadMessage, type DriverHost } from './driver-host.js';
+import { createDriver, DEFAULT_DRIVER_TIMEOUT_MS, driverHostInit, type DriverDeadMessage, type DriverHost } from './driver-host.js';
 import type { File } from './file.js';
 import { beginExpectWarnings, endExpectWarnings, setWarningSink, type WarningExpectation } from '../bug.js';
 import { bootSubsystems, type SubsystemConfig } from './subsystems.js';
@@ -322,7 +322,7 @@ export class KernelControl {
    * Reaps a process whose worker ended (exit, uncaught error, terminate): the same teardown as exit(). `killed`:
    * the main thread terminated it (Proc.kill, shutdown), as the shutdown report's held list says.
    */
-  reap(pid: number, code: number, killed = false): void {
+  async reap(pid: number, code: number, killed = false): Promise<void> {
     const k = this.kernel;
     const owner = this.owners.get(pid);
     if (owner !== undefined) {
@@ -338,6 +338,10 @@ export class KernelControl {
     k.teardown(t, code, killed);
     this.entry!.removeTask(t);
     k.tasks.delete(pid);
+    // The driver releases its last puts started (exit_files' __fput runs before exit_notify): the reap, and the
+    // parent's wait, complete after them. Bounded as Kernel.asyncRelease says (driver answer, death or timeout);
+    // empty for a task that held no driver files.
+    if (t.releases.size > 0) await Promise.all([...t.releases]);
     // Last: a parent's wait returns only once everything above is released.
     notifyParent(t, t.exitCode ?? code);
     this.loop!.kick();
@@ -577,6 +581,30 @@ export class KernelControl {
       createdBy: { pid: 0, comm: r.origin, call: 'dma_resv_init', seq: r.serial },
     }));
     return [...this.kernel.tracker.report(), ...fences, ...resvs];
+  }
+
+  /**
+   * Shutdown, once every process is reaped and before the drivers are stopped: waits until no driver release is in
+   * flight (Kernel.asyncRelease) — a release may put buffers whose own releases are upcalls again, so until the set
+   * stays empty — then the leak report sees what the drivers' releases freed. Bounded twice: each release settles
+   * by the driver's answer, death or watchdog (driverTimeoutMs); and the whole wait gives up after 3 × that
+   * (a driver whose queue keeps growing), naming what it left.
+   */
+  async settleReleases(): Promise<void> {
+    const k = this.kernel;
+    const limitMs = 3 * (this.drivers?.timeoutMs ?? DEFAULT_DRIVER_TIMEOUT_MS);
+    const deadline = performance.now() + limitMs;
+    while (k.releasesInFlight.size > 0) {
+      const left = deadline - performance.now();
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), Math.max(0, left))));
+      const r = await Promise.race([Promise.all([...k.releasesInFlight]), late]);
+      clearTimeout(timer);
+      if (r === 'late') {
+        warn(`shutdown: ${k.releasesInFlight.size} driver release(s) still pending after ${limitMs} ms`);
+        return;
+      }
+    }
   }
 
   /** First half of shutdown: parked calls fail with ESHUTDOWN, new calls fail at once. */

@@ -473,37 +473,63 @@ export class DriverHost {
           drv.slots[i] = s = null; // consumed by the driver
         }
         if (s === null) {
-          if (Atomics.load(f.i32, F_STATE) !== F_DOWN_REQ) break;
+          if (Atomics.load(f.i32, F_STATE) !== F_DOWN_REQ) {
+            // A downcall the driver just consumed can sit below the upcall the broker nested above it (a put that
+            // released the driver's own buffer: exp_release in frame i+1, served before the driver took its
+            // reply): scan on to it, or its answer would wait for — and be lost by — the reply of frame i-1.
+            if (drv.top() > i) continue;
+            break;
+          }
           drv.slots[i] = { kind: 'down', answered: false };
           this.dispatchDown(drv, i);
           n++;
           continue;
         }
         if (s.kind === 'up' && Atomics.load(f.i32, F_STATE) === F_UP_REPLY) {
-          const up = s.up;
-          const err = f.i32[F_ERRNO]!;
-          const reply: UpReply = {
-            ret: f.res[0]!,
-            res: f.res.slice(),
-            data: f.bytes(F_OUT_LEN).slice(),
-            wouldBlock: (f.i32[F_RFLAGS]! & RF_WOULD_BLOCK) !== 0,
-          };
-          // Its downcalls were all answered and consumed before it could reply: the frames above are free.
-          for (let j = i; j < MAX_FRAMES; j++) drv.slots[j] = null;
+          // Its downcalls were all answered and consumed before it could reply, and the upcalls nested in them
+          // served (the driver's waitReply serves frame i+1 before it takes its own reply): the frames above are
+          // free — once the answers of those nested upcalls the scan has not reached yet are taken, innermost
+          // first (dropping them lost e.g. an exp_release's completion, which a close or a reap waits for).
+          for (let j = MAX_FRAMES - 1; j > i; j--) {
+            const above = drv.slots[j];
+            drv.slots[j] = null;
+            if (above?.kind !== 'up') continue;
+            if (Atomics.load(drv.ch.frames[j]!.i32, F_STATE) === F_UP_REPLY) this.takeUpReply(drv, j, above.up);
+            else {
+              warn(`driver ${drv.name} answered ${UP_NAMES[s.up.op]} before the nested ${UP_NAMES[above.up.op]}`);
+              above.up.settle(new KernelError(E.EIO, `${drv.name} ${UP_NAMES[above.up.op]} not served`), null);
+            }
+          }
+          drv.slots[i] = null;
           n++;
-          // The caller first (a parked syscall is answered in this pass), then the frame goes back to the driver;
-          // an upcall the callback queues meanwhile is posted by tryPost below. The driver is rung only when it
-          // sleeps waiting to claim this frame (H_CLAIM_WAIT: see DriverRuntime.claim for why that is race-free).
-          // A failed op's reply still carries what it wrote (an ioctl's struct: copied back on failure too).
-          up.settle(err ? Object.assign(new KernelError(err, `${drv.name} ${UP_NAMES[up.op]}`), { reply }) : null, err ? null : reply);
-          Atomics.store(f.i32, F_STATE, F_IDLE);
-          if (Atomics.load(drv.ch.header, H_CLAIM_WAIT) !== 0) ringDriver(drv.ch.header);
+          this.takeUpReply(drv, i, s.up);
           break;
         }
       }
       this.tryPost(drv);
     }
     return n;
+  }
+
+  /**
+   * Takes the driver's answer to upcall `up` in frame `i` (its slot already cleared): the caller first (a parked
+   * syscall is answered in this pass), then the frame goes back to the driver; an upcall the callback queues
+   * meanwhile is posted by tryPost after the scan. The driver is rung only when it sleeps waiting to claim this
+   * frame (H_CLAIM_WAIT: see DriverRuntime.claim for why that is race-free). A failed op's reply still carries what
+   * it wrote (an ioctl's struct: copied back on failure too).
+   */
+  private takeUpReply(drv: DriverInstance, i: number, up: Upcall): void {
+    const f = drv.ch.frames[i]!;
+    const err = f.i32[F_ERRNO]!;
+    const reply: UpReply = {
+      ret: f.res[0]!,
+      res: f.res.slice(),
+      data: f.bytes(F_OUT_LEN).slice(),
+      wouldBlock: (f.i32[F_RFLAGS]! & RF_WOULD_BLOCK) !== 0,
+    };
+    up.settle(err ? Object.assign(new KernelError(err, `${drv.name} ${UP_NAMES[up.op]}`), { reply }) : null, err ? null : reply);
+    Atomics.store(f.i32, F_STATE, F_IDLE);
+    if (Atomics.load(drv.ch.header, H_CLAIM_WAIT) !== 0) ringDriver(drv.ch.header);
   }
 
   /** The task whose file op the driver serves in the frame below `i` (downcalls run in its context), or null. */
@@ -911,7 +937,8 @@ function remoteOps(h: DriverHost, drv: DriverInstance, bits: number): RemoteDmaB
     unmapDmaBuf: async (att, sgt, dir) => void (await up(UP.exp_unmap, [att.dmabuf.ino, h.attId(att), h.exporterSgtKey(sgt), dir])),
     release: (buf) => {
       drv.exports.delete(buf.ino);
-      if (!drv.dead) up(UP.exp_release, [buf.ino]).catch(() => {});
+      // Completes in the exporter's worker: the put's caller waits for it (Kernel.asyncRelease).
+      if (!drv.dead) h.k.asyncRelease(up(UP.exp_release, [buf.ino]));
       else h.releaseOrphanResv(drv, buf);
     },
     beginCpuAccess: async (buf, dir) => void (await up(UP.exp_begin_cpu_access, [buf.ino, dir])),
@@ -1256,7 +1283,12 @@ export const driverFops: FileOperations = {
   release(f) {
     const st = stOf(f);
     st.drv.files.delete(st);
-    if (st.opened && !st.drv.dead) host(st).upcall(st.drv, UP.release, [st.id]).catch(() => {});
+    // The driver's release runs in its worker: the last put's caller (close, dup2, exit) waits for it
+    // (Kernel.asyncRelease).
+    if (st.opened && !st.drv.dead) {
+      const h = host(st);
+      h.k.asyncRelease(h.upcall(st.drv, UP.release, [st.id]));
+    }
   },
 };
 

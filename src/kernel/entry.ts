@@ -31,7 +31,7 @@ import { DOORBELL } from '../shm/control-block.js';
 import type { Kernel } from './kernel.js';
 import type { ShmRegion } from './mm.js';
 import type { Task } from './task.js';
-import { Blocked, type SyscallOutcome } from './wait.js';
+import { Blocked, blockOnPromise, type SyscallOutcome } from './wait.js';
 
 /** One request being served: typed access to the caller's channel. */
 export class SyscallRequest {
@@ -229,17 +229,24 @@ export class SyscallEntry {
       return;
     }
     pumpSignalledFences();
+    const releases = this.callReleases;
+    k.releaseSink = releases;
     try {
       const h = this.handlers[op];
       if (!h) throw new KernelError(E.ENOSYS);
       if (!req.inLenValid) throw new KernelError(E.EFAULT, `IN_LEN ${req.inLen} outside the channel's DATA`);
       const r = h(k, req);
-      if (r instanceof Blocked) this.park(t, r);
-      else this.finish(t, r, 0);
+      if (r instanceof Blocked) {
+        // A call that sleeps after it dropped a last reference (none does today): its releases are still the
+        // task's (Task.releases, awaited by its reap) and the machine's; only this reply does not wait for them.
+        releases.length = 0;
+        this.park(t, r);
+      } else this.reply(t, r, 0, releases);
     } catch (e) {
-      this.finish(t, -1, this.errnoOf(t, e));
+      this.reply(t, -1, this.errnoOf(t, e), releases);
     } finally {
       k.current = null;
+      k.releaseSink = null;
     }
     // After the reply, so a wake this call deferred (e.g. its INC signalled a fence a poller waits on) completes
     // other parked calls now, not when the serve slice ends.
@@ -268,6 +275,38 @@ export class SyscallEntry {
     else printLine(`dmabuf-sim: kernel oops in pid ${pid} ${call}: ${message}`);
   }
 
+  /** The releases the call being dispatched started (Kernel.releaseSink while it runs; emptied by reply). */
+  private readonly callReleases: Promise<void>[] = [];
+
+  /**
+   * Replies to `t` — after the driver releases its call started (`releases`, taken and emptied) have run: the
+   * last fput's __fput runs as task_work before the syscall returns to userspace, so close() of a driver's file
+   * returns after the driver's release, with the call's own result (close still returns 0: ->release's return is
+   * ignored). The wait is a parked call holding no files (the released one has no reference left to hold).
+   *
+   * Race-free: every release promise was registered before this runs (fput calls asyncRelease synchronously), and
+   * blockOnPromise wakes the park whenever they settle, also if that is before park() returns (a promise settles
+   * in a later microtask, never inside this call). Bounded: each settles when the driver answers, dies, or is
+   * declared dead after driverTimeoutMs (Kernel.asyncRelease); the task's death or shutdown cancels the park.
+   */
+  private reply(t: Task, ret: number, err: number, releases: Promise<void>[]): void {
+    if (releases.length === 0 || t.state === 'dead') {
+      // A dead task (exit) has no userspace to return to: its reap waits for the releases (Task.releases).
+      releases.length = 0;
+      this.finish(t, ret, err);
+      return;
+    }
+    const all = Promise.all(releases.splice(0));
+    this.park(
+      t,
+      blockOnPromise(all, () => {
+        if (err !== 0) throw new KernelError(err);
+        return ret;
+      }),
+      false,
+    );
+  }
+
   /** Publishes a reply: RES/ERRNO first, then the STATE store the process waits on. */
   finish(t: Task, ret: number, err: number): void {
     t.inFlight = false;
@@ -282,14 +321,14 @@ export class SyscallEntry {
    * Parks a blocked call: its retry runs after every wake of its queues (in the task's context) until it yields a
    * result, the timeout fires, or the task dies. Exactly one of those ends it; `end` makes the others no-ops.
    */
-  private park(t: Task, b: Blocked): void {
+  private park(t: Task, b: Blocked, holdFiles = true): void {
     const k = this.k;
     let done = false;
     let timer: NodeJS.Timeout | undefined;
     // fdget's references, held while parked: a thread sharing the table may close the fd meanwhile (the file
     // stays until this call ends, as in Linux). Each file once, whatever number of lookups found it.
-    const held = [...new Set(k.callFiles)].map((f) => k.fget(f));
-    k.callFiles.length = 0;
+    const held = holdFiles ? [...new Set(k.callFiles)].map((f) => k.fget(f)) : [];
+    if (holdFiles) k.callFiles.length = 0;
     const end = (): void => {
       if (done) return;
       done = true;
@@ -302,17 +341,23 @@ export class SyscallEntry {
     const settle = (fn: () => number | undefined): void => {
       if (done) return;
       const prev = k.current;
+      const prevSink = k.releaseSink;
+      // Its own sink: a retry or end()'s puts may drop a last reference (a file another thread closed while this
+      // call held it), whose release this call's reply then waits for, as the dispatch does.
+      const releases: Promise<void>[] = [];
       k.current = t;
+      k.releaseSink = releases;
       try {
         const r = fn();
         if (r === undefined) return;
         end();
-        this.finish(t, r, 0);
+        this.reply(t, r, 0, releases);
       } catch (e) {
         end();
-        this.finish(t, -1, this.errnoOf(t, e));
+        this.reply(t, -1, this.errnoOf(t, e), releases);
       } finally {
         k.current = prev;
+        k.releaseSink = prevSink;
       }
     };
     const wake = (): void => settle(b.retry);

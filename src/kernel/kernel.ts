@@ -161,6 +161,41 @@ export class Kernel {
     f.ops.release?.(f);
   }
 
+  /** Releases completing in a driver worker, machine-wide (Kernel.asyncRelease): shutdown waits for them. */
+  readonly releasesInFlight = new Set<Promise<void>>();
+  /**
+   * Where asyncRelease collects the releases started now for whoever must wait for them before going on: the
+   * syscall being dispatched (SyscallEntry parks its reply on them) or a teardown; null elsewhere (a put made by a
+   * driver's downcall or a kernel callback: nobody returns to userspace after it).
+   */
+  releaseSink: Promise<void>[] | null = null;
+
+  /**
+   * The last put of a file whose release runs elsewhere — a driver's fops.release or an exported dma-buf's
+   * exp_release, both upcalls — registers the upcall's promise here. In Linux the last fput from a task queues
+   * __fput as task_work, run before the syscall returns to userspace (and before do_exit notifies the parent), so
+   * close() returns after ->release ran. Here the current syscall parks on it (releaseSink), the current task's reap
+   * waits for it (Task.releases), and shutdown waits for every one still in flight (releasesInFlight).
+   *
+   * Bounded: the promise settles when the driver answers, or with ENODEV when it dies or the watchdog declares it
+   * dead after driverTimeoutMs (driver-host.ts kill settles every posted and queued upcall). A release's own error
+   * is dropped, as __fput ignores ->release's return value: close() still returns 0. Broker thread only.
+   */
+  asyncRelease(p: Promise<unknown>): void {
+    const settled = p.then(
+      () => {},
+      () => {},
+    );
+    const t = this.current;
+    this.releasesInFlight.add(settled);
+    t?.releases.add(settled);
+    void settled.then(() => {
+      this.releasesInFlight.delete(settled);
+      t?.releases.delete(settled);
+    });
+    this.releaseSink?.push(settled);
+  }
+
   /**
    * Files the syscall being served looked up with fileOf, in order (emptied at each dispatch). A call that parks
    * takes a reference on each for as long as it stays parked (SyscallEntry.park), as fdget does when the fd table
@@ -268,7 +303,10 @@ export class Kernel {
     t.state = 'dead';
     t.exitCode = code;
     const prev = this.current;
+    const prevSink = this.releaseSink;
     this.current = t;
+    // The releases teardown starts are the task's (Task.releases, awaited by the reap), not the current call's.
+    this.releaseSink = null;
     t.currentCall = 'exit';
     try {
       t.parked?.cancel();
@@ -288,6 +326,7 @@ export class Kernel {
       for (const hook of this.exitHooks) hook(t);
     } finally {
       this.current = prev;
+      this.releaseSink = prevSink;
       t.port?.close();
     }
   }

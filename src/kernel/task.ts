@@ -87,6 +87,11 @@ export class Task {
   /** Set while a request is being served or parked, so the scanner does not dispatch it twice. */
   inFlight = false;
   parked: Parked | null = null;
+  /**
+   * Releases this task triggered that complete in a driver worker and have not yet (Kernel.asyncRelease): its
+   * reap completes only once they settled, as do_exit runs the task's __fput work before exit_notify.
+   */
+  readonly releases = new Set<Promise<void>>();
   /** Syscalls made so far (for leak origins and diagnostics). */
   syscalls = 0;
   /**
