@@ -12,7 +12,7 @@ import { attachLocking, installFenceLockdep } from '../src/locking/index.js';
 import { AliveTable } from '../src/shm/alive.js';
 import { K_ALIVE } from '../src/fence/table.js';
 import { attachResvTable } from '../src/fence/dma-resv.js';
-import { LOADED, PROBING, type LoadReport } from '../src/rpc/process-loaded.js';
+import { LOADED, PROBING, type LoadReport, importReported } from '../src/rpc/process-loaded.js';
 
 export interface DriverWorkerData extends DriverInit {
   readonly module: string;
@@ -46,15 +46,8 @@ function report(r: LoadReport): void {
 
 /** Imports the module and runs its probe; reports the outcome (Machine.boot / loadDriver wait for it). */
 async function load(): Promise<boolean> {
-  let m: Record<string, unknown>;
-  try {
-    m = (await import(data.module)) as Record<string, unknown>;
-  } catch (e) {
-    const err = e instanceof Error ? e : new Error(String(e));
-    const code = (err as { code?: unknown }).code;
-    report({ ok: false, message: err.message, ...(typeof code === 'string' ? { code } : {}) });
-    return false;
-  }
+  const m = await importReported(data.module, report);
+  if (!m) return false;
   if (typeof m['probe'] !== 'function') {
     report({ ok: false, missing: 'probe' });
     return false;

@@ -7,7 +7,7 @@ import { expose } from '../src/rpc/comlink.js';
 import { initRuntime, rt, type RuntimeInit } from '../src/user/runtime.js';
 import { exit, ProcessExit } from '../src/user/syscalls.js';
 import { simError } from '../src/errors.js';
-import { LOADED, type LoadReport } from '../src/rpc/process-loaded.js';
+import { LOADED, type LoadReport, importReported } from '../src/rpc/process-loaded.js';
 import { attachLocking, installFenceLockdep } from '../src/locking/index.js';
 import { attachResvTable } from '../src/fence/dma-resv.js';
 
@@ -51,15 +51,8 @@ type Fn = (...args: unknown[]) => unknown;
  * teardown, as for any other process.
  */
 async function load(): Promise<Record<string, unknown> | null> {
-  let m: Record<string, unknown>;
-  try {
-    m = (await import(data.module)) as Record<string, unknown>;
-  } catch (e) {
-    const err = e instanceof Error ? e : new Error(String(e));
-    const code = (err as { code?: unknown }).code;
-    report({ ok: false, message: err.message, ...(typeof code === 'string' ? { code } : {}) });
-    return null;
-  }
+  const m = await importReported(data.module, report);
+  if (!m) return null;
   if (data.args && typeof m['main'] !== 'function') {
     report({ ok: false, missing: 'main' });
     return null;

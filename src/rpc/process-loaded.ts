@@ -19,3 +19,18 @@ export type LoadReport =
   | { readonly ok: false; readonly missing: string; readonly message?: undefined; readonly code?: undefined }
   /** The import failed: the error's message and Node's code (ERR_MODULE_NOT_FOUND...). */
   | { readonly ok: false; readonly missing?: undefined; readonly message: string; readonly code?: string };
+
+/**
+ * The module import both worker entries start with (workers/process.ts, workers/driver.ts): the module's
+ * namespace, or null after `report` was told why the import failed (its message and Node's error code).
+ */
+export async function importReported(url: string, report: (r: LoadReport) => void): Promise<Record<string, unknown> | null> {
+  try {
+    return (await import(url)) as Record<string, unknown>;
+  } catch (e) {
+    const err = e instanceof Error ? e : new Error(String(e));
+    const code = (err as { code?: unknown }).code;
+    report({ ok: false, message: err.message, ...(typeof code === 'string' ? { code } : {}) });
+    return null;
+  }
+}
