@@ -28,7 +28,7 @@ import { LOADED, PROBING, type LoadReport } from './rpc/process-loaded.js';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { checkDriverOptions, checkDriverSpec } from './options.js';
-import { G_KERNEL_GONE, H_GONE, H_DOORBELL } from './shm/driver-channel.js';
+import { B_DOORBELL, G_KERNEL_GONE, H_GONE } from './shm/driver-channel.js';
 import type { DriverWorkerData } from '../workers/driver.js';
 import type { DriverDeadMessage } from './kernel/driver-host.js';
 import type { SpawnRequest } from './kernel/fork.js';
@@ -85,6 +85,12 @@ export interface BootOptions {
   readonly drivers?: readonly (string | URL)[];
   /** How long a driver may sit on one call from the kernel before it is declared dead (default 10000 ms). */
   readonly driverTimeoutMs?: number;
+  /**
+   * Driver lanes (default true): a process's ioctls on a driver's file go straight to the driver worker once the
+   * kernel granted them (src/shm/driver-lane.ts). false sends every one through the broker — the same results,
+   * about twenty times the cost; for comparisons and for debugging the broker's path.
+   */
+  readonly driverLanes?: boolean;
 }
 
 /** One line naming the unexpected lock reports a machine leaves (their full text was printed when each happened). */
@@ -464,11 +470,11 @@ export class Machine {
       if ((m as Partial<DriverDeadMessage> | null)?.kind === 'dmabuf-sim:driver-dead') void this.driverProcs.get((m as DriverDeadMessage).id)?.kill();
     });
     broker.once('exit', () => {
-      for (const ch of this.driverChannels) {
-        const h = new Int32Array(ch, 0, 16);
-        Atomics.store(h, H_GONE, G_KERNEL_GONE);
-        Atomics.add(h, H_DOORBELL, 1);
-        Atomics.notify(h, H_DOORBELL);
+      for (const [ch, bellSab] of this.driverChannels) {
+        Atomics.store(new Int32Array(ch, 0, 16), H_GONE, G_KERNEL_GONE);
+        const bell = new Int32Array(bellSab);
+        Atomics.add(bell, B_DOORBELL, 1);
+        Atomics.notify(bell, B_DOORBELL);
       }
     });
   }
@@ -507,6 +513,7 @@ export class Machine {
       watchdog: watch,
       ...(opts.threadsMax !== undefined ? { threadsMax: opts.threadsMax } : {}),
       ...(opts.driverTimeoutMs !== undefined ? { driverTimeoutMs: opts.driverTimeoutMs } : {}),
+      ...(opts.driverLanes !== undefined ? { driverLanes: opts.driverLanes } : {}),
     });
     const table = await kernel.fenceTable();
     const fenceKernel = await kernel.fenceKernelState();
@@ -539,8 +546,8 @@ export class Machine {
     return m;
   }
 
-  /** Driver channels of live drivers (marked when the broker dies). */
-  private readonly driverChannels = new Set<SharedArrayBuffer>();
+  /** Driver channels of live drivers, with their bells (marked and rung when the broker dies). */
+  private readonly driverChannels = new Map<SharedArrayBuffer, SharedArrayBuffer>();
 
   /**
    * Starts a driver in its own worker: `spec` is a built-in name ('vgem') or a driver module's URL or path. Resolves
@@ -560,6 +567,8 @@ export class Machine {
       id: info.id,
       name,
       channel: info.channel,
+      bell: info.bell,
+      directory: info.directory,
       control: this.control,
       port: port2,
       maxSpinners: this.maxSpinners,
@@ -575,7 +584,7 @@ export class Machine {
     const worker = new Worker(new URL('../workers/driver.js', import.meta.url), { workerData: data, transferList: [port2] });
     const d = new DriverProc(info.id, name, worker, (id) => Promise.race([this.kernel.reapDriver(id), this.brokerExited]));
     this.driverProcs.set(info.id, d);
-    this.driverChannels.add(info.channel);
+    this.driverChannels.set(info.channel, info.bell);
     void d.exited.then(() => {
       this.driverProcs.delete(info.id);
       this.driverChannels.delete(info.channel);

@@ -30,7 +30,7 @@ const MAX_POOL_BYTES = 2 ** 48;
 /** Machine.boot's options: throws (see the file comment) on the first bad field. */
 export function checkBootOptions(opts: unknown): void {
   const o = validateObject(opts, 'options');
-  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences', 'resv', 'lockdep', 'watchdog', 'hungTaskTimeoutMs', 'threadsMax', 'drivers', 'driverTimeoutMs']);
+  knownKeys(o, 'options', ['heaps', 'maxSpinners', 'recordStacks', 'fences', 'resv', 'lockdep', 'watchdog', 'hungTaskTimeoutMs', 'threadsMax', 'drivers', 'driverTimeoutMs', 'driverLanes']);
   if (o['heaps'] !== undefined) {
     const heaps = validateObject(o['heaps'], 'options.heaps');
     for (const [name, cfg] of Object.entries(heaps)) {
@@ -54,6 +54,7 @@ export function checkBootOptions(opts: unknown): void {
     drivers.forEach((d, i) => checkDriverSpec(d, `options.drivers[${i}]`));
   }
   if (o['driverTimeoutMs'] !== undefined) validateInteger(o['driverTimeoutMs'], 'options.driverTimeoutMs', 1, 2 ** 31 - 1);
+  optionalBoolean(o['driverLanes'], 'options.driverLanes');
 }
 
 /** The environment variable that turns lock validation on or off for every Machine.boot without a `lockdep` option. */

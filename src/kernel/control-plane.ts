@@ -67,12 +67,17 @@ export interface BootConfig extends SubsystemConfig {
   readonly watchdog?: boolean;
   /** How long a driver may sit on one upcall before it is declared dead (ms). */
   readonly driverTimeoutMs?: number;
+  /** Driver lanes granted (Machine.boot({ driverLanes })). */
+  readonly driverLanes?: boolean;
 }
 
 /** A driver worker's kernel side, for the main thread that starts the worker. */
 export interface DriverInfo {
   readonly id: number;
   readonly channel: SharedArrayBuffer;
+  /** Its bell (doorbell) and lane directory (src/shm/driver-lane.ts). */
+  readonly bell: SharedArrayBuffer;
+  readonly directory: SharedArrayBuffer;
   readonly owner: number;
   /** The driver's creator id in the fence table (FenceAttachOptions.attachId): its fences are found by it. */
   readonly fenceAttachId: number;
@@ -89,6 +94,8 @@ export interface KernelStats {
   /** Live tracked objects by kind (file, dma_buf, ...). */
   readonly objects: Record<string, number>;
   readonly processes: number;
+  /** Driver lanes in use (one per task and driver) and the grants they hold (src/shm/driver-lane.ts). */
+  readonly driverLanes: { readonly lanes: number; readonly grants: number };
 }
 
 export interface ShutdownReport {
@@ -227,6 +234,7 @@ export class KernelControl {
     bootSubsystems(k, entry, cfg);
     if (cfg.driverTimeoutMs !== undefined && !(Number.isInteger(cfg.driverTimeoutMs) && cfg.driverTimeoutMs > 0)) throw new RangeError(`driverTimeoutMs ${cfg.driverTimeoutMs}`);
     this.drivers = driverHostInit(k, entry, (msg) => this.post(msg, []), cfg.driverTimeoutMs);
+    if (cfg.driverLanes === false) this.drivers.lanesEnabled = false;
     this.drivers.setLockDomain(locks);
     this.k = k;
     this.entry = entry;
@@ -250,7 +258,7 @@ export class KernelControl {
     this.driverOwners.set(drv.id, owner);
     drv.fenceCreator = this.fenceRt!.table.newAttachId();
     drv.owner = owner;
-    return { id: drv.id, channel: drv.channel, owner, fenceAttachId: drv.fenceCreator };
+    return { id: drv.id, channel: drv.channel, bell: drv.lanes.bell, directory: drv.lanes.sab, owner, fenceAttachId: drv.fenceCreator };
   }
 
   private readonly driverOwners = new Map<number, number>();
@@ -544,7 +552,13 @@ export class KernelControl {
     const k = this.kernel;
     const objects: Record<string, number> = {};
     for (const l of k.tracker.report()) objects[l.kind] = (objects[l.kind] ?? 0) + 1;
-    return { objects, processes: k.tasks.size };
+    let lanes = 0;
+    let grants = 0;
+    for (const drv of this.drivers?.drivers.values() ?? []) {
+      lanes += drv.lanes.lanes;
+      grants += drv.lanes.grants;
+    }
+    return { objects, processes: k.tasks.size, driverLanes: { lanes, grants } };
   }
 
   /**

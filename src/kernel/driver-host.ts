@@ -20,7 +20,9 @@ import { KernelError } from '../errors.js';
 import { E } from '../uapi/errno.js';
 import { O_CLOEXEC, PAGE_ALIGN, PAGE_SIZE, POLLERR, POLLHUP } from '../uapi/posix.js';
 import { DMA_BIDIRECTIONAL, DMA_FROM_DEVICE, DMA_TO_DEVICE, type DmaDataDirection } from './dma-direction.js';
-import { OUT_LEN, RFLAGS, RF_ELSEWHERE } from '../shm/channel.js';
+import { OUT_LEN, RES_LANE_DRIVER, RES_LANE_FILE, RES_LANE_SERIAL, RES_LANE_TOKEN, RFLAGS, RF_ELSEWHERE, RF_LANE, RF_PORT_MSG, SEQ } from '../shm/channel.js';
+import { D_LANE_BUSY, D_LANE_SEQ, D_WANT_FRAME0 } from '../shm/driver-lane.js';
+import { LaneDirectory } from './driver-lanes.js';
 import {
   createDriverChannel,
   DOWN,
@@ -32,6 +34,7 @@ import {
   F_ERRNO,
   F_IDLE,
   F_IN_LEN,
+  F_LANE,
   F_OP,
   F_OUT_LEN,
   F_PID,
@@ -118,7 +121,12 @@ interface Upcall {
   postedAt: number;
 }
 
-type Slot = { readonly kind: 'up'; readonly up: Upcall } | { readonly kind: 'down'; answered: boolean };
+/**
+ * Frame i as the broker last saw it: an upcall it posted, a downcall it serves (or answered and the driver has not
+ * consumed yet), or — frame 0 only — a lane op the driver is serving (F_LANE; its task is the frame's F_PID).
+ */
+type Slot = { readonly kind: 'up'; readonly up: Upcall } | { readonly kind: 'down'; answered: boolean } | { readonly kind: 'lane' };
+const LANE_SLOT: Slot = { kind: 'lane' };
 
 /** A driver file's broker half: the open file a process's fd points at. */
 interface DriverFileState {
@@ -171,6 +179,11 @@ export class DriverInstance {
   readonly postedLocks = new Set<number>();
   /** Calls parked on a driver wait queue (WouldBlock), by queue id. */
   readonly waitQueues = new Map<number, WaitQueue>();
+  /** Its lanes: the directory, the bell, every task's lane (src/kernel/driver-lanes.ts). */
+  readonly lanes: LaneDirectory;
+  /** The watchdog's view of lane ops: the D_LANE_SEQ it last saw and since when. */
+  laneSeq = 0;
+  laneSince = 0;
 
   constructor(
     readonly id: number,
@@ -178,7 +191,8 @@ export class DriverInstance {
     readonly channel: SharedArrayBuffer,
     readonly port: MessagePort,
   ) {
-    this.ch = new DriverChannelViews(channel);
+    this.lanes = new LaneDirectory(port);
+    this.ch = new DriverChannelViews(channel, this.lanes.bell);
   }
 
   /** The highest frame in use, -1 when idle. */
@@ -227,6 +241,10 @@ export class DriverHost {
     private readonly post: (msg: DriverDeadMessage) => void,
   ) {
     entry.sources.push(() => this.serve());
+    // A task's lanes go with it (its grants first: a driver must not run a dead task's queued request).
+    k.exitHooks.push((t) => {
+      for (const drv of this.drivers.values()) drv.lanes.dropTask(t.pid);
+    });
   }
 
   /** The kernel lock domain: buffer locks live in it, next to the reservation locks (drivers attach it). */
@@ -336,6 +354,17 @@ export class DriverHost {
       const s = top >= 0 ? drv.slots[top] : null;
       if (s?.kind === 'up' && now - s.up.postedAt > this.timeoutMs) {
         void this.kill(drv, `no answer to ${UP_NAMES[s.up.op]} for ${this.timeoutMs} ms`, true);
+        continue;
+      }
+      // A lane op (a process's ioctl that came by its lane) counts the same way, unless it waits for a downcall
+      // (frame 1 in use): D_LANE_SEQ moves at every op's start, so one op stuck is one sequence number seen too long.
+      const dir = drv.lanes.dir;
+      const seq = Atomics.load(dir, D_LANE_SEQ);
+      if (Atomics.load(dir, D_LANE_BUSY) === 0 || seq !== drv.laneSeq || Atomics.load(drv.ch.frames[1]!.i32, F_STATE) !== F_IDLE) {
+        drv.laneSeq = seq;
+        drv.laneSince = now;
+      } else if (now - drv.laneSince > this.timeoutMs) {
+        void this.kill(drv, `no answer to a lane ioctl for ${this.timeoutMs} ms`, true);
       }
     }
   }
@@ -350,7 +379,8 @@ export class DriverHost {
     if (drv.dead) return drv.teardown;
     drv.dead = true;
     Atomics.store(drv.ch.header, H_GONE, G_DEAD);
-    ringDriver(drv.ch.header);
+    ringDriver(drv.ch);
+    drv.lanes.markDead();
     if (tellMain) {
       printLine(`dmabuf-sim: driver ${drv.name} declared dead: ${why}`);
       this.post({ kind: 'dmabuf-sim:driver-dead', id: drv.id, why });
@@ -446,8 +476,14 @@ export class DriverHost {
     const qi = n === 0 ? 0 : drv.queue.findIndex((u) => !u.fileOp);
     if (qi < 0) return;
     const f = drv.ch.frames[n]!;
-    // Frame 0 races an idle driver's own downcall: the loser of this compareExchange leaves the frame alone.
-    if (Atomics.compareExchange(f.i32, F_STATE, F_IDLE, F_BROKER_CLAIM) !== F_IDLE) return;
+    // Frame 0 races an idle driver's own downcall or a lane op: the loser of this compareExchange leaves the frame
+    // alone. The broker then asks to be rung when the driver gives frame 0 back (D_WANT_FRAME0) and tries once more:
+    // the driver stores F_IDLE and then reads the flag, we store the flag and then try — one of us sees the other.
+    if (Atomics.compareExchange(f.i32, F_STATE, F_IDLE, F_BROKER_CLAIM) !== F_IDLE) {
+      if (n !== 0) return;
+      Atomics.store(drv.lanes.dir, D_WANT_FRAME0, 1);
+      if (Atomics.compareExchange(f.i32, F_STATE, F_IDLE, F_BROKER_CLAIM) !== F_IDLE) return;
+    }
     const up = drv.queue.splice(qi, 1)[0]!;
     for (let a = 0; a < up.args.length; a++) f.args[a] = up.args[a]!;
     if (up.data) f.put(F_IN_LEN, up.data);
@@ -457,7 +493,7 @@ export class DriverHost {
     up.postedAt = performance.now();
     drv.slots[n] = { kind: 'up', up };
     Atomics.store(f.i32, F_STATE, F_UP_REQ);
-    ringDriver(drv.ch.header);
+    ringDriver(drv.ch);
   }
 
   /** The serve loop's scan of every driver channel: new downcalls, upcall replies, consumed downcall replies. */
@@ -468,12 +504,21 @@ export class DriverHost {
       for (let i = 0; i < MAX_FRAMES; i++) {
         const f = drv.ch.frames[i]!;
         let s = drv.slots[i] ?? null;
+        if (s?.kind === 'lane') {
+          if (Atomics.load(f.i32, F_STATE) === F_LANE) continue; // the same or the next lane op: frames above
+          drv.slots[i] = s = null;
+        }
         if (s?.kind === 'down' && s.answered) {
           if (Atomics.load(f.i32, F_STATE) === F_DOWN_REPLY) continue;
           drv.slots[i] = s = null; // consumed by the driver
         }
         if (s === null) {
-          if (Atomics.load(f.i32, F_STATE) !== F_DOWN_REQ) {
+          const state = Atomics.load(f.i32, F_STATE);
+          if (state === F_LANE && i === 0) {
+            drv.slots[0] = LANE_SLOT;
+            continue;
+          }
+          if (state !== F_DOWN_REQ) {
             // A downcall the driver just consumed can sit below the upcall the broker nested above it (a put that
             // released the driver's own buffer: exp_release in frame i+1, served before the driver took its
             // reply): scan on to it, or its answer would wait for — and be lost by — the reply of frame i-1.
@@ -529,14 +574,24 @@ export class DriverHost {
     };
     up.settle(err ? Object.assign(new KernelError(err, `${drv.name} ${UP_NAMES[up.op]}`), { reply }) : null, err ? null : reply);
     Atomics.store(f.i32, F_STATE, F_IDLE);
-    if (Atomics.load(drv.ch.header, H_CLAIM_WAIT) !== 0) ringDriver(drv.ch.header);
+    if (Atomics.load(drv.ch.header, H_CLAIM_WAIT) !== 0) ringDriver(drv.ch);
   }
 
-  /** The task whose file op the driver serves in the frame below `i` (downcalls run in its context), or null. */
+  /**
+   * The task whose file op the driver serves in the frames below `i` (downcalls run in its context), or null. A
+   * lane op's task is frame 0's F_PID (written by the driver from its directory, before its first downcall);
+   * the task's current call becomes that ioctl (leak origins, oopses).
+   */
   private contextOf(drv: DriverInstance, i: number): Task | null {
     for (let j = i - 1; j >= 0; j--) {
       const s = drv.slots[j];
       if (s?.kind === 'up' && s.up.pid) return this.k.tasks.get(s.up.pid) ?? null;
+      if (s?.kind === 'lane') {
+        const f0 = drv.ch.frames[0]!;
+        const t = this.k.tasks.get(f0.i32[F_PID]!) ?? null;
+        t?.beginIoctl(f0.args[1]! >>> 0);
+        return t;
+      }
     }
     return null;
   }
@@ -586,7 +641,7 @@ export class DriverHost {
     f.i32[F_ERRNO] = err;
     s.answered = true;
     Atomics.store(f.i32, F_STATE, F_DOWN_REPLY);
-    ringDriver(drv.ch.header);
+    ringDriver(drv.ch);
     this.tryPost(drv);
   }
 
@@ -706,6 +761,33 @@ export class DriverHost {
   setExporterSgtKey(sgt: SgTable, key: number): void {
     this.exporterSgtKeys.set(sgt, key);
   }
+
+  /**
+   * Writes task `t`'s lane grant for file `st` into the reply of its ioctl (RF_LANE and the RES_LANE_* words; the
+   * lane's memory and the driver's bell posted on the task's port with the reply's sequence number the first time).
+   * Nothing when the machine records stacks (each call must come by the broker to carry its stack), the task or
+   * the driver is gone, or the driver's lanes or grants are all taken.
+   */
+  grantLane(st: DriverFileState, t: Task): void {
+    if (this.k.options.recordStacks || !this.lanesEnabled || st.drv.dead || t.state === 'dead' || !t.port) return;
+    const g = st.drv.lanes.grant(st.id, t.pid);
+    if (!g) return;
+    const i32 = t.channel.i32;
+    if (g.newLane) {
+      t.port.postMessage({ seq: i32[SEQ]!, lane: st.drv.id, sab: g.lane, bell: st.drv.lanes.bell });
+      Atomics.or(i32, RFLAGS, RF_PORT_MSG);
+    }
+    if (g.token === 0) return;
+    const res = t.channel.res;
+    res[RES_LANE_DRIVER] = st.drv.id;
+    res[RES_LANE_FILE] = st.id;
+    res[RES_LANE_TOKEN] = g.token;
+    res[RES_LANE_SERIAL] = g.serial;
+    Atomics.or(i32, RFLAGS, RF_LANE);
+  }
+
+  /** Machine.boot({ driverLanes }): false keeps every driver ioctl on the broker's path (comparisons, debugging). */
+  lanesEnabled = true;
 
   // ---- character devices -------------------------------------------------------------------------------------------
 
@@ -1237,10 +1319,13 @@ export const driverFops: FileOperations = {
     const t = ctx.task;
     // copy_to_user of what the driver left in the argument (the ioctl syscall sent the whole struct back) —
     // after a failure too, when the driver sent it (drm_ioctl copies kdata out before returning the error).
+    // And the task's lane grant for this file rides on the reply (its next ioctls on it go straight to the driver).
+    const h = host(st);
     const copyOut = (r: UpReply): void => {
       if (bytes && r.data.length > 0) t.channel.data.set(r.data.subarray(0, bytes.length));
+      h.grantLane(st, t);
     };
-    return host(st).fileOpCall(
+    return h.fileOpCall(
       st,
       UP.ioctl,
       [st.id, cmd, bytes ? 1 : 0, arg.value],
@@ -1280,8 +1365,14 @@ export const driverFops: FileOperations = {
       return n;
     });
   },
+  flush(f) {
+    // Whatever fd of it went, tasks resolve the file afresh before their next lane ioctl (driver-lanes.ts).
+    const st = stOf(f);
+    st.drv.lanes.revokeFile(st.id);
+  },
   release(f) {
     const st = stOf(f);
+    st.drv.lanes.revokeFile(st.id);
     st.drv.files.delete(st);
     // The driver's release runs in its worker: the last put's caller (close, dup2, exit) waits for it
     // (Kernel.asyncRelease).

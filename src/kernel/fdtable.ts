@@ -127,10 +127,15 @@ export class FilesStruct {
     if (fd === this.nextFd) this.nextFd = fd + 1;
   }
 
-  /** Removes an open fd (pick_file + __put_unused_fd) and returns its entry; the caller puts the file. */
+  /**
+   * Removes an open fd (pick_file + __put_unused_fd) and returns its entry; the caller puts the file. The file's
+   * flush op runs first (filp_close calls it for every fd closed, whoever else holds the file).
+   */
   remove(fd: number): FdEntry | undefined {
     const e = this.get(fd);
     if (!e) return undefined;
+    // (ops may be absent on the bare files of the table's own unit test.)
+    e.file.ops?.flush?.(e.file);
     this.entries[fd] = undefined;
     this.open--;
     const word = fd >>> 5;

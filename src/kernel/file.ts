@@ -72,6 +72,12 @@ export interface FileOperations {
   write?(f: File, data: Uint8Array, ctx: CallContext, len: number): SyscallOutcome;
   /** Extra fdinfo lines after the generic pos/flags/mnt_id/ino block (show_fdinfo). */
   showFdinfo?(f: File): string;
+  /**
+   * filp_close's f_op->flush: an fd pointing at the file was removed from an fd table (close, dup2/dup3 over it,
+   * the table's last user exiting) — the file may live on through other fds. Broker thread, inside the call that
+   * removed the fd, before it returns; must not throw or sleep.
+   */
+  flush?(f: File): void;
   /** Last reference dropped. */
   release?(f: File): void;
 }

@@ -11,14 +11,17 @@
  *   20  i32 OUT_LEN     bytes of DATA the reply carries back (copy_to_user)
  *   24  i32 RFLAGS      reply flags: RF_PORT_MSG = SharedArrayBuffer handles were posted on the process's port;
  *                       RF_ELSEWHERE = set while the call runs, by the broker, when the call waits for another
- *                       worker (a driver's file op): a hint to stop spinning (see Runtime.waitReply)
+ *                       worker (a driver's file op): a hint to stop spinning (see Runtime.waitReply);
+ *                       RF_LANE = the reply of an ioctl on a driver file carries the task's lane grant for that
+ *                       file in RES[4..7] (src/shm/driver-lane.ts)
  *   28  i32 STACK_LEN   see STACK below
  *   32  i32 SHUTDOWN    0, then SHUTDOWN_BEGUN once the machine shuts down (written by the kernel in every
  *                       channel), or SHUTDOWN_KERNEL_GONE once the broker worker exited (written by the main
  *                       thread): the process's calls fail with ESHUTDOWN. Per channel, so a process can only stop
  *                       itself.
  *   64  f64 ARGS[8]     numeric arguments (f64 so 53-bit offsets and sizes are exact)
- *   128 f64 RES[8]      numeric results; RES[0] is the syscall's return value
+ *   128 f64 RES[8]      numeric results; RES[0] is the syscall's return value; with RF_LANE, RES[4] the driver
+ *                       id, RES[5] the driver's file id, RES[6] the grant token, RES[7] its serial
  *   256 u8  DATA[64 KiB]
  *   256+64K u8 STACK[4 KiB] the caller's JavaScript stack (UTF-8), written only when the machine records stacks;
  *               STACK_LEN (i32 word 7) is its length, 0 when absent
@@ -59,6 +62,12 @@ export const RF_PORT_MSG = 1;
  * how the process waits (the process may write it too, and only changes its own waiting).
  */
 export const RF_ELSEWHERE = 2;
+/** The reply grants the task its lane for the ioctl's file (RES_LANE_*; see src/shm/driver-lane.ts). */
+export const RF_LANE = 4;
+export const RES_LANE_DRIVER = 4;
+export const RES_LANE_FILE = 5;
+export const RES_LANE_TOKEN = 6;
+export const RES_LANE_SERIAL = 7;
 
 export const ARGS_OFFSET = 64;
 export const NARGS = 8;

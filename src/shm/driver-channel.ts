@@ -3,10 +3,13 @@
  * the broker (downcalls) and the broker calls the driver's file ops, exporter ops and importer callbacks
  * (upcalls). Calls nest: a stack of frames, one per call in progress.
  *
+ * The driver's doorbell is not in this channel but in its bell (src/shm/driver-lane.ts: the broker rings it after
+ * every frame it writes for the driver — an upcall posted, a downcall answered — and processes with a lane ring it
+ * too); every wait of the driver sleeps on it. `DriverChannelViews.bell` is its view.
+ *
  * ## Header (Int32 words)
  *
- *   0 H_DOORBELL  bumped (Atomics.add + notify) by the broker after every frame it writes for the driver (an upcall
- *                 posted, a downcall answered); the driver's waits sleep on it
+ *   0             unused (was the doorbell)
  *   1 H_GONE      0 while the driver may talk to the kernel; G_DEAD once the broker cut it off (declared dead:
  *                 it stopped answering) or G_KERNEL_GONE once the broker worker exited (written by the main thread).
  *                 The driver's waits give up with ENODEV / ESHUTDOWN
@@ -22,12 +25,16 @@
  * driver waits for the downcall in frame i − 1 (or, for i = 0, while the driver is idle).
  *
  *   word 0 F_STATE   F_IDLE → (claim) → F_DOWN_REQ (driver) → F_DOWN_REPLY (broker) → F_IDLE (driver), or
- *                    F_IDLE → (claim) → F_UP_REQ (broker) → F_UP_REPLY (driver) → F_IDLE (broker)
+ *                    F_IDLE → (claim) → F_UP_REQ (broker) → F_UP_REPLY (driver) → F_IDLE (broker), or (frame 0
+ *                    only) F_IDLE → F_LANE (driver) → F_IDLE (driver): the driver serves a process's ioctl that
+ *                    came by a lane (driver-lane.ts), in the context of task F_PID (ARGS[1] = the ioctl cmd); its
+ *                    downcalls go to frame 1 up. The broker posts nothing into frame 0 meanwhile — as for an
+ *                    upcall the driver is serving, only nested non-file upcalls above a downcall
  *   word 1 F_OP      DOWN.* or UP.* number
  *   word 2 F_ERRNO   0, or the positive errno of the reply
  *   word 3 F_IN_LEN  bytes of DATA the request carries
  *   word 4 F_OUT_LEN bytes of DATA the reply carries
- *   word 5 F_PID     upcall: the task whose call it serves (0: none, e.g. a release from the kernel)
+ *   word 5 F_PID     upcall or lane op: the task whose call it serves (0: none, e.g. a release from the kernel)
  *   word 6 F_RFLAGS  reply flags: RF_WOULD_BLOCK (a file op that must sleep: RES[0] names the driver wait queue)
  *   byte 64  f64 ARGS[8]   numeric arguments
  *   byte 128 f64 RES[8]    numeric results (RES[0] is the return value)
@@ -44,7 +51,6 @@
  * it to the frame, so a buggy driver corrupts its own calls only.
  */
 
-export const H_DOORBELL = 0;
 export const H_GONE = 1;
 export const H_SEQ = 2;
 export const H_CLAIM_WAIT = 3;
@@ -66,6 +72,8 @@ export const F_UP_REQ = 3;
 export const F_UP_REPLY = 4;
 export const F_DRIVER_CLAIM = 5;
 export const F_BROKER_CLAIM = 6;
+/** Frame 0 held by the driver while it serves a lane op (see the frame table). */
+export const F_LANE = 7;
 
 export const RF_WOULD_BLOCK = 1;
 
@@ -161,22 +169,24 @@ export const OPS_BIT = {
   cacheSgtMapping: 4096,
 } as const;
 
-/** Typed views over one frame. */
+/**
+ * Typed views over one frame — or over anything laid out as one (a lane: `at` gives its base and DATA size).
+ */
 export class FrameViews {
   readonly i32: Int32Array;
   readonly args: Float64Array;
   readonly res: Float64Array;
   readonly data: Uint8Array;
-  constructor(sab: SharedArrayBuffer, index: number) {
-    const base = FRAMES_OFFSET + index * FRAME_BYTES;
+  constructor(sab: SharedArrayBuffer, index: number, at?: { readonly base: number; readonly dataBytes: number }) {
+    const base = at ? at.base : FRAMES_OFFSET + index * FRAME_BYTES;
     this.i32 = new Int32Array(sab, base, F_ARGS_OFFSET / 4);
     this.args = new Float64Array(sab, base + F_ARGS_OFFSET, 8);
     this.res = new Float64Array(sab, base + F_RES_OFFSET, 8);
-    this.data = new Uint8Array(sab, base + F_DATA_OFFSET, FRAME_DATA);
+    this.data = new Uint8Array(sab, base + F_DATA_OFFSET, at ? at.dataBytes : FRAME_DATA);
   }
   /** Reply/request bytes, length clamped to the frame. */
   bytes(lenWord: number): Uint8Array {
-    const n = Math.max(0, Math.min(FRAME_DATA, this.i32[lenWord]! | 0));
+    const n = Math.max(0, Math.min(this.data.length, this.i32[lenWord]! | 0));
     return this.data.subarray(0, n);
   }
   /** Writes `bytes` into DATA and its length into `lenWord`; E2BIG-worthy sizes are the caller's check. */
@@ -186,13 +196,18 @@ export class FrameViews {
   }
 }
 
-/** Views over a whole driver channel. */
+/** Views over a whole driver channel, with the driver's bell (its doorbell: src/shm/driver-lane.ts). */
 export class DriverChannelViews {
   readonly header: Int32Array;
   readonly frames: readonly FrameViews[];
-  constructor(readonly sab: SharedArrayBuffer) {
+  readonly bell: Int32Array;
+  constructor(
+    readonly sab: SharedArrayBuffer,
+    bell: SharedArrayBuffer,
+  ) {
     this.header = new Int32Array(sab, 0, FRAMES_OFFSET / 4);
     this.frames = Array.from({ length: MAX_FRAMES }, (_, i) => new FrameViews(sab, i));
+    this.bell = new Int32Array(bell);
   }
 }
 
@@ -200,10 +215,17 @@ export function createDriverChannel(): SharedArrayBuffer {
   return new SharedArrayBuffer(DRIVER_CHANNEL_BYTES);
 }
 
+/** The driver's bell: word B_DOORBELL is the doorbell every wait of the driver sleeps on (driver-lane.ts). */
+export const B_DOORBELL = 0;
+export const BELL_WORDS = 16;
+export function createBell(): SharedArrayBuffer {
+  return new SharedArrayBuffer(BELL_WORDS * 4);
+}
+
 /** Wakes the driver: the broker calls it right after storing a state the driver waits for. */
-export function ringDriver(header: Int32Array): void {
-  Atomics.add(header, H_DOORBELL, 1);
-  Atomics.notify(header, H_DOORBELL);
+export function ringDriver(ch: DriverChannelViews): void {
+  Atomics.add(ch.bell, B_DOORBELL, 1);
+  Atomics.notify(ch.bell, B_DOORBELL);
 }
 
 const enc = new TextEncoder();

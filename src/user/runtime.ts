@@ -13,8 +13,13 @@ import {
   IN_LEN,
   OP,
   OUT_LEN,
+  RES_LANE_DRIVER,
+  RES_LANE_FILE,
+  RES_LANE_SERIAL,
+  RES_LANE_TOKEN,
   RFLAGS,
   RF_ELSEWHERE,
+  RF_LANE,
   RF_PORT_MSG,
   SEQ,
   SHUTDOWN,
@@ -32,6 +37,23 @@ import { AdaptiveSpin } from '../shm/spin.js';
 import { AliveTable, isTrackedToken } from '../shm/alive.js';
 import { K_ALIVE, untrackedOwner } from '../fence/table.js';
 import { setDefaultFenceOwner } from '../fence/runtime.js';
+import { F_ERRNO, F_IN_LEN, F_OUT_LEN } from '../shm/driver-channel.js';
+import {
+  L_ANSWER,
+  L_GONE,
+  L_IDLE,
+  L_REPLY,
+  L_REQ,
+  L_SERIAL,
+  L_SERVING,
+  L_SLOW,
+  L_STATE,
+  L_TOKEN,
+  LANE_DATA,
+  LANE_PICKUP_MS,
+  LaneViews,
+  ringBell,
+} from '../shm/driver-lane.js';
 
 const enc = new TextEncoder();
 /** How long a reply's port message may lag behind the reply before it counts as lost (a kernel bug). */
@@ -55,10 +77,27 @@ export class ProcessExit extends Error {
 /** Stack frames of the simulator's own plumbing (C library, worker entry, comlink, Node internals). */
 const INFRA_FRAME = /[/\\]src[/\\]user[/\\][^/\\]+\.[jt]s|[/\\]workers[/\\]process\.[jt]s|comlink|[/\\]src[/\\]control[/\\]|node:internal/;
 
+/** A SharedArrayBuffer handle posted with reply `seq`: a region's pages, or a lane into driver `lane` with its bell. */
 interface RegionMessage {
   readonly seq: number;
-  readonly id: number;
+  readonly id?: number;
   readonly sab: SharedArrayBuffer;
+  readonly lane?: number;
+  readonly bell?: SharedArrayBuffer;
+}
+
+/** This task's lane into one driver (src/shm/driver-lane.ts). */
+interface Lane {
+  readonly v: LaneViews;
+  readonly bell: Int32Array;
+}
+
+/** A grant this task holds for the file behind one of its fds: which lane, which driver file, token and serial. */
+interface LaneGrant {
+  readonly lane: Lane;
+  readonly file: number;
+  readonly token: number;
+  readonly serial: number;
 }
 
 export interface RuntimeInit {
@@ -114,6 +153,14 @@ export class Runtime {
   private readonly alive: AliveTable | null;
   /** Set once the kernel (broker) was found dead: every later call fails at once. */
   private kernelGone = false;
+  /** Lanes into drivers, by driver id, and the grants for the files behind fds (a cache: the driver checks). */
+  private readonly lanes = new Map<number, Lane>();
+  private readonly fdLanes = new Map<number, LaneGrant>();
+  /**
+   * Lane ioctls of this task: answered by the driver (`done`), sent back to the broker's path by the driver
+   * (`slow`: no valid grant, or the op must sleep), taken back unpicked after LANE_PICKUP_MS (`takenBack`).
+   */
+  readonly laneStats = { done: 0, slow: 0, takenBack: 0 };
 
   constructor(init: RuntimeInit) {
     this.recordStacks = init.recordStacks ?? false;
@@ -141,6 +188,8 @@ export class Runtime {
     const ch = this.ch;
     const i32 = ch.i32;
     if (this.exited !== null) throw new ProcessExit(this.exited);
+    // No flag of an earlier reply may be read as this call's (the broker clears them too when it takes the call).
+    i32[RFLAGS] = 0;
     if (Atomics.load(i32, SHUTDOWN) || this.kernelGone) throw new SyscallError(E.ESHUTDOWN, name ?? SYS_NAMES[op] ?? 'syscall');
     const args = ch.args;
     args[0] = a0;
@@ -274,7 +323,8 @@ export class Runtime {
       const m = receiveMessageOnPort(this.port);
       if (m) {
         const msg = m.message as RegionMessage;
-        this.regions.set(msg.id, msg.sab);
+        if (msg.lane !== undefined && msg.bell) this.lanes.set(msg.lane, { v: new LaneViews(msg.sab), bell: new Int32Array(msg.bell) });
+        else if (msg.id !== undefined) this.regions.set(msg.id, msg.sab);
         if (msg.seq === seq) return;
         continue;
       }
@@ -285,6 +335,105 @@ export class Runtime {
         Atomics.wait(this.ch.i32, STATE, ST_IDLE, napMs);
         napMs = Math.min(1, napMs * 2);
       }
+    }
+  }
+
+  // ---- driver lanes (src/shm/driver-lane.ts) -------------------------------------------------------------------------
+
+  /**
+   * After an ioctl on `fd` went through the kernel: remembers the lane grant its reply carried (RF_LANE), or
+   * forgets any for `fd` (the file is no driver's, or no grant was made).
+   */
+  noteLane(fd: number): void {
+    const i32 = this.ch.i32;
+    const res = this.ch.res;
+    const lane = i32[RFLAGS]! & RF_LANE ? this.lanes.get(res[RES_LANE_DRIVER]!) : undefined;
+    if (!lane) {
+      this.fdLanes.delete(fd);
+      return;
+    }
+    this.fdLanes.set(fd, { lane, file: res[RES_LANE_FILE]!, token: res[RES_LANE_TOKEN]!, serial: res[RES_LANE_SERIAL]! });
+  }
+
+  /** `fd` was closed or replaced by this task: its grant is no use any more (the kernel revoked it as well). */
+  forgetLane(fd: number): void {
+    if (this.fdLanes.size !== 0) this.fdLanes.delete(fd);
+  }
+
+  /**
+   * ioctl(fd, cmd, …) by the lane of fd's file, when this task holds a grant for it: the driver runs the ioctl in
+   * its worker and answers here, the broker not involved. `bytes` (the struct) is copied in and the driver's copy
+   * back out, on failure too. Returns undefined when the call was not made this way — no grant, a struct larger
+   * than a lane, or the driver answered L_SLOW (the grant was revoked or is stale, or the op must sleep) or did not
+   * pick the request up within LANE_PICKUP_MS: the caller then makes the ioctl syscall, which decides. Throws
+   * SyscallError like call(): the ioctl's errno, ENODEV once the driver is dead, ESHUTDOWN once the kernel is.
+   */
+  laneIoctl(fd: number, cmd: number, bytes: Uint8Array | null, value: number): number | undefined {
+    const g = this.fdLanes.get(fd);
+    if (!g || this.exited !== null || (bytes && bytes.length > LANE_DATA)) return undefined;
+    const v = g.lane.v;
+    const L = v.i32;
+    if (Atomics.load(L, L_GONE) !== 0) throw new SyscallError(E.ENODEV, 'ioctl');
+    v.args[0] = g.file;
+    v.args[1] = cmd;
+    v.args[2] = bytes ? 1 : 0;
+    v.args[3] = value;
+    if (bytes) {
+      v.data.set(bytes);
+      L[F_IN_LEN] = bytes.length;
+    } else L[F_IN_LEN] = 0;
+    L[L_TOKEN] = g.token;
+    L[L_SERIAL] = g.serial;
+    // Publishes the request (seq-cst store), then wakes the driver if it sleeps.
+    Atomics.store(L, L_STATE, L_REQ);
+    ringBell(g.lane.bell);
+    if (!this.waitLane(L)) {
+      this.laneStats.takenBack++;
+      return undefined;
+    }
+    Atomics.store(L, L_STATE, L_IDLE);
+    if (L[L_ANSWER] === L_SLOW) {
+      this.laneStats.slow++;
+      return undefined;
+    }
+    this.laneStats.done++;
+    if (bytes) {
+      const n = Math.min(bytes.length, Math.max(0, L[F_OUT_LEN]! | 0));
+      bytes.set(v.data.subarray(0, n));
+    }
+    const err = L[F_ERRNO]!;
+    if (err) throw new SyscallError(err, 'ioctl');
+    return v.res[0]!;
+  }
+
+  /**
+   * Waits for the driver's answer in lane `L`: true once it is there, false when the request was taken back (not
+   * picked up within LANE_PICKUP_MS). Race-free like waitReply: the driver stores L_REPLY and then notifies, and
+   * Atomics.wait sleeps only while the word still holds the state we read (L_REQ, or L_SERVING once picked up).
+   * Bounded: a sleep lasts REPLY_SLICE_MS at most, and after each a driver the broker declared dead (L_GONE) fails
+   * the call with ENODEV and a dead kernel with ESHUTDOWN. A request still waiting for its pick-up after
+   * LANE_PICKUP_MS is taken back with compareExchange(L_REQ → L_IDLE) — the driver picks up with the same
+   * compareExchange from L_REQ, so exactly one of us wins — and goes the broker's way, where the watchdog bounds
+   * it. An op being served is bounded by the same watchdog: driverTimeoutMs, then the driver is declared dead.
+   */
+  private waitLane(L: Int32Array): boolean {
+    const t0 = performance.now();
+    for (;;) {
+      const s = Atomics.load(L, L_STATE);
+      if (s === L_REPLY) return true;
+      if (s !== L_REQ && s !== L_SERVING) return false; // not ours any more (only this thread stores these)
+      if (this.spin.spinWhileEquals(L, L_STATE, s)) continue;
+      if (Atomics.load(L, L_GONE) !== 0) throw new SyscallError(E.ENODEV, 'ioctl');
+      if (!this.kernelAlive()) {
+        this.kernelGone = true;
+        throw new SyscallError(E.ESHUTDOWN, 'ioctl');
+      }
+      const waited = performance.now() - t0;
+      if (s === L_REQ && waited >= LANE_PICKUP_MS) {
+        if (Atomics.compareExchange(L, L_STATE, L_REQ, L_IDLE) === L_REQ) return false;
+        continue;
+      }
+      Atomics.wait(L, L_STATE, s, s === L_REQ ? Math.min(REPLY_SLICE_MS, LANE_PICKUP_MS - waited) : REPLY_SLICE_MS);
     }
   }
 

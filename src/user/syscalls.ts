@@ -56,7 +56,10 @@ export function open(path: string, flags = O_RDONLY, mode = 0): number {
 }
 
 export function close(fd: number): number {
-  return rt().call(SYS.close, validateFd(fd), 0, 0, 0, 0, 0, undefined, 'close');
+  const f = validateFd(fd);
+  const r = rt();
+  r.forgetLane(f);
+  return r.call(SYS.close, f, 0, 0, 0, 0, 0, undefined, 'close');
 }
 
 export function dup(fd: number): number {
@@ -66,7 +69,9 @@ export function dup(fd: number): number {
 export function dup3(oldfd: number, newfd: number, flags: number): number {
   const o = validateFd(oldfd, 'oldfd');
   const n = validateFd(newfd, 'newfd');
-  return rt().call(SYS.dup3, o, n, validateFlags(flags, 'flags'), 0, 0, 0, undefined, 'dup3');
+  const r = rt();
+  r.forgetLane(n);
+  return r.call(SYS.dup3, o, n, validateFlags(flags, 'flags'), 0, 0, 0, undefined, 'dup3');
 }
 
 /** dup2: like dup3 without flags, except that dup2(fd, fd) checks fd and returns it. */
@@ -77,7 +82,9 @@ export function dup2(oldfd: number, newfd: number): number {
     rt().call(SYS.fcntl, oldfd, F_GETFD, 0, 0, 0, 0, undefined, 'dup2');
     return newfd;
   }
-  return rt().call(SYS.dup3, oldfd, newfd, 0, 0, 0, 0, undefined, 'dup2');
+  const r = rt();
+  r.forgetLane(newfd);
+  return r.call(SYS.dup3, oldfd, newfd, 0, 0, 0, 0, undefined, 'dup2');
 }
 
 /**
@@ -103,7 +110,14 @@ export function ioctl(fd: number, request: number, arg?: ArrayBufferView | strin
   const r = rt();
   if (arg === undefined || typeof arg === 'number') {
     const v = arg === undefined ? 0 : validateWord(arg, 'arg');
-    return r.call(SYS.ioctl, f, req, 0, v, 0, 0, undefined, 'ioctl');
+    // A driver file this task holds a lane grant for: straight to the driver (src/shm/driver-lane.ts).
+    const fast = r.laneIoctl(f, req, null, v);
+    if (fast !== undefined) return fast;
+    try {
+      return r.call(SYS.ioctl, f, req, 0, v, 0, 0, undefined, 'ioctl');
+    } finally {
+      r.noteLane(f);
+    }
   }
   if (typeof arg !== 'string' && !ArrayBuffer.isView(arg)) {
     throw new InvalidArgTypeError('arg', ['number', 'string', 'Buffer', 'TypedArray', 'DataView'], arg);
@@ -113,6 +127,11 @@ export function ioctl(fd: number, request: number, arg?: ArrayBufferView | strin
   // annotated fence wait in the caller's context, whether or not a fence is pending (issue 8; src/locking).
   const start = req === DMA_BUF_IOCTL_SYNC && bytes.length >= 8 && isSyncStart(bytes);
   if (start) dmaFenceMightWait();
+  else {
+    // The lane copies the struct back itself (into `bytes`; a string argument is a copy nobody sees).
+    const fast = r.laneIoctl(f, req, bytes, 0);
+    if (fast !== undefined) return fast;
+  }
   try {
     if (start) return fenceParkedCall(r, 'DMA_BUF_IOCTL_SYNC(START)', () => r.call(SYS.ioctl, f, req, 1, 0, 0, 0, bytes, 'ioctl'));
     return r.call(SYS.ioctl, f, req, 1, 0, 0, 0, bytes, 'ioctl');
@@ -120,6 +139,7 @@ export function ioctl(fd: number, request: number, arg?: ArrayBufferView | strin
     // copy_to_user already happened in the kernel's view of the buffer; bring it back even on failure, since
     // a handler may have written part of the struct before failing (as a real kernel may).
     if (typeof arg !== 'string') bytes.set(r.outBytes().subarray(0, bytes.length));
+    r.noteLane(f);
   }
 }
 
