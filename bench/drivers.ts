@@ -63,6 +63,28 @@ async function brokerPathIoctl(): Promise<void> {
   }
 }
 
+/** vgem's fence cycle (two real ioctls) by lanes vs through the broker: one machine each, alternate rounds. */
+async function vgemFenceCycle(): Promise<void> {
+  const lanes = await Machine.boot({ drivers: ['vgem'] });
+  const broker = await Machine.boot({ drivers: ['vgem'], driverLanes: false });
+  try {
+    const pl = await lanes.spawn(drvProcs, { name: 'vgem-lanes' });
+    const pb = await broker.spawn(drvProcs, { name: 'vgem-broker' });
+    await pl.call('vgemFenceLoop', 2000);
+    await pb.call('vgemFenceLoop', 500);
+    const l: number[] = [];
+    const b: number[] = [];
+    for (let i = 0; i < ROUNDS; i++) {
+      l.push((10000 / (await pl.call<number>('vgemFenceLoop', 10000))) * 1000);
+      b.push((2000 / (await pb.call<number>('vgemFenceLoop', 2000))) * 1000);
+    }
+    emit({ name: 'vgem_fence_attach_signal', cycles_per_s: round(median(l), 0), baseline: 'the same through the broker (driverLanes: false), alternate rounds', baseline_per_s: round(median(b), 0), ratio: round(median(l.map((x, i) => x / b[i]!)), 2), note: 'one cycle = VGEM_FENCE_ATTACH + VGEM_FENCE_SIGNAL; ratio = speed-up' });
+  } finally {
+    await lanes.shutdown();
+    await broker.shutdown();
+  }
+}
+
 export async function benchDrivers(): Promise<void> {
   const maxSpinners = Math.max(1, availableParallelism() - 1);
   const m = await Machine.boot();
@@ -88,6 +110,7 @@ export async function benchDrivers(): Promise<void> {
     const ratios = sys.map((s, i) => s / drv[i]!);
     emit({ name: 'driver_ioctl_roundtrip', calls_per_s: round(median(drv), 0), baseline: 'broker no-op syscall (F_GETFD), alternate rounds', baseline_per_s: round(median(sys), 0), ratio: round(median(ratios), 2), path: 'lane (process -> driver)', goal: 'cost <= 2x (ratio <= 2)' });
     await brokerPathIoctl();
+    await vgemFenceCycle();
     emit({ name: 'syscall_vs_raw_sab_pingpong', calls_per_s: round(median(sys), 0), baseline: 'raw SAB request/reply, same spin discipline (client in a spin slot, server hot 0.1 ms)', baseline_per_s: round(median(raw), 0), ratio: round(median(sys.map((s, i) => s / raw[i]!)), 2), goal: '>= 0.8' });
 
     // map_attachment + unmap by an importer driver: cached vs uncached exporter, and a heap buffer.

@@ -1,5 +1,7 @@
 /** Process bodies of the driver benchmarks (bench/drivers.ts): each loop is timed inside a process or driver. */
 import * as sys from '../src/user/index.js';
+import * as drm from '../src/user/libdrm.js';
+import { VGEM_FENCE_WRITE } from '../src/uapi/drm.js';
 import { BENCH_ARG_BYTES, BENCH_IOC_NOP, BENCH_IOC_RUN } from './drv-bench.js';
 
 import { dev } from '../test/fixtures/drv-user.js';
@@ -56,4 +58,22 @@ export function exporterCalls(path: string): Record<string, number> {
 
 export function closeFd(fd: number): void {
   sys.close(fd);
+}
+
+/**
+ * vgem's fence cycle `n` times on one dumb buffer (VGEM_FENCE_ATTACH + VGEM_FENCE_SIGNAL: two ioctls, each one a
+ * fence and a reservation-object change in the vgem worker); returns elapsed ms.
+ */
+export function vgemFenceLoop(n: number): number {
+  const fd = drm.drmOpenCard();
+  const bo = drm.drmModeCreateDumbBuffer(fd, 64, 64, 32);
+  try {
+    drm.vgemFenceSignal(fd, drm.vgemFenceAttach(fd, bo.handle, VGEM_FENCE_WRITE));
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) drm.vgemFenceSignal(fd, drm.vgemFenceAttach(fd, bo.handle, VGEM_FENCE_WRITE));
+    return performance.now() - t0;
+  } finally {
+    drm.drmModeDestroyDumbBuffer(fd, bo.handle);
+    sys.close(fd);
+  }
 }

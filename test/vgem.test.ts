@@ -9,6 +9,7 @@ import { Machine, uapi } from '../src/index.js';
 import type { IgtResult } from './fixtures/igt-vgem.js';
 import type { RawIoctl } from './fixtures/drm.js';
 import { passFd, settlesWithin, shutdownClean, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
+import { Idr } from '../src/drivers/drm/drm-gem.js';
 
 const igt = new URL('./fixtures/igt-vgem.js', import.meta.url);
 const drmFixture = new URL('./fixtures/drm.js', import.meta.url);
@@ -407,3 +408,24 @@ test.serial('vgem fence timeout: 10 s later the fence signals itself and FENCE_S
   await shutdownClean(t, m);
 });
 
+
+test('Idr: the lowest free id from its base, also after removals below and above the last one; kept ids stay taken', (t) => {
+  const idr = new Idr<string>(1);
+  t.deepEqual([idr.alloc('a'), idr.alloc('b'), idr.alloc('c'), idr.alloc(null)], [1, 2, 3, 4]);
+  idr.remove(2);
+  t.is(idr.alloc('x'), 2, 'a hole below is found');
+  t.is(idr.alloc('y'), 5);
+  idr.remove(5);
+  idr.remove(1);
+  t.is(idr.alloc('z'), 1);
+  t.is(idr.alloc('w'), 5);
+  t.is(idr.replace(4, 'four'), null, 'an id kept with NULL (vgem signalled fences) stays allocated');
+  t.is(idr.alloc('v'), 6);
+  idr.remove(99);
+  t.is(idr.alloc('u'), 7, 'removing an id never allocated changes nothing');
+  const big = new Idr<number>(1);
+  const t0 = performance.now();
+  for (let i = 0; i < 100_000; i++) big.alloc(i);
+  t.is(big.alloc(-1), 100_001);
+  t.log(`100k allocations in ${(performance.now() - t0).toFixed(0)} ms`);
+});
