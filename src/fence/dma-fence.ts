@@ -264,7 +264,8 @@ export function dmaFenceMightWait(): void {
 
 /**
  * Hooks of the lock watchdog (src/locking/watchdog.ts), installed per worker with the validator's: a sleeping
- * fence wait publishes what it waits for. sleep() runs before every sleep of a wait: with gen 0 it may publish and
+ * fence wait publishes what it waits for. sleep() runs right before every Atomics.wait of a wait — after the
+ * bounded spin, so a wait the spin ends never publishes (FenceRuntime.sleepOn's beforeWait): with gen 0 it may publish and
  * returns the publication's number (0: nothing published); later it refreshes it and returns −gen when the
  * watchdog condemned the wait (the wait then fails with -EDEADLK). end() runs once when the wait ends.
  */
@@ -709,12 +710,20 @@ export function dmaFenceWaitTimeout(f: DmaFence, intr: boolean, timeout: number)
   try {
     const steps = waitSteps(f, timeout);
     let s = steps.next();
+    // The watchdog's publication runs only where the wait really sleeps (after sleepOn's spin): a wait the spin
+    // ends costs nothing more with the watchdog on. Without hooks (lock validation off) no closure is made.
+    let blockers: readonly DmaFence[] = [];
+    const publish =
+      hooks === null
+        ? null
+        : (): boolean => {
+            gen = hooks.sleep(gen, f, blockers, false);
+            return gen < 0;
+          };
     while (!s.done) {
-      if (hooks !== null) {
-        gen = hooks.sleep(gen, f, s.value.blockers, false);
-        if (gen < 0) return -E.EDEADLK; // the lock watchdog broke a real deadlock through this wait
-      }
-      rt.sleepOn(s.value.blockers, s.value.leftMs, f);
+      blockers = s.value.blockers;
+      rt.sleepOn(blockers, s.value.leftMs, f, publish);
+      if (gen < 0) return -E.EDEADLK; // the lock watchdog broke a real deadlock through this wait
       s = steps.next();
     }
     return s.value;
@@ -786,6 +795,14 @@ export function dmaFenceWaitAnyTimeout(
   const blockers: DmaFence[] = [];
   const hooks = waitHooks;
   let gen = 0;
+  // As in dmaFenceWaitTimeout: published only where the wait really sleeps.
+  const publish =
+    hooks === null
+      ? null
+      : (): boolean => {
+          gen = hooks.sleep(gen, fences[0]!, blockers, true);
+          return gen < 0;
+        };
   try {
     for (;;) {
       blockers.length = 0;
@@ -797,11 +814,8 @@ export function dmaFenceWaitAnyTimeout(
       }
       const left = deadline - performance.now();
       if (left <= 0) return 0;
-      if (hooks !== null) {
-        gen = hooks.sleep(gen, fences[0]!, blockers, true);
-        if (gen < 0) return -E.EDEADLK;
-      }
-      rt.sleepOn(blockers, left, fences.length === 1 ? fences[0]! : null);
+      rt.sleepOn(blockers, left, fences.length === 1 ? fences[0]! : null, publish);
+      if (gen < 0) return -E.EDEADLK;
     }
   } finally {
     if (gen !== 0) hooks!.end(Math.abs(gen));

@@ -526,8 +526,12 @@ export class FenceRuntime {
    * Sleeps until one of `blockers` may have signaled, or `leftMs` passed, or one slice (FENCE_SLICE_MS) ended
    * (spurious returns are fine: callers re-evaluate). `owned` is a blocker the caller holds a reference on; the
    * others are kept alive by the fence the caller waits on (a composite holds its components).
+   *
+   * `beforeWait` (the lock watchdog's publication, dma-fence.ts) runs only when the call is about to block in
+   * Atomics.wait — after the spin, never for a wait the spin ended — and returning true skips the sleep (the
+   * watchdog condemned the wait). A spin is bounded (SPIN_MAX_US), so a wait that lasts is always published.
    */
-  sleepOn(blockers: readonly DmaFence[], leftMs: number, owned: DmaFence | null): void {
+  sleepOn(blockers: readonly DmaFence[], leftMs: number, owned: DmaFence | null, beforeWait: (() => boolean) | null = null): void {
     void owned;
     const plan = this.planSleep(blockers);
     if (!plan) return;
@@ -536,6 +540,7 @@ export class FenceRuntime {
     // Spin briefly (bounded, shared budget) on a leaf's signal word before sleeping; a doorbell is only rung
     // for multi-fence waits, which are rare enough not to be worth a spinner slot.
     if (plan.leaf && this.spin.spinWhileEquals(i32, plan.word, plan.value)) return;
+    if (beforeWait !== null && beforeWait()) return;
     // Bounded: the caller re-evaluates after every slice (a lost notify costs at most FENCE_SLICE_MS).
     Atomics.wait(i32, plan.word, plan.value, Math.min(leftMs, FENCE_SLICE_MS));
   }
