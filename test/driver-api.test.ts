@@ -281,6 +281,12 @@ test('driver WARNs and BUGs are in the kernel\'s record: with the calling proces
     t.is(await run(p, '/dev/testdrv', { op: 'warn', msg: 'nobody expected this' }), 0);
     t.deepEqual(await run(p, '/dev/testdrv', { op: 'crash', msg: 'boom' }), { err: 'EIO' });
     t.is(await run(p, '/dev/testdrv', { op: 'calls' }).then(errOf), 'ok', 'the driver goes on serving');
+    // An exporter op that crashes while serving a process's mmap of the buffer: the oops names that process.
+    const fd = await run<number>(p, '/dev/testdrv', { op: 'export', size: 4096 });
+    await run(p, '/dev/testdrv', { op: 'knobs', set: { crashIn: 'mmap' } });
+    t.deepEqual(await p.call('mapRead', fd, 4096), { err: 'EIO' });
+    await run(p, '/dev/testdrv', { op: 'knobs', set: { crashIn: '' } });
+    await p.call('closeFd', fd);
   } finally {
     const r = await m.shutdown({ quiet: true });
     t.deepEqual(r.leaks, []);
@@ -293,9 +299,11 @@ test('driver WARNs and BUGs are in the kernel\'s record: with the calling proces
         { pid, expected: false, message: 'driver testdrv: nobody expected this' },
       ],
     );
-    t.is(r.oopses.length, 1);
+    t.is(r.oopses.length, 2);
     t.like(r.oopses[0], { pid, expected: false });
     t.regex(r.oopses[0]!.message, /BUG: driver testdrv: BUG in upcall ioctl: TypeError: fixture crash: boom/);
+    t.like(r.oopses[1], { pid, expected: false });
+    t.regex(r.oopses[1]!.message, /BUG: driver testdrv: BUG in upcall exp_mmap: TypeError: fixture crash in mmap/);
   }
 });
 

@@ -980,9 +980,14 @@ function intArg(v: number, what: string): number {
   return v;
 }
 
-/** The exporter ops of a buffer `drv` exported: upcalls into it. */
+/**
+ * The exporter ops of a buffer `drv` exported: upcalls into it, in the context of the task whose call triggered
+ * them (a process's mmap or SYNC, the call a driver's downcall serves; none for the kernel's own), as an exporter
+ * op runs in the caller's context in Linux: its WARNs and oopses name that task.
+ */
 function remoteOps(h: DriverHost, drv: DriverInstance, bits: number): RemoteDmaBufOps {
-  const up = (op: number, args: readonly number[], data: Uint8Array | null = null): Promise<UpReply> => h.upcall(drv, op, args, data);
+  const up = (op: number, args: readonly number[], data: Uint8Array | null = null): Promise<UpReply> =>
+    h.upcall(drv, op, args, data, h.k.current?.pid ?? 0);
   return {
     has: {
       attach: (bits & OPS_BIT.attach) !== 0,
