@@ -162,15 +162,24 @@ test('a request the driver does not pick up within LANE_PICKUP_MS is taken back 
     const fd = await open(p, '/dev/testdrv');
     const w = (await who(p, fd)) as Who;
     await who(p, fd);
-    await run(q, '/dev/testdrv', { op: 'stall', ms: 600 });
-    await delay(50);
-    const t0 = performance.now();
-    t.deepEqual(await who(p, fd), w);
-    const ms = performance.now() - t0;
-    t.like(await stats(p), { done: 1, takenBack: 1 });
+    // The stall starts from a timer once the driver's loop yields; on a loaded machine that may come late, so a
+    // call the lane served before the stall began is retried with a longer head start (bounded).
+    let ms = 0;
+    for (let attempt = 1; attempt <= 4; attempt++) {
+      const before = await stats(p);
+      await run(q, '/dev/testdrv', { op: 'stall', ms: 600 });
+      await delay(50 * attempt);
+      const t0 = performance.now();
+      t.deepEqual(await who(p, fd), w);
+      ms = performance.now() - t0;
+      if ((await stats(p)).takenBack > before.takenBack) break;
+      await delay(700); // let the stall that began late end
+    }
+    t.is((await stats(p)).takenBack, 1);
     t.true(ms >= 90, `served after the stall, ${ms.toFixed(0)} ms`);
+    const done = (await stats(p)).done;
     t.deepEqual(await who(p, fd), w, 'and the lane works again');
-    t.like(await stats(p), { done: 2, takenBack: 1 });
+    t.like(await stats(p), { done: done + 1, takenBack: 1 });
   });
 });
 
