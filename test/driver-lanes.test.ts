@@ -5,31 +5,14 @@
  * driver does not pick up, a driver that dies or hangs, and a process killed mid-call all end bounded and leak-free.
  */
 import test from 'ava';
-import { Machine, type Proc } from '../src/index.js';
 import { LaneDirectory } from '../src/kernel/driver-lanes.js';
 import { D_GEN, D_LANES, G_FILE, G_LANE, G_SERIAL, grantWord, MAX_GRANTS } from '../src/shm/driver-lane.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
 import { delay, waitParked, withMachine } from './helpers/sim.js';
+import { exporter, open, run, stats, twoDrivers, who, type Who } from './helpers/lanes.js';
 import { MessageChannel } from 'node:worker_threads';
 
-const exporter = new URL('./fixtures/drv-exporter.js', import.meta.url);
 const user = new URL('./fixtures/lane-user.js', import.meta.url);
-
-interface Who {
-  readonly pid: number;
-  readonly name: string;
-  readonly file: number;
-}
-type Stats = { done: number; slow: number; takenBack: number };
-const who = (p: Proc, fd: number, n = 0): Promise<Who | { err: string }> => p.call('who', fd, n);
-const stats = (p: Proc): Promise<Stats> => p.call<Stats>('laneStats');
-const open = (p: Proc, path: string): Promise<number> => p.call<number>('openPath', path);
-const run = <T = unknown>(p: Proc, path: string, req: Record<string, unknown>): Promise<T> => p.call<T>('run', path, req);
-
-async function twoDrivers(m: Machine): Promise<void> {
-  await m.loadDriver(exporter, { name: 'testdrv' });
-  await m.loadDriver(exporter, { name: 'testimp' });
-}
 
 test('after one ioctl through the broker, the next go by the lane, in the caller\'s context; driverLanes: false keeps them all on the broker', async (t) => {
   for (const lanes of [true, false]) {

@@ -59,6 +59,8 @@ import {
   L_STATE,
   L_TOKEN,
   LaneViews,
+  createLane,
+  LANE_DATA,
   MAX_GRANTS,
   MAX_LANES,
 } from '../shm/driver-lane.js';
@@ -109,6 +111,11 @@ const SERVE_SLICE_MS = 2;
 const LANE_SPIN_MS = 0.1;
 /** How long lane ops leave frame 0 alone after the broker asked for it (ms): its post wins the frame meanwhile. */
 const FRAME0_YIELD_MS = 0.5;
+
+/** An f64 the ioctl syscall would take as a 64-bit register value (src/kernel/entry.ts: an integer in [-2^63, 2^64)). */
+function isRegister(v: number): boolean {
+  return Number.isInteger(v) && v >= -(2 ** 63) && v < 2 ** 64;
+}
 
 /** A lane the driver serves: its task (from the directory) and its memory. */
 interface LaneSlot {
@@ -392,9 +399,15 @@ export class DriverRuntime {
       if (Atomics.compareExchange(L, L_STATE, L_REQ, L_SERVING) !== L_REQ) return false;
       let answer = L_SLOW;
       let err = 0;
+      // The request is copied into driver memory once, and only the copy is checked and served: the task (or any
+      // thread it shares the lane with) may rewrite every word of the lane meanwhile.
+      const req = this.laneReq;
       const g = (L[L_TOKEN]! | 0) - 1;
       const fileId = lane.v.args[0]!;
       const cmd = lane.v.args[1]!;
+      const isStruct = lane.v.args[2]!;
+      const value = lane.v.args[3]!;
+      const inLen = L[F_IN_LEN]! | 0;
       if (
         Atomics.load(dir, D_LANES + lane.slot) === lane.pid &&
         g >= 0 &&
@@ -402,18 +415,36 @@ export class DriverRuntime {
         fileId > 0 &&
         Atomics.load(dir, grantWord(g, G_FILE)) === fileId &&
         Atomics.load(dir, grantWord(g, G_LANE)) === lane.slot + 1 &&
-        Atomics.load(dir, grantWord(g, G_SERIAL)) === (L[L_SERIAL]! | 0)
+        Atomics.load(dir, grantWord(g, G_SERIAL)) === (L[L_SERIAL]! | 0) &&
+        isRegister(cmd) &&
+        isRegister(value) &&
+        inLen >= 0 &&
+        inLen <= LANE_DATA
       ) {
+        // As the ioctl syscall hands them over (src/kernel/entry.ts): cmd an unsigned int, the integer argument an
+        // unsigned long; a value no register holds went the broker's way above (it answers EINVAL).
+        req.args[0] = fileId;
+        req.args[1] = cmd >>> 0;
+        req.args[2] = isStruct === 0 ? 0 : 1;
+        req.args[3] = value < 0 ? value + 2 ** 64 : value;
+        req.data.set(lane.v.data.subarray(0, inLen));
+        req.i32[F_IN_LEN] = inLen;
         // The op's context, from the directory (never from the lane): for the server and for the broker's downcalls.
+        req.i32[F_PID] = lane.pid;
+        req.i32[F_OP] = UP.ioctl;
         f0.i32[F_PID] = lane.pid;
-        f0.args[1] = cmd;
-        L[F_PID] = lane.pid;
-        L[F_OP] = UP.ioctl;
+        f0.args[1] = cmd >>> 0;
         Atomics.store(dir, D_LANE_BUSY, lane.slot + 1);
         Atomics.add(dir, D_LANE_SEQ, 1);
-        err = this.run(UP.ioctl, lane.v, 1);
+        err = this.run(UP.ioctl, req, 1);
         Atomics.store(dir, D_LANE_BUSY, 0);
-        answer = L[F_RFLAGS]! & RF_WOULD_BLOCK ? L_SLOW : L_DONE;
+        answer = req.i32[F_RFLAGS]! & RF_WOULD_BLOCK ? L_SLOW : L_DONE;
+        if (answer === L_DONE) {
+          const out = req.bytes(F_OUT_LEN);
+          lane.v.data.set(out);
+          L[F_OUT_LEN] = out.length;
+          lane.v.res[0] = req.res[0]!;
+        }
       }
       L[L_ANSWER] = answer;
       L[F_ERRNO] = err;
@@ -424,6 +455,9 @@ export class DriverRuntime {
       this.releaseFrame0();
     }
   }
+
+  /** The lane request being served: driver memory, laid out as a lane (the upcall server serves it in place). */
+  private readonly laneReq = new LaneViews(createLane());
 
   /**
    * The idle loop: serves top-level upcalls in frame 0 and lane requests (serveLanes), in a synchronous hot phase

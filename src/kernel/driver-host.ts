@@ -142,6 +142,12 @@ interface DriverFileState {
   refresh: Promise<void> | null;
   /** Pollers of this file sleep here; woken when a refreshed mask arrives. */
   readonly wq: WaitQueue;
+  /**
+   * Bumped whenever the file's lane grants are revoked (an fd of it removed somewhere, its release). An ioctl
+   * grants a lane only when this did not move while it was in the driver: else the fd it came by may name another
+   * file by now, and a grant made after that revocation would outlive it (see grantLane).
+   */
+  revokes: number;
 }
 
 /** One driver worker, as the kernel knows it. */
@@ -766,10 +772,13 @@ export class DriverHost {
    * Writes task `t`'s lane grant for file `st` into the reply of its ioctl (RF_LANE and the RES_LANE_* words; the
    * lane's memory and the driver's bell posted on the task's port with the reply's sequence number the first time).
    * Nothing when the machine records stacks (each call must come by the broker to carry its stack), the task or
-   * the driver is gone, or the driver's lanes or grants are all taken.
+   * the driver is gone, the driver's lanes or grants are all taken, or the file's grants were revoked since the
+   * ioctl resolved its fd (`revokes` ≠ st.revokes: a thread sharing the table closed or replaced that fd while the
+   * driver served the call — the task's cache would bind the fd to this file again, past the revocation).
    */
-  grantLane(st: DriverFileState, t: Task): void {
+  grantLane(st: DriverFileState, t: Task, revokes: number): void {
     if (this.k.options.recordStacks || !this.lanesEnabled || st.drv.dead || t.state === 'dead' || !t.port) return;
+    if (st.revokes !== revokes) return;
     const g = st.drv.lanes.grant(st.id, t.pid);
     if (!g) return;
     const i32 = t.channel.i32;
@@ -811,7 +820,7 @@ export class DriverHost {
    */
   private open(drv: DriverInstance, path: string, k: Kernel, t: Task, flags: number): Blocked {
     if (drv.dead) throw new KernelError(E.ENODEV);
-    const st: DriverFileState = { id: this.nextFileId++, drv, path, opened: false, mask: 0, pollQueues: new Set(), refresh: null, wq: new WaitQueue() };
+    const st: DriverFileState = { id: this.nextFileId++, drv, path, opened: false, mask: 0, pollQueues: new Set(), refresh: null, wq: new WaitQueue(), revokes: 0 };
     const f = k.allocFile<DriverFileState>(driverFops, st, fmodeFromFlags(flags), flags);
     drv.files.add(st);
     const p = this.upcall(drv, UP.open, [st.id, flags], enc.encode(path), t.pid);
@@ -1326,9 +1335,10 @@ export const driverFops: FileOperations = {
     // after a failure too, when the driver sent it (drm_ioctl copies kdata out before returning the error).
     // And the task's lane grant for this file rides on the reply (its next ioctls on it go straight to the driver).
     const h = host(st);
+    const revokes = st.revokes;
     const copyOut = (r: UpReply): void => {
       if (bytes && r.data.length > 0) t.channel.data.set(r.data.subarray(0, bytes.length));
-      h.grantLane(st, t);
+      h.grantLane(st, t, revokes);
     };
     return h.fileOpCall(
       st,
@@ -1373,10 +1383,12 @@ export const driverFops: FileOperations = {
   flush(f) {
     // Whatever fd of it went, tasks resolve the file afresh before their next lane ioctl (driver-lanes.ts).
     const st = stOf(f);
+    st.revokes++;
     st.drv.lanes.revokeFile(st.id);
   },
   release(f) {
     const st = stOf(f);
+    st.revokes++;
     st.drv.lanes.revokeFile(st.id);
     st.drv.files.delete(st);
     // The driver's release runs in its worker: the last put's caller (close, dup2, exit) waits for it

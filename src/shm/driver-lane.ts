@@ -35,7 +35,9 @@
  *   word 6 F_RFLAGS  the server's flags (RF_WOULD_BLOCK: the op must sleep — the answer is then L_SLOW)
  *   word 8 L_TOKEN   request: the grant the task holds for the file (its index + 1)
  *   word 11 L_SERIAL request: that grant's serial (grant indices are reused, serials never: a stale grant fails)
- *   word 9 L_GONE    LG_DEAD once the broker declared the driver dead (its calls fail with ENODEV)
+ *   word 9 L_GONE    LG_DEAD once the broker declared the driver dead: a request it was serving fails with ENODEV,
+ *                    any other goes the slow path (the broker answers ENODEV for the dead driver's file — or serves
+ *                    the file the fd names by now, when a thread sharing the table replaced it)
  *   word 10 L_ANSWER reply: L_DONE (the ioctl ran: errno and RES are its outcome) or L_SLOW (it did not run: no
  *                    valid grant, the file is gone, the op must sleep, the request is malformed — redo it through
  *                    the broker, which decides)
@@ -43,8 +45,11 @@
  *   byte 128 f64 RES   [0] the ioctl's return value
  *   byte 256 u8  DATA[LANE_DATA]
  *
- * Task-writable: whatever the task writes fails its own call at worst. The driver reads the file id and token once,
- * checks them against the directory, and runs nothing it was not granted; a lane is never shared by two tasks.
+ * Task-writable: whatever the task writes fails its own call at worst. The driver copies the request (ARGS, the
+ * token and serial, DATA) into its own memory once, checks the copy against the directory and serves the copy —
+ * never the lane, whose every word the task (or a thread it shares the memory with) may rewrite meanwhile — and
+ * runs nothing it was not granted; cmd and the integer argument reach the op as the ioctl syscall gives them (an
+ * unsigned int, an unsigned long; an f64 no register holds goes the slow path). A lane is never shared by two tasks.
  *
  * ## The directory (one per driver; broker and driver only — kernel memory)
  *
@@ -62,7 +67,9 @@
  * the slow path, and revokes (stores 0) every grant of F whenever an fd pointing at F is removed from any fd table
  * (close, dup2 over it, exit: the file op `flush`, as filp_close calls it) and every grant of a lane when its task
  * dies. Revocation happens before the syscall that caused it returns, so a task that still uses a cached grant
- * after its fd changed meaning is sent back to the slow path — which resolves the fd afresh.
+ * after its fd changed meaning is sent back to the slow path — which resolves the fd afresh. A slow-path ioctl
+ * during which the file's grants were revoked (a thread sharing the table replaced the fd meanwhile) grants
+ * nothing: its grant would be younger than the revocation that was to cover it.
  */
 import {
   B_DOORBELL,

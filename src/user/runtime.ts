@@ -373,7 +373,9 @@ export class Runtime {
     if (!g || this.exited !== null || (bytes && bytes.length > LANE_DATA)) return undefined;
     const v = g.lane.v;
     const L = v.i32;
-    if (Atomics.load(L, L_GONE) !== 0) throw new SyscallError(E.ENODEV, 'ioctl');
+    // A dead driver: the broker decides (ENODEV for its file — or the fd names another file by now, when a thread
+    // sharing the table replaced it: this cache is only a hint).
+    if (Atomics.load(L, L_GONE) !== 0) return undefined;
     v.args[0] = g.file;
     v.args[1] = cmd;
     v.args[2] = bytes ? 1 : 0;
@@ -410,8 +412,9 @@ export class Runtime {
    * Waits for the driver's answer in lane `L`: true once it is there, false when the request was taken back (not
    * picked up within LANE_PICKUP_MS). Race-free like waitReply: the driver stores L_REPLY and then notifies, and
    * Atomics.wait sleeps only while the word still holds the state we read (L_REQ, or L_SERVING once picked up).
-   * Bounded: a sleep lasts REPLY_SLICE_MS at most, and after each a driver the broker declared dead (L_GONE) fails
-   * the call with ENODEV and a dead kernel with ESHUTDOWN. A request still waiting for its pick-up after
+   * Bounded: a sleep lasts REPLY_SLICE_MS at most, and after each a driver the broker declared dead (L_GONE) ends
+   * the wait — a request it was serving fails with ENODEV, one it never picked up is taken back (the broker
+   * decides: the grant may have been stale) — and a dead kernel fails the call with ESHUTDOWN. A request still waiting for its pick-up after
    * LANE_PICKUP_MS is taken back with compareExchange(L_REQ → L_IDLE) — the driver picks up with the same
    * compareExchange from L_REQ, so exactly one of us wins — and goes the broker's way, where the watchdog bounds
    * it. An op being served is bounded by the same watchdog: driverTimeoutMs, then the driver is declared dead.
@@ -423,7 +426,13 @@ export class Runtime {
       if (s === L_REPLY) return true;
       if (s !== L_REQ && s !== L_SERVING) return false; // not ours any more (only this thread stores these)
       if (this.spin.spinWhileEquals(L, L_STATE, s)) continue;
-      if (Atomics.load(L, L_GONE) !== 0) throw new SyscallError(E.ENODEV, 'ioctl');
+      if (Atomics.load(L, L_GONE) !== 0) {
+        // The driver died. A request it never picked up is taken back for the broker to decide (the grant may have
+        // been stale); one it was serving ran on the granted file, whose driver is gone: ENODEV.
+        if (Atomics.compareExchange(L, L_STATE, L_REQ, L_IDLE) === L_REQ) return false;
+        if (Atomics.load(L, L_STATE) === L_REPLY) return true;
+        throw new SyscallError(E.ENODEV, 'ioctl');
+      }
       if (!this.kernelAlive()) {
         this.kernelGone = true;
         throw new SyscallError(E.ESHUTDOWN, 'ioctl');

@@ -1,0 +1,143 @@
+/**
+ * Hostile tests of driver lanes (src/shm/driver-lane.ts): races of fd changes against the grant a slow-path ioctl
+ * makes, a process scribbling over its own lane while the driver serves it, a dead driver's lane behind an fd that
+ * another thread pointed at a live file, and every ioctl argument form giving the same outcome by the lane as by
+ * the broker's path (driverLanes: false).
+ */
+import test from 'ava';
+import type { Machine, Proc } from '../src/index.js';
+import { delay, withMachine } from './helpers/sim.js';
+import { exporter, open, run, twoDrivers, who, type Who } from './helpers/lanes.js';
+
+const user = new URL('./fixtures/hostile-lane-user.js', import.meta.url);
+
+test('an fd replaced while its first ioctl is in the driver gets no grant for the old file', async (t) => {
+  await withMachine(t, async (m) => {
+    await twoDrivers(m);
+    const p = await m.spawn(user, { name: 'app' });
+    const a = await open(p, '/dev/testdrv');
+    const keep = await p.call<number>('dup', a); // the old file lives on behind another fd
+    const b = await open(p, '/dev/testimp');
+    const wb = (await who(p, b)) as Who;
+    await run(p, '/dev/testdrv', { op: 'knobs', set: { whoSlowMs: 1500 } });
+    // A thread dup2s b over a 150 ms into the ioctl on a (which the driver serves for 1.5 s).
+    const r = await p.call<{ first: Who; raced: boolean }>('whoWhileReplaced', a, b, 150);
+    t.true(r.raced, 'the thread replaced the fd while the ioctl was in the driver');
+    t.like(r.first, { name: 'testdrv' }, 'the ioctl in flight ran on the file the fd named when it started');
+    await run(p, '/dev/testdrv', { op: 'knobs', set: { whoSlowMs: 0 } });
+    t.like(await who(p, a), { name: 'testimp', file: wb.file }, 'fd a now names testimp\'s file');
+    t.like(await who(p, a), { name: 'testimp', file: wb.file });
+    await p.call('closeFd', keep);
+  });
+});
+
+test('a helper thread scribbling over the lane while the driver serves it reaches no other file and forges no pid', async (t) => {
+  await withMachine(t, async (m) => {
+    await twoDrivers(m);
+    const victim = await m.spawn(user, { name: 'victim' });
+    const attacker = await m.spawn(user, { name: 'attacker' });
+    const vw = (await who(victim, await open(victim, '/dev/testdrv'))) as Who;
+    const fd = await open(attacker, '/dev/testdrv');
+    const aw = (await who(attacker, fd)) as Who;
+    t.not(aw.file, vw.file);
+    const answers = await attacker.call<string[]>('whoWhileScribbled', fd, vw.file, victim.pid, 3000);
+    for (const a of answers) {
+      const w = JSON.parse(a) as Who;
+      t.deepEqual(w, aw, `every answer is the attacker's own: ${a}`);
+    }
+    t.like(await who(victim, 3), { pid: victim.pid, file: vw.file });
+  });
+});
+
+/**
+ * testdrv and testimp; a process with fd a on testdrv (its grant cached by two ioctls) and fd b on testimp: the
+ * driver handle of testdrv, the process, a, b and who serves b.
+ */
+async function cachedGrantSetup(m: Machine): Promise<{ drv: { kill(): Promise<void> }; p: Proc; a: number; b: number; wb: Who }> {
+  const drv = await m.loadDriver(exporter, { name: 'testdrv' });
+  await m.loadDriver(exporter, { name: 'testimp' });
+  const p = await m.spawn(user, { name: 'app' });
+  const a = await open(p, '/dev/testdrv');
+  const b = await open(p, '/dev/testimp');
+  const wb = (await who(p, b)) as Who;
+  await who(p, a);
+  await who(p, a); // by the lane: the grant is cached
+  return { drv, p, a, b, wb };
+}
+
+test('a cached grant into a dead driver does not fail an fd another thread pointed at a live driver\'s file', async (t) => {
+  await withMachine(t, async (m) => {
+    const { drv, p, a, b, wb } = await cachedGrantSetup(m);
+    await drv.kill();
+    t.deepEqual(await who(p, a), { err: 'ENODEV' }, 'the dead driver\'s file');
+    await who(p, a);
+    await p.call('dup2InThread', b, a);
+    t.like(await who(p, a), { name: 'testimp', file: wb.file }, 'the fd now names a live file');
+  });
+});
+
+test('a request not picked up yet when its driver dies goes the broker\'s way (the fd may name another file by then)', async (t) => {
+  for (let round = 0; round < 3; round++) {
+    await withMachine(t, async (m) => {
+      const { drv, p, a, b, wb } = await cachedGrantSetup(m);
+      await p.call('dup2InThread', b, a); // revokes the grant; this task's cache still names it
+      await run(p, '/dev/testdrv', { op: 'stall', ms: 2000 });
+      await delay(20);
+      const pending = who(p, a); // posted into the stalled driver's lane
+      await delay(10 + round * 15);
+      await drv.kill();
+      t.like(await pending, { name: 'testimp', file: wb.file }, `round ${round}`);
+    });
+  }
+});
+
+test('every ioctl argument form has the same outcome by the lane as by the broker', async (t) => {
+  const outcomes: unknown[][] = [];
+  for (const lanes of [true, false]) {
+    await withMachine(
+      t,
+      async (m) => {
+        await twoDrivers(m);
+        const p = await m.spawn(user, { name: 'app' });
+        const fd = await open(p, '/dev/testdrv');
+        await who(p, fd);
+        await who(p, fd); // the grant (lanes on)
+        const out: unknown[] = [];
+        for (const v of [0, 1, 2 ** 31 - 1, 2 ** 31, 2 ** 32 + 5, 2 ** 53, 2 ** 63, 2 ** 64 - 2 ** 12, -1, -(2 ** 31), -(2 ** 63)]) {
+          out.push(['int', v, await p.call('echoInt', fd, v)]);
+        }
+        for (const ret of [0, 7, 2 ** 31, 2 ** 32 + 1, 2 ** 40, -1, -22, -(2 ** 40)]) {
+          out.push(['ret', ret, await p.call('echoStruct', fd, { ret }, 64)]);
+        }
+        out.push(['fail', await p.call('echoStruct', fd, { write: 'written-before-EINVAL', errno: 22 }, 64)]);
+        out.push(['fail-ENOTTY', await p.call('echoStruct', fd, { write: 'x', errno: 25 }, 64)]);
+        for (const size of [1, 4096, 16 * 1024, 16 * 1024 + 1, 40_000]) {
+          out.push(['size', size, await p.call('echoStruct', fd, { len: true, write: `sized-${size}` }, Math.max(size, 40))]);
+        }
+        out.push(['string', await p.call('echoString', fd, { len: true, write: 'zz' })]);
+        out.push(['string-fail', await p.call('echoString', fd, { errno: 14 })]);
+        outcomes.push(out);
+        const st = await p.call<{ done: number; slow: number; takenBack: number }>('laneStats');
+        if (lanes) t.true(st.done >= 20, `most of them went by the lane: ${JSON.stringify(st)}`);
+        else t.is(st.done, 0);
+      },
+      { driverLanes: lanes },
+    );
+  }
+  t.deepEqual(outcomes[0], outcomes[1]);
+});
+
+test('a machine that records stacks keeps every driver ioctl on the broker (each call carries its stack)', async (t) => {
+  await withMachine(
+    t,
+    async (m) => {
+      await twoDrivers(m);
+      const p = await m.spawn(user, { name: 'app' });
+      const fd = await open(p, '/dev/testdrv');
+      for (let i = 0; i < 5; i++) t.like(await who(p, fd), { pid: p.pid, name: 'testdrv' });
+      t.deepEqual(await p.call('laneStats'), { done: 0, slow: 0, takenBack: 0 });
+      t.deepEqual((await m.stats()).driverLanes, { lanes: 0, grants: 0 });
+    },
+    { recordStacks: true },
+  );
+});
