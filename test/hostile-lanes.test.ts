@@ -7,6 +7,7 @@
 import test from 'ava';
 import type { Machine, Proc } from '../src/index.js';
 import { delay, waitParked, withMachine } from './helpers/sim.js';
+import { chooseSeed, Prng } from '../src/shm/prng.js';
 import { exporter, open, run, twoDrivers, who, type Who } from './helpers/lanes.js';
 
 const user = new URL('./fixtures/hostile-lane-user.js', import.meta.url);
@@ -27,6 +28,25 @@ test('an fd replaced while its first ioctl is in the driver gets no grant for th
     t.is(await p.call('join', tid), 1, 'the second ioctl on a was served by testimp (2: by the old file, testdrv)');
     await p.call('closeFd', keep);
   });
+});
+
+test('threads racing close, reopen, dup2 and dup3 against lane ioctls on the same fds: every answer is the caller\'s, and afterwards every cached grant leads where the broker does', async (t) => {
+  const seed = chooseSeed();
+  t.log(`seed ${seed} (DMABUF_SIM_SEED=${seed} replays)`);
+  const prng = new Prng(seed);
+  await withMachine(
+    t,
+    async (m) => {
+      await twoDrivers(m);
+      for (let round = 0; round < 3; round++) {
+        const p = await m.spawn(user, { name: `racer${round}` });
+        t.deepEqual(await p.call('fdRace', prng.nextU32() >>> 4, 6, 500), [0, 0, 0], `round ${round} (seed ${seed})`);
+        await p.kill();
+      }
+      t.deepEqual((await m.stats()).driverLanes, { lanes: 0, grants: 0 });
+    },
+    { heaps: { system: {} } },
+  );
 });
 
 test('a helper thread scribbling over the lane while the driver serves it reaches no other file and forges no pid', async (t) => {
