@@ -8,7 +8,10 @@ import test from 'ava';
 import type { Machine, Proc } from '../src/index.js';
 import { delay, waitParked, withMachine } from './helpers/sim.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
-import { exporter, open, run, twoDrivers, who, type Who } from './helpers/lanes.js';
+import { LaneDirectory } from '../src/kernel/driver-lanes.js';
+import { MAX_GRANTS, MAX_LANES } from '../src/shm/driver-lane.js';
+import { MessageChannel } from 'node:worker_threads';
+import { exporter, open, run, stats, twoDrivers, who, type Who } from './helpers/lanes.js';
 
 const user = new URL('./fixtures/hostile-lane-user.js', import.meta.url);
 
@@ -47,6 +50,58 @@ test('threads racing close, reopen, dup2 and dup3 against lane ioctls on the sam
     },
     { heaps: { system: {} } },
   );
+});
+
+test('more (task, file) pairs than MAX_GRANTS: the pairs past it keep the broker\'s path, every answer right; freed grants are reused', async (t) => {
+  t.timeout(60_000);
+  await withMachine(t, async (m) => {
+    await twoDrivers(m);
+    const procs: Proc[] = [];
+    const fds: number[][] = [];
+    let done = 0;
+    for (let i = 0; i < 5; i++) {
+      const p = await m.spawn(user, { name: `flood${i}` });
+      const r = await p.call<{ ok: boolean; statuses: number[]; fds: number[] }>('grantFlood', 1000, 0);
+      t.true(r.ok, `process ${i}: every answer right`);
+      procs.push(p);
+      fds.push(r.fds);
+      done += (await stats(p)).done;
+    }
+    t.deepEqual((await m.stats()).driverLanes, { lanes: 5, grants: MAX_GRANTS }, 'every grant taken, no more');
+    t.is(done, MAX_GRANTS, 'one lane call per grant; the pairs past the limit stayed on the broker');
+    await procs[0]!.call('closeAll', fds[0]);
+    t.deepEqual((await m.stats()).driverLanes, { lanes: 5, grants: MAX_GRANTS - 1000 }, 'closing the fds revoked their grants');
+    const last = procs[4]!;
+    const fd = await open(last, '/dev/testdrv');
+    const before = await stats(last);
+    await who(last, fd);
+    await who(last, fd);
+    t.is((await stats(last)).done, before.done + 1, 'a new grant again');
+  });
+});
+
+test('LaneDirectory: MAX_LANES tasks get lanes, the next none (the slow path) until one of them is gone; a lane with every grant taken', (t) => {
+  const { port1, port2 } = new MessageChannel();
+  try {
+    const d = new LaneDirectory(port1);
+    for (let pid = 1; pid <= MAX_LANES; pid++) t.truthy(d.grant(1, pid), `pid ${pid}`);
+    t.is(d.grant(1, MAX_LANES + 1), null, 'no lane left');
+    t.is(d.lanes, MAX_LANES);
+    d.dropTask(7);
+    t.like(d.grant(1, MAX_LANES + 1), { newLane: true, token: 7 }, 'the freed slot and the freed grant index');
+    for (let f = 2; d.grants < MAX_GRANTS; f++) t.truthy(d.grant(f, 1));
+    t.is(d.grant(999_999, 1), null, 'no grant left for a task with a lane');
+    d.dropTask(2);
+    t.like(d.grant(999_999, 1), { newLane: false }, 'a dead task\'s grant indices are reused');
+    d.dropTask(3);
+    const fresh = d.grant(5, 70_000)!;
+    t.like(fresh, { newLane: true }, 'a new task gets a lane');
+    t.is(d.grant(6, 70_000), null, '…and no grant once they are all taken again');
+    t.is(d.grants, MAX_GRANTS);
+  } finally {
+    port1.close();
+    port2.close();
+  }
 });
 
 test('a helper thread scribbling over the lane while the driver serves it reaches no other file and forges no pid', async (t) => {
