@@ -991,6 +991,35 @@ export async function dmaBufMapAttachmentAsync(_k: Kernel, att: DmaBufAttachment
   return sgt;
 }
 
+// ---- the async API's synchronous fast paths ---------------------------------------------------------------------
+//
+// The parts of map, vmap and vunmap that never reach the exporter, for callers of the async API that want no
+// await when none is needed (a driver's downcall answered in the serve pass that read it, not after an event-loop
+// turn). Each does exactly what its async counterpart would do up to its first exporter call — or nothing and
+// returns null/false, and the caller takes the async path.
+
+/**
+ * dma_buf_map_attachment's cached case: the attachment's cached table (EBUSY for another direction unless it is
+ * bidirectional, as the full path), or null when the exporter must map. The same checks as the async API first.
+ */
+export function dmaBufMapAttachmentCached(att: DmaBufAttachment, dir: DmaDataDirection): SgTable | null {
+  if (!att || !att.dmabuf) return null; // the async path WARNs
+  return cachedMapping(att, dir);
+}
+
+/** dma_buf_vmap while counted: the mapping again (count + 1), or null when the exporter must map (or one is pending). */
+export function dmaBufVmapCounted(buf: DmaBuf): IosysMap | null {
+  if (!buf || buf.vmapPending || !buf.vmappingCounter || !opsOf(buf).vmap) return null;
+  return vmapAgain(buf);
+}
+
+/** dma_buf_vunmap of one of several counted vmaps of `map` (no exporter call): true when done, else false. */
+export function dmaBufVunmapCounted(buf: DmaBuf, map: IosysMap): boolean {
+  if (!buf || buf.vmappingCounter < 2 || buf.vmapPtr.isNull || !buf.vmapPtr.isEqual(map)) return false;
+  buf.vmappingCounter--;
+  return true;
+}
+
 /** dma_buf_unmap_attachment, waiting (a no-op for the cached table). */
 export async function dmaBufUnmapAttachmentAsync(_k: Kernel, att: DmaBufAttachment, sgt: SgTable, dir: DmaDataDirection): Promise<void> {
   if (!att || !att.dmabuf || !sgt) {

@@ -72,12 +72,15 @@ import {
   dmaBufGet,
   dmaBufList,
   dmaBufMapAttachmentAsync,
+  dmaBufMapAttachmentCached,
   dmaBufMoveNotifyAsync,
   dmaBufPinAsync,
   dmaBufPut,
   dmaBufUnmapAttachmentAsync,
   dmaBufVmapAsync,
+  dmaBufVmapCounted,
   dmaBufVunmapAsync,
+  dmaBufVunmapCounted,
   SgTable,
   type DmaBuf,
   type DmaBufAttachment,
@@ -1214,23 +1217,32 @@ on(DOWN.detach, async (h, drv, a) => {
   }
   return OK;
 });
-on(DOWN.map, async (h, drv, a) => {
+on(DOWN.map, (h, drv, a) => {
   const att = drv.atts.get(a[0]!);
   if (!att) throw new KernelError(E.EINVAL);
   const dir = dirArg(a[1]!);
-  const sgt = await dmaBufMapAttachmentAsync(h.k, att, dir);
-  if (drv.dead) {
-    await dmaBufUnmapAttachmentAsync(h.k, att, sgt, dir).catch(() => {});
-    throw new KernelError(E.ENODEV);
-  }
+  // The cached table needs no exporter: answered in this serve pass (no await, no event-loop turn).
+  const cached = dmaBufMapAttachmentCached(att, dir);
+  if (cached) return mapReply(h, drv, att, cached);
+  return (async () => {
+    const sgt = await dmaBufMapAttachmentAsync(h.k, att, dir);
+    if (drv.dead) {
+      await dmaBufUnmapAttachmentAsync(h.k, att, sgt, dir).catch(() => {});
+      throw new KernelError(E.ENODEV);
+    }
+    return mapReply(h, drv, att, sgt);
+  })();
+});
+/** The map downcall's answer: the table's id (remembered for unmap and the driver's death) and its entries. */
+function mapReply(h: DriverHost, drv: DriverInstance, att: DmaBufAttachment, sgt: SgTable): DownResult {
   const id = h.sgtId(sgt);
   drv.maps.set(id, { att, sgt });
   for (const s of sgt.sgl) h.postRegion(drv, s.region);
   const ents = sgt.sgl.map((s) => [s.region.id, s.offset, s.length, h.dmaAddress(att.dev.name, s.region, s.offset)]);
   // RES[1]: the core cached this table for the attachment (detach unmaps it, under the reservation lock).
   return { ret: id, res: [att.sgt === sgt ? 1 : 0], data: enc.encode(JSON.stringify(ents)) };
-});
-on(DOWN.unmap, async (h, drv, a) => {
+}
+on(DOWN.unmap, (h, drv, a) => {
   const att = drv.atts.get(a[0]!);
   const m = drv.maps.get(a[1]!);
   if (!att || !m || m.att !== att) {
@@ -1242,8 +1254,7 @@ on(DOWN.unmap, async (h, drv, a) => {
   const dir = dirArg(a[2]!);
   if (att.sgt === m.sgt) return { ret: 0 }; // the cached table: a no-op, it stays until detach
   drv.maps.delete(a[1]!);
-  await dmaBufUnmapAttachmentAsync(h.k, att, m.sgt, dir);
-  return { ret: 1 };
+  return dmaBufUnmapAttachmentAsync(h.k, att, m.sgt, dir).then(() => ({ ret: 1 }));
 });
 on(DOWN.begin_cpu_access, async (h, drv, a) => {
   await dmaBufBeginCpuAccessAsync(h.k, h.heldBuf(drv, a[0]!), dirArg(a[1]!));
@@ -1253,27 +1264,37 @@ on(DOWN.end_cpu_access, async (h, drv, a) => {
   await dmaBufEndCpuAccessAsync(h.k, h.heldBuf(drv, a[0]!), dirArg(a[1]!));
   return OK;
 });
-on(DOWN.vmap, async (h, drv, a) => {
+on(DOWN.vmap, (h, drv, a) => {
   const buf = h.heldBuf(drv, a[0]!);
-  const map = await dmaBufVmapAsync(h.k, buf);
-  if (drv.dead) {
-    await dmaBufVunmapAsync(h.k, buf, map).catch(() => {});
-    throw new KernelError(E.ENODEV);
-  }
+  // Counted already: the same mapping, no exporter call — answered in this serve pass.
+  const counted = dmaBufVmapCounted(buf);
+  if (counted) return vmapReply(h, drv, buf, counted);
+  return (async () => {
+    const map = await dmaBufVmapAsync(h.k, buf);
+    if (drv.dead) {
+      await dmaBufVunmapAsync(h.k, buf, map).catch(() => {});
+      throw new KernelError(E.ENODEV);
+    }
+    return vmapReply(h, drv, buf, map);
+  })();
+});
+/** The vmap downcall's answer (the region, offset, length, I/O-memory flag and generation); counted per driver. */
+function vmapReply(h: DriverHost, drv: DriverInstance, buf: DmaBuf, map: IosysMap): DownResult | Promise<DownResult> {
   let v;
   try {
     v = h.vmapRange(map);
   } catch (e) {
-    await dmaBufVunmapAsync(h.k, buf, map);
-    throw e;
+    return dmaBufVunmapAsync(h.k, buf, map).then(() => {
+      throw e;
+    });
   }
   const held = drv.vmaps.get(buf.ino);
   if (held) held.n++;
   else drv.vmaps.set(buf.ino, { buf, n: 1 });
   h.postRegion(drv, v.region);
   return { ret: v.region.id, res: [v.offset, v.length, v.iomem ? 1 : 0, v.gen] };
-});
-on(DOWN.vunmap, async (h, drv, a) => {
+}
+on(DOWN.vunmap, (h, drv, a) => {
   // The buffer of one of this driver's vmaps, or one it holds a reference on (dma_buf_vunmap takes none).
   const held = drv.vmaps.get(a[0]!);
   const buf = held?.buf ?? h.heldBuf(drv, a[0]!);
@@ -1281,18 +1302,20 @@ on(DOWN.vunmap, async (h, drv, a) => {
   // The caller's map is the core's current one when the generations agree; anything else is "a different
   // mapping" (or none), which the core reports as the BUG it is.
   const map = a[1] === cur ? buf.vmapPtr : IosysMap.fromVaddr(new Uint8Array(0));
-  try {
-    await dmaBufVunmapAsync(h.k, buf, map);
-  } catch (e) {
+  const done = (): DownResult => {
+    if (held && --held.n === 0) drv.vmaps.delete(buf.ino);
+    return { ret: buf.vmappingCounter === 0 ? 0 : 1 };
+  };
+  // One of several counted vmaps: no exporter call — answered in this serve pass.
+  if (dmaBufVunmapCounted(buf, map)) return done();
+  return dmaBufVunmapAsync(h.k, buf, map).then(done, (e: unknown) => {
     if (e instanceof KernelBug) {
       // Reported (in the kernel's warnings, so a test can expect it) and refused: the count is unchanged.
       warn(`driver ${drv.name}: ${e.message}`);
       throw new KernelError(E.EINVAL, e.message);
     }
     throw e;
-  }
-  if (held && --held.n === 0) drv.vmaps.delete(buf.ino);
-  return { ret: buf.vmappingCounter === 0 ? 0 : 1 };
+  });
 });
 on(DOWN.pin, async (h, drv, a) => {
   const att = drv.atts.get(a[0]!);
