@@ -31,6 +31,7 @@ import {
   F_BROKER_CLAIM,
   F_DOWN_REPLY,
   F_DOWN_REQ,
+  F_DRIVER_CLAIM,
   F_ERRNO,
   F_IDLE,
   F_IN_LEN,
@@ -471,28 +472,44 @@ export class DriverHost {
     this.tryPost(drv);
   }
 
-  /** Posts the first queued upcall that may go now (see the file comment), if any. */
+  /**
+   * Posts the first queued upcall that may go now (see the file comment), if any. When one must wait for frame 0
+   * and the driver holds it (a lane op, its own downcall), asks to be rung when it gives the frame back
+   * (D_WANT_FRAME0): this thread may be asleep by then, and nothing else would make it look again.
+   *
+   * Race-free: we store the flag and then look at frame 0 again; the driver stores F_IDLE and then reads the flag
+   * (DriverRuntime.releaseFrame0) — either we see the frame free and post now, or it sees the flag and rings.
+   */
   private tryPost(drv: DriverInstance): void {
-    if (drv.dead || drv.queue.length === 0) return;
+    if (drv.dead || drv.queue.length === 0 || this.postNext(drv)) return;
+    const f0 = drv.ch.frames[0]!.i32;
+    if (!driverHolds(Atomics.load(f0, F_STATE))) return;
+    Atomics.store(drv.lanes.dir, D_WANT_FRAME0, 1);
+    if (!driverHolds(Atomics.load(f0, F_STATE))) this.postNext(drv);
+  }
+
+  /** One post into the frame the nesting allows (see tryPost); false when nothing could go. */
+  private postNext(drv: DriverInstance): boolean {
     const top = drv.top();
     let n: number;
     if (top < 0) n = 0;
     else {
       const s = drv.slots[top]!;
-      if (s.kind !== 'down' || s.answered || top + 1 >= MAX_FRAMES) return;
-      n = top + 1;
+      if (s.kind === 'lane' && top === 0 && Atomics.load(drv.ch.frames[0]!.i32, F_STATE) !== F_LANE) {
+        // The lane op the scan saw has ended (its downcalls too): frame 0 is free for the next file op.
+        drv.slots[0] = null;
+        n = 0;
+      } else {
+        if (s.kind !== 'down' || s.answered || top + 1 >= MAX_FRAMES) return false;
+        n = top + 1;
+      }
     }
     const qi = n === 0 ? 0 : drv.queue.findIndex((u) => !u.fileOp);
-    if (qi < 0) return;
+    if (qi < 0) return false;
     const f = drv.ch.frames[n]!;
     // Frame 0 races an idle driver's own downcall or a lane op: the loser of this compareExchange leaves the frame
-    // alone. The broker then asks to be rung when the driver gives frame 0 back (D_WANT_FRAME0) and tries once more:
-    // the driver stores F_IDLE and then reads the flag, we store the flag and then try — one of us sees the other.
-    if (Atomics.compareExchange(f.i32, F_STATE, F_IDLE, F_BROKER_CLAIM) !== F_IDLE) {
-      if (n !== 0) return;
-      Atomics.store(drv.lanes.dir, D_WANT_FRAME0, 1);
-      if (Atomics.compareExchange(f.i32, F_STATE, F_IDLE, F_BROKER_CLAIM) !== F_IDLE) return;
-    }
+    // alone (tryPost then asks to be rung).
+    if (Atomics.compareExchange(f.i32, F_STATE, F_IDLE, F_BROKER_CLAIM) !== F_IDLE) return false;
     const up = drv.queue.splice(qi, 1)[0]!;
     for (let a = 0; a < up.args.length; a++) f.args[a] = up.args[a]!;
     if (up.data) f.put(F_IN_LEN, up.data);
@@ -503,6 +520,7 @@ export class DriverHost {
     drv.slots[n] = { kind: 'up', up };
     Atomics.store(f.i32, F_STATE, F_UP_REQ);
     ringDriver(drv.ch);
+    return true;
   }
 
   /** The serve loop's scan of every driver channel: new downcalls, upcall replies, consumed downcall replies. */
@@ -1341,6 +1359,11 @@ on(DOWN.wake_up, (h, drv, a) => {
 });
 
 // ---- the file operations of a driver's device ------------------------------------------------------------------------
+
+/** Frame 0 states in which the driver, not the broker, holds the frame (its downcall, a lane op). */
+function driverHolds(state: number): boolean {
+  return state === F_LANE || state === F_DRIVER_CLAIM || state === F_DOWN_REQ || state === F_DOWN_REPLY;
+}
 
 const hostOf = new WeakMap<DriverInstance, DriverHost>();
 const stOf = (f: File): DriverFileState => f.privateData as DriverFileState;
