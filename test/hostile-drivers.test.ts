@@ -8,7 +8,7 @@ import test, { type ExecutionContext } from 'ava';
 import { Machine, uapi } from '../src/index.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
 import type { RawIoctl } from './fixtures/drm.js';
-import { delay, settlesWithin, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
+import { delay, dmabufsDrained, settlesWithin, spawnSock, waitParked, type SockProc } from './helpers/sim.js';
 
 const drmFixture = new URL('./fixtures/drm.js', import.meta.url);
 const hostile = new URL('./fixtures/hostile-drivers.js', import.meta.url);
@@ -202,12 +202,7 @@ test.serial('seeded kill loop: processes churning vgem ioctls (create, PRIME, fe
     t.regex(String(await runs[victim]), /^(killed|done 300)$/, `round ${round}: the victim only died`);
     await procs[1 - victim]!.kill();
     // Every dma-buf goes once both processes' files are released (the driver's release runs after the exit).
-    let left = await m.dmabufs();
-    for (let i = 0; i < 250 && left.length > 0; i++) {
-      await delay(20);
-      left = await m.dmabufs();
-    }
-    t.deepEqual(left, [], `round ${round}: no dma-buf outlives the processes (seed ${seed})`);
+    t.deepEqual(await dmabufsDrained(m), [], `round ${round}: no dma-buf outlives the processes (seed ${seed})`);
   }
   const p = await drm(m, 'after');
   const card = await p.ok<number>('drmOpenCard', 0);

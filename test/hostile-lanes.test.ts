@@ -5,8 +5,8 @@
  * the broker's path (driverLanes: false).
  */
 import test from 'ava';
-import type { Machine, Proc } from '../src/index.js';
-import { delay, waitParked, withMachine } from './helpers/sim.js';
+import { Machine, type Proc } from '../src/index.js';
+import { delay, dmabufsDrained, waitParked, withMachine } from './helpers/sim.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
 import { LaneDirectory } from '../src/kernel/driver-lanes.js';
 import { MAX_GRANTS, MAX_LANES } from '../src/shm/driver-lane.js';
@@ -101,6 +101,55 @@ test('LaneDirectory: MAX_LANES tasks get lanes, the next none (the slow path) un
   } finally {
     port1.close();
     port2.close();
+  }
+});
+
+test('seeded kill loop: processes whose threads churn vgem through lanes on shared card fds (replacing them too), killed at random points; then the vgem worker killed mid-churn: everything ends and is released', async (t) => {
+  t.timeout(120_000);
+  const seed = chooseSeed();
+  t.log(`seed ${seed} (DMABUF_SIM_SEED=${seed} replays)`);
+  const prng = new Prng(seed);
+  const churn = new URL('./fixtures/hostile-vgem-procs.js', import.meta.url);
+  const m = await Machine.boot({ heaps: { system: {} }, drivers: ['vgem'] });
+  try {
+    for (let round = 0; round < 4; round++) {
+      const procs = [await m.spawn(churn, { name: `churn${round}a` }), await m.spawn(churn, { name: `churn${round}b` })];
+      const runs = procs.map((p) =>
+        p.call<{ steps: number; threads: number[] }>('vgemChurnThreads', prng.nextU32() >>> 4, 200, 2).then(
+          (r) => `done ${r.steps} ${r.threads.join(',')}`,
+          (e: Error) => (/ended|killed|exited/i.test(e.message) ? 'killed' : `failed: ${e.message}`),
+        ),
+      );
+      const victim = prng.below(2);
+      await delay(prng.below(150));
+      await procs[victim]!.kill();
+      t.is(await runs[1 - victim], 'done 200 0,0', `round ${round}: the other process's threads all complete (seed ${seed})`);
+      t.regex(await runs[victim]!, /^(killed|done 200 0,0)$/, `round ${round} (seed ${seed})`);
+      await procs[1 - victim]!.kill();
+      t.deepEqual(await dmabufsDrained(m), [], `round ${round}: no dma-buf outlives the processes (seed ${seed})`);
+      t.deepEqual((await m.stats()).driverLanes, { lanes: 0, grants: 0 }, `round ${round}: no lane or grant left (seed ${seed})`);
+    }
+    // The vgem worker killed while threads churn: every task's churn ends with ENODEV.
+    const procs = [await m.spawn(churn, { name: 'last-a' }), await m.spawn(churn, { name: 'last-b' })];
+    const runs = procs.map((p) =>
+      p.call<{ errnos: Record<string, number>; threads: number[] }>('vgemChurnThreads', prng.nextU32() >>> 4, 100_000, 2, true).then(
+        (r) => `${r.errnos['ENODEV'] ? 'ENODEV' : 'done'} ${r.threads.join(',')}`,
+        (e: Error) => `failed: ${e.message}`,
+      ),
+    );
+    await delay(50 + prng.below(150));
+    await m.drivers()[0]!.kill();
+    t.deepEqual(await Promise.all(runs), ['ENODEV 2,2', 'ENODEV 2,2'], `every task's churn ended with ENODEV (seed ${seed})`);
+    for (const p of procs) await p.kill();
+    t.deepEqual(await m.dmabufs(), [], `every dma-buf released with its last holder (seed ${seed})`);
+  } finally {
+    const r = await m.shutdown({ quiet: true });
+    t.deepEqual(
+      r.leaks.filter((l) => !(l.kind === 'dma_fence' && /^fence vgem:unbound ctx \d+ seq 1 signaled refcount 1$/.test(l.what))),
+      [],
+      `seed ${seed}`,
+    );
+    t.deepEqual([r.oopses, r.warnings], [[], []], `seed ${seed}`);
   }
 });
 

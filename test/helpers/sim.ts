@@ -107,6 +107,19 @@ export function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * The machine's dma-bufs once none is left or 5 s passed (the releases of files a dead process held run after its
+ * exit, in driver workers): [] when all went.
+ */
+export async function dmabufsDrained(m: Machine): ReturnType<Machine['dmabufs']> {
+  let left = await m.dmabufs();
+  for (let i = 0; i < 250 && left.length > 0; i++) {
+    await delay(20);
+    left = await m.dmabufs();
+  }
+  return left;
+}
+
 /** Whether `p` settles within `ms` (without consuming its value). */
 export async function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
   let done = false;
