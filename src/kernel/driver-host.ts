@@ -525,6 +525,8 @@ export class DriverHost {
 
   /** The serve loop's scan of every driver channel: new downcalls, upcall replies, consumed downcall replies. */
   serve(): number {
+    // Every serve pass of the broker calls this: with no driver it must cost nothing (no iterator either).
+    if (this.drivers.size === 0) return 0;
     let n = 0;
     for (const drv of this.drivers.values()) {
       if (drv.dead) continue;
