@@ -153,6 +153,35 @@ test('seeded kill loop: processes whose threads churn vgem through lanes on shar
   }
 });
 
+test('a stream of lane ioctls into the exporter does not starve its exporter ops (attach, map, unmap, detach, release) for another driver\'s importer', async (t) => {
+  await withMachine(t, async (m) => {
+    await twoDrivers(m);
+    const a = await m.spawn(user, { name: 'streamer' });
+    const b = await m.spawn(user, { name: 'importer' });
+    const fd = await open(a, '/dev/testdrv');
+    await who(a, fd);
+    const buf = await run<number>(b, '/dev/testdrv', { op: 'export', size: 8192, fill: 3 });
+    const stream = a.call<string[]>('whoMany', fd, 30_000);
+    await delay(20);
+    const t0 = performance.now();
+    const { id } = await run<{ id: number }>(b, '/dev/testimp', { op: 'get', fd: buf });
+    for (let i = 0; i < 10; i++) {
+      const att = await run<number>(b, '/dev/testimp', { op: 'attach', id });
+      const map = await run<{ id: number; byte0: number }>(b, '/dev/testimp', { op: 'map', att, dir: 0 });
+      t.is(map.byte0, 3);
+      t.is(await run(b, '/dev/testimp', { op: 'unmap', map: map.id, dir: 0 }), 0);
+      t.is(await run(b, '/dev/testimp', { op: 'detach', att }), 0);
+    }
+    t.is(await run(b, '/dev/testimp', { op: 'put', id }), 0);
+    await b.call('closeFd', buf); // the exporter's release
+    const ms = performance.now() - t0;
+    t.is((await stream).length, 1);
+    t.true(ms < 5000, `10 attach/map/unmap/detach cycles and a release took ${ms.toFixed(0)} ms during the stream`);
+    t.log(`exporter ops during a lane stream: ${ms.toFixed(0)} ms`);
+    t.like(await run(b, '/dev/testdrv', { op: 'calls' }), { attach: 10, map: 10, unmap: 10, detach: 10, release: 1 });
+  });
+});
+
 test('a helper thread scribbling over the lane while the driver serves it reaches no other file and forges no pid', async (t) => {
   await withMachine(t, async (m) => {
     await twoDrivers(m);
