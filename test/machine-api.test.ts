@@ -139,6 +139,7 @@ test('Machine.boot options are validated, naming the field, before anything star
     [{ maxSpinners: 1.5 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.maxSpinners"/],
     [{ maxSpinners: -1 }, RangeError, 'ERR_OUT_OF_RANGE', /"options\.maxSpinners"/],
     [{ recordStacks: 'yes' }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.recordStacks" property must be of type boolean/],
+    [{ driverLanes: 1 }, TypeError, 'ERR_INVALID_ARG_TYPE', /"options\.driverLanes" property must be of type boolean/],
     [{ fences: { slot: 64 } }, TypeError, 'ERR_INVALID_ARG_VALUE', /'options\.fences\.slot' is not an option/],
   ];
   for (const [opts, cls, code, re] of cases) {
