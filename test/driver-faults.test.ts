@@ -133,3 +133,25 @@ test('seeded kill loop: exporter, importer or process killed at a random point o
     }
   }
 });
+
+test('a driver killed holding the locks of its own reservation objects: the kernel finalises them at reap and at their buffer\'s release, without a locked-fini WARN', async (t) => {
+  const m = await Machine.boot();
+  try {
+    // One held lock per driver (two in one worker without an acquire context would be a recursion lockdep reports).
+    const a = await m.loadDriver(exporter, { name: 'testdrv' });
+    const b = await m.loadDriver(exporter, { name: 'testimp' });
+    const p = await m.spawn(user, { name: 'user' });
+    await run(p, '/dev/testimp', { op: 'hold-own-resv' }); // used by no buffer: finalised at reap
+    const { fd } = await run<{ fd: number }>(p, '/dev/testdrv', { op: 'hold-own-resv', export: true }); // at the buffer's release
+    await Promise.all([a.kill(), b.kill()]);
+    t.deepEqual(await p.call('mapRead', fd, 4096), { err: 'ENODEV' });
+    await p.call('closeFd', fd);
+    t.is((await m.dmabufs()).length, 0);
+  } finally {
+    const r = await m.shutdown({ quiet: true });
+    t.deepEqual(r.leaks, []);
+    t.deepEqual(r.oopses, []);
+    t.deepEqual(r.warnings.map((w) => w.message), []);
+    t.deepEqual(m.lockdep.reports().filter((x) => x.expected !== true).map((x) => x.text.split('\n')[0]), []);
+  }
+});

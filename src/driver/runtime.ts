@@ -391,8 +391,10 @@ export class DriverRuntime {
       // look once more with the flag up — else the request would wait for a sleep slice.
       if (s0 !== F_UP_REPLY) return false;
       Atomics.store(this.ch.header, H_CLAIM_WAIT, 1);
-      if (Atomics.compareExchange(f0.i32, F_STATE, F_IDLE, F_LANE) !== F_IDLE) return false;
-      Atomics.store(this.ch.header, H_CLAIM_WAIT, 0);
+      const again = Atomics.compareExchange(f0.i32, F_STATE, F_IDLE, F_LANE);
+      // Still our unconsumed reply: keep the flag (the broker rings once it consumed it); anything else: drop it.
+      if (again !== F_UP_REPLY) Atomics.store(this.ch.header, H_CLAIM_WAIT, 0);
+      if (again !== F_IDLE) return false;
     }
     const dir = this.dir;
     try {
@@ -504,6 +506,12 @@ export class DriverRuntime {
           return;
         }
         if (worked) continue;
+        if (this.frame0YieldUntil !== 0) {
+          // Lanes paused for the broker's post (releaseFrame0): a lane request meanwhile must not sleep a whole idle
+          // slice — wake at the pause's end at the latest.
+          Atomics.wait(bell, B_DOORBELL, seen, Math.max(0.05, this.frame0YieldUntil - now));
+          continue;
+        }
         if (now - lastLane <= LANE_SPIN_MS) {
           // The server's spin (no slot: see LANE_SPIN_MS) until the bell moves; bounded by LANE_SPIN_MS.
           for (let i = 0; Atomics.load(bell, B_DOORBELL) === seen; i++) {

@@ -54,7 +54,7 @@ import { waitAsyncWord } from './runtime.js';
 import { BUG, warn, warnOn } from '../bug.js';
 import { FAULT_RESV_ADD, FAULT_RESV_RESERVE, faultArmed, faultPoint } from '../fault-inject.js';
 import { SyscallError } from '../errors.js';
-import { LockDomain, SLICE_MS, type AttachOwner } from '../locking/domain.js';
+import { LockDomain, SLICE_MS, TOKEN_MASK, type AttachOwner } from '../locking/domain.js';
 import { L_ID, L_STAMP, L_STATE, L_CTX_SLOT } from '../locking/mutex.js';
 import { WwAcquireCtx, WwMutex } from '../locking/ww-mutex.js';
 import { reservationWwClass } from '../locking/fence-lockdep.js';
@@ -472,6 +472,21 @@ export function dmaResvFini(obj: DmaResv): void {
   Atomics.store(t.i32, obj.base + O_LOCK + L_STATE, 0);
   t.freeObject(obj.index);
   if (t.views[obj.index] === obj) t.views[obj.index] = undefined;
+}
+
+/**
+ * Releases the lock of `obj` when worker `owner` holds it and is dead (the caller knows: its reap), so that the
+ * object can be finalised on its behalf (dma_resv_fini WARNs on a locked object). Only for objects nobody else can
+ * reach any more — a dead driver's orphaned reservation objects: no waiter can be sleeping on the word. Returns
+ * whether it released anything. Broker thread.
+ */
+export function dmaResvUnlockDeadHolder(obj: DmaResv, owner: number): boolean {
+  live(obj, 'dma_resv_unlock of a dead holder');
+  const w = obj.table.i32;
+  const at = obj.base + O_LOCK + L_STATE;
+  const v = Atomics.load(w, at);
+  if (v === 0 || owner === 0 || (v & TOKEN_MASK) !== (owner & TOKEN_MASK)) return false;
+  return Atomics.compareExchange(w, at, v, 0) === v;
 }
 
 // ---- the lock ----------------------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ import {
 import { IoMem, IosysMap } from '../shm/iosys-map.js';
 import { LockClass, LockDomain, Mutex } from '../locking/index.js';
 import { ModuleState } from './module-state.js';
-import { dmaResvFini, dmaResvFromId, dmaResvId, resvAttachment } from '../fence/dma-resv.js';
+import { dmaResvFini, dmaResvFromId, dmaResvId, dmaResvUnlockDeadHolder, resvAttachment, type DmaResv } from '../fence/dma-resv.js';
 import { dmaFenceIsSignaled, dmaFencePut, dmaFenceSetError, dmaFenceSignal } from '../fence/dma-fence.js';
 import { fenceRuntime, fenceRuntimeAttached } from '../fence/runtime.js';
 import {
@@ -333,8 +333,14 @@ export class DriverHost {
       if (info.creator !== drv.owner) continue;
       const n = users.get(info.id) ?? 0;
       if (n > 0) drv.orphanResvs.set(info.id, n);
-      else dmaResvFini(dmaResvFromId(info.id));
+      else this.finiOrphan(drv, dmaResvFromId(info.id));
     }
+  }
+
+  /** dma_resv_fini of a dead driver's object — which it may have died holding (killed inside a locked section). */
+  private finiOrphan(drv: DriverInstance, obj: DmaResv): void {
+    dmaResvUnlockDeadHolder(obj, drv.owner);
+    dmaResvFini(obj);
   }
 
   /** A dead driver's buffer was released: the last one using an orphaned reservation object finalises it. */
@@ -345,7 +351,7 @@ export class DriverHost {
     if (n > 1) drv.orphanResvs.set(id, n - 1);
     else {
       drv.orphanResvs.delete(id);
-      dmaResvFini(buf.resv);
+      this.finiOrphan(drv, buf.resv);
     }
   }
 
@@ -485,7 +491,8 @@ export class DriverHost {
     const f0 = drv.ch.frames[0]!.i32;
     if (!driverHolds(Atomics.load(f0, F_STATE))) return;
     Atomics.store(drv.lanes.dir, D_WANT_FRAME0, 1);
-    if (!driverHolds(Atomics.load(f0, F_STATE))) this.postNext(drv);
+    // Posted after all: the flag would only make the driver ring us and pause its lanes for nothing.
+    if (!driverHolds(Atomics.load(f0, F_STATE)) && this.postNext(drv)) Atomics.store(drv.lanes.dir, D_WANT_FRAME0, 0);
   }
 
   /** One post into the frame the nesting allows (see tryPost); false when nothing could go. */
