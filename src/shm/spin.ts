@@ -109,6 +109,19 @@ export class AdaptiveSpin {
    * dozen loads, ends the spin early (false) without changing the budget.
    */
   spinWhileEquals(word: Int32Array, index: number, value: number, abort?: () => boolean): boolean {
+    return this.spin(word, index, value, false, abort);
+  }
+
+  /**
+   * Spins until `word[index] === value` (one slot, one budget for a word that passes through intermediate values:
+   * a lane's L_REQ → L_SERVING → L_REPLY). Returns true if it got there while spinning; otherwise as
+   * spinWhileEquals.
+   */
+  spinUntilEquals(word: Int32Array, index: number, value: number): boolean {
+    return this.spin(word, index, value, true);
+  }
+
+  private spin(word: Int32Array, index: number, value: number, until: boolean, abort?: () => boolean): boolean {
     if (this.budgetUs <= 0) {
       // Occasionally probe again, so a machine that became quiet regains fast round trips.
       if (++this.misses % 64 === 0) this.budgetUs = SPIN_MIN_US * 4;
@@ -121,7 +134,7 @@ export class AdaptiveSpin {
     let aborted = false;
     try {
       for (let i = 0; ; i++) {
-        if (Atomics.load(word, index) !== value) {
+        if ((Atomics.load(word, index) === value) === until) {
           hit = true;
           break;
         }

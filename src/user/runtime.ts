@@ -425,7 +425,7 @@ export class Runtime {
       const s = Atomics.load(L, L_STATE);
       if (s === L_REPLY) return true;
       if (s !== L_REQ && s !== L_SERVING) return false; // not ours any more (only this thread stores these)
-      if (this.spin.spinWhileEquals(L, L_STATE, s)) continue;
+      if (this.spin.spinUntilEquals(L, L_STATE, L_REPLY)) return true;
       if (Atomics.load(L, L_GONE) !== 0) {
         // The driver died. A request it never picked up is taken back for the broker to decide (the grant may have
         // been stale); one it was serving ran on the granted file, whose driver is gone: ENODEV.
