@@ -371,11 +371,17 @@ export class Runtime {
   laneIoctl(fd: number, cmd: number, bytes: Uint8Array | null, value: number): number | undefined {
     const g = this.fdLanes.get(fd);
     if (!g || this.exited !== null || (bytes && bytes.length > LANE_DATA)) return undefined;
+    // A machine shutting down (or gone) refuses calls: the syscall path says so (ESHUTDOWN), as for any call.
+    if (this.kernelGone || Atomics.load(this.ch.i32, SHUTDOWN)) return undefined;
     const v = g.lane.v;
     const L = v.i32;
     // A dead driver: the broker decides (ENODEV for its file — or the fd names another file by now, when a thread
-    // sharing the table replaced it: this cache is only a hint).
-    if (Atomics.load(L, L_GONE) !== 0) return undefined;
+    // sharing the table replaced it: this cache is only a hint). The grant is of no use any more.
+    if (Atomics.load(L, L_GONE) !== 0) {
+      this.fdLanes.delete(fd);
+      for (const [drv, lane] of this.lanes) if (lane === g.lane) this.lanes.delete(drv);
+      return undefined;
+    }
     v.args[0] = g.file;
     v.args[1] = cmd;
     v.args[2] = bytes ? 1 : 0;
