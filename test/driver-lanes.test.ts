@@ -8,7 +8,7 @@ import test from 'ava';
 import { LaneDirectory } from '../src/kernel/driver-lanes.js';
 import { D_GEN, D_LANES, G_FILE, G_LANE, G_SERIAL, grantWord, MAX_GRANTS } from '../src/shm/driver-lane.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
-import { delay, waitParked, withMachine } from './helpers/sim.js';
+import { delay, passFd, waitParked, withMachine } from './helpers/sim.js';
 import { exporter, open, run, stats, twoDrivers, who, type Who } from './helpers/lanes.js';
 import { MessageChannel } from 'node:worker_threads';
 
@@ -92,6 +92,30 @@ test('a grant dies with its fd: dup2 over it, close and reopen, a thread\'s dup2
     t.like(await who(p, a), { name: 'testimp', file: wb.file });
     t.is((await stats(p)).slow, before.slow + 1, 'the revoked grant was caught by the driver');
     t.like(await who(p, a), { name: 'testimp', file: wb.file });
+  });
+});
+
+test('a grant survives fd changes in other fd tables: a forked child\'s dup2 and exit, another process\'s close of the same file', async (t) => {
+  await withMachine(t, async (m) => {
+    await twoDrivers(m);
+    const p = await m.spawn(user, { name: 'parent' });
+    const q = await m.spawn(user, { name: 'other' });
+    const fd = await open(p, '/dev/testdrv');
+    const w = (await who(p, fd)) as Who;
+    await who(p, fd);
+    // The child's table is a copy: its dup2 and its exit (closing both fds) remove fds of the file from its table only.
+    await p.call('forkAndWait', fd, 40);
+    // The same open file in another process, whose close removes it from that process's table.
+    const qfd = await passFd(m, p, fd, q);
+    t.like(await who(q, qfd), { pid: q.pid, file: w.file });
+    await q.call('closeFd', qfd);
+    t.deepEqual(await who(p, fd), w);
+    t.deepEqual(await stats(p), { done: 2, slow: 0, takenBack: 0 }, 'no broker round trip: the grant stood');
+    // A close in the parent's own table revokes it (fd 41 is another fd of the same file).
+    t.is(await p.call('dup2', fd, 41), 41);
+    await p.call('closeFd', 41);
+    t.deepEqual(await who(p, fd), w);
+    t.like(await stats(p), { done: 2, slow: 1 });
   });
 });
 

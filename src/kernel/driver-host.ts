@@ -1435,11 +1435,14 @@ export const driverFops: FileOperations = {
       return n;
     });
   },
-  flush(f) {
-    // Whatever fd of it went, tasks resolve the file afresh before their next lane ioctl (driver-lanes.ts).
+  flush(f, files) {
+    // An fd of it left `files`: the tasks using that table resolve their fds afresh before their next lane ioctl
+    // (driver-lanes.ts). Tasks of other tables keep theirs — their fds did not change.
     const st = stOf(f);
     st.revokes++;
-    st.drv.lanes.revokeFile(st.id);
+    if (!st.drv.lanes.hasGrants(st.id)) return;
+    const tasks = host(st).k.tasks;
+    st.drv.lanes.revokeFile(st.id, (pid) => tasks.get(pid)?.files === files);
   },
   release(f) {
     const st = stOf(f);

@@ -4,8 +4,8 @@
  *
  * Threading: broker thread only. Grants are written when a task's ioctl on a driver file went through the broker
  * (the slow path), and revoked synchronously inside the call that changes what the task may reach: an fd of the
- * file removed from any table (`revokeFile`, from the file's flush), the task gone (`dropTask`, an exit hook), the
- * file released. A revoked grant sends the task's next lane request back to the slow path, which resolves the fd
+ * file removed from the fd table the task uses (`revokeFile` for the tasks of that table, from the file's flush),
+ * the task gone (`dropTask`, an exit hook), the file released (`revokeFile` for all). A revoked grant sends the task's next lane request back to the slow path, which resolves the fd
  * afresh — so a grant never outlives the fd it was made for, though a task may hold it in a cache.
  *
  * Allocation is deterministic: the lowest free lane slot, grant indices from a counter and a free list.
@@ -117,15 +117,25 @@ export class LaneDirectory {
     return { token: g + 1, serial: Atomics.load(this.dir, grantWord(g, G_SERIAL)), lane: lane.sab, newLane };
   }
 
-  /** Every grant of file `fileId` (an fd of it was removed somewhere, or it is released). */
-  revokeFile(fileId: number): void {
+  /**
+   * The grants of file `fileId`: every one (it is released), or those of the tasks `affected` says (an fd of it left
+   * the fd table they use: only their fd → file bindings may have changed).
+   */
+  revokeFile(fileId: number, affected?: (pid: number) => boolean): void {
     const users = this.byFile.get(fileId);
     if (!users) return;
-    this.byFile.delete(fileId);
     for (const [pid, g] of users) {
+      if (affected && !affected(pid)) continue;
+      users.delete(pid);
       this.byPid.get(pid)?.grants.delete(fileId);
       this.freeGrant(g);
     }
+    if (users.size === 0) this.byFile.delete(fileId);
+  }
+
+  /** Whether file `fileId` has grants (the cheap test before working out whose to revoke). */
+  hasGrants(fileId: number): boolean {
+    return this.byFile.has(fileId);
   }
 
   /** Task `pid` is gone: its grants are revoked and its lane slot freed (the driver forgets it at its next sync). */

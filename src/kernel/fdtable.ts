@@ -135,7 +135,7 @@ export class FilesStruct {
     const e = this.get(fd);
     if (!e) return undefined;
     // (ops may be absent on the bare files of the table's own unit test.)
-    e.file.ops?.flush?.(e.file);
+    e.file.ops?.flush?.(e.file, this);
     this.entries[fd] = undefined;
     this.open--;
     const word = fd >>> 5;

@@ -6,6 +6,7 @@
  */
 import type { UserPtr } from './uaccess.js';
 import type { Task } from './task.js';
+import type { FilesStruct } from './fdtable.js';
 import type { Vma } from './mm.js';
 import type { WaitQueue } from './wait.js';
 import type { SyscallOutcome } from './wait.js';
@@ -73,11 +74,11 @@ export interface FileOperations {
   /** Extra fdinfo lines after the generic pos/flags/mnt_id/ino block (show_fdinfo). */
   showFdinfo?(f: File): string;
   /**
-   * filp_close's f_op->flush: an fd pointing at the file was removed from an fd table (close, dup2/dup3 over it,
-   * the table's last user exiting) — the file may live on through other fds. Broker thread, inside the call that
-   * removed the fd, before it returns; must not throw or sleep.
+   * filp_close's f_op->flush: an fd pointing at the file was removed from fd table `files` (close, dup2/dup3 over
+   * it, the table's last user exiting) — the file may live on through other fds. Broker thread, inside the call
+   * that removed the fd, before it returns; must not throw or sleep.
    */
-  flush?(f: File): void;
+  flush?(f: File, files: FilesStruct): void;
   /** Last reference dropped. */
   release?(f: File): void;
 }

@@ -64,9 +64,10 @@
  *                             [G_SERIAL] the serial of this use of the index (from a counter, never reused)
  *
  * A grant says "the task of lane L may run ioctls on file F". The broker writes it when that task's ioctl on F went
- * the slow path, and revokes (stores 0) every grant of F whenever an fd pointing at F is removed from any fd table
- * (close, dup2 over it, exit: the file op `flush`, as filp_close calls it) and every grant of a lane when its task
- * dies. Revocation happens before the syscall that caused it returns, so a task that still uses a cached grant
+ * the slow path, and revokes (stores 0) the grants of F held by the tasks using an fd table whenever an fd pointing
+ * at F is removed from that table (close, dup2 over it, exit: the file op `flush`, as filp_close calls it; only
+ * those tasks' fd → file bindings can have changed), every grant of F at its release, and every grant of a lane
+ * when its task dies. Revocation happens before the syscall that caused it returns, so a task that still uses a cached grant
  * after its fd changed meaning is sent back to the slow path — which resolves the fd afresh. A slow-path ioctl
  * during which the file's grants were revoked (a thread sharing the table replaced the fd meanwhile) grants
  * nothing: its grant would be younger than the revocation that was to cover it.
