@@ -23,6 +23,22 @@ const rawWorker = new URL('./raw-pingpong.js', import.meta.url);
 
 const ROUNDS = 5;
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+/** The median over rounds of a[i] / b[i] (both measured in round i). */
+const medianRatio = (a: number[], b: number[]): number => median(a.map((x, i) => x / b[i]!));
+/** Calls per second of a loop timed inside a worker: `n` calls took `ms`. */
+const rate = async (n: number, ms: Promise<number>): Promise<number> => (n / (await ms)) * 1000;
+/** µs per operation of a loop timed inside a worker: `n` operations took `ms`. */
+const perOp = async (n: number, ms: Promise<number>): Promise<number> => ((await ms) * 1000) / n;
+
+/**
+ * ROUNDS rounds, each running every measurement once in turn (load from elsewhere then hits all of them alike);
+ * the results, one array per measurement.
+ */
+async function alternate(measure: readonly (() => Promise<number>)[]): Promise<number[][]> {
+  const out = measure.map((): number[] => []);
+  for (let i = 0; i < ROUNDS; i++) for (let j = 0; j < measure.length; j++) out[j]!.push(await measure[j]!());
+  return out;
+}
 
 /** The raw baseline: `n` round trips; returns round trips per second (timed in the client). */
 async function rawPingPong(n: number, maxSpinners: number): Promise<number> {
@@ -49,15 +65,11 @@ async function brokerPathIoctl(): Promise<void> {
     const d = await m.spawn(drvProcs, { name: 'drvbench' });
     await p.call('getfdLoop', 20000);
     await d.call('nopLoop', '/dev/benchimp', 2000);
-    const sys: number[] = [];
-    const drv: number[] = [];
-    const nSys = 100000;
-    const nDrv = 5000;
-    for (let i = 0; i < ROUNDS; i++) {
-      sys.push((nSys / (await p.call<number>('getfdLoop', nSys))) * 1000);
-      drv.push((nDrv / (await d.call<number>('nopLoop', '/dev/benchimp', nDrv))) * 1000);
-    }
-    emit({ name: 'driver_ioctl_roundtrip_no_lanes', calls_per_s: round(median(drv), 0), baseline: 'broker no-op syscall (F_GETFD), alternate rounds, same machine', baseline_per_s: round(median(sys), 0), ratio: round(median(sys.map((s, i) => s / drv[i]!)), 2), path: 'Machine.boot({ driverLanes: false }): process -> broker -> driver -> broker -> process' });
+    const [sys, drv] = (await alternate([
+      () => rate(100000, p.call<number>('getfdLoop', 100000)),
+      () => rate(5000, d.call<number>('nopLoop', '/dev/benchimp', 5000)),
+    ])) as [number[], number[]];
+    emit({ name: 'driver_ioctl_roundtrip_no_lanes', calls_per_s: round(median(drv), 0), baseline: 'broker no-op syscall (F_GETFD), alternate rounds, same machine', baseline_per_s: round(median(sys), 0), ratio: round(medianRatio(sys, drv), 2), path: 'Machine.boot({ driverLanes: false }): process -> broker -> driver -> broker -> process' });
   } finally {
     await m.shutdown();
   }
@@ -72,13 +84,11 @@ async function vgemFenceCycle(): Promise<void> {
     const pb = await broker.spawn(drvProcs, { name: 'vgem-broker' });
     await pl.call('vgemFenceLoop', 2000);
     await pb.call('vgemFenceLoop', 500);
-    const l: number[] = [];
-    const b: number[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      l.push((10000 / (await pl.call<number>('vgemFenceLoop', 10000))) * 1000);
-      b.push((2000 / (await pb.call<number>('vgemFenceLoop', 2000))) * 1000);
-    }
-    emit({ name: 'vgem_fence_attach_signal', cycles_per_s: round(median(l), 0), baseline: 'the same through the broker (driverLanes: false), alternate rounds', baseline_per_s: round(median(b), 0), ratio: round(median(l.map((x, i) => x / b[i]!)), 2), note: 'one cycle = VGEM_FENCE_ATTACH + VGEM_FENCE_SIGNAL; ratio = speed-up' });
+    const [l, b] = (await alternate([
+      () => rate(10000, pl.call<number>('vgemFenceLoop', 10000)),
+      () => rate(2000, pb.call<number>('vgemFenceLoop', 2000)),
+    ])) as [number[], number[]];
+    emit({ name: 'vgem_fence_attach_signal', cycles_per_s: round(median(l), 0), baseline: 'the same through the broker (driverLanes: false), alternate rounds', baseline_per_s: round(median(b), 0), ratio: round(medianRatio(l, b), 2), note: 'one cycle = VGEM_FENCE_ATTACH + VGEM_FENCE_SIGNAL; ratio = speed-up' });
   } finally {
     await lanes.shutdown();
     await broker.shutdown();
@@ -97,21 +107,16 @@ export async function benchDrivers(): Promise<void> {
     await d.call('nopLoop', '/dev/benchimp', 5000);
 
     // Driver ioctl vs broker syscall vs raw, alternating.
-    const sys: number[] = [];
-    const drv: number[] = [];
-    const raw: number[] = [];
-    const nSys = 100000;
     const nDrv = 30000;
-    for (let i = 0; i < ROUNDS; i++) {
-      sys.push((nSys / (await p.call<number>('getfdLoop', nSys))) * 1000);
-      drv.push((nDrv / (await d.call<number>('nopLoop', '/dev/benchimp', nDrv))) * 1000);
-      raw.push(await rawPingPong(nDrv, maxSpinners));
-    }
-    const ratios = sys.map((s, i) => s / drv[i]!);
-    emit({ name: 'driver_ioctl_roundtrip', calls_per_s: round(median(drv), 0), baseline: 'broker no-op syscall (F_GETFD), alternate rounds', baseline_per_s: round(median(sys), 0), ratio: round(median(ratios), 2), path: 'lane (process -> driver)', goal: 'cost <= 2x (ratio <= 2)' });
+    const [sys, drv, raw] = (await alternate([
+      () => rate(100000, p.call<number>('getfdLoop', 100000)),
+      () => rate(nDrv, d.call<number>('nopLoop', '/dev/benchimp', nDrv)),
+      () => rawPingPong(nDrv, maxSpinners),
+    ])) as [number[], number[], number[]];
+    emit({ name: 'driver_ioctl_roundtrip', calls_per_s: round(median(drv), 0), baseline: 'broker no-op syscall (F_GETFD), alternate rounds', baseline_per_s: round(median(sys), 0), ratio: round(medianRatio(sys, drv), 2), path: 'lane (process -> driver)', goal: 'cost <= 2x (ratio <= 2)' });
     await brokerPathIoctl();
     await vgemFenceCycle();
-    emit({ name: 'syscall_vs_raw_sab_pingpong', calls_per_s: round(median(sys), 0), baseline: 'raw SAB request/reply, same spin discipline (client in a spin slot, server hot 0.1 ms)', baseline_per_s: round(median(raw), 0), ratio: round(median(sys.map((s, i) => s / raw[i]!)), 2), goal: '>= 0.8' });
+    emit({ name: 'syscall_vs_raw_sab_pingpong', calls_per_s: round(median(sys), 0), baseline: 'raw SAB request/reply, same spin discipline (client in a spin slot, server hot 0.1 ms)', baseline_per_s: round(median(raw), 0), ratio: round(medianRatio(sys, raw), 2), goal: '>= 0.8' });
 
     // map_attachment + unmap by an importer driver: cached vs uncached exporter, and a heap buffer.
     const size = 1 << 20;
@@ -119,32 +124,20 @@ export async function benchDrivers(): Promise<void> {
     const uncached = await d.call<number>('exportBuf', '/dev/benchexp', size, false);
     const heap = await d.call<number>('heapBuf', size);
     const nMap = 5000;
-    const mc: number[] = [];
-    const mu: number[] = [];
-    const mh: number[] = [];
     const before = await d.call<Record<string, number>>('exporterCalls', '/dev/benchexp');
-    for (let i = 0; i < ROUNDS; i++) {
-      mc.push(((await d.call<number>('mapLoop', '/dev/benchimp', cached, nMap)) * 1000) / nMap);
-      mu.push(((await d.call<number>('mapLoop', '/dev/benchimp', uncached, nMap)) * 1000) / nMap);
-      mh.push(((await d.call<number>('mapLoop', '/dev/benchimp', heap, nMap)) * 1000) / nMap);
-    }
+    const mapLoop = (fd: number) => (): Promise<number> => perOp(nMap, d.call<number>('mapLoop', '/dev/benchimp', fd, nMap));
+    const [mc, mu, mh] = (await alternate([mapLoop(cached), mapLoop(uncached), mapLoop(heap)])) as [number[], number[], number[]];
     const after = await d.call<Record<string, number>>('exporterCalls', '/dev/benchexp');
     // Each uncached map/unmap reaches the exporter; each cached one only its first map per attachment.
     const exporterMaps = (after['map'] ?? 0) - (before['map'] ?? 0);
-    emit({ name: 'map_attachment_cached', us_per_map_unmap: round(median(mc), 2), baseline: 'the same without cache_sgt_mapping (exporter map + unmap upcalls each time)', baseline_us: round(median(mu), 2), ratio: round(median(mc.map((c, i) => c / mu[i]!)), 2), exporter_maps: exporterMaps, expected_exporter_maps: ROUNDS * (nMap + 1), goal: '< 1' });
-    emit({ name: 'map_attachment_heap_buffer', us_per_map_unmap: round(median(mh), 2), baseline: 'driver-exported, uncached', baseline_us: round(median(mu), 2), ratio: round(median(mh.map((h, i) => h / mu[i]!)), 2) });
+    emit({ name: 'map_attachment_cached', us_per_map_unmap: round(median(mc), 2), baseline: 'the same without cache_sgt_mapping (exporter map + unmap upcalls each time)', baseline_us: round(median(mu), 2), ratio: round(medianRatio(mc, mu), 2), exporter_maps: exporterMaps, expected_exporter_maps: ROUNDS * (nMap + 1), goal: '< 1' });
+    emit({ name: 'map_attachment_heap_buffer', us_per_map_unmap: round(median(mh), 2), baseline: 'driver-exported, uncached', baseline_us: round(median(mu), 2), ratio: round(medianRatio(mh, mu), 2) });
 
     // vmap + vunmap with the count above 0 vs from 0 (driver exporter), and of the heap buffer with the count > 0.
     const nV = 5000;
-    const vh: number[] = [];
-    const v0: number[] = [];
-    const vheap: number[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      vh.push(((await d.call<number>('vmapLoop', '/dev/benchimp', uncached, nV, true)) * 1000) / nV);
-      v0.push(((await d.call<number>('vmapLoop', '/dev/benchimp', uncached, nV, false)) * 1000) / nV);
-      vheap.push(((await d.call<number>('vmapLoop', '/dev/benchimp', heap, nV, true)) * 1000) / nV);
-    }
-    emit({ name: 'vmap_count_above_0', us_per_vmap_vunmap: round(median(vh), 2), baseline: 'vmap + vunmap from a count of 0 (exporter vmap + vunmap upcalls each time)', baseline_us: round(median(v0), 2), ratio: round(median(vh.map((h, i) => h / v0[i]!)), 2), heap_buffer_us: round(median(vheap), 2), goal: '< 1' });
+    const vmapLoop = (fd: number, hold: boolean) => (): Promise<number> => perOp(nV, d.call<number>('vmapLoop', '/dev/benchimp', fd, nV, hold));
+    const [vh, v0, vheap] = (await alternate([vmapLoop(uncached, true), vmapLoop(uncached, false), vmapLoop(heap, true)])) as [number[], number[], number[]];
+    emit({ name: 'vmap_count_above_0', us_per_vmap_vunmap: round(median(vh), 2), baseline: 'vmap + vunmap from a count of 0 (exporter vmap + vunmap upcalls each time)', baseline_us: round(median(v0), 2), ratio: round(medianRatio(vh, v0), 2), heap_buffer_us: round(median(vheap), 2), goal: '< 1' });
     for (const fd of [cached, uncached, heap]) await d.call('closeFd', fd);
   } finally {
     await m.shutdown();

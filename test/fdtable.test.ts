@@ -9,7 +9,8 @@ import type { File } from '../src/kernel/file.js';
 import { chooseSeed, Prng } from '../src/shm/prng.js';
 import { withMachine, spawnSock } from './helpers/sim.js';
 
-const FILE = {} as File;
+/** A file with no operations: the table only stores it (and asks its ops for flush on removal). */
+const FILE = { ops: { kind: 'test' } } as unknown as File;
 
 /** The reference: the lowest fd ≥ start not in `open`, below `limit`, or -1. */
 function linear(open: Set<number>, start: number, limit: number): number {

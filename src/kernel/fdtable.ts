@@ -134,8 +134,7 @@ export class FilesStruct {
   remove(fd: number): FdEntry | undefined {
     const e = this.get(fd);
     if (!e) return undefined;
-    // (ops may be absent on the bare files of the table's own unit test.)
-    e.file.ops?.flush?.(e.file, this);
+    e.file.ops.flush?.(e.file, this);
     this.entries[fd] = undefined;
     this.open--;
     const word = fd >>> 5;

@@ -349,7 +349,7 @@ export class Runtime {
     const res = this.ch.res;
     const lane = i32[RFLAGS]! & RF_LANE ? this.lanes.get(res[RES_LANE_DRIVER]!) : undefined;
     if (!lane) {
-      this.fdLanes.delete(fd);
+      if (this.fdLanes.size !== 0) this.fdLanes.delete(fd);
       return;
     }
     this.fdLanes.set(fd, { lane, file: res[RES_LANE_FILE]!, token: res[RES_LANE_TOKEN]!, serial: res[RES_LANE_SERIAL]! });
